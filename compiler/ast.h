@@ -71,4 +71,13 @@ void ast_dump(FILE *out, const Node *items);
 /* Parses one source file; appends items to *out.  Returns false on syntax
  * errors (reported through d).  Implemented in grammar/parser.y. */
 bool parse_file(Arena *arena, Diag *d, const SrcFile *src, NodeList *out);
+
+/* Parses `main` and, transitively, the files it imports ("std" is built in;
+ * other paths are searched in the importing file's directory, then in the
+ * colon-separated STRATA_PATH).  Each file is loaded once; the program takes
+ * ownership of `main`.  Returns false if any file had errors. */
+bool ast_load(Program *prog, Diag *d, SrcFile *main);
+void ast_program_free(Program *prog);
+/* The standard library source, generated from lib/std.strata. */
+extern const char strata_std_lib[];
 #endif

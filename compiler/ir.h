@@ -1,0 +1,125 @@
+/* ir.h - the tensor IR that the front end produces and later passes consume.
+ * An IrGraph is a DAG of IrNodes in topological order, plus the parameter
+ * table, the per-block records (residual stream in/out of each block, for
+ * depth diagnostics and block skipping) and the human-readable plan.
+ * Everything is allocated in the graph's Arena.
+ *
+ * Shapes: an activation is (B, T, width), row-major, one row per token
+ * (`tok` set).  A non-token value is a parameter or constant: a scalar
+ * (width 1), a per-channel vector (width n) or a matrix [rows, width]. */
+#ifndef STRATA_IR_H
+#define STRATA_IR_H
+#include "arena.h"
+#include "diag.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum IrOp {
+#define IR_OPS(name, text, arity, ew, red, fus) IR_##name,
+#include "ops.h"
+#undef IR_OPS
+    IR_NUM_OPS
+} IrOp;
+
+typedef struct IrOpInfo {
+    const char *text;
+    int arity;
+    bool elementwise, reduction, fusable;
+} IrOpInfo;
+extern const IrOpInfo ir_op_info[IR_NUM_OPS];
+
+typedef enum IrInitKind {
+    INIT_NORMAL,       /* N(0, a^2) */
+    INIT_TRUNC_NORMAL, /* N(0, a^2) truncated to [b, c] */
+    INIT_XAVIER,       /* N(0, (a * sqrt(2 / (fan_in + fan_out)))^2), as torch xavier_normal_ */
+    INIT_ZEROS,
+    INIT_ONES,
+    INIT_CONSTANT,     /* every element = a */
+} IrInitKind;
+
+typedef struct IrInit {
+    IrInitKind kind;
+    double a, b, c;    /* see IrInitKind */
+} IrInit;
+
+typedef enum IrParamRole {
+    PARAM_MATRIX,      /* weight of a matmul */
+    PARAM_EMBEDDING,   /* table of embed() */
+    PARAM_VECTOR,      /* per-channel vector (norm gains, LayerScale) */
+    PARAM_SCALAR,      /* a single learnable number */
+} IrParamRole;
+
+typedef struct IrParam {
+    const char *name;  /* stable dotted name, e.g. "layers.3.attn.wq" */
+    int ndim;          /* 0 scalar, 1 vector, 2 matrix */
+    int64_t dims[2];   /* [rows, cols]; a vector is [n] */
+    int64_t numel;
+    IrInit init;
+    IrParamRole role;
+    int block;         /* index of the block that created it, -1 outside blocks */
+    Loc loc;           /* the `param` declaration or the linear/embed call */
+    int index;         /* position in the parameter table */
+} IrParam;
+
+typedef struct IrNode IrNode;
+struct IrNode {
+    IrOp op;
+    IrNode *in[3];     /* operands, ir_op_info[op].arity of them */
+    bool tok;          /* one row per token (B*T rows); else a parameter/constant */
+    bool is_int;       /* int32 ids (tokens, targets) */
+    int64_t rows;      /* rows when !tok: 1, or the rows of a matrix param */
+    int64_t width;     /* last dimension */
+    double num;        /* CONST value; POWC exponent; ROPE base */
+    int heads;         /* ROPE, ATTENTION */
+    bool trans_b;      /* MATMUL: W stored [out, in] and used transposed */
+    IrParam *param;    /* PARAM */
+    int block;         /* block that created the node, -1 outside */
+    int id;            /* position in IrGraph.nodes */
+    Loc loc;           /* user source construct that created it */
+};
+
+/* One iteration of a model-level `for` loop: a transformer block. */
+typedef struct IrBlock {
+    int index;         /* 0-based block number */
+    double l;          /* value of the loop variable */
+    const char *var;   /* the carried residual variable, e.g. "x" */
+    IrNode *in, *out;  /* residual stream entering / leaving the block */
+} IrBlock;
+
+/* A line of the resolved plan; block -1 = outside any block. */
+typedef struct IrPlanLine {
+    int block;
+    int depth;         /* nesting inside the block (inner loops, ifs) */
+    const char *text;
+} IrPlanLine;
+
+typedef struct IrConfig {
+    const char *name;
+    double value;
+    const char *source; /* "file", "preset NAME" or "-D" */
+} IrConfig;
+
+typedef struct IrGraph {
+    Arena arena;
+    PtrVec nodes;      /* IrNode*, topological order */
+    PtrVec params;     /* IrParam*, table order */
+    PtrVec blocks;     /* IrBlock* */
+    PtrVec plan;       /* IrPlanLine* */
+    PtrVec config;     /* IrConfig* */
+    IrNode *tokens, *targets, *logits, *loss;
+    const char *model_name;  /* the model file as given */
+} IrGraph;
+
+void ir_init(IrGraph *g);
+void ir_free(IrGraph *g);
+IrNode *ir_add(IrGraph *g, IrOp op, Loc loc);
+IrParam *ir_add_param(IrGraph *g, const char *name, Loc loc);
+int64_t ir_param_total(const IrGraph *g);
+/* Text form (--dump=ir), one node per line: %id = op(operands) : shape. */
+void ir_dump(FILE *out, const IrGraph *g);
+/* Checks structural invariants; returns false and prints on failure. */
+bool ir_verify(const IrGraph *g, FILE *out);
+void ir_init_text(char *buf, size_t n, const IrInit *init);
+#endif
