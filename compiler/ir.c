@@ -94,6 +94,8 @@ void ir_dump(FILE *out, const IrGraph *g)
         case IR_POWC: fprintf(out, "[%.9g]", x->num); break;
         case IR_ROPE: fprintf(out, "[heads=%d base=%.9g]", x->heads, x->num); break;
         case IR_ATTENTION: fprintf(out, "[heads=%d causal]", x->heads); break;
+        case IR_ROPE_GRAD: fprintf(out, "[heads=%d base=%.9g]", x->heads, x->num); break;
+        case IR_ATTENTION_GRAD: fprintf(out, "[heads=%d d%c]", x->heads, "qkv"[x->which]); break;
         case IR_MATMUL: fprintf(out, "%s", x->trans_b ? "[W^T]" : ""); break;
         default: break;
         }
@@ -136,7 +138,8 @@ bool ir_verify(const IrGraph *g, FILE *out)
                 return fail(out, x, "missing operand");
             if (x->in[k]->id >= x->id)
                 return fail(out, x, "operand not before its use");
-            if (x->in[k]->is_int && x->op != IR_EMBED && x->op != IR_CROSS_ENTROPY)
+            if (x->in[k]->is_int && x->op != IR_EMBED && x->op != IR_CROSS_ENTROPY && x->op != IR_EMBED_GRAD &&
+                x->op != IR_CE_GRAD)
                 return fail(out, x, "integer operand");
         }
         if (ir_op_info[x->op].elementwise && ir_op_info[x->op].arity == 2) {

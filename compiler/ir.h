@@ -64,9 +64,30 @@ typedef struct IrParam {
 } IrParam;
 
 typedef struct IrNode IrNode;
+/* Op semantics (shapes as above; "g" is an incoming gradient):
+ *   ADD SUB MUL DIV        elementwise with broadcasting of width-1 operands over
+ *                          the width and of non-token operands over the rows
+ *   POWC                   x ^ num
+ *   GELU                   0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+ *   MEAN SUM MAX           over the last dimension, width 1 result
+ *   MATMUL                 trans_b: y = x W^T with W [out, in]; else y = x W, W [in, out]
+ *   EMBED                  y[t] = table[tokens[t]]
+ *   ROPE                   per head of size hd = width/heads, pairs (i, i + hd/2) of
+ *                          the token at position t (t = row % T) rotated by angle
+ *                          t * base^(-2i/hd), i < hd/2 (LLaMA / GPT-NeoX layout)
+ *   ATTENTION              per head: softmax(q k^T / sqrt(hd) + causal mask) v
+ *   CROSS_ENTROPY          mean over tokens with mask 1 of -log softmax(logits)[target];
+ *                          the mask is a run-time input (all ones in pretraining)
+ *   SUM_ROWS               [w] = sum over the B*T rows of x
+ *   EXPAND                 (.., 1) -> (.., width): every column = x
+ *   MATMUL_GRAD_W          [wa, wb] = sum over rows of a[r]^T b[r]
+ *   EMBED_GRAD             [num (=vocab), width]: row v = sum of g[t] with tokens[t] = v
+ *   ROPE_GRAD              ROPE with the angle negated (the transpose of ROPE)
+ *   ATTENTION_GRAD         gradient of ATTENTION wrt in[which] (0 q, 1 k, 2 v) given g
+ *   CE_GRAD                g * mask * (softmax(logits) - onehot(target)) / count */
 struct IrNode {
     IrOp op;
-    IrNode *in[3];     /* operands, ir_op_info[op].arity of them */
+    IrNode *in[4];     /* operands, ir_op_info[op].arity of them */
     bool tok;          /* one row per token (B*T rows); else a parameter/constant */
     bool is_int;       /* int32 ids (tokens, targets) */
     int64_t rows;      /* rows when !tok: 1, or the rows of a matrix param */
@@ -74,6 +95,7 @@ struct IrNode {
     double num;        /* CONST value; POWC exponent; ROPE base */
     int heads;         /* ROPE, ATTENTION */
     bool trans_b;      /* MATMUL: W stored [out, in] and used transposed */
+    int which;         /* ATTENTION_GRAD: 0 dq, 1 dk, 2 dv */
     IrParam *param;    /* PARAM */
     int block;         /* block that created the node, -1 outside */
     int id;            /* position in IrGraph.nodes */

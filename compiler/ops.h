@@ -40,3 +40,15 @@ IR_OPS(EMBED,          "embed",         2, 0, 0, 0) /* tokens, table [vocab, d] 
 IR_OPS(ROPE,           "rope",          1, 0, 0, 0) /* rotary embedding per head; num = base */
 IR_OPS(ATTENTION,      "attention",     3, 0, 0, 0) /* causal multi-head sdpa of q, k, v */
 IR_OPS(CROSS_ENTROPY,  "cross_entropy", 2, 0, 0, 0) /* mean over unmasked tokens -> scalar */
+/* Ops that only autodiff creates (ad.c); semantics in ir.h. */
+IR_OPS(SUM_ROWS,       "sum_rows",      1, 0, 0, 0) /* (B,T,w) -> [w]: sum over all tokens */
+IR_OPS(EXPAND,         "expand",        1, 1, 0, 1) /* width 1 -> width `width` (copies) */
+IR_OPS(SIGN,           "sign",          1, 1, 0, 1) /* -1, 0, +1 */
+IR_OPS(SILU_GRAD,      "silu_grad",     1, 1, 0, 1) /* d silu(x) / dx */
+IR_OPS(GELU_GRAD,      "gelu_grad",     1, 1, 0, 1) /* d gelu(x) / dx */
+IR_OPS(EQ_MASK,        "eq_mask",       2, 1, 0, 1) /* 1 where a == b (b broadcast), else 0 */
+IR_OPS(MATMUL_GRAD_W,  "matmul_grad_w", 2, 0, 0, 0) /* a^T b over all tokens -> [wa, wb] */
+IR_OPS(EMBED_GRAD,     "embed_grad",    2, 0, 0, 0) /* tokens, g (B,T,d) -> [vocab, d] scatter-add */
+IR_OPS(ROPE_GRAD,      "rope_grad",     1, 0, 0, 0) /* inverse rotation of g */
+IR_OPS(ATTENTION_GRAD, "attention_grad",4, 0, 0, 0) /* q, k, v, g -> dq, dk or dv (`which`) */
+IR_OPS(CE_GRAD,        "cross_entropy_grad", 3, 0, 0, 0) /* logits, targets, g -> d logits */

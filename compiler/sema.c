@@ -62,6 +62,7 @@ typedef struct Loop {
 typedef struct Reported {
     Loc loc;
     const Node *outer_call;
+    const char *msg;     /* without the loop suffix */
 } Reported;
 
 typedef struct Sema {
@@ -98,25 +99,20 @@ static const Node *outer_call(Sema *S)
     return c;
 }
 
-/* Reports an error at `loc`, once per (location, outermost call), with the
- * values of the enclosing loop variables and the chain of calls. */
+static bool in_std(Loc loc)
+{
+    return loc.file && !strcmp(loc.file->name, "<std>");
+}
+
+/* Reports an error at `loc`, once per (location, outermost call) and once
+ * per (message, outermost call), with the values of the enclosing loop
+ * variables and the chain of calls.  A mistake caught inside the standard
+ * library is reported at the user's call, with the library line as a note. */
 __attribute__((format(printf, 3, 4)))
 static Value err(Sema *S, Loc loc, const char *fmt, ...)
 {
     if (S->silent)
         return ERR;
-    const Node *oc = outer_call(S);
-    for (int i = 0; i < S->nreported; i++) {
-        Reported *r = &S->reported[i];
-        if (r->outer_call == oc && r->loc.file == loc.file && r->loc.first_line == loc.first_line &&
-            r->loc.first_column == loc.first_column)
-            return ERR;
-    }
-    if (S->nreported == S->capreported) {
-        S->capreported = S->capreported ? 2 * S->capreported : 16;
-        S->reported = xrealloc(S->reported, (size_t)S->capreported * sizeof *S->reported);
-    }
-    S->reported[S->nreported++] = (Reported){loc, oc};
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -126,12 +122,39 @@ static Value err(Sema *S, Loc loc, const char *fmt, ...)
         n = 0;
     if (n >= (int)sizeof msg)
         n = (int)sizeof msg - 1;
+    const Node *oc = outer_call(S);
+    Loc std_loc = {0};
+    const Frame *from = S->frame;
+    if (in_std(loc)) {
+        while (from && from->call && in_std(from->call->loc))
+            from = from->parent;
+        if (from && from->call) {
+            std_loc = loc;
+            loc = from->call->loc;
+            from = from->parent;
+        }
+    }
+    for (int i = 0; i < S->nreported; i++) {
+        Reported *r = &S->reported[i];
+        if (r->outer_call != oc)
+            continue;
+        if ((oc && !strcmp(r->msg, msg)) ||
+            (r->loc.file == loc.file && r->loc.first_line == loc.first_line && r->loc.first_column == loc.first_column))
+            return ERR;
+    }
+    if (S->nreported == S->capreported) {
+        S->capreported = S->capreported ? 2 * S->capreported : 16;
+        S->reported = xrealloc(S->reported, (size_t)S->capreported * sizeof *S->reported);
+    }
+    S->reported[S->nreported++] = (Reported){loc, oc, arena_strdup(S->arena, msg)};
     for (int i = 0; i < S->nloops && n < (int)sizeof msg - 1; i++)
         n += snprintf(msg + n, sizeof msg - (size_t)n, "%s%s = %g%s", i ? ", " : " (at ", S->loops[i].var,
                       S->loops[i].value, i == S->nloops - 1 ? ")" : "");
     diag_error(S->d, loc, "%s", msg);
+    if (std_loc.file)
+        diag_note(S->d, std_loc, "the standard library's '%s' fails here", S->frame->fn ? S->frame->fn->name : "?");
     int shown = 0;
-    for (Frame *f = S->frame; f && shown < 4; f = f->parent)
+    for (const Frame *f = from; f && shown < 4; f = f->parent)
         if (f->call) {
             diag_note(S->d, f->call->loc, "in call to '%s' from here", f->call->name);
             shown++;
