@@ -41,7 +41,8 @@ typedef struct Node Node;
 struct Node {
     AstKind kind;
     Loc loc;       /* whole construct */
-    Loc name_loc;  /* of `name` (or of the label for a labelled call) */
+    Loc name_loc;  /* of `name` */
+    Loc label_loc; /* AST_CALL: of the `as` label */
     AstOp op;      /* AST_BINARY, AST_UNARY */
     double num;    /* AST_NUM */
     char *name;    /* identifier / call target / import path */

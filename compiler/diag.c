@@ -15,32 +15,79 @@ void diag_init(Diag *d, FILE *out)
     d->out = out ? out : stderr;
 }
 
-/* Prints line `loc.first_line` of the file and a caret/underline. */
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
+static int utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    int n = p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2 : 0;
+    if (n == 0 || end - p < n)
+        return 0;
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+#define LINE_WINDOW 160 /* longest source excerpt shown; longer lines are cut */
+
+/* Prints line `loc.first_line` of the file and a caret/underline.  Control
+ * bytes and invalid UTF-8 are shown as '?', a multi-byte character takes
+ * one column of the caret line, and a long line is cut around the caret. */
 static void show_line(FILE *out, Loc loc)
 {
     const SrcFile *f = loc.file;
     if (!f || loc.first_line < 1)
         return;
-    const char *p = f->text, *end = f->text + f->len;
+    const unsigned char *p = (const unsigned char *)f->text, *end = p + f->len;
     for (int line = 1; line < loc.first_line && p < end; p++)
         if (*p == '\n')
             line++;
-    const char *e = p;
+    const unsigned char *e = p;
     while (e < end && *e != '\n')
         e++;
-    /* Print the line; control bytes are shown as '?', tabs kept so the caret lines up. */
+    if (e > p && e[-1] == '\r')
+        e--;
+    const unsigned char *caret = p + loc.first_column - 1;
+    if (caret > e)
+        caret = e;
+    const unsigned char *from = p, *to = e;
+    if (e - p > LINE_WINDOW) {
+        from = caret - p > LINE_WINDOW / 2 ? caret - LINE_WINDOW / 2 : p;
+        while (from > p && (*from & 0xc0) == 0x80)
+            from--;
+        to = e - from > LINE_WINDOW ? from + LINE_WINDOW : e;
+    }
     fputc(' ', out);
-    for (const char *q = p; q < e; q++)
-        fputc((*q == '\t' || (unsigned char)*q >= 0x20) && *q != 0x7f ? *q : '?', out);
+    if (from > p)
+        fputs("...", out);
+    for (const unsigned char *q = from; q < to;) {
+        int n = *q >= 0x80 ? utf8_len(q, to) : 1;
+        if (n > 1) {
+            fwrite(q, 1, (size_t)n, out);
+            q += n;
+            continue;
+        }
+        fputc(*q == '\t' || (*q >= 0x20 && *q < 0x7f) ? *q : '?', out);
+        q++;
+    }
+    if (to < e)
+        fputs("...", out);
     fputc('\n', out);
     fputc(' ', out);
-    int col = 1;
-    for (const char *q = p; q < e && col < loc.first_column; q++, col++)
+    if (from > p)
+        fputs("   ", out);
+    for (const unsigned char *q = from; q < caret;) {
+        int n = *q >= 0x80 ? utf8_len(q, caret) : 1;
         fputc(*q == '\t' ? '\t' : ' ', out);
+        q += n > 1 ? n : 1;
+    }
     fputc('^', out);
     int last = loc.last_line == loc.first_line ? loc.last_column : (int)(e - p);
-    for (int c = loc.first_column + 1; c <= last; c++)
-        fputc('~', out);
+    const unsigned char *stop = p + last;
+    if (stop > to)
+        stop = to;
+    for (const unsigned char *q = caret + 1; q < stop; q++)
+        if ((*q & 0xc0) != 0x80)
+            fputc('~', out);
     fputc('\n', out);
 }
 

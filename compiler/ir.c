@@ -23,6 +23,7 @@ void ir_free(IrGraph *g)
     vec_free(&g->blocks);
     vec_free(&g->plan);
     vec_free(&g->config);
+    vec_free(&g->grads);
     arena_free(&g->arena);
     memset(g, 0, sizeof *g);
 }
@@ -105,18 +106,29 @@ void ir_dump(FILE *out, const IrGraph *g)
             fputc(')', out);
         fprintf(out, " : %s", shape);
         if (x->block >= 0)
-            fprintf(out, "  ; block %d", x->block);
+            fprintf(out, "  ; block %d", x->block + 1);
         fputc('\n', out);
     }
     for (int i = 0; i < g->blocks.n; i++) {
         const IrBlock *b = g->blocks.v[i];
-        fprintf(out, "block %d (%s = %g): %s in %%%d out %%%d\n", b->index, "l", b->l, b->var,
-                b->in->id, b->out->id);
+        if (b->var)
+            fprintf(out, "block %d (l = %g): residual %s in %%%d out %%%d\n", b->index + 1, b->l, b->var,
+                    b->in->id, b->out->id);
+        else
+            fprintf(out, "block %d (l = %g): no residual stream\n", b->index + 1, b->l);
     }
     if (g->logits)
         fprintf(out, "logits = %%%d\n", g->logits->id);
     if (g->loss)
         fprintf(out, "loss = %%%d\n", g->loss->id);
+    for (int i = 0; i < g->grads.n; i++) {
+        const IrNode *gr = g->grads.v[i];
+        const IrParam *p = g->params.v[i];
+        if (gr)
+            fprintf(out, "grad %s = %%%d\n", p->name, gr->id);
+        else
+            fprintf(out, "grad %s = 0\n", p->name);
+    }
 }
 
 static bool fail(FILE *out, const IrNode *x, const char *what)
@@ -144,8 +156,8 @@ bool ir_verify(const IrGraph *g, FILE *out)
         }
         if (ir_op_info[x->op].elementwise && ir_op_info[x->op].arity == 2) {
             const IrNode *a = x->in[0], *b = x->in[1];
-            if (a->rows > 1 || b->rows > 1)
-                return fail(out, x, "matrix operand of an elementwise op");
+            if ((a->rows > 1 || b->rows > 1) && (a->rows != b->rows || a->width != b->width))
+                return fail(out, x, "matrix operands of an elementwise op differ in shape");
             if (a->width != b->width && a->width != 1 && b->width != 1)
                 return fail(out, x, "widths do not broadcast");
         }

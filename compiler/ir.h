@@ -132,6 +132,8 @@ typedef struct IrGraph {
     PtrVec config;     /* IrConfig* */
     IrNode *tokens, *targets, *logits, *loss;
     const char *model_name;  /* the model file as given */
+    int nforward;      /* nodes of the forward pass (0 until autodiff ran) */
+    PtrVec grads;      /* IrNode* per parameter: d loss / d param (NULL: zero) */
 } IrGraph;
 
 void ir_init(IrGraph *g);

@@ -40,6 +40,7 @@ struct Binding {
     const char *name;
     Value v;
     bool loop_var;   /* `for` variable: read-only */
+    Loc loc;         /* last assignment */
     Binding *next;
 };
 
@@ -65,6 +66,11 @@ typedef struct Reported {
     const char *msg;     /* without the loop suffix */
 } Reported;
 
+typedef struct ScopeClaim {
+    const char *full;    /* e.g. "layers.3.attn" */
+    Loc loc;             /* the call (or its label) that took it */
+} ScopeClaim;
+
 typedef struct Sema {
     const Program *prog;
     Diag *d;
@@ -82,9 +88,10 @@ typedef struct Sema {
     long steps;
     bool silent;         /* evaluating for the plan text: report nothing */
     bool budget_blown;
+    bool printed;        /* did the last err() print (not a repeat)? */
     Reported *reported;
     int nreported, capreported;
-    PtrVec used_scopes;  /* char*: parameter scopes already taken (auto names) */
+    PtrVec used_scopes;  /* ScopeClaim*: parameter scopes taken by calls */
     PtrVec cmdline;      /* SrcFile* of -D arguments */
 } Sema;
 
@@ -111,6 +118,7 @@ static bool in_std(Loc loc)
 __attribute__((format(printf, 3, 4)))
 static Value err(Sema *S, Loc loc, const char *fmt, ...)
 {
+    S->printed = false;
     if (S->silent)
         return ERR;
     char msg[1024];
@@ -147,6 +155,7 @@ static Value err(Sema *S, Loc loc, const char *fmt, ...)
         S->reported = xrealloc(S->reported, (size_t)S->capreported * sizeof *S->reported);
     }
     S->reported[S->nreported++] = (Reported){loc, oc, arena_strdup(S->arena, msg)};
+    S->printed = true;
     for (int i = 0; i < S->nloops && n < (int)sizeof msg - 1; i++)
         n += snprintf(msg + n, sizeof msg - (size_t)n, "%s%s = %g%s", i ? ", " : " (at ", S->loops[i].var,
                       S->loops[i].value, i == S->nloops - 1 ? ")" : "");
@@ -318,7 +327,7 @@ static IrNode *new_param(Sema *S, const char *name, Loc loc, int ndim, const int
     IrParam *old = find_param(S, full);
     if (old) {
         err(S, loc, "duplicate parameter name '%s'", full);
-        if (!S->silent)
+        if (S->printed)
             diag_note(S->d, old->loc, "'%s' was first defined here", full);
         return NULL;
     }
@@ -339,17 +348,47 @@ static IrNode *new_param(Sema *S, const char *name, Loc loc, int ndim, const int
     return n;
 }
 
-/* Claims an automatic scope name: `base`, then base_2, base_3, ... */
-static const char *auto_scope(Sema *S, const char *path, const char *base)
+static ScopeClaim *find_claim(Sema *S, const char *full)
 {
+    for (int i = 0; i < S->used_scopes.n; i++) {
+        ScopeClaim *c = S->used_scopes.v[i];
+        if (!strcmp(c->full, full))
+            return c;
+    }
+    return NULL;
+}
+
+static void claim(Sema *S, const char *full, Loc loc)
+{
+    ScopeClaim *c = arena_alloc(S->arena, sizeof *c);
+    c->full = full;
+    c->loc = loc;
+    vec_push(&S->used_scopes, c);
+}
+
+/* The name a call gives its parameters' scope: its label, or `base`, then
+ * base_2, base_3, ...  NULL (after an error) if the label is taken. */
+static const char *call_label(Sema *S, const Node *call, const char *base)
+{
+    const char *path = S->frame->path;
+    if (call->label) {
+        const char *full = join(S, path, call->label);
+        ScopeClaim *old = find_claim(S, full);
+        if (old) {
+            err(S, call->label_loc, "the label '%s' is already used%s%s", call->label, *path ? " in " : "",
+                path);
+            if (S->printed)
+                diag_note(S->d, old->loc, "'%s' was first used here", full);
+            return NULL;
+        }
+        claim(S, full, call->label_loc);
+        return call->label;
+    }
     for (int k = 1;; k++) {
         const char *name = k == 1 ? base : arena_printf(S->arena, "%s_%d", base, k);
         const char *full = join(S, path, name);
-        bool taken = false;
-        for (int i = 0; i < S->used_scopes.n && !taken; i++)
-            taken = strcmp(S->used_scopes.v[i], full) == 0;
-        if (!taken) {
-            vec_push(&S->used_scopes, (void *)full);
+        if (!find_claim(S, full)) {
+            claim(S, full, call->loc);
             return name;
         }
     }
@@ -491,6 +530,8 @@ static Value eval_name(Sema *S, const Node *e)
         return (Value){.kind = V_INIT, .init = {INIT_ZEROS, 0, 0, 0}};
     if (strcmp(e->name, "ones") == 0)
         return (Value){.kind = V_INIT, .init = {INIT_ONES, 0, 0, 0}};
+    if (strcmp(e->name, "xavier") == 0)
+        return (Value){.kind = V_INIT, .init = {INIT_XAVIER, 1, 0, 0}};
     if (find_fn(S, e->name))
         return err(S, e->loc, "'%s' is a function; call it with arguments: %s(...)", e->name, e->name);
     if ((strcmp(e->name, "tokens") == 0 || strcmp(e->name, "targets") == 0) && S->frame->fn)
@@ -533,8 +574,9 @@ static bool bind_args(Sema *S, const Node *call, const char *fname, const char *
                 int n = 0;
                 for (const Node *x = call->a; x; x = x->next)
                     n++;
-                err(S, call->name_loc, "'%s' takes %s%d argument%s, but %d were given", fname,
-                    nreq == nformals ? "" : "at most ", nformals, nformals == 1 ? "" : "s", n);
+                err(S, call->name_loc, "'%s' takes %s%d argument%s, but %d %s given", fname,
+                    nreq == nformals ? "" : "at most ", nformals, nformals == 1 ? "" : "s", n,
+                    n == 1 ? "was" : "were");
                 return false;
             }
         }
@@ -697,13 +739,10 @@ static bool init_arg(Sema *S, Value v, const Node *e, IrInit *out)
     return true;
 }
 
-static const char *call_label(Sema *S, const Node *call, const char *base)
-{
-    return call->label ? call->label : auto_scope(S, S->frame->path, base);
-}
-
 static Value call_builtin(Sema *S, const Node *call, const Builtin *bi)
 {
+    if (call->label && strcmp(bi->name, "linear") && strcmp(bi->name, "embed"))
+        return err(S, call->label_loc, "'as %s' names parameters, but '%s' creates none", call->label, bi->name);
     const Node *argn[4];
     if (!bind_args(S, call, bi->name, bi->formals, bi->nformals, bi->nreq, argn))
         return ERR;
@@ -790,8 +829,9 @@ static Value call_builtin(Sema *S, const Node *call, const Builtin *bi)
             if (argn[2] && !init_arg(S, v[2], argn[2], &init))
                 return ERR;
             int64_t dims[2] = {width, v[0].t->width};
-            w = new_param(S, call_label(S, call, "linear"), call->label ? call->name_loc : loc, 2, dims, init,
-                          PARAM_MATRIX);
+            const char *label = call_label(S, call, "linear");
+            w = label ? new_param(S, label, call->label ? call->label_loc : loc, 2, dims, init, PARAM_MATRIX)
+                      : NULL;
             if (!w)
                 return ERR;
         } else {
@@ -826,8 +866,9 @@ static Value call_builtin(Sema *S, const Node *call, const Builtin *bi)
         if (argn[3] && !init_arg(S, v[3], argn[3], &init))
             return ERR;
         int64_t dims[2] = {vocab, width};
-        IrNode *w = new_param(S, call_label(S, call, "embed"), call->label ? call->name_loc : loc, 2, dims, init,
-                              PARAM_EMBEDDING);
+        const char *label = call_label(S, call, "embed");
+        IrNode *w = label ? new_param(S, label, call->label ? call->label_loc : loc, 2, dims, init, PARAM_EMBEDDING)
+                          : NULL;
         if (!w)
             return ERR;
         IrNode *m = node(S, IR_EMBED, loc);
@@ -901,7 +942,7 @@ static Value call_user(Sema *S, const Node *call, const Node *fn)
     for (Frame *f = S->frame; f; f = f->parent)
         if (f->fn == fn)
             return err(S, call->name_loc,
-                       "recursive call to '%s': functions are expanded at compile time, so recursion never ends",
+                       "recursive call to '%s': functions are expanded at compile time, so recursion is not allowed",
                        fn->name);
     if (S->depth >= MAX_FRAMES)
         return err(S, call->name_loc, "calls nested more than %d deep", MAX_FRAMES);
@@ -921,8 +962,11 @@ static Value call_user(Sema *S, const Node *call, const Node *fn)
     for (int i = 0; i < nf; i++)
         if (argn[i] && (args[i] = eval(S, argn[i])).kind == V_ERR)
             return ERR;
+    const char *label = call_label(S, call, fn->name);
+    if (!label)
+        return ERR;
     Frame fr = {.fn = fn, .call = call, .parent = S->frame};
-    fr.path = join(S, S->frame->path, call_label(S, call, fn->name));
+    fr.path = join(S, S->frame->path, label);
     Frame *saved = S->frame;
     S->frame = &fr;
     S->depth++;
@@ -939,8 +983,13 @@ static Value call_user(Sema *S, const Node *call, const Node *fn)
     S->depth--;
     if (!ok)
         return ERR;
-    if (!fr.returned)
-        return err(S, call->name_loc, "'%s' returns no value (its body has no 'return')", fn->name);
+    if (!fr.returned) {
+        err(S, call->name_loc, "'%s' ended without returning a value", fn->name);
+        if (S->printed)
+            diag_note(S->d, fn->name_loc, "'%s' is defined here; every path through it needs a 'return'",
+                      fn->name);
+        return ERR;
+    }
     return fr.ret;
 }
 
@@ -1144,12 +1193,16 @@ static void exec_assign(Sema *S, const Node *s)
         err(S, s->name_loc, "cannot assign to the loop variable '%s'", s->name);
         return;
     }
+    if (!S->frame->fn && (!strcmp(s->name, "tokens") || !strcmp(s->name, "targets"))) {
+        err(S, s->name_loc, "'%s' is an input of the model and cannot be assigned", s->name);
+        return;
+    }
     Value v = eval(S, s->a);
     if (v.kind == V_STR)
         v = err(S, s->a->loc, "strings are only used by import");
     if (v.kind != V_ERR)
         plan_stmt(S, s->name, s->a);
-    bind(S, &S->frame->vars, s->name, v);
+    bind(S, &S->frame->vars, s->name, v)->loc = s->loc;
 }
 
 static void exec_param(Sema *S, const Node *s)
@@ -1411,14 +1464,20 @@ static bool parse_define(Sema *S, const char *arg, Override *o)
     } else {
         const char *val = eq + 1;
         Loc vloc = {1, (int)(val - arg) + 1, 1, len > (int)(val - arg) ? len : (int)(val - arg) + 1, src};
-        char *end;
-        double x = strtod(val, &end);
+        char *end = (char *)val;
+        double x = 0;
+        /* Decimal numbers only (strtod alone would take hex, inf and nan). */
+        if (strspn(val, "0123456789.eE+-") == strlen(val) && *val)
+            x = strtod(val, &end);
         if (!strcmp(val, "true"))
             x = 1, end = (char *)val + 4;
         else if (!strcmp(val, "false"))
             x = 0, end = (char *)val + 5;
-        if (!*val || *end || !isfinite(x)) {
+        if (!*val || *end) {
             diag_error(S->d, vloc, "-D %.*s: '%s' is not a number", (int)(eq - arg), arg, val);
+            ok = false;
+        } else if (!isfinite(x)) {
+            diag_error(S->d, vloc, "-D %.*s: %s is out of range", (int)(eq - arg), arg, val);
             ok = false;
         } else {
             o->name = arena_strndup(S->arena, arg, (size_t)(eq - arg));
@@ -1435,6 +1494,14 @@ static bool resolve_config(Sema *S, const SemaOptions *opt)
     Override ov[128];
     int nov = 0;
     bool ok = true;
+    for (int i = 0; opt && i < opt->nsoft && nov < 64; i++) {
+        Override o = {0};
+        if (!parse_define(S, opt->soft[i], &o))
+            die("bad built-in default %s", opt->soft[i]);
+        o.source = "tiny default";
+        o.used = true; /* never reported as unknown */
+        ov[nov++] = o;
+    }
     if (opt && opt->preset) {
         const Preset *p = NULL;
         for (size_t i = 0; i < sizeof presets / sizeof *presets; i++)
@@ -1476,6 +1543,8 @@ static bool resolve_config(Sema *S, const SemaOptions *opt)
             Binding *old = find(S->config, e->name);
             if (old) {
                 err(S, e->name_loc, "config constant '%s' is defined twice", e->name);
+                if (S->printed)
+                    diag_note(S->d, old->loc, "the first definition is here");
                 continue;
             }
             Value v = {0};
@@ -1496,7 +1565,7 @@ static bool resolve_config(Sema *S, const SemaOptions *opt)
                     v = err(S, e->a->loc, "config constant '%s' must be a compile-time number, but this is %s",
                             e->name, kind_text(&v));
             }
-            bind(S, &S->config, e->name, v);
+            bind(S, &S->config, e->name, v)->loc = e->name_loc;
             if (v.kind == V_NUM) {
                 IrConfig *c = arena_alloc(S->arena, sizeof *c);
                 c->name = e->name;
@@ -1582,14 +1651,19 @@ bool sema_resolve(const Program *prog, const SemaOptions *opt, Diag *d, IrGraph 
             Binding *ls = find(top.vars, "loss");
             if (!lg)
                 diag_error(d, model->name_loc, "the model block must assign 'logits'");
-            else if (lg->v.kind != V_TENSOR || !lg->v.t->tok || lg->v.t->is_int)
-                diag_error(d, model->name_loc, "'logits' must be a per-token activation, but it is %s",
+            else if (lg->v.kind == V_TENSOR && lg->v.t->is_int)
+                diag_error(d, lg->loc, "'logits' holds integer token ids; map them to vectors with embed() "
+                           "and project to the vocabulary with linear()");
+            else if (lg->v.kind != V_TENSOR || !lg->v.t->tok)
+                diag_error(d, lg->loc, "'logits' must be a per-token activation, but it is %s",
                            kind_text(&lg->v));
             else
                 g->logits = lg->v.t;
             if (ls && g->logits) {
                 if (ls->v.kind != V_TENSOR || ls->v.t->tok || ls->v.t->width != 1 || ls->v.t->rows != 1)
-                    diag_error(d, model->name_loc, "'loss' must be a scalar (e.g. cross_entropy(logits, targets))");
+                    diag_error(d, ls->loc, "'loss' must be a scalar such as cross_entropy(logits, targets), "
+                               "but it is %s", ls->v.kind == V_TENSOR && ls->v.t->tok ? "a per-token tensor"
+                                                                                   : kind_text(&ls->v));
                 else
                     g->loss = ls->v.t;
             } else if (g->logits) {

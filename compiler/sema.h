@@ -13,6 +13,8 @@ typedef struct SemaOptions {
     const char *preset;        /* --preset NAME, or NULL */
     const char **defines;      /* -D arguments, "name=value" */
     int ndefines;
+    const char **soft;         /* like defines, applied before them, but names */
+    int nsoft;                 /* the config lacks are ignored (gradcheck's tiny sizes) */
 } SemaOptions;
 
 bool sema_resolve(const Program *prog, const SemaOptions *opt, Diag *d, IrGraph *g);

@@ -59,10 +59,12 @@ static Node *unary(Parser *p, AstOp op, Node *a, Loc loc)
     return n;
 }
 
+/* Bison calls this only for "memory exhausted": its stack is full. */
 static void yyerror(Loc *loc, Parser *p, void *scanner, const char *msg)
 {
     (void)scanner;
-    diag_error(p->diag, *loc, "%s", msg);
+    (void)msg;
+    diag_error(p->diag, *loc, "file too deeply nested to parse");
 }
 }
 
@@ -218,7 +220,7 @@ primary:
   | STRING                      { $$ = NEW(AST_STR, @$); $$->name = $1; }
   | IDENT                       { $$ = NEW(AST_NAME, @$); $$->name = $1; }
   | call
-  | call AS IDENT               { $$ = $1; $$->label = $3; $$->name_loc = @3; }
+  | call AS IDENT               { $$ = $1; $$->label = $3; $$->label_loc = @3; }
   | '(' expr ')'                { $$ = $2; }
   ;
 
@@ -242,13 +244,41 @@ arg:
 
 %%
 
-/* Builds "unexpected X, expecting A, B or C" with the offending text quoted. */
+/* A token's name for messages: keywords and operators in quotes. */
+static void sym_text(char *buf, size_t n, yysymbol_kind_t sym)
+{
+    const char *name = yysymbol_name(sym);
+    if (sym == YYSYMBOL_YYEOF)
+        snprintf(buf, n, "end of file");
+    else if (name[0] == '\'' || sym == YYSYMBOL_IDENT || sym == YYSYMBOL_NUMBER || sym == YYSYMBOL_STRING)
+        snprintf(buf, n, "%s", name);
+    else
+        snprintf(buf, n, "'%s'", name);
+}
+
+/* The source text of a one-line span, cut to at most 40 bytes. */
+static void span_text(char *buf, size_t n, const Parser *p, const Loc *loc)
+{
+    const char *s = p->src->text, *end = s + p->src->len;
+    for (int line = 1; s < end && line < loc->first_line; s++)
+        if (*s == '\n')
+            line++;
+    s += loc->first_column - 1;
+    int len = loc->last_line == loc->first_line ? loc->last_column - loc->first_column + 1 : 1;
+    if (len > 40)
+        len = 40;
+    if (s + len > end)
+        len = (int)(end - s);
+    snprintf(buf, n, "%.*s", len < 0 ? 0 : len, s);
+}
+
+/* Reports a syntax error: "unexpected X, expecting A, B or C". */
 static int yyreport_syntax_error(const yypcontext_t *ctx, Parser *p, void *scanner)
 {
     (void)scanner;
     const Loc *loc = yypcontext_location(ctx);
     yysymbol_kind_t tok = yypcontext_token(ctx);
-    char msg[512];
+    char msg[512], name[64];
     int n = 0;
     if (tok == YYSYMBOL_INVALID) {
         /* Recover the byte from the source for a precise message. */
@@ -274,15 +304,24 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, Parser *p, void *scann
         diag_error(p->diag, *loc, "number out of range");
         return 0;
     }
-    n = snprintf(msg, sizeof msg, "syntax error, unexpected %s",
-                 tok == YYSYMBOL_YYEOF ? "end of file" : yysymbol_name(tok));
+    sym_text(name, sizeof name, tok);
+    n = snprintf(msg, sizeof msg, "syntax error, unexpected %s", name);
+    if (tok == YYSYMBOL_IDENT || tok == YYSYMBOL_NUMBER) {
+        char text[48];
+        span_text(text, sizeof text, p, loc);
+        n += snprintf(msg + n, sizeof msg - (size_t)n, " '%s'", text);
+    }
     yysymbol_kind_t expected[8];
     int ne = yypcontext_expected_tokens(ctx, expected, 8);
     if (ne > 0 && ne <= 6) {
-        for (int i = 0; i < ne && n < (int)sizeof msg; i++)
-            n += snprintf(msg + n, sizeof msg - (size_t)n, "%s%s", i == 0 ? ", expecting " : i == ne - 1 ? " or " : ", ",
-                          yysymbol_name(expected[i]));
+        for (int i = 0; i < ne && n < (int)sizeof msg; i++) {
+            sym_text(name, sizeof name, expected[i]);
+            n += snprintf(msg + n, sizeof msg - (size_t)n, "%s%s",
+                          i == 0 ? ", expecting " : i == ne - 1 ? " or " : ", ", name);
+        }
     }
     diag_error(p->diag, *loc, "%s", msg);
+    if (tok == YYSYMBOL_YYEOF && p->nbraces > 0 && p->nbraces <= 64)
+        diag_note(p->diag, p->braces[p->nbraces - 1], "this '{' is never closed");
     return 0;
 }
