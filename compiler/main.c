@@ -1,7 +1,10 @@
-/* main.c - the `strata` command: argument parsing and the pass pipeline.
+/* main.c - the `strata` command: argument parsing and the pass pipeline
+ * (load -> parse -> resolve -> [autodiff] -> report or check).
  * Exit codes: 0 success, 1 bad input (model file, -D, preset), 2 usage,
  * 3 out of memory or an internal error. */
+#include "ad.h"
 #include "ast.h"
+#include "gradcheck.h"
 #include "ir.h"
 #include "report.h"
 #include "sema.h"
@@ -17,10 +20,13 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: strata check MODEL.strata [options]\n"
+            "usage: strata COMMAND MODEL.strata [options]\n"
             "\n"
-            "  check     parse, check and resolve a model; print its per-layer plan,\n"
-            "            parameter table, parameter count, FLOPs per token and memory\n"
+            "commands:\n"
+            "  check       parse, check and resolve a model; print its per-layer plan,\n"
+            "              parameter table, parameter count, FLOPs per token and memory\n"
+            "  gradcheck   compare every parameter's autodiff gradient with central finite\n"
+            "              differences, in fp64, on a tiny configuration of the model\n"
             "\n"
             "options:\n"
             "  -D NAME=VALUE    override a config constant (repeatable)\n"
@@ -30,12 +36,27 @@ static void usage(FILE *out)
         fprintf(out, " %s", *p);
     fprintf(out,
             "\n"
-            "  --batch N        batch size for the memory estimate (default 8)\n"
-            "  --seq T          sequence length for FLOPs and memory (default: config\n"
-            "                   constant ctx if the model has one, else 256)\n"
-            "  --dump=ast|ir    print that stage instead of the summary\n"
-            "  -h, --help       this text;  --version  the version\n");
+            "  --batch N        batch size (check: memory estimate, default 8;\n"
+            "                   gradcheck: default 2)\n"
+            "  --seq T          sequence length (check: default the config's ctx, else 256;\n"
+            "                   gradcheck: default 5)\n"
+            "  --dump=STAGE     print a stage instead: ast, ir, grad (IR with backward pass)\n"
+            "  --samples K      gradcheck: elements checked per tensor (default 6)\n"
+            "  --tol X          gradcheck: largest relative error accepted (default 1e-6)\n"
+            "  --seed N         gradcheck: random parameters and batch (default 1)\n"
+            "  -h, --help       this text;  --version  the version\n"
+            "\n"
+            "gradcheck sets vocab=11 d=16 heads=2 ffn=24 L=4 ctx=5 where the config has\n"
+            "them, before -D.  Exit status: 0 ok, 1 bad input or failed check, 2 usage,\n"
+            "3 internal error.\n");
 }
+
+typedef struct Args {
+    const char *model, *dump;
+    SemaOptions opt;
+    int64_t batch, seq, samples, seed;
+    double tol;
+} Args;
 
 static bool parse_count(const char *s, int64_t *out)
 {
@@ -48,93 +69,137 @@ static bool parse_count(const char *s, int64_t *out)
     return true;
 }
 
-static int cmd_check(int argc, char **argv)
+/* Returns 0 on success, else the exit status for a usage error. */
+static int parse_args(int argc, char **argv, Args *a, const char **defines)
 {
-    const char *model = NULL, *dump = NULL;
-    SemaOptions opt = {0};
-    const char **defines = xcalloc((size_t)argc + 1, sizeof *defines);
-    int64_t batch = 8, seq = 0;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
+        const char *s = argv[i];
         const char *val = NULL;
-        if (!strcmp(a, "-D") || !strcmp(a, "--preset") || !strcmp(a, "--batch") || !strcmp(a, "--seq")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "strata: error: %s needs a value\n", a);
+        static const char *const with_value[] = {"-D", "--preset", "--batch", "--seq", "--samples", "--tol",
+                                                 "--seed", NULL};
+        for (int k = 0; with_value[k]; k++)
+            if (!strcmp(s, with_value[k])) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "strata: error: %s needs a value\n", s);
+                    return 2;
+                }
+                val = argv[++i];
+            }
+        if (!strcmp(s, "-D")) {
+            defines[a->opt.ndefines++] = val;
+        } else if (!strncmp(s, "-D", 2)) {
+            defines[a->opt.ndefines++] = s + 2;
+        } else if (!strcmp(s, "--preset")) {
+            a->opt.preset = val;
+        } else if (!strcmp(s, "--batch") || !strcmp(s, "--seq") || !strcmp(s, "--samples") ||
+                   !strcmp(s, "--seed")) {
+            int64_t *dst = !strcmp(s, "--batch") ? &a->batch : !strcmp(s, "--seq") ? &a->seq
+                         : !strcmp(s, "--samples") ? &a->samples : &a->seed;
+            if (!parse_count(val, dst)) {
+                fprintf(stderr, "strata: error: %s expects a positive whole number, got '%s'\n", s, val);
                 return 2;
             }
-            val = argv[++i];
-        } else if (!strncmp(a, "-D", 2)) {
-            defines[opt.ndefines++] = a + 2;
-            continue;
-        }
-        if (!strcmp(a, "-D"))
-            defines[opt.ndefines++] = val;
-        else if (!strcmp(a, "--preset"))
-            opt.preset = val;
-        else if (!strcmp(a, "--batch") || !strcmp(a, "--seq")) {
-            if (!parse_count(val, a[2] == 'b' ? &batch : &seq)) {
-                fprintf(stderr, "strata: error: %s expects a positive whole number, got '%s'\n", a, val);
+        } else if (!strcmp(s, "--tol")) {
+            char *end;
+            a->tol = strtod(val, &end);
+            if (*end || !(a->tol > 0)) {
+                fprintf(stderr, "strata: error: --tol expects a positive number, got '%s'\n", val);
                 return 2;
             }
-        } else if (!strncmp(a, "--dump=", 7)) {
-            dump = a + 7;
-            if (strcmp(dump, "ast") && strcmp(dump, "ir")) {
-                fprintf(stderr, "strata: error: --dump expects ast or ir, got '%s'\n", dump);
+        } else if (!strncmp(s, "--dump=", 7)) {
+            a->dump = s + 7;
+            if (strcmp(a->dump, "ast") && strcmp(a->dump, "ir") && strcmp(a->dump, "grad")) {
+                fprintf(stderr, "strata: error: --dump expects ast, ir or grad, got '%s'\n", a->dump);
                 return 2;
             }
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "strata: error: unknown option '%s' (see strata --help)\n", a);
+        } else if (s[0] == '-' && s[1]) {
+            fprintf(stderr, "strata: error: unknown option '%s' (see strata --help)\n", s);
             return 2;
-        } else if (model) {
-            fprintf(stderr, "strata: error: more than one model file given ('%s' and '%s')\n", model, a);
+        } else if (a->model) {
+            fprintf(stderr, "strata: error: more than one model file given ('%s' and '%s')\n", a->model, s);
             return 2;
         } else {
-            model = a;
+            a->model = s;
         }
     }
-    if (!model) {
+    if (!a->model) {
         fprintf(stderr, "strata: error: no model file given\n");
         usage(stderr);
         return 2;
     }
-    opt.defines = defines;
+    a->opt.defines = defines;
+    return 0;
+}
 
+static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "L=4", "ctx=5"};
+
+static int run(const char *cmd, int argc, char **argv)
+{
+    bool grad = !strcmp(cmd, "gradcheck");
+    Args a = {.batch = grad ? 2 : 8, .samples = 6, .seed = 1, .tol = 1e-6};
+    const char **defines = xcalloc((size_t)argc + 1, sizeof *defines);
+    int rc = parse_args(argc, argv, &a, defines);
+    if (rc) {
+        free(defines);
+        return rc;
+    }
+    if (grad) {
+        a.opt.soft = tiny_defaults;
+        a.opt.nsoft = (int)(sizeof tiny_defaults / sizeof *tiny_defaults);
+        if (!a.seq)
+            a.seq = 5;
+    }
     Diag d;
     diag_init(&d, stderr);
     const char *why = NULL;
-    SrcFile *src = src_read(model, &why);
+    SrcFile *src = src_read(a.model, &why);
     if (!src) {
-        fprintf(stderr, "strata: error: cannot read %s: %s\n", model, why);
+        fprintf(stderr, "strata: error: cannot read %s: %s\n", a.model, why);
         free(defines);
         return 1;
     }
     Program prog = {0};
-    bool ok = ast_load(&prog, &d, src);
-    if (ok && dump && !strcmp(dump, "ast")) {
-        ast_dump(stdout, prog.items);
-        ast_program_free(&prog);
-        free(defines);
-        return 0;
-    }
     IrGraph g;
     ir_init(&g);
-    g.model_name = model;
-    if (ok)
-        ok = sema_resolve(&prog, &opt, &d, &g);
-    if (ok) {
-        if (!seq) {
-            seq = 256;
-            for (int i = 0; i < g.config.n; i++) {
-                IrConfig *c = g.config.v[i];
-                if (!strcmp(c->name, "ctx") && c->value >= 1 && c->value < 1e9)
-                    seq = (int64_t)c->value;
-            }
-        }
-        if (dump)
-            ir_dump(stdout, &g);
-        else
-            report_print(stdout, &g, batch, seq);
+    g.model_name = a.model;
+    bool ok = ast_load(&prog, &d, src);
+    if (ok && a.dump && !strcmp(a.dump, "ast")) {
+        ast_dump(stdout, prog.items);
+        goto out;
     }
+    if (ok)
+        ok = sema_resolve(&prog, &a.opt, &d, &g);
+    if (!ok)
+        goto out;
+    if (!a.seq) {
+        a.seq = 256;
+        for (int i = 0; i < g.config.n; i++) {
+            IrConfig *c = g.config.v[i];
+            if (!strcmp(c->name, "ctx") && c->value >= 1 && c->value < 1e9)
+                a.seq = (int64_t)c->value;
+        }
+    }
+    if (grad || (a.dump && !strcmp(a.dump, "grad"))) {
+        ad_build(&g);
+        if (!ir_verify(&g, stderr))
+            die("autodiff built an invalid graph");
+    }
+    if (a.dump) {
+        ir_dump(stdout, &g);
+    } else if (grad) {
+        printf("gradcheck %s: fp64 reference interpreter, batch %lld x %lld tokens\n", a.model,
+               (long long)a.batch, (long long)a.seq);
+        for (int i = 0; i < g.config.n; i++) {
+            IrConfig *c = g.config.v[i];
+            printf("%s%s=%g", i ? " " : "config: ", c->name, c->value);
+        }
+        printf("\n");
+        GradcheckOptions go = {(int)a.batch, (int)a.seq, (int)a.samples, a.tol, (uint64_t)a.seed};
+        ok = gradcheck_run(&g, &go, stdout);
+    } else {
+        report_print(stdout, &g, a.batch, a.seq);
+    }
+out:
     diag_finish(&d);
     ir_free(&g);
     ast_program_free(&prog);
@@ -156,8 +221,8 @@ int main(int argc, char **argv)
         printf("strata %s\n", PACKAGE_VERSION);
         return 0;
     }
-    if (!strcmp(argv[1], "check"))
-        return cmd_check(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "check") || !strcmp(argv[1], "gradcheck"))
+        return run(argv[1], argc - 2, argv + 2);
     fprintf(stderr, "strata: error: unknown command '%s' (see strata --help)\n", argv[1]);
     return 2;
 }

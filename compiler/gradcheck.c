@@ -1,0 +1,150 @@
+/* gradcheck.c - finite-difference check of autodiff (gradcheck.h).
+ * Relative error of one element: |analytic - numeric| / max(|analytic|,
+ * |numeric|, floor), where floor = max(1e-3 * the largest |gradient| of the
+ * tensor, 1e-8), so elements whose gradient is near zero are judged against
+ * the tensor's scale; and a difference below the rounding noise of the
+ * quotient, 100 eps max(|loss|, 1) / h, counts as none.  The step halving
+ * shows the difference quotient is rounding-limited at these sizes (its
+ * error grows as h shrinks), so the noise term is what makes small
+ * gradients checkable at all. */
+#include "gradcheck.h"
+
+#include "interp.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct Rng {
+    uint64_t s;
+} Rng;
+
+static uint64_t rng_next(Rng *r) /* splitmix64 */
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double rng_unif(Rng *r)
+{
+    return (double)(rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+static double rng_normal(Rng *r)
+{
+    double u = rng_unif(r), v = rng_unif(r);
+    return sqrt(-2 * log(u + 1e-300)) * cos(2 * M_PI * v);
+}
+
+static double loss_at(const IrGraph *g, const InterpInput *in, bool *ok)
+{
+    Interp it;
+    *ok = interp_run(&it, g, in);
+    double l = *ok ? interp_value(&it, g->loss)[0] : NAN;
+    interp_free(&it);
+    return l;
+}
+
+bool gradcheck_run(const IrGraph *g, const GradcheckOptions *o, FILE *out)
+{
+    Rng rng = {o->seed};
+    int np = g->params.n, BT = o->B * o->T;
+    double **params = xcalloc((size_t)np, sizeof *params);
+    for (int i = 0; i < np; i++) {
+        const IrParam *p = g->params.v[i];
+        double base = p->init.kind == INIT_ONES ? 1 : p->init.kind == INIT_CONSTANT ? p->init.a : 0;
+        params[i] = xmalloc((size_t)p->numel * sizeof(double));
+        for (int64_t k = 0; k < p->numel; k++)
+            params[i][k] = base + 0.3 * rng_normal(&rng);
+    }
+    /* Token ids must fit every embedding table; targets fit the logits. */
+    int64_t vocab = g->logits->width;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        if (x->op == IR_EMBED && x->in[1]->rows < vocab)
+            vocab = x->in[1]->rows;
+    }
+    int32_t *tokens = xmalloc((size_t)BT * sizeof *tokens), *targets = xmalloc((size_t)BT * sizeof *targets);
+    double *mask = xmalloc((size_t)BT * sizeof *mask);
+    for (int r = 0; r < BT; r++) {
+        tokens[r] = (int32_t)(rng_next(&rng) % (uint64_t)vocab);
+        targets[r] = (int32_t)(rng_next(&rng) % (uint64_t)g->logits->width);
+        mask[r] = r % 3 == 1 ? 0 : 1; /* some tokens out of the loss, as in fine-tuning */
+    }
+    InterpInput in = {o->B, o->T, tokens, targets, mask, params};
+    Interp it;
+    bool ok = interp_run(&it, g, &in);
+    if (!ok) {
+        fprintf(out, "gradcheck: the interpreter failed on the base point\n");
+        interp_free(&it);
+        goto done;
+    }
+    double loss = interp_value(&it, g->loss)[0];
+    fprintf(out, "loss at the random point: %.12g\n", loss);
+    int namew = 6;
+    for (int i = 0; i < np; i++) {
+        int n = (int)strlen(((IrParam *)g->params.v[i])->name);
+        namew = n > namew ? n : namew;
+    }
+    fprintf(out, "  %-*s %9s %8s %12s %12s\n", namew, "tensor", "numel", "checked", "max|grad|", "max rel err");
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < np && ok; i++) {
+        const IrParam *p = g->params.v[i];
+        const IrNode *gn = g->grads.v[i];
+        const double *grad = gn ? interp_value(&it, gn) : NULL;
+        double gmax = 0;
+        for (int64_t k = 0; grad && k < p->numel; k++)
+            gmax = fmax(gmax, fabs(grad[k]));
+        int n = p->numel <= o->samples ? (int)p->numel : o->samples;
+        double err = 0;
+        for (int s = 0; s < n && ok; s++) {
+            int64_t k = p->numel <= o->samples ? s : (int64_t)(rng_next(&rng) % (uint64_t)p->numel);
+            if (p->role == PARAM_EMBEDDING) /* a row that the batch uses */
+                k = (int64_t)tokens[rng_next(&rng) % (uint64_t)BT] * p->dims[1] +
+                    (int64_t)(rng_next(&rng) % (uint64_t)p->dims[1]);
+            double save = params[i][k], h = 1e-3 * fmax(1, fabs(save)), d[2];
+            /* Fourth-order central differences at h and h/2, combined by
+             * Richardson extrapolation: truncation error O(h^6). */
+            for (int r = 0; r < 2 && ok; r++, h /= 2) {
+                static const double step[4] = {2, 1, -1, -2};
+                double f[4];
+                for (int j = 0; j < 4 && ok; j++) {
+                    params[i][k] = save + step[j] * h;
+                    f[j] = loss_at(g, &in, &ok);
+                }
+                d[r] = (-f[0] + 8 * f[1] - 8 * f[2] + f[3]) / (12 * h);
+            }
+            params[i][k] = save;
+            double num = d[1] + (d[1] - d[0]) / 15, ana = grad ? grad[k] : 0;
+            /* Rounding noise of the quotient at the smaller step (h*2 after the loop). */
+            double noise = 100 * DBL_EPSILON * fmax(fabs(loss), 1) / (2 * h);
+            double denom = fmax(fmax(fabs(ana), fabs(num)), fmax(1e-3 * gmax, 1e-8));
+            double e = fmax(fabs(ana - num) - noise, 0) / denom;
+            if (!(e <= err)) /* NaN counts as the worst */
+                err = isnan(e) ? INFINITY : e;
+        }
+        fprintf(out, "  %-*s %9lld %8d %12.3e %12.3e%s\n", namew, p->name, (long long)p->numel, n, gmax, err,
+                err > o->tol ? "  FAIL" : "");
+        if (err > worst || i == 0) {
+            worst = err;
+            worst_name = p->name;
+        }
+    }
+    interp_free(&it);
+    if (ok)
+        fprintf(out, "worst relative error %.3e (%s), tolerance %.1e: %s\n", worst, worst_name, o->tol,
+                worst <= o->tol ? "PASS" : "FAIL");
+    ok = ok && worst <= o->tol;
+done:
+    for (int i = 0; i < np; i++)
+        free(params[i]);
+    free(params);
+    free(tokens);
+    free(targets);
+    free(mask);
+    return ok;
+}
