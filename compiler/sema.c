@@ -89,6 +89,8 @@ typedef struct Sema {
     bool silent;         /* evaluating for the plan text: report nothing */
     bool budget_blown;
     bool printed;        /* did the last err() print (not a repeat)? */
+    bool in_config;      /* resolving the config block */
+    const Node *config_rest; /* then: the entries after the current one */
     Reported *reported;
     int nreported, capreported;
     PtrVec used_scopes;  /* ScopeClaim*: parameter scopes taken by calls */
@@ -534,6 +536,12 @@ static Value eval_name(Sema *S, const Node *e)
         return (Value){.kind = V_INIT, .init = {INIT_XAVIER, 1, 0, 0}};
     if (find_fn(S, e->name))
         return err(S, e->loc, "'%s' is a function; call it with arguments: %s(...)", e->name, e->name);
+    for (const Node *c = S->config_rest; c; c = c->next)
+        if (!strcmp(c->name, e->name))
+            return err(S, e->loc, "'%s' is defined further down; a config constant can only use those above it",
+                       e->name);
+    if ((strcmp(e->name, "tokens") == 0 || strcmp(e->name, "targets") == 0) && S->in_config)
+        return err(S, e->loc, "'%s' is an input of the model, not a compile-time value", e->name);
     if ((strcmp(e->name, "tokens") == 0 || strcmp(e->name, "targets") == 0) && S->frame->fn)
         return err(S, e->loc, "'%s' is only visible in the model block; pass it to the function as an argument",
                    e->name);
@@ -1560,7 +1568,11 @@ static bool resolve_config(Sema *S, const SemaOptions *opt)
                     if (!strcmp(ov[i].name, e->name))
                         ov[i].used = true;
             } else {
+                S->in_config = true;
+                S->config_rest = e->next;
                 v = eval(S, e->a);
+                S->in_config = false;
+                S->config_rest = NULL;
                 if (v.kind != V_NUM && v.kind != V_ERR)
                     v = err(S, e->a->loc, "config constant '%s' must be a compile-time number, but this is %s",
                             e->name, kind_text(&v));
