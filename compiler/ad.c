@@ -83,6 +83,17 @@ static void acc(Ad *A, IrNode *x, IrNode *c)
     A->adj[x->id] = A->adj[x->id] ? mk(A, IR_ADD, A->adj[x->id], c) : c;
 }
 
+/* Adds the gradient c of matrix parameter w (c made by mk, which does not
+ * know matrix shapes) to w's adjoint. */
+static void acc_matrix(Ad *A, IrNode *w, IrNode *c)
+{
+    c->tok = false;
+    c->rows = w->rows;
+    c->width = w->width;
+    A->adj[w->id] = A->adj[w->id] ? mk(A, IR_ADD, A->adj[w->id], c) : c;
+    A->adj[w->id]->rows = w->rows;
+}
+
 /* Builds a contribution only for operands that need one. */
 #define ACC(x, expr) do { if (A->needs[(x)->id]) acc(A, (x), (expr)); } while (0)
 
@@ -128,25 +139,13 @@ static void backward(Ad *A, IrNode *x, IrNode *gx)
             da->width = a->width;
             acc(A, a, da);
         }
-        if (A->needs[b->id]) {
-            IrNode *dw = x->trans_b ? mk(A, IR_MATMUL_GRAD_W, gx, a) : mk(A, IR_MATMUL_GRAD_W, a, gx);
-            dw->tok = false;
-            dw->rows = b->rows;
-            dw->width = b->width;
-            A->adj[b->id] = A->adj[b->id] ? mk(A, IR_ADD, A->adj[b->id], dw) : dw;
-            A->adj[b->id]->rows = b->rows;
-        }
+        if (A->needs[b->id])
+            acc_matrix(A, b, x->trans_b ? mk(A, IR_MATMUL_GRAD_W, gx, a) : mk(A, IR_MATMUL_GRAD_W, a, gx));
         break;
     }
-    case IR_EMBED: {
-        IrNode *dt = mk(A, IR_EMBED_GRAD, a, gx);
-        dt->tok = false;
-        dt->rows = b->rows;
-        dt->width = b->width;
-        A->adj[b->id] = A->adj[b->id] ? mk(A, IR_ADD, A->adj[b->id], dt) : dt;
-        A->adj[b->id]->rows = b->rows;
+    case IR_EMBED:
+        acc_matrix(A, b, mk(A, IR_EMBED_GRAD, a, gx));
         break;
-    }
     case IR_ROPE: {
         IrNode *d = mk(A, IR_ROPE_GRAD, gx, NULL);
         d->heads = x->heads;
