@@ -12,6 +12,7 @@
 #include "interp.h"
 
 #include <float.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,63 @@ static double rng_normal(Rng *r)
 {
     double u = rng_unif(r), v = rng_unif(r);
     return sqrt(-2 * log(u + 1e-300)) * cos(2 * M_PI * v);
+}
+
+static json_t *doubles(const double *x, int64_t n)
+{
+    json_t *a = json_array();
+    for (int64_t i = 0; i < n; i++)
+        json_array_append_new(a, json_real(x[i]));
+    return a;
+}
+
+static json_t *ints(const int32_t *x, int64_t n)
+{
+    json_t *a = json_array();
+    for (int64_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer(x[i]));
+    return a;
+}
+
+/* Writes the point the check ran at, for an independent reference (e.g.
+ * tests/torch_reference.py): config, batch, parameters, loss, gradients. */
+static bool export_point(const char *path, const IrGraph *g, const InterpInput *in, const Interp *it,
+                         double loss)
+{
+    json_t *root = json_object(), *cfg = json_object(), *params = json_object(), *grads = json_object();
+    for (int i = 0; i < g->config.n; i++) {
+        const IrConfig *c = g->config.v[i];
+        json_object_set_new(cfg, c->name, json_real(c->value));
+    }
+    int64_t bt = (int64_t)in->B * in->T;
+    for (int i = 0; i < g->params.n; i++) {
+        const IrParam *p = g->params.v[i];
+        json_t *shape = json_array();
+        for (int k = 0; k < p->ndim; k++)
+            json_array_append_new(shape, json_integer(p->dims[k]));
+        json_t *e = json_object();
+        json_object_set_new(e, "shape", shape);
+        json_object_set_new(e, "data", doubles(in->params[i], p->numel));
+        json_object_set_new(params, p->name, e);
+        const IrNode *gn = g->grads.v[i];
+        if (gn)
+            json_object_set_new(grads, p->name, doubles(interp_value(it, gn), p->numel));
+    }
+    json_object_set_new(root, "model", json_string(g->model_name ? g->model_name : ""));
+    json_object_set_new(root, "config", cfg);
+    json_object_set_new(root, "B", json_integer(in->B));
+    json_object_set_new(root, "T", json_integer(in->T));
+    json_object_set_new(root, "tokens", ints(in->tokens, bt));
+    json_object_set_new(root, "targets", ints(in->targets, bt));
+    json_object_set_new(root, "mask", doubles(in->mask, bt));
+    json_object_set_new(root, "loss", json_real(loss));
+    json_object_set_new(root, "params", params);
+    json_object_set_new(root, "grads", grads);
+    int rc = json_dump_file(root, path, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    json_decref(root);
+    if (rc)
+        fprintf(stderr, "strata: error: cannot write %s\n", path);
+    return rc == 0;
 }
 
 static double loss_at(const IrGraph *g, const InterpInput *in, bool *ok)
@@ -84,6 +142,11 @@ bool gradcheck_run(const IrGraph *g, const GradcheckOptions *o, FILE *out)
     }
     double loss = interp_value(&it, g->loss)[0];
     fprintf(out, "loss at the random point: %.12g\n", loss);
+    if (o->export_path && !export_point(o->export_path, g, &in, &it, loss)) {
+        ok = false;
+        interp_free(&it);
+        goto done;
+    }
     int namew = 6;
     for (int i = 0; i < np; i++) {
         int n = (int)strlen(((IrParam *)g->params.v[i])->name);

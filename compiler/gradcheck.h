@@ -13,6 +13,7 @@ typedef struct GradcheckOptions {
     int samples;       /* elements checked per tensor (all if fewer) */
     double tol;        /* largest acceptable relative error */
     uint64_t seed;
+    const char *export_path; /* if set: write the point, loss and gradients as JSON */
 } GradcheckOptions;
 
 /* g must have been through ad_build.  Prints a table; returns true if every

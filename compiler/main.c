@@ -44,6 +44,7 @@ static void usage(FILE *out)
             "  --samples K      gradcheck: elements checked per tensor (default 6)\n"
             "  --tol X          gradcheck: largest relative error accepted (default 1e-6)\n"
             "  --seed N         gradcheck: random parameters and batch (default 1)\n"
+            "  --export FILE    gradcheck: write the point, loss and gradients as JSON\n"
             "  -h, --help       this text;  --version  the version\n"
             "\n"
             "gradcheck sets vocab=11 d=16 heads=2 ffn=24 L=4 ctx=5 where the config has\n"
@@ -56,6 +57,7 @@ typedef struct Args {
     SemaOptions opt;
     int64_t batch, seq, samples, seed;
     double tol;
+    const char *export_path;
 } Args;
 
 static bool parse_count(const char *s, int64_t *out)
@@ -76,7 +78,7 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
         const char *s = argv[i];
         const char *val = NULL;
         static const char *const with_value[] = {"-D", "--preset", "--batch", "--seq", "--samples", "--tol",
-                                                 "--seed", NULL};
+                                                 "--seed", "--export", NULL};
         for (int k = 0; with_value[k]; k++)
             if (!strcmp(s, with_value[k])) {
                 if (i + 1 >= argc) {
@@ -99,6 +101,8 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
                 fprintf(stderr, "strata: error: %s expects a positive whole number, got '%s'\n", s, val);
                 return 2;
             }
+        } else if (!strcmp(s, "--export")) {
+            a->export_path = val;
         } else if (!strcmp(s, "--tol")) {
             char *end;
             a->tol = strtod(val, &end);
@@ -194,7 +198,7 @@ static int run(const char *cmd, int argc, char **argv)
             printf("%s%s=%g", i ? " " : "config: ", c->name, c->value);
         }
         printf("\n");
-        GradcheckOptions go = {(int)a.batch, (int)a.seq, (int)a.samples, a.tol, (uint64_t)a.seed};
+        GradcheckOptions go = {(int)a.batch, (int)a.seq, (int)a.samples, a.tol, (uint64_t)a.seed, a.export_path};
         ok = gradcheck_run(&g, &go, stdout);
     } else {
         report_print(stdout, &g, a.batch, a.seq);
