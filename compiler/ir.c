@@ -24,6 +24,9 @@ void ir_free(IrGraph *g)
     vec_free(&g->plan);
     vec_free(&g->config);
     vec_free(&g->grads);
+    for (int i = 0; i < g->kernels.n; i++)
+        vec_free(&((IrKernel *)g->kernels.v[i])->nodes);
+    vec_free(&g->kernels);
     arena_free(&g->arena);
     memset(g, 0, sizeof *g);
 }
@@ -36,6 +39,7 @@ IrNode *ir_add(IrGraph *g, IrOp op, Loc loc)
     n->rows = 1;
     n->width = 1;
     n->block = -1;
+    n->kernel = -1;
     n->id = g->nodes.n;
     vec_push(&g->nodes, n);
     return n;

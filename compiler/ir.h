@@ -99,8 +99,20 @@ struct IrNode {
     IrParam *param;    /* PARAM */
     int block;         /* block that created the node, -1 outside */
     int id;            /* position in IrGraph.nodes */
+    int kernel;        /* fused kernel (IrKernel.index) computing it; -1 for leaves */
+    bool stored;       /* value written to memory (used outside its kernel, or an output) */
     Loc loc;           /* user source construct that created it */
 };
+
+/* A fused kernel (fuse.c): either one non-fusable op (matmul, attention,
+ * ...) or a chain of elementwise ops and last-dimension reductions over the
+ * same token rows, run as one loop over rows in which each member is
+ * computed for the row and only `stored` members are written out. */
+typedef struct IrKernel {
+    int index;         /* position in IrGraph.kernels = execution order */
+    bool rowwise;      /* a fused row loop (else a single op) */
+    PtrVec nodes;      /* IrNode* members in topological order */
+} IrKernel;
 
 /* One iteration of a model-level `for` loop: a transformer block. */
 typedef struct IrBlock {
@@ -134,6 +146,7 @@ typedef struct IrGraph {
     const char *model_name;  /* the model file as given */
     int nforward;      /* nodes of the forward pass (0 until autodiff ran) */
     PtrVec grads;      /* IrNode* per parameter: d loss / d param (NULL: zero) */
+    PtrVec kernels;    /* IrKernel*, execution order (empty until fuse_graph ran) */
 } IrGraph;
 
 void ir_init(IrGraph *g);

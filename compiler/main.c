@@ -4,6 +4,7 @@
  * 3 out of memory or an internal error. */
 #include "ad.h"
 #include "ast.h"
+#include "fuse.h"
 #include "gradcheck.h"
 #include "ir.h"
 #include "report.h"
@@ -40,7 +41,8 @@ static void usage(FILE *out)
             "                   gradcheck: default 2)\n"
             "  --seq T          sequence length (check: default the config's ctx, else 256;\n"
             "                   gradcheck: default 5)\n"
-            "  --dump=STAGE     print a stage instead: ast, ir, grad (IR with backward pass)\n"
+            "  --dump=STAGE     print a stage instead: ast, ir, grad (IR with backward\n"
+            "                   pass), fused (the kernels after fusion)\n"
             "  --samples K      gradcheck: elements checked per tensor (default 6)\n"
             "  --tol X          gradcheck: largest relative error accepted (default 1e-6)\n"
             "  --seed N         gradcheck: random parameters and batch (default 1)\n"
@@ -112,8 +114,9 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
             }
         } else if (!strncmp(s, "--dump=", 7)) {
             a->dump = s + 7;
-            if (strcmp(a->dump, "ast") && strcmp(a->dump, "ir") && strcmp(a->dump, "grad")) {
-                fprintf(stderr, "strata: error: --dump expects ast, ir or grad, got '%s'\n", a->dump);
+            if (strcmp(a->dump, "ast") && strcmp(a->dump, "ir") && strcmp(a->dump, "grad") &&
+                strcmp(a->dump, "fused")) {
+                fprintf(stderr, "strata: error: --dump expects ast, ir, grad or fused, got '%s'\n", a->dump);
                 return 2;
             }
         } else if (s[0] == '-' && s[1]) {
@@ -183,12 +186,15 @@ static int run(const char *cmd, int argc, char **argv)
                 a.seq = (int64_t)c->value;
         }
     }
-    if (grad || (a.dump && !strcmp(a.dump, "grad"))) {
+    if (grad || (a.dump && (!strcmp(a.dump, "grad") || !strcmp(a.dump, "fused")))) {
         ad_build(&g);
         if (!ir_verify(&g, stderr))
             die("autodiff built an invalid graph");
     }
-    if (a.dump) {
+    if (a.dump && !strcmp(a.dump, "fused")) {
+        fuse_graph(&g);
+        fuse_dump(stdout, &g);
+    } else if (a.dump) {
         ir_dump(stdout, &g);
     } else if (grad) {
         printf("gradcheck %s: fp64 reference interpreter, batch %lld x %lld tokens\n", a.model,
