@@ -162,6 +162,7 @@ static void backward(Ad *A, IrNode *x, IrNode *gx)
             d->in[3] = gx;
             d->heads = x->heads;
             d->which = w;
+            d->saved = x;
             d->tok = true;
             d->width = x->width;
             ACC(x->in[w], d);
@@ -170,6 +171,7 @@ static void backward(Ad *A, IrNode *x, IrNode *gx)
     case IR_CROSS_ENTROPY: {
         IrNode *d = mk(A, IR_CE_GRAD, a, b);
         d->in[2] = gx;
+        d->saved = x;
         d->tok = true;
         d->width = a->width;
         ACC(a, d);

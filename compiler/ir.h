@@ -96,6 +96,8 @@ struct IrNode {
     int heads;         /* ROPE, ATTENTION */
     bool trans_b;      /* MATMUL: W stored [out, in] and used transposed */
     int which;         /* ATTENTION_GRAD: 0 dq, 1 dk, 2 dv */
+    IrNode *saved;     /* ATTENTION_GRAD, CE_GRAD: the forward node whose output
+                          and aux state (log-sum-exp) the backward reuses */
     IrParam *param;    /* PARAM */
     int block;         /* block that created the node, -1 outside */
     int id;            /* position in IrGraph.nodes */

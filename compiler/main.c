@@ -5,6 +5,7 @@
 #include "ad.h"
 #include "ast.h"
 #include "fuse.h"
+#include "memplan.h"
 #include "gradcheck.h"
 #include "ir.h"
 #include "report.h"
@@ -42,7 +43,8 @@ static void usage(FILE *out)
             "  --seq T          sequence length (check: default the config's ctx, else 256;\n"
             "                   gradcheck: default 5)\n"
             "  --dump=STAGE     print a stage instead: ast, ir, grad (IR with backward\n"
-            "                   pass), fused (the kernels after fusion)\n"
+            "                   pass), fused (the kernels after fusion), memory (the\n"
+            "                   buffer plan of a training step, fp32)\n"
             "  --samples K      gradcheck: elements checked per tensor (default 6)\n"
             "  --tol X          gradcheck: largest relative error accepted (default 1e-6)\n"
             "  --seed N         gradcheck: random parameters and batch (default 1)\n"
@@ -115,8 +117,9 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
         } else if (!strncmp(s, "--dump=", 7)) {
             a->dump = s + 7;
             if (strcmp(a->dump, "ast") && strcmp(a->dump, "ir") && strcmp(a->dump, "grad") &&
-                strcmp(a->dump, "fused")) {
-                fprintf(stderr, "strata: error: --dump expects ast, ir, grad or fused, got '%s'\n", a->dump);
+                strcmp(a->dump, "fused") && strcmp(a->dump, "memory")) {
+                fprintf(stderr, "strata: error: --dump expects ast, ir, grad, fused or memory, got '%s'\n",
+                        a->dump);
                 return 2;
             }
         } else if (s[0] == '-' && s[1]) {
@@ -186,14 +189,19 @@ static int run(const char *cmd, int argc, char **argv)
                 a.seq = (int64_t)c->value;
         }
     }
-    if (grad || (a.dump && (!strcmp(a.dump, "grad") || !strcmp(a.dump, "fused")))) {
+    bool train_graph = !a.dump || strcmp(a.dump, "ir");
+    MemPlan mp = {0};
+    if (train_graph) {
         ad_build(&g);
         if (!ir_verify(&g, stderr))
             die("autodiff built an invalid graph");
+        fuse_graph(&g);
+        memplan_build(&mp, &g, a.batch, a.seq, 4);
     }
     if (a.dump && !strcmp(a.dump, "fused")) {
-        fuse_graph(&g);
         fuse_dump(stdout, &g);
+    } else if (a.dump && !strcmp(a.dump, "memory")) {
+        memplan_dump(stdout, &mp, &g);
     } else if (a.dump) {
         ir_dump(stdout, &g);
     } else if (grad) {
@@ -207,8 +215,9 @@ static int run(const char *cmd, int argc, char **argv)
         GradcheckOptions go = {(int)a.batch, (int)a.seq, (int)a.samples, a.tol, (uint64_t)a.seed, a.export_path};
         ok = gradcheck_run(&g, &go, stdout);
     } else {
-        report_print(stdout, &g, a.batch, a.seq);
+        report_print(stdout, &g, &mp, a.batch, a.seq);
     }
+    memplan_free(&mp);
 out:
     diag_finish(&d);
     ir_free(&g);

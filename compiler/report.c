@@ -14,7 +14,8 @@ ReportCost report_cost(const IrGraph *g, int64_t batch, int64_t seq)
     ReportCost c = {0};
     double tavg = (double)(seq + 1) / 2;
     double act_per_token = 0, attn_stats = 0;
-    for (int i = 0; i < g->nodes.n; i++) {
+    int nfwd = g->nforward ? g->nforward : g->nodes.n;
+    for (int i = 0; i < nfwd; i++) {
         const IrNode *x = g->nodes.v[i];
         double f = 0, b = 0, w = (double)x->width;
         switch (x->op) {
@@ -91,7 +92,7 @@ static const char *human(char *buf, double x, const char *unit)
     return buf;
 }
 
-void report_print(FILE *out, const IrGraph *g, int64_t batch, int64_t seq)
+void report_print(FILE *out, const IrGraph *g, const MemPlan *mp, int64_t batch, int64_t seq)
 {
     char b1[48], b2[48], b3[48];
     fprintf(out, "model %s\n\nconfig:\n", g->model_name ? g->model_name : "?");
@@ -147,8 +148,12 @@ void report_print(FILE *out, const IrGraph *g, int64_t batch, int64_t seq)
     fprintf(out, "  parameters       %s\n", human(b1, c.param_bytes, "B"));
     fprintf(out, "  gradients        %s\n", human(b1, c.grad_bytes, "B"));
     fprintf(out, "  optimizer state  %s  (two moments)\n", human(b1, c.optim_bytes, "B"));
-    fprintf(out, "  activations      %s  (every intermediate kept; an upper bound)\n",
-            human(b1, c.act_bytes, "B"));
-    fprintf(out, "  total            %s\n",
-            human(b1, c.param_bytes + c.grad_bytes + c.optim_bytes + c.act_bytes, "B"));
+    double act = mp ? (double)mp->arena_bytes : c.act_bytes;
+    if (mp)
+        fprintf(out, "  activations      %s  (memory plan of forward + backward after fusion; %s if\n"
+                     "                   nothing were reused, %s if every forward value were kept)\n",
+                human(b1, act, "B"), human(b2, (double)mp->total_bytes, "B"), human(b3, c.act_bytes, "B"));
+    else
+        fprintf(out, "  activations      %s  (every forward value kept)\n", human(b1, act, "B"));
+    fprintf(out, "  total            %s\n", human(b1, c.param_bytes + c.grad_bytes + c.optim_bytes + act, "B"));
 }

@@ -4,6 +4,7 @@
 #ifndef STRATA_REPORT_H
 #define STRATA_REPORT_H
 #include "ir.h"
+#include "memplan.h"
 
 typedef struct ReportCost {
     double fwd_flops, bwd_flops;  /* per token */
@@ -11,7 +12,9 @@ typedef struct ReportCost {
     double param_bytes, grad_bytes, optim_bytes, act_bytes;
 } ReportCost;
 
-/* Costs for a batch of `batch` sequences of `seq` tokens. */
+/* Costs for a batch of `batch` sequences of `seq` tokens.  Counts the
+ * forward nodes only (g->nforward when autodiff ran). */
 ReportCost report_cost(const IrGraph *g, int64_t batch, int64_t seq);
-void report_print(FILE *out, const IrGraph *g, int64_t batch, int64_t seq);
+/* mp: the memory plan of the training step for this batch, fp32. */
+void report_print(FILE *out, const IrGraph *g, const MemPlan *mp, int64_t batch, int64_t seq);
 #endif
