@@ -1,12 +1,17 @@
 /* fuzz_frontend.c - libFuzzer target for the front end: parse, load imports,
- * resolve to IR.  Any input may be rejected with errors but must never
+ * resolve to IR and, for graphs of moderate size, everything `strata check`
+ * runs after that (autodiff, fusion, memory plan, report).  Any input may be rejected with errors but must never
  * crash, leak, trip a sanitizer or hang.  Built by `make check` when
  * configure finds clang with libFuzzer (tests/fuzz.test runs it); by hand:
  *   fuzz/fuzz_frontend -dict=fuzz/strata.dict CORPUS_DIR
  * Inputs with a '/' inside a string are skipped, so imports can only name
  * files in the working directory (run it from an empty one). */
+#include "ad.h"
 #include "ast.h"
+#include "fuse.h"
 #include "ir.h"
+#include "memplan.h"
+#include "report.h"
 #include "sema.h"
 
 #include <stdint.h>
@@ -50,7 +55,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ast_load(&prog, &diag, src)) {
         IrGraph g;
         ir_init(&g);
-        sema_resolve(&prog, &(SemaOptions){0}, &diag, &g);
+        if (sema_resolve(&prog, &(SemaOptions){0}, &diag, &g) && g.nodes.n < 5000) {
+            ad_build(&g);
+            if (!ir_verify(&g, devnull))
+                abort();
+            fuse_graph(&g);
+            MemPlan mp;
+            memplan_build(&mp, &g, 2, 3, 4);
+            report_print(devnull, &g, &mp, 2, 3);
+            memplan_free(&mp);
+        }
         ir_free(&g);
     }
     ast_program_free(&prog);
