@@ -8,6 +8,7 @@
 #include "memplan.h"
 #include "gradcheck.h"
 #include "ir.h"
+#include "lower.h"
 #include "report.h"
 #include "sema.h"
 
@@ -29,6 +30,8 @@ static void usage(FILE *out)
             "              parameter table, parameter count, FLOPs per token and memory\n"
             "  gradcheck   compare every parameter's autodiff gradient with central finite\n"
             "              differences, in fp64, on a tiny configuration of the model\n"
+            "  build       compile the training step (forward + backward) with LLVM and\n"
+            "              write it: --emit=llvm|asm|obj -o FILE [--cpu NAME] [--f64]\n"
             "\n"
             "options:\n"
             "  -D NAME=VALUE    override a config constant (repeatable)\n"
@@ -49,6 +52,11 @@ static void usage(FILE *out)
             "  --tol X          gradcheck: largest relative error accepted (default 1e-6)\n"
             "  --seed N         gradcheck: random parameters and batch (default 1)\n"
             "  --export FILE    gradcheck: write the point, loss and gradients as JSON\n"
+            "  --emit=KIND      build: llvm (text IR), asm or obj (an object exporting\n"
+            "                   strata_run, the model ABI of compiler/lower.h)\n"
+            "  -o FILE          build: where to write it\n"
+            "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
+            "  --f64            build: double precision (default float)\n"
             "  -h, --help       this text;  --version  the version\n"
             "\n"
             "gradcheck sets vocab=11 d=16 heads=2 ffn=24 L=4 ctx=5 where the config has\n"
@@ -62,6 +70,8 @@ typedef struct Args {
     int64_t batch, seq, samples, seed;
     double tol;
     const char *export_path;
+    const char *emit, *output, *cpu;
+    bool f64;
 } Args;
 
 static bool parse_count(const char *s, int64_t *out)
@@ -82,7 +92,7 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
         const char *s = argv[i];
         const char *val = NULL;
         static const char *const with_value[] = {"-D", "--preset", "--batch", "--seq", "--samples", "--tol",
-                                                 "--seed", "--export", NULL};
+                                                 "--seed", "--export", "-o", "--cpu", NULL};
         for (int k = 0; with_value[k]; k++)
             if (!strcmp(s, with_value[k])) {
                 if (i + 1 >= argc) {
@@ -107,6 +117,18 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
             }
         } else if (!strcmp(s, "--export")) {
             a->export_path = val;
+        } else if (!strcmp(s, "-o")) {
+            a->output = val;
+        } else if (!strcmp(s, "--cpu")) {
+            a->cpu = val;
+        } else if (!strcmp(s, "--f64")) {
+            a->f64 = true;
+        } else if (!strncmp(s, "--emit=", 7)) {
+            a->emit = s + 7;
+            if (strcmp(a->emit, "llvm") && strcmp(a->emit, "asm") && strcmp(a->emit, "obj")) {
+                fprintf(stderr, "strata: error: --emit expects llvm, asm or obj, got '%s'\n", a->emit);
+                return 2;
+            }
         } else if (!strcmp(s, "--tol")) {
             char *end;
             a->tol = strtod(val, &end);
@@ -143,15 +165,44 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
 
 static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "L=4", "ctx=5"};
 
+/* strata build: lower the training step and write it out. */
+static bool build(const IrGraph *g, const Args *a)
+{
+    LowerOptions lo = {a->f64 ? LOWER_F64 : LOWER_F32, a->cpu, 2};
+    char *err = NULL;
+    LowerModule *m = lower_module(g, &lo, &err);
+    if (!m) {
+        fprintf(stderr, "strata: error: %s\n", err ? err : "cannot set up the LLVM target");
+        free(err);
+        return false;
+    }
+    LowerEmitKind kind = !strcmp(a->emit, "llvm") ? LOWER_EMIT_LLVM : !strcmp(a->emit, "asm") ? LOWER_EMIT_ASM
+                                                                                         : LOWER_EMIT_OBJ;
+    bool ok = lower_emit(m, kind, a->output, &err);
+    if (!ok) {
+        fprintf(stderr, "strata: error: cannot write %s: %s\n", a->output, err ? err : "?");
+        free(err);
+    }
+    lower_module_free(m);
+    return ok;
+}
+
 static int run(const char *cmd, int argc, char **argv)
 {
     bool grad = !strcmp(cmd, "gradcheck");
+    bool is_build = !strcmp(cmd, "build");
     Args a = {.batch = grad ? 2 : 8, .samples = 6, .seed = 1, .tol = 1e-6};
     const char **defines = xcalloc((size_t)argc + 1, sizeof *defines);
     int rc = parse_args(argc, argv, &a, defines);
     if (rc) {
         free(defines);
         return rc;
+    }
+    if (is_build && (!a.emit || !a.output)) {
+        fprintf(stderr, "strata: error: build needs --emit=llvm|asm|obj and -o FILE (a standalone trainer "
+                        "executable needs the training runtime, which is not written yet)\n");
+        free(defines);
+        return 2;
     }
     if (grad) {
         a.opt.soft = tiny_defaults;
@@ -198,7 +249,9 @@ static int run(const char *cmd, int argc, char **argv)
         fuse_graph(&g);
         memplan_build(&mp, &g, a.batch, a.seq, 4);
     }
-    if (a.dump && !strcmp(a.dump, "fused")) {
+    if (is_build) {
+        ok = build(&g, &a);
+    } else if (a.dump && !strcmp(a.dump, "fused")) {
         fuse_dump(stdout, &g);
     } else if (a.dump && !strcmp(a.dump, "memory")) {
         memplan_dump(stdout, &mp, &g);
@@ -240,7 +293,7 @@ int main(int argc, char **argv)
         printf("strata %s\n", PACKAGE_VERSION);
         return 0;
     }
-    if (!strcmp(argv[1], "check") || !strcmp(argv[1], "gradcheck"))
+    if (!strcmp(argv[1], "check") || !strcmp(argv[1], "gradcheck") || !strcmp(argv[1], "build"))
         return run(argv[1], argc - 2, argv + 2);
     fprintf(stderr, "strata: error: unknown command '%s' (see strata --help)\n", argv[1]);
     return 2;
