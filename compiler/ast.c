@@ -2,6 +2,7 @@
 #include "ast.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 Node *ast_new(Arena *a, AstKind kind, Loc loc)
 {
@@ -63,7 +64,14 @@ static void dump(FILE *out, const Node *n, int depth)
     indent(out, depth);
     fprintf(out, "(%s", ast_kind_name(n->kind));
     switch (n->kind) {
-    case AST_NUM: fprintf(out, " %.17g", n->num); break;
+    case AST_NUM: { /* the shortest form that reads back as the same double */
+        char buf[32];
+        snprintf(buf, sizeof buf, "%.15g", n->num);
+        if (strtod(buf, NULL) != n->num)
+            snprintf(buf, sizeof buf, "%.17g", n->num);
+        fprintf(out, " %s", buf);
+        break;
+    }
     case AST_STR: fprintf(out, " \"%s\"", n->name); break;
     case AST_BINARY:
     case AST_UNARY: fprintf(out, " %s", ast_op_text(n->op)); break;
@@ -109,6 +117,12 @@ static void dump(FILE *out, const Node *n, int depth)
 
 void ast_dump(FILE *out, const Node *items)
 {
-    for (const Node *n = items; n; n = n->next)
+    const SrcFile *file = NULL;
+    for (const Node *n = items; n; n = n->next) {
+        if (n->loc.file != file) { /* items come file by file, imports first */
+            file = n->loc.file;
+            fprintf(out, "; %s\n", file ? file->name : "?");
+        }
         dump(out, n, 0);
+    }
 }
