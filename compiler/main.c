@@ -6,6 +6,7 @@
 #include "ast.h"
 #include "fuse.h"
 #include "memplan.h"
+#include "metrics.h"
 #include "gradcheck.h"
 #include "ir.h"
 #include "lower.h"
@@ -30,6 +31,8 @@ static void usage(FILE *out)
             "              parameter table, parameter count, FLOPs per token and memory\n"
             "  gradcheck   compare every parameter's autodiff gradient with central finite\n"
             "              differences, in fp64, on a tiny configuration of the model\n"
+            "  plot        draw the loss curves of one or several runs:\n"
+            "              strata plot -o loss.png|loss.svg RUN/metrics.jsonl...\n"
             "  build       compile the training step (forward + backward) with LLVM and\n"
             "              write it: --emit=llvm|asm|obj -o FILE [--cpu NAME] [--f64]\n"
             "\n"
@@ -279,6 +282,51 @@ out:
     return ok ? 0 : 1;
 }
 
+/* strata plot -o IMAGE [--title T] METRICS... */
+static int cmd_plot(int argc, char **argv)
+{
+    const char *image = NULL, *title = "loss";
+    const char **files = xcalloc((size_t)argc + 1, sizeof *files);
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--title")) && i + 1 < argc) {
+            if (argv[i][1] == 'o')
+                image = argv[++i];
+            else
+                title = argv[++i];
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "strata: error: plot: unknown option '%s'\n", argv[i]);
+            free(files);
+            return 2;
+        } else {
+            files[n++] = argv[i];
+        }
+    }
+    if (!image || n == 0) {
+        fprintf(stderr, "strata: error: usage: strata plot -o IMAGE.png|.svg [--title T] METRICS.jsonl...\n");
+        free(files);
+        return 2;
+    }
+    RtCurve *c = xcalloc((size_t)n, sizeof *c);
+    char *err = NULL;
+    int loaded = 0;
+    while (loaded < n && rt_curve_load(&c[loaded], files[loaded], &err) == 0)
+        loaded++;
+    int rc = loaded < n;
+    if (rc == 0 && rt_plot_curves(c, n, image, title, &err))
+        rc = 1;
+    if (rc)
+        fprintf(stderr, "strata: error: %s\n", err ? err : "plot failed");
+    else
+        printf("wrote %s\n", image);
+    for (int i = 0; i < loaded; i++)
+        rt_curve_free(&c[i]);
+    free(c);
+    free(err);
+    free(files);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -293,6 +341,8 @@ int main(int argc, char **argv)
         printf("strata %s\n", PACKAGE_VERSION);
         return 0;
     }
+    if (!strcmp(argv[1], "plot"))
+        return cmd_plot(argc - 2, argv + 2);
     if (!strcmp(argv[1], "check") || !strcmp(argv[1], "gradcheck") || !strcmp(argv[1], "build"))
         return run(argv[1], argc - 2, argv + 2);
     fprintf(stderr, "strata: error: unknown command '%s' (see strata --help)\n", argv[1]);

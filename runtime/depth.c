@@ -99,7 +99,7 @@ int rt_depth_plot_script(FILE *out, const char *csv, const char *image, const ch
 {
     size_t len = strlen(image);
     bool svg = len > 4 && !strcmp(image + len - 4, ".svg");
-    fprintf(out, "set terminal %s size 900,600\n", svg ? "svg dynamic" : "pngcairo");
+    fprintf(out, "set terminal %s noenhanced size 900,600\n", svg ? "svg dynamic" : "pngcairo");
     fprintf(out, "set output '%s'\nset datafile separator ','\nset key autotitle columnhead\n", image);
     fprintf(out, "set title '%s'\n", title);
     if (!strcmp(kind, "variance")) {
