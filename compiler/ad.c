@@ -211,6 +211,11 @@ void ad_build(IrGraph *g)
         if (x->op == IR_PARAM)
             g->grads.v[x->param->index] = A.adj[i];
     }
+    for (int i = 0; i < g->blocks.n; i++) { /* for skipping a block in the backward pass */
+        IrBlock *b = g->blocks.v[i];
+        b->d_in = b->in ? A.adj[b->in->id] : NULL;
+        b->d_out = b->out ? A.adj[b->out->id] : NULL;
+    }
     free(A.adj);
     free(A.needs);
 }

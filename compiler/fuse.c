@@ -9,7 +9,10 @@
  * runs after its last member, so nothing may join it once an outsider needs
  * its results.  Sorting kernels by their last member is then a valid
  * execution order (an outsider reading kernel K comes after K's last
- * member and is in a kernel that ends no earlier). */
+ * member and is in a kernel that ends no earlier).  A kernel holds nodes of
+ * one block and one pass (forward or backward) only, so each block's
+ * kernels form a run of the schedule that generated code can skip, and
+ * the forward kernels all come before the backward ones. */
 #include "fuse.h"
 
 #include <stdlib.h>
@@ -23,6 +26,14 @@ static bool row_fusable(const IrNode *n)
 {
     const IrOpInfo *info = &ir_op_info[n->op];
     return n->tok && !n->is_int && info->fusable && (info->elementwise || info->reduction);
+}
+
+/* Block and pass of a node: kernels never mix two of them. */
+static bool same_group(const IrGraph *g, const IrKernel *k, const IrNode *n)
+{
+    const IrNode *f = k->nodes.v[0];
+    bool fb = g->nforward > 0 && f->id >= g->nforward, nb = g->nforward > 0 && n->id >= g->nforward;
+    return f->block == n->block && fb == nb;
 }
 
 static IrKernel *new_kernel(IrGraph *g, PtrVec *ks, bool rowwise)
@@ -83,11 +94,11 @@ void fuse_graph(IrGraph *g)
             for (int a = 0; a < arity; a++) {
                 const IrNode *o = n->in[a];
                 if (o->kernel >= 0 && !sealed[o->kernel] && ((IrKernel *)ks.v[o->kernel])->rowwise &&
-                    (!k || o->kernel > k->index))
+                    same_group(g, ks.v[o->kernel], n) && (!k || o->kernel > k->index))
                     k = ks.v[o->kernel];
             }
             for (int j = ks.n - 1; j >= 0 && !k; j--)
-                if (!sealed[j] && ((IrKernel *)ks.v[j])->rowwise)
+                if (!sealed[j] && ((IrKernel *)ks.v[j])->rowwise && same_group(g, ks.v[j], n))
                     k = ks.v[j];
         }
         if (!k)

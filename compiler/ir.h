@@ -122,6 +122,7 @@ typedef struct IrBlock {
     double l;          /* value of the loop variable */
     const char *var;   /* the carried residual variable, e.g. "x" */
     IrNode *in, *out;  /* residual stream entering / leaving the block */
+    IrNode *d_in, *d_out; /* after ad_build: d loss / d in and / d out (NULL: none) */
 } IrBlock;
 
 /* A line of the resolved plan; block -1 = outside any block. */

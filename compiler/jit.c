@@ -1,16 +1,18 @@
 /* jit.c - ORC LLJIT through the LLVM-C API (jit.h).
  * One LLJIT for this host; each jit_compile builds its module in a fresh
- * thread-safe context, renames strata_run to a unique name (many models can
- * live in one JIT), adds it under its own resource tracker (so jit_release
- * can drop the code) and looks the entry up, which is when ORC generates
- * machine code.  Symbols: the runtime kernels and cblas_?gemm are defined
- * as absolute addresses taken here, so the code calls exactly the copies
- * linked into this program even when the linker dropped an unreferenced
- * shared library; everything else (libm, malloc) is found in the process. */
+ * thread-safe context, renames the ABI's three symbols to unique names
+ * (many models can live in one JIT), adds it under its own resource
+ * tracker (so jit_release can drop the code) and looks them up, which is
+ * when ORC generates machine code.  Symbols: the runtime kernels, the
+ * thread pool and cblas_?gemm are defined as absolute addresses taken
+ * here, so the code calls exactly the copies linked into this program even
+ * when the linker dropped an unreferenced shared library; everything else
+ * (libm, memset, malloc) is found in the process. */
 #include "jit.h"
 
 #include "kernels.h"
 #include "lower_internal.h"
+#include "pool.h"
 
 #include <cblas.h>
 #include <llvm-c/LLJIT.h>
@@ -35,9 +37,11 @@ static const struct {
 } host_symbols[] = {
     KERNEL_PAIR(rt_embed),          KERNEL_PAIR(rt_embed_grad),     KERNEL_PAIR(rt_rope_table),
     KERNEL_PAIR(rt_rope),           KERNEL_PAIR(rt_attention),      KERNEL_PAIR(rt_attention_grad),
-    KERNEL_PAIR(rt_cross_entropy),  KERNEL_PAIR(rt_cross_entropy_grad),
+    KERNEL_PAIR(rt_cross_entropy_rows), KERNEL_PAIR(rt_cross_entropy_mean), KERNEL_PAIR(rt_cross_entropy_grad),
     {"cblas_sgemm", (void (*)(void))cblas_sgemm},
     {"cblas_dgemm", (void (*)(void))cblas_dgemm},
+    {"rt_pool_run", (void (*)(void))rt_pool_run},
+    {"rt_pool_size", (void (*)(void))rt_pool_size},
 };
 
 static bool failed(LLVMErrorRef e, char **err)
@@ -94,13 +98,18 @@ Jit *jit_create(char **err)
     return j;
 }
 
-/* Adds the module under a new tracker and looks `name` up (compiling it). */
-static bool add_and_lookup(Jit *j, LLVMOrcThreadSafeModuleRef tsm, const char *name, JitModel *out, char **err)
+/* The ABI's symbols, in the order of JitModel's fields. */
+static const char *const abi_symbols[] = {LOWER_TRAIN_ENTRY, LOWER_FORWARD_ENTRY, LOWER_DESC_SYMBOL};
+
+/* Adds the module under a new tracker and looks the renamed symbols up
+ * (compiling the module). */
+static bool add_and_lookup(Jit *j, LLVMOrcThreadSafeModuleRef tsm, char names[3][64], JitModel *out, char **err)
 {
     LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(j->lljit));
-    LLVMOrcExecutorAddress addr = 0;
-    bool ok = !failed(LLVMOrcLLJITAddLLVMIRModuleWithRT(j->lljit, rt, tsm), err) &&
-              !failed(LLVMOrcLLJITLookup(j->lljit, &addr, name), err);
+    LLVMOrcExecutorAddress addr[3] = {0, 0, 0};
+    bool ok = !failed(LLVMOrcLLJITAddLLVMIRModuleWithRT(j->lljit, rt, tsm), err);
+    for (int k = 0; k < 3 && ok; k++)
+        ok = !failed(LLVMOrcLLJITLookup(j->lljit, &addr[k], names[k]), err);
     if (!ok) {
         LLVMErrorRef e = LLVMOrcResourceTrackerRemove(rt);
         if (e)
@@ -109,11 +118,23 @@ static bool add_and_lookup(Jit *j, LLVMOrcThreadSafeModuleRef tsm, const char *n
         return false;
     }
     out->tracker = rt;
-    if (out->precision == LOWER_F32)
-        out->run_f32 = (StrataRunF32)(uintptr_t)addr;
-    else
-        out->run_f64 = (StrataRunF64)(uintptr_t)addr;
+    out->train_step = (StrataStepFn)(uintptr_t)addr[0];
+    out->forward = (StrataStepFn)(uintptr_t)addr[1];
+    out->desc = (const StrataModelDesc *)(uintptr_t)addr[2];
     return true;
+}
+
+/* Gives the module's ABI symbols names unique in this JIT. */
+static void rename_symbols(Jit *j, LLVMModuleRef mod, char names[3][64])
+{
+    ++j->serial;
+    for (int k = 0; k < 3; k++) {
+        snprintf(names[k], 64, "%s.%lu", abi_symbols[k], j->serial);
+        LLVMValueRef v = k < 2 ? LLVMGetNamedFunction(mod, abi_symbols[k]) : LLVMGetNamedGlobal(mod, abi_symbols[k]);
+        if (!v)
+            die("jit: the module has no %s", abi_symbols[k]);
+        LLVMSetValueName2(v, names[k], strlen(names[k]));
+    }
 }
 
 bool jit_compile(Jit *j, const IrGraph *g, const LowerOptions *o, JitModel *out, char **err)
@@ -133,16 +154,14 @@ bool jit_compile(Jit *j, const IrGraph *g, const LowerOptions *o, JitModel *out,
     out->stats.opt_s = m->opt_s;
 
     pthread_mutex_lock(&j->lock);
-    char name[64];
-    snprintf(name, sizeof name, "%s.%lu", LOWER_ENTRY, ++j->serial);
-    LLVMValueRef entry = LLVMGetNamedFunction(m->mod, LOWER_ENTRY);
-    LLVMSetValueName2(entry, name, strlen(name));
+    char names[3][64];
+    rename_symbols(j, m->mod, names);
     LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m->mod, tsc);
     m->mod = NULL; /* the thread-safe module owns it now, and keeps tsc alive */
     LLVMOrcDisposeThreadSafeContext(tsc);
     lower_module_free(m);
     double t1 = lower_now();
-    bool ok = add_and_lookup(j, tsm, name, out, err);
+    bool ok = add_and_lookup(j, tsm, names, out, err);
     pthread_mutex_unlock(&j->lock);
     double t2 = lower_now();
     out->stats.codegen_s = t2 - t1;

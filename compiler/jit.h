@@ -1,7 +1,8 @@
 /* jit.h - in-process compilation of a lowered model (ORC LLJIT).
  * jit_create makes one JIT per process (or per trainer); jit_compile lowers
  * an IrGraph with lower.h, compiles it for this host and returns the
- * model's strata_run (ABI v0 in lower.h) with how long each step took.
+ * model's entry points and descriptor (model ABI v1, runtime/model_abi.h)
+ * with how long each step took.
  * Compiled code stays valid until jit_release or jit_free.  jit_compile
  * may be called from several threads; one JIT's additions and lookups are
  * serialised by a mutex. */
@@ -20,8 +21,9 @@ typedef struct JitStats {
 
 typedef struct JitModel {
     LowerPrecision precision;
-    StrataRunF32 run_f32;  /* the entry point of the precision compiled, */
-    StrataRunF64 run_f64;  /* the other is NULL */
+    StrataStepFn train_step;       /* strata_train_step */
+    StrataStepFn forward;          /* strata_forward */
+    const StrataModelDesc *desc;   /* strata_model */
     JitStats stats;
     void *tracker;         /* the code's owner inside the JIT (opaque) */
 } JitModel;

@@ -1,14 +1,16 @@
-/* lower.c - LLVM lowering driver (lower.h): target machine, the strata_run
- * entry point, the per-node dispatch, then verify -> optimise -> emit.
- * Loop nests are generated in lower_ops.c, calls to BLAS and the runtime
- * kernels in lower_kernels.c.  Entry points: lower_module, lower_emit,
- * lower_numel; jit.c uses lower_module_in to build in its own context.
- * Memory: the LowerModule owns module and target machine (and the context
- * when owns_ctx); lowering allocates nothing else that outlives it. */
+/* lower.c - LLVM lowering driver (lower.h): target machine, the codegen
+ * helpers every lowering file uses (constants, loops, ifs, parallel tasks),
+ * then plan -> build both entry points and the descriptor -> verify ->
+ * optimise -> emit.  The entry points are built in lower_step.c, row loops
+ * in lower_rows.c, other loops in lower_ops.c, calls to BLAS and the
+ * runtime kernels in lower_kernels.c, the descriptor in lower_abi.c.
+ * Entry points: lower_module, lower_emit; jit.c uses lower_module_in to
+ * build in its own context.  Memory: the LowerModule owns module and
+ * target machine (and the context when owns_ctx); the Cg's tables are
+ * freed before lower_module_in returns. */
 #include "lower_internal.h"
 
 #include <llvm-c/Analysis.h>
-#include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
 #include <pthread.h>
@@ -81,7 +83,12 @@ LLVMTargetMachineRef lower_target_machine(const LowerOptions *o, char **err)
     return tm;
 }
 
-/* ---- helpers shared with lower_ops.c and lower_kernels.c ---- */
+/* ---- constants, pointers, calls ---- */
+
+LLVMValueRef cg_i32(Cg *cg, int64_t v)
+{
+    return LLVMConstInt(cg->i32, (unsigned long long)v, true);
+}
 
 LLVMValueRef cg_i64(Cg *cg, int64_t v)
 {
@@ -93,32 +100,19 @@ LLVMValueRef cg_real(Cg *cg, double v)
     return LLVMConstReal(cg->real, v);
 }
 
-LLVMValueRef cg_rows(Cg *cg, const IrNode *n)
-{
-    return n->tok ? cg->BT : cg_i64(cg, n->rows);
-}
-
-static LLVMValueRef load_slot(Cg *cg, LLVMValueRef array, int id, const char *what)
-{
-    char name[32];
-    snprintf(name, sizeof name, "%s%d", what, id);
-    LLVMValueRef slot = LLVMBuildGEP2(cg->b, cg->ptr, array, (LLVMValueRef[]){cg_i64(cg, id)}, 1, "");
-    return LLVMBuildLoad2(cg->b, cg->ptr, slot, name);
-}
-
-LLVMValueRef cg_buf(Cg *cg, const IrNode *n)
-{
-    return load_slot(cg, cg->bufs, n->id, "buf");
-}
-
-LLVMValueRef cg_aux(Cg *cg, const IrNode *n)
-{
-    return load_slot(cg, cg->aux, n->id, "aux");
-}
-
 LLVMValueRef cg_elem(Cg *cg, LLVMValueRef base, LLVMValueRef i)
 {
     return LLVMBuildGEP2(cg->b, cg->real, base, &i, 1, "");
+}
+
+LLVMValueRef cg_byte(Cg *cg, LLVMValueRef base, LLVMValueRef i)
+{
+    return LLVMBuildGEP2(cg->b, cg->i8, base, &i, 1, "");
+}
+
+LLVMValueRef cg_load(Cg *cg, LLVMValueRef p)
+{
+    return LLVMBuildLoad2(cg->b, cg->real, p, "");
 }
 
 LLVMValueRef cg_extern(Cg *cg, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n)
@@ -136,86 +130,147 @@ LLVMValueRef cg_call(Cg *cg, LLVMValueRef fn, LLVMValueRef *args, unsigned n)
     return LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(fn), fn, args, n, "");
 }
 
+void cg_fn_attr(Cg *cg, LLVMValueRef fn, unsigned idx, const char *name)
+{
+    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+    LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
+}
+
+static LLVMValueRef real_bytes(Cg *cg, LLVMValueRef n)
+{
+    return LLVMBuildMul(cg->b, n, cg_i64(cg, cg->elem), "");
+}
+
 void cg_zero(Cg *cg, LLVMValueRef p, LLVMValueRef n)
 {
-    LLVMValueRef bytes = LLVMBuildMul(cg->b, n, cg_i64(cg, cg->prec == LOWER_F32 ? 4 : 8), "");
-    LLVMBuildMemSet(cg->b, p, LLVMConstInt(LLVMInt8TypeInContext(cg->ctx), 0, false), bytes,
-                    cg->prec == LOWER_F32 ? 4 : 8);
+    LLVMBuildMemSet(cg->b, p, LLVMConstInt(cg->i8, 0, false), real_bytes(cg, n), (unsigned)cg->elem);
 }
 
-/* ---- sizes (the ABI's buffer sizes) ---- */
-
-int64_t lower_numel(const IrNode *n, int64_t B, int64_t T)
+void cg_copy(Cg *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n, bool overlap)
 {
-    return (n->tok ? B * T : n->rows) * n->width;
+    unsigned al = (unsigned)cg->elem;
+    if (overlap)
+        LLVMBuildMemMove(cg->b, dst, al, src, al, real_bytes(cg, n));
+    else
+        LLVMBuildMemCpy(cg->b, dst, al, src, al, real_bytes(cg, n));
 }
 
-int64_t lower_aux_numel(const IrNode *n, int64_t B, int64_t T)
+LLVMValueRef cg_alloca(Cg *cg, LLVMTypeRef t, const char *name)
 {
-    return lower_kernel_aux_numel(n, B, T);
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(cg->ctx);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first)
+        LLVMPositionBuilderBefore(b, first);
+    else
+        LLVMPositionBuilderAtEnd(b, entry);
+    LLVMValueRef a = LLVMBuildAlloca(b, t, name);
+    LLVMDisposeBuilder(b);
+    return a;
 }
 
-/* ---- the entry point ---- */
-
-/* Token ids reach only the ops that take them as ids (operand 0 of EMBED
- * and EMBED_GRAD, 1 of CROSS_ENTROPY and CE_GRAD), which read `tokens` or
- * `targets` directly; any other use would need the ids as REALs. */
-static void check_id_uses(const IrGraph *g)
+LLVMBasicBlockRef cg_if(Cg *cg, LLVMValueRef cond, const char *name)
 {
-    for (int i = 0; i < g->nodes.n; i++) {
-        const IrNode *x = g->nodes.v[i];
-        for (int k = 0; k < ir_op_info[x->op].arity; k++) {
-            const IrNode *a = x->in[k];
-            bool id_slot = ((x->op == IR_EMBED || x->op == IR_EMBED_GRAD) && k == 0) ||
-                           ((x->op == IR_CROSS_ENTROPY || x->op == IR_CE_GRAD) && k == 1);
-            if ((a->op == IR_INPUT_TOKENS || a->op == IR_INPUT_TARGETS) != id_slot)
-                die("lower: %%%d (%s) operand %d: token ids used as values, or values as ids", x->id,
-                    ir_op_info[x->op].text, k);
-        }
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+    LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(cg->ctx, fn, name);
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(cg->ctx, fn, "endif");
+    LLVMBuildCondBr(cg->b, cond, then, join);
+    LLVMPositionBuilderAtEnd(cg->b, then);
+    return join;
+}
+
+void cg_endif(Cg *cg, LLVMBasicBlockRef join)
+{
+    LLVMBuildBr(cg->b, join);
+    LLVMPositionBuilderAtEnd(cg->b, join);
+}
+
+/* ---- loops ---- */
+
+Loop cg_loop_begin(Cg *cg, LLVMValueRef from, LLVMValueRef n, LLVMValueRef acc_init, const char *name)
+{
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(cg->b);
+    Loop l = {.head = LLVMAppendBasicBlockInContext(cg->ctx, fn, name)};
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, fn, "body");
+    l.exit = LLVMAppendBasicBlockInContext(cg->ctx, fn, "done");
+    LLVMBuildBr(cg->b, l.head);
+    LLVMPositionBuilderAtEnd(cg->b, l.head);
+    l.i = LLVMBuildPhi(cg->b, cg->i64, name);
+    LLVMAddIncoming(l.i, &from, &pre, 1);
+    if (acc_init) {
+        l.acc = LLVMBuildPhi(cg->b, cg->real, "acc");
+        LLVMAddIncoming(l.acc, &acc_init, &pre, 1);
     }
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, l.i, n, ""), body, l.exit);
+    LLVMPositionBuilderAtEnd(cg->b, body);
+    return l;
 }
 
-static void lower_node(Cg *cg, const IrNode *x)
+void cg_loop_end(Cg *cg, Loop *l, LLVMValueRef acc_next)
 {
-    const IrOpInfo *info = &ir_op_info[x->op];
-    if (info->elementwise || info->reduction || x->op == IR_SUM_ROWS) {
-        lower_loop_node(cg, x);
-        return;
-    }
-    switch (x->op) {
-    case IR_INPUT_TOKENS:
-    case IR_INPUT_TARGETS:
-    case IR_PARAM: /* the caller's buffers already hold these */
-        break;
-    case IR_CONST:
-        LLVMBuildStore(cg->b, cg_real(cg, x->num), cg_buf(cg, x));
-        break;
-    default:
-        lower_call_node(cg, x);
-    }
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
+    LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->i, cg_i64(cg, 1), "");
+    LLVMBuildBr(cg->b, l->head);
+    LLVMAddIncoming(l->i, &next, &latch, 1);
+    if (l->acc)
+        LLVMAddIncoming(l->acc, &acc_next, &latch, 1);
+    LLVMPositionBuilderAtEnd(cg->b, l->exit);
 }
 
-/* void strata_run(REAL **bufs, REAL **aux, const int32_t *tokens,
- *                 const int32_t *targets, const REAL *mask, int64_t B, int64_t T) */
-static void build_entry(Cg *cg)
+/* ---- parallel tasks ---- */
+
+const CgTask *cg_task(Cg *cg, const char *key, const char *name, LLVMTypeRef *types, unsigned n, CgTaskBody *body,
+                      const void *info)
 {
-    LLVMTypeRef params[] = {cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->i64, cg->i64};
-    LLVMTypeRef fty = LLVMFunctionType(cg->voidt, params, 7, false);
-    cg->run = LLVMAddFunction(cg->mod, LOWER_ENTRY, fty);
-    static const char *names[] = {"bufs", "aux", "tokens", "targets", "mask", "B", "T"};
-    LLVMValueRef *slots[] = {&cg->bufs, &cg->aux, &cg->tokens, &cg->targets, &cg->mask, &cg->B, &cg->T};
-    for (unsigned i = 0; i < 7; i++) {
-        *slots[i] = LLVMGetParam(cg->run, i);
-        LLVMSetValueName2(*slots[i], names[i], strlen(names[i]));
-    }
-    LLVMAddAttributeAtIndex(cg->run, LLVMAttributeFunctionIndex,
-                            LLVMCreateEnumAttribute(cg->ctx, LLVMGetEnumAttributeKindForName("nounwind", 8), 0));
-    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->run, "entry"));
-    cg->BT = LLVMBuildMul(cg->b, cg->B, cg->T, "BT");
-    for (int i = 0; i < cg->g->nodes.n; i++)
-        lower_node(cg, cg->g->nodes.v[i]);
+    for (int i = 0; i < cg->ntasks; i++)
+        if (!strcmp(cg->tasks[i].key, key))
+            return &cg->tasks[i];
+    LLVMTypeRef ctx_type = LLVMStructTypeInContext(cg->ctx, types, n, false);
+    LLVMTypeRef params[] = {cg->ptr, cg->i64, cg->i64, cg->i32};
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, name ? name : key, LLVMFunctionType(cg->voidt, params, 4, false));
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    cg_fn_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
+    LLVMBasicBlockRef at = LLVMGetInsertBlock(cg->b);
+    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    LLVMValueRef *v = xcalloc(n + 1, sizeof *v), ctx = LLVMGetParam(fn, 0);
+    for (unsigned k = 0; k < n; k++)
+        v[k] = LLVMBuildLoad2(cg->b, types[k], LLVMBuildStructGEP2(cg->b, ctx_type, ctx, k, ""), "");
+    body(cg, info, v, LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), LLVMGetParam(fn, 3));
     LLVMBuildRetVoid(cg->b);
+    free(v);
+    LLVMPositionBuilderAtEnd(cg->b, at);
+    cg->tasks = xrealloc(cg->tasks, (size_t)(cg->ntasks + 1) * sizeof *cg->tasks);
+    cg->tasks[cg->ntasks] = (CgTask){xstrdup(key), fn, ctx_type};
+    return &cg->tasks[cg->ntasks++];
 }
+
+/* void rt_pool_run(RtPool *p, int64_t n, void (*fn)(void *, int64_t, int64_t, int), void *ctx) */
+/* llvm.lifetime.start / .end of an alloca, so that the ctx structs of the
+ * many call sites share stack. */
+static void lifetime(Cg *cg, const char *which, LLVMValueRef size, LLVMValueRef p)
+{
+    unsigned id = LLVMLookupIntrinsicID(which, strlen(which));
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, &cg->ptr, 1);
+    LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, &cg->ptr, 1), fn, (LLVMValueRef[]){size, p}, 2, "");
+}
+
+void cg_run_task(Cg *cg, const CgTask *t, LLVMValueRef *vals, LLVMValueRef n)
+{
+    LLVMValueRef ctx = cg_alloca(cg, t->ctx_type, "ctx");
+    LLVMValueRef size = cg_i64(cg, (int64_t)LLVMABISizeOfType(cg->td, t->ctx_type));
+    lifetime(cg, "llvm.lifetime.start", size, ctx);
+    unsigned nv = LLVMCountStructElementTypes(t->ctx_type);
+    for (unsigned k = 0; k < nv; k++)
+        LLVMBuildStore(cg->b, vals[k], LLVMBuildStructGEP2(cg->b, t->ctx_type, ctx, k, ""));
+    LLVMTypeRef params[] = {cg->ptr, cg->i64, cg->ptr, cg->ptr};
+    LLVMValueRef run = cg_extern(cg, "rt_pool_run", cg->voidt, params, 4);
+    cg_call(cg, run, (LLVMValueRef[]){cg->pool, n, t->fn, ctx}, 4);
+    lifetime(cg, "llvm.lifetime.end", size, ctx);
+}
+
+/* ---- the module ---- */
 
 static void verify_or_die(LLVMModuleRef mod)
 {
@@ -240,37 +295,93 @@ static bool optimise(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err)
     return true;
 }
 
+/* Token ids reach only the ops that take them as ids (operand 0 of EMBED
+ * and EMBED_GRAD, 1 of CROSS_ENTROPY and CE_GRAD), which read `tokens` or
+ * `targets` directly; any other use would need the ids as REALs. */
+static void check_graph(const IrGraph *g)
+{
+    if (!g->logits || !g->loss || g->kernels.n == 0)
+        die("lower: the graph needs logits, a loss and fuse_graph");
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        for (int k = 0; k < ir_op_info[x->op].arity; k++) {
+            const IrNode *a = x->in[k];
+            bool id_slot = ((x->op == IR_EMBED || x->op == IR_EMBED_GRAD) && k == 0) ||
+                           ((x->op == IR_CROSS_ENTROPY || x->op == IR_CE_GRAD) && k == 1);
+            if ((a->op == IR_INPUT_TOKENS || a->op == IR_INPUT_TARGETS) != id_slot)
+                die("lower: %%%d (%s) operand %d: token ids used as values, or values as ids", x->id,
+                    ir_op_info[x->op].text, k);
+        }
+    }
+}
+
+static void cg_types(Cg *cg)
+{
+    LLVMContextRef c = cg->ctx;
+    cg->real = cg->prec == LOWER_F32 ? LLVMFloatTypeInContext(c) : LLVMDoubleTypeInContext(c);
+    cg->elem = cg->prec == LOWER_F32 ? 4 : 8;
+    cg->i1 = LLVMInt1TypeInContext(c);
+    cg->i8 = LLVMInt8TypeInContext(c);
+    cg->i32 = LLVMInt32TypeInContext(c);
+    cg->i64 = LLVMInt64TypeInContext(c);
+    cg->f64 = LLVMDoubleTypeInContext(c);
+    cg->ptr = LLVMPointerTypeInContext(c, 0);
+    cg->voidt = LLVMVoidTypeInContext(c);
+}
+
+static void cg_free(Cg *cg)
+{
+    for (int i = 0; i < cg->ntasks; i++)
+        free((char *)cg->tasks[i].key);
+    free(cg->tasks);
+    free(cg->param_off);
+    free(cg->blocks);
+    free(cg->attn_grad_done);
+    LLVMDisposeBuilder(cg->b);
+    LLVMDisposeTargetData(cg->td);
+}
+
+/* Plans memory, builds the descriptor and both entry points. */
+static LLVMModuleRef build_module(Cg *cg)
+{
+    const IrGraph *g = cg->g;
+    cg->mod = LLVMModuleCreateWithNameInContext(g->model_name ? g->model_name : "strata", cg->ctx);
+    char *triple = LLVMGetTargetMachineTriple(cg->tm);
+    LLVMSetTarget(cg->mod, triple);
+    LLVMDisposeMessage(triple);
+    cg->td = LLVMCreateTargetDataLayout(cg->tm);
+    LLVMSetModuleDataLayout(cg->mod, cg->td);
+    cg->b = LLVMCreateBuilderInContext(cg->ctx);
+    cg_types(cg);
+    MemLayout ly;
+    memplan_layout(&ly, g, cg->elem);
+    cg->ly = &ly;
+    lower_abi_plan(cg);
+    cg->step_type = lower_step_type(cg);
+    lower_emit_desc(cg);
+    lower_entry(cg, true);
+    lower_entry(cg, false);
+    memplan_layout_free(&ly);
+    cg->ly = NULL;
+    return cg->mod;
+}
+
 LowerModule *lower_module_in(LLVMContextRef ctx, bool owns_ctx, const IrGraph *g, const LowerOptions *o,
                              char **err)
 {
     double t0 = lower_now();
     *err = NULL;
-    check_id_uses(g);
+    check_graph(g);
     LLVMTargetMachineRef tm = lower_target_machine(o, err);
     if (!tm)
         return NULL;
-    Cg cg = {.g = g, .prec = o->precision, .ctx = ctx, .tm = tm};
-    cg.mod = LLVMModuleCreateWithNameInContext(g->model_name ? g->model_name : "strata", ctx);
-    char *triple = LLVMGetTargetMachineTriple(tm);
-    LLVMSetTarget(cg.mod, triple);
-    LLVMDisposeMessage(triple);
-    LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
-    LLVMSetModuleDataLayout(cg.mod, dl);
-    LLVMDisposeTargetData(dl);
-    cg.b = LLVMCreateBuilderInContext(ctx);
-    cg.real = o->precision == LOWER_F32 ? LLVMFloatTypeInContext(ctx) : LLVMDoubleTypeInContext(ctx);
-    cg.i32 = LLVMInt32TypeInContext(ctx);
-    cg.i64 = LLVMInt64TypeInContext(ctx);
-    cg.ptr = LLVMPointerTypeInContext(ctx, 0);
-    cg.voidt = LLVMVoidTypeInContext(ctx);
-    cg.attn_grad_done = xcalloc((size_t)g->nodes.n + 1, sizeof *cg.attn_grad_done);
-    build_entry(&cg);
-    LLVMDisposeBuilder(cg.b);
-    free(cg.attn_grad_done);
-    verify_or_die(cg.mod);
+    Cg cg = {.g = g, .prec = o->precision, .libm_exp = o->libm_exp, .ctx = ctx, .tm = tm};
+    LLVMModuleRef mod = build_module(&cg);
+    cg_free(&cg);
+    verify_or_die(mod);
 
     LowerModule *m = xcalloc(1, sizeof *m);
-    *m = (LowerModule){.ctx = ctx, .owns_ctx = owns_ctx, .mod = cg.mod, .tm = tm, .prec = o->precision};
+    *m = (LowerModule){.ctx = ctx, .owns_ctx = owns_ctx, .mod = mod, .tm = tm, .prec = o->precision};
     double t1 = lower_now();
     m->lower_s = t1 - t0;
     if (o->opt_level > 0 && !optimise(m->mod, tm, err)) {

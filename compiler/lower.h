@@ -1,50 +1,30 @@
 /* lower.h - LLVM lowering of the tensor IR (forward and backward pass).
- * lower_module turns an IrGraph into an LLVM module with one entry point,
- * strata_run (the model ABI below), for float or double; lower_emit writes
- * it as text IR, assembly or an object file; jit.h compiles it in process.
+ * lower_module turns an IrGraph that went through ad_build and fuse_graph
+ * into an LLVM module implementing model ABI v1 (runtime/model_abi.h: the
+ * strata_model descriptor and the strata_train_step / strata_forward entry
+ * points), for float or double; lower_emit writes it as text IR, assembly
+ * or an object file; jit.h compiles it in process.
+ *
+ * What the code does: each fused kernel (fuse.h) of the schedule runs in
+ * order; a row kernel is one loop over the B*T token rows that computes
+ * every member for the row (values only its own row loop needs stay in
+ * registers or a row of scratch) and writes only the stored ones; matrix
+ * products call cblas_?gemm; attention, rotary embedding, embedding and
+ * cross-entropy call runtime/kernels.h.  Row loops and runtime kernels run
+ * on the StrataStep's thread pool.  Every stored value lives in the arena
+ * at the offset of the compile-time memory plan (memplan.h), which is
+ * affine in B*T and T, so B and T stay run-time values.
+ *
  * This header does not expose LLVM: only lower*.c and jit.c include llvm-c.
  * Memory: a LowerModule owns its LLVM context, module and target machine. */
 #ifndef STRATA_LOWER_H
 #define STRATA_LOWER_H
 #include "ir.h"
+#include "model_abi.h"
 
-/* Model ABI v0.  The generated module exports, for REAL = float or double:
- *
- *   void strata_run(REAL **bufs, REAL **aux, const int32_t *tokens,
- *                   const int32_t *targets, const REAL *mask,
- *                   int64_t B, int64_t T);
- *
- * It runs every node of the graph in order: the forward pass, then (if
- * ad_build ran) the backward pass.  B and T are run-time values; every
- * width is compiled in.
- *   bufs[id]   the value of node `id`, lower_numel(node, B, T) REALs,
- *              row-major: an activation is (B*T, width), anything else
- *              (rows, width).  The caller allocates every buffer, and no
- *              two may overlap.  PARAM buffers hold the parameter values
- *              (the caller fills them; strata_run only reads them).  INPUT
- *              buffers are unused and may be NULL: ids come from `tokens`
- *              and `targets`.  After the call, bufs[g->loss->id][0] is the
- *              loss, bufs[g->logits->id] the logits and
- *              bufs[g->grads[p]->id] the gradient of parameter p.
- *   aux[id]    scratch of lower_aux_numel(node, B, T) REALs, NULL when
- *              that is 0; what a node keeps for its backward pass plus the
- *              kernels' work space:
- *                ATTENTION      log-sum-exp of each score row (B, heads, T),
- *                               then the forward's and (later in the same
- *                               run) the backward kernel's work area
- *                ROPE, ROPE_GRAD  cos/sin table (T, 2, head size / 2)
- *                CROSS_ENTROPY  log-sum-exp of each logits row (B*T), then
- *                               the per-row losses (B*T)
- *              The sizes call runtime/kernels.h, so this library links it.
- *   tokens, targets   (B, T) ids; tokens must be < the embedding tables'
- *              rows and targets < the logits width (not checked here).
- *   mask       (B, T) loss weights; NULL means all ones.
- * strata_run keeps no state between calls and may run concurrently on
- * disjoint buffers.  It calls cblas_sgemm/cblas_dgemm (OpenBLAS), the
- * runtime kernels of runtime/kernels.h and libm, which the program that
- * links or JIT-loads the module must provide. */
-#define LOWER_ENTRY "strata_run"
-#define LOWER_ABI_VERSION 0
+#define LOWER_TRAIN_ENTRY "strata_train_step"
+#define LOWER_FORWARD_ENTRY "strata_forward"
+#define LOWER_DESC_SYMBOL "strata_model"
 
 typedef enum LowerPrecision {
     LOWER_F32,            /* REAL = float */
@@ -55,6 +35,8 @@ typedef struct LowerOptions {
     LowerPrecision precision;
     const char *cpu;      /* target CPU, e.g. "x86-64-v3"; NULL = this host (with its features) */
     int opt_level;        /* 0 = no optimisation passes, else default<O2> */
+    bool libm_exp;        /* exp through llvm.exp (a libm call per element) instead of the
+                             inline polynomial that vectorises (for measurements) */
 } LowerOptions;
 
 typedef enum LowerEmitKind {
@@ -65,11 +47,6 @@ typedef enum LowerEmitKind {
 
 typedef struct LowerModule LowerModule;
 
-typedef void (*StrataRunF32)(float **bufs, float **aux, const int32_t *tokens, const int32_t *targets,
-                             const float *mask, int64_t B, int64_t T);
-typedef void (*StrataRunF64)(double **bufs, double **aux, const int32_t *tokens, const int32_t *targets,
-                             const double *mask, int64_t B, int64_t T);
-
 /* Lowers, verifies and optimises g.  Returns NULL with a malloc'd message in
  * *err when the target cannot be set up (e.g. an unknown cpu); a graph the
  * lowering cannot handle is an internal bug (die). */
@@ -77,8 +54,4 @@ LowerModule *lower_module(const IrGraph *g, const LowerOptions *o, char **err);
 /* Writes the module to path; false with a malloc'd message in *err. */
 bool lower_emit(LowerModule *m, LowerEmitKind kind, const char *path, char **err);
 void lower_module_free(LowerModule *m);
-
-/* REALs in bufs[n->id] / aux[n->id] for a batch of B x T tokens. */
-int64_t lower_numel(const IrNode *n, int64_t B, int64_t T);
-int64_t lower_aux_numel(const IrNode *n, int64_t B, int64_t T);
 #endif

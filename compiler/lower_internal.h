@@ -1,31 +1,69 @@
-/* lower_internal.h - what the LLVM lowering files share (lower.c, the loop
- * and elementwise code in lower_ops.c, the BLAS and runtime-kernel calls in
- * lower_kernels.c, and jit.c).  The only header besides those files that
- * includes llvm-c.  One Cg per module being built: context, module,
- * builder, target machine and the cached types (the c3c layout). */
+/* lower_internal.h - what the LLVM lowering files share: lower.c (driver,
+ * target, helpers, parallel tasks), lower_abi.c (the descriptor, the
+ * StrataStep type, block ranges), lower_step.c (the entry points),
+ * lower_rows.c (fused row loops), lower_ops.c (scalar formulas and the
+ * remaining loops), lower_kernels.c (BLAS and runtime-kernel calls) and
+ * jit.c.  The only header besides those files that includes llvm-c.  One
+ * Cg per module being built: context, module, builder, target machine and
+ * the cached types (the c3c layout). */
 #ifndef STRATA_LOWER_INTERNAL_H
 #define STRATA_LOWER_INTERNAL_H
 #include "lower.h"
+#include "memplan.h"
 
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
+
+#define FM_EW LLVMFastMathAllowContract                                 /* elementwise arithmetic */
+#define FM_RED (LLVMFastMathAllowReassoc | LLVMFastMathAllowContract)  /* reductions */
+
+/* A run of the schedule that belongs to one block and pass: [k0, k1). */
+typedef struct KRange {
+    int k0, k1;
+} KRange;
+
+/* Per block (lower_abi.c): its kernel runs and whether a skip is honoured. */
+typedef struct BlockInfo {
+    KRange fwd, bwd;           /* empty (k0 == k1) when the block has none */
+    uint8_t skip;              /* STRATA_SKIP_FORWARD | STRATA_SKIP_TRAIN */
+} BlockInfo;
+
+/* A task function cached by name (rt_pool_run's callback). */
+typedef struct CgTask {
+    const char *key;           /* malloc'd */
+    LLVMValueRef fn;
+    LLVMTypeRef ctx_type;
+} CgTask;
 
 /* Codegen context. */
 typedef struct Cg {
     const IrGraph *g;
+    const MemLayout *ly;       /* the memory plan, in bytes of REAL */
     LowerPrecision prec;
+    int64_t elem;              /* bytes per REAL */
+    bool libm_exp;             /* LowerOptions.libm_exp */
     LLVMContextRef ctx;
     LLVMModuleRef mod;
     LLVMBuilderRef b;
     LLVMTargetMachineRef tm;
+    LLVMTargetDataRef td;
     LLVMTypeRef real;          /* float or double */
-    LLVMTypeRef i32, i64, ptr, voidt;
-    /* strata_run, while its body is being built */
-    LLVMValueRef run;
-    LLVMValueRef bufs, aux, tokens, targets, mask, B, T;
-    LLVMValueRef BT;           /* B * T, computed in the entry block */
-    bool *attn_grad_done;      /* per node id: an ATTENTION_GRAD emitted with its siblings */
+    LLVMTypeRef i1, i8, i32, i64, f64, ptr, voidt;
+    LLVMTypeRef step_type;     /* StrataStep */
+    int64_t *param_off;        /* per parameter index: offset in REALs (ABI) */
+    int64_t params_numel;
+    BlockInfo *blocks;         /* per block */
+    int64_t width;             /* residual width of every block (capture); 0: they differ, no capture */
+    CgTask *tasks;             /* generated task functions, for reuse */
+    int ntasks;
+    /* The entry point being built (lower_step.c); only valid in its body. */
+    LLVMValueRef fn;
+    bool train;                /* strata_train_step, else strata_forward */
+    LLVMValueRef params, grads, arena, tokens, targets, mask, B, T, BT, pool, acc, logits, capture, skip;
+    LLVMValueRef region[MEM_NREGIONS]; /* start of each arena region */
+    bool *attn_grad_done;      /* per node id: an ATTENTION_GRAD emitted with its group */
 } Cg;
 
 /* A LowerModule: either owns its context (AOT) or borrows one (the JIT's
@@ -51,29 +89,83 @@ char *lower_strdup(const char *s);
 /* A malloc'd copy of an LLVM error's message; consumes e. */
 char *lower_error_message(LLVMErrorRef e);
 
-/* ---- helpers shared by the emitters (lower.c) ---- */
+LLVMValueRef cg_i32(Cg *cg, int64_t v);
 LLVMValueRef cg_i64(Cg *cg, int64_t v);
 LLVMValueRef cg_real(Cg *cg, double v);
-/* Rows of a node's value in strata_run: B*T for an activation, else constant. */
-LLVMValueRef cg_rows(Cg *cg, const IrNode *n);
-/* bufs[id] / aux[id] loaded in strata_run. */
-LLVMValueRef cg_buf(Cg *cg, const IrNode *n);
-LLVMValueRef cg_aux(Cg *cg, const IrNode *n);
-/* Pointer to element i of a REAL array. */
+/* Pointer to element i of a REAL array, and to byte i of anything. */
 LLVMValueRef cg_elem(Cg *cg, LLVMValueRef base, LLVMValueRef i);
-/* Declares (once) an external function. */
+LLVMValueRef cg_byte(Cg *cg, LLVMValueRef base, LLVMValueRef i);
+LLVMValueRef cg_load(Cg *cg, LLVMValueRef p);      /* a REAL */
+/* Declares (once) an external function, and calls a function. */
 LLVMValueRef cg_extern(Cg *cg, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n);
 LLVMValueRef cg_call(Cg *cg, LLVMValueRef fn, LLVMValueRef *args, unsigned n);
-/* memset(p, 0, n REALs) */
+void cg_fn_attr(Cg *cg, LLVMValueRef fn, unsigned idx, const char *name);
+/* memset(p, 0, n REALs), memcpy / memmove of n REALs (n an i64 value). */
 void cg_zero(Cg *cg, LLVMValueRef p, LLVMValueRef n);
+void cg_copy(Cg *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n, bool overlap);
+/* An alloca in the current function's entry block. */
+LLVMValueRef cg_alloca(Cg *cg, LLVMTypeRef t, const char *name);
+/* if (cond) { ...: cg_if opens the then-block, cg_endif joins. */
+LLVMBasicBlockRef cg_if(Cg *cg, LLVMValueRef cond, const char *name);
+void cg_endif(Cg *cg, LLVMBasicBlockRef join);
 
-/* ---- lower_ops.c: generated loops ---- */
-/* Elementwise ops (ops.h ew = 1, EXPAND included), MEAN/SUM/MAX and
- * SUM_ROWS: a per-node function with the loop nest, called from strata_run. */
+/* for (i = 0; i < n; i++) with an optional REAL accumulator: after
+ * cg_loop_begin the builder is in the body; cg_loop_end closes the loop and
+ * leaves the builder after it, where `acc` holds the final value. */
+typedef struct Loop {
+    LLVMBasicBlockRef head, exit;
+    LLVMValueRef i, acc;
+} Loop;
+Loop cg_loop_begin(Cg *cg, LLVMValueRef from, LLVMValueRef n, LLVMValueRef acc_init, const char *name);
+void cg_loop_end(Cg *cg, Loop *l, LLVMValueRef acc_next);
+
+/* Parallel tasks: void name(ptr ctx, i64 begin, i64 end, i32 thread), run
+ * by rt_pool_run over [0, n).  The body gets the ctx fields (types[]) as
+ * values and must use nothing else of the entry point.  cg_task builds the
+ * function on the first call with a key (name NULL: the key) and returns
+ * the same one for that key afterwards. */
+typedef void CgTaskBody(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef begin, LLVMValueRef end,
+                        LLVMValueRef thread);
+const CgTask *cg_task(Cg *cg, const char *key, const char *name, LLVMTypeRef *types, unsigned n, CgTaskBody *body,
+                      const void *info);
+void cg_run_task(Cg *cg, const CgTask *t, LLVMValueRef *vals, LLVMValueRef n);
+
+/* ---- lower_abi.c ---- */
+/* Parameter offsets, block ranges and skip flags into cg. */
+void lower_abi_plan(Cg *cg);
+/* The StrataStep type (checked against model_abi.h's layout). */
+LLVMTypeRef lower_step_type(Cg *cg);
+/* The exported descriptor constant. */
+void lower_emit_desc(Cg *cg);
+/* Widest token row of the graph (the ABI's B*T*width limit). */
+int64_t lower_max_width(const IrGraph *g);
+
+/* ---- lower_step.c ---- */
+void lower_entry(Cg *cg, bool train);
+/* Pointer to a node's value, aux state (memplan.h) and rotary table in
+ * the entry point being built. */
+LLVMValueRef cg_home(Cg *cg, const IrNode *n);
+LLVMValueRef cg_aux_home(Cg *cg, const IrNode *n);
+LLVMValueRef cg_table_home(Cg *cg, const IrNode *n);
+/* i1: the kernel computing x adds to its gradient buffer (accumulate). */
+LLVMValueRef cg_accumulates(Cg *cg, const IrNode *x);
+
+/* ---- lower_rows.c ---- */
+void lower_rows_kernel(Cg *cg, const IrKernel *k);
+
+/* ---- lower_ops.c ---- */
+LLVMValueRef lower_unary(Cg *cg, const IrNode *x, LLVMValueRef v);
+LLVMValueRef lower_binary(Cg *cg, const IrNode *x, LLVMValueRef a, LLVMValueRef b);
+/* One step of MEAN/SUM (fadd) or MAX (llvm.maximum) over a row. */
+LLVMValueRef lower_reduce_step(Cg *cg, const IrNode *x, LLVMValueRef acc, LLVMValueRef v);
+LLVMValueRef lower_reduce_init(Cg *cg, const IrNode *x);
+LLVMValueRef lower_reduce_final(Cg *cg, const IrNode *x, LLVMValueRef acc, int64_t w);
+/* A non-token elementwise op or reduction, and SUM_ROWS. */
 void lower_loop_node(Cg *cg, const IrNode *x);
 
-/* ---- lower_kernels.c: calls out of the module ---- */
+/* ---- lower_kernels.c ---- */
 /* MATMUL, MATMUL_GRAD_W (BLAS) and the runtime kernels (EMBED ... CE_GRAD). */
 void lower_call_node(Cg *cg, const IrNode *x);
-int64_t lower_kernel_aux_numel(const IrNode *n, int64_t B, int64_t T);
+/* Fills the rotary tables at the start of a step. */
+void lower_rope_tables(Cg *cg);
 #endif

@@ -1,9 +1,12 @@
 /* lower_kernels.c - the ops lowered to calls out of the module
  * (lower_internal.h): MATMUL and MATMUL_GRAD_W to cblas_?gemm (row-major,
- * transposes instead of copies), EMBED ... CE_GRAD to the rt_*_f32/_f64
- * kernels of runtime/kernels.h, with the per-node scratch (aux) those need.
- * Every call covers the full range [0, n) of its work units; splitting the
- * ranges over threads is the thread pool's job later. */
+ * transposes instead of copies; OpenBLAS threads them itself), EMBED ...
+ * CE_GRAD to the rt_*_f32/_f64 kernels of runtime/kernels.h, each as a
+ * task that rt_pool_run splits over the pool's threads by the kernel's
+ * work unit: token rows (embed, rope, cross-entropy), columns (the
+ * embedding gradient, which scatters rows) or (sequence, head) pairs
+ * (attention, with one work area per thread in the arena's MEM_THREAD
+ * region).  No split changes the order of a sum. */
 #include "lower_internal.h"
 
 #include "kernels.h"
@@ -13,33 +16,12 @@
 /* CBLAS enum values (cblas.h), passed as int. */
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 
-/* ---- scratch sizes (the ABI's aux) ---- */
-
 static int64_t head_size(const IrNode *n)
 {
     if (n->heads < 1 || n->width % n->heads)
         die("lower: %%%d (%s): width %lld is not a multiple of %d heads", n->id, ir_op_info[n->op].text,
             (long long)n->width, n->heads);
     return n->width / n->heads;
-}
-
-/* ATTENTION: lse (B, heads, T), then one work area that the forward kernel
- *   uses and, later in the same run, the backward kernel (ATTENTION_GRAD
- *   needs the forward's out and lse anyway, so it borrows this aux).
- * ROPE, ROPE_GRAD: the cos/sin table (T, 2, hd/2), refilled every run.
- * CROSS_ENTROPY: lse (B*T), then the per-row losses (B*T). */
-int64_t lower_kernel_aux_numel(const IrNode *n, int64_t B, int64_t T)
-{
-    switch (n->op) {
-    case IR_ATTENTION: {
-        int64_t hd = head_size(n), fw = rt_attention_work_numel(hd), bw = rt_attention_grad_work_numel(hd);
-        return B * n->heads * T + (fw > bw ? fw : bw);
-    }
-    case IR_ROPE:
-    case IR_ROPE_GRAD: return T * head_size(n);
-    case IR_CROSS_ENTROPY: return 2 * B * T;
-    default: return 0;
-    }
 }
 
 /* ---- declarations ---- */
@@ -57,7 +39,8 @@ SAME_TYPE(rt_rope_f64, void (*)(R *, CR *, CR *, int64_t, int64_t, int64_t, int6
 SAME_TYPE(rt_attention_f64, void (*)(R *, R *, CR *, CR *, CR *, R *, int64_t, int64_t, int64_t, int64_t, int64_t));
 SAME_TYPE(rt_attention_grad_f64, void (*)(R *, R *, R *, CR *, CR *, CR *, CR *, CR *, CR *, R *, int64_t, int64_t,
                                           int64_t, int64_t, int64_t));
-SAME_TYPE(rt_cross_entropy_f64, void (*)(R *, R *, R *, CR *, Ids *, CR *, int64_t, int64_t));
+SAME_TYPE(rt_cross_entropy_rows_f64, void (*)(R *, R *, CR *, Ids *, CR *, int64_t, int64_t, int64_t));
+SAME_TYPE(rt_cross_entropy_mean_f64, void (*)(R *, CR *, CR *, int64_t));
 SAME_TYPE(rt_cross_entropy_grad_f64, void (*)(R *, CR *, Ids *, CR *, CR *, CR *, int64_t, int64_t, int64_t, int64_t));
 
 /* Declares (once) and calls NAME, or NAME_f32 / NAME_f64 when `suffix`.
@@ -70,37 +53,48 @@ static void call(Cg *cg, const char *name, bool suffix, const char *sig, LLVMVal
     LLVMTypeRef params[16];
     unsigned n = (unsigned)strlen(sig);
     for (unsigned k = 0; k < n; k++)
-        params[k] = sig[k] == 'p' ? cg->ptr
-                  : sig[k] == 'I' ? cg->i64
-                  : sig[k] == 'i' ? cg->i32
-                  : sig[k] == 'd' ? LLVMDoubleTypeInContext(cg->ctx)
-                  : cg->real;
+        params[k] = sig[k] == 'p' ? cg->ptr : sig[k] == 'I' ? cg->i64 : sig[k] == 'i' ? cg->i32
+                  : sig[k] == 'd' ? cg->f64 : cg->real;
     cg_call(cg, cg_extern(cg, full, cg->voidt, params, n), args, n);
 }
 
-static LLVMValueRef i32c(Cg *cg, int64_t v)
+/* The LLVM types of a ctx from the same letters. */
+static unsigned ctx_types(Cg *cg, const char *sig, LLVMTypeRef *t)
 {
-    return LLVMConstInt(cg->i32, (unsigned long long)v, true);
+    unsigned n = (unsigned)strlen(sig);
+    for (unsigned k = 0; k < n; k++)
+        t[k] = sig[k] == 'p' ? cg->ptr : sig[k] == 'I' ? cg->i64 : sig[k] == 'b' ? cg->i1 : cg->real;
+    return n;
 }
 
-/* A row count for BLAS, whose dimensions are int (OpenBLAS without
- * INTERFACE64); B*T beyond 2^31 rows is out of reach of this ABI anyway. */
-static LLVMValueRef i32v(Cg *cg, LLVMValueRef v64)
+/* Runs `body` over [0, n) on the pool with the ctx values v (types: sig). */
+static void run(Cg *cg, const char *kernel, const char *sig, CgTaskBody *body, LLVMValueRef *v, LLVMValueRef n)
 {
-    return LLVMBuildTrunc(cg->b, v64, cg->i32, "");
-}
-
-/* C (M,N) = op(A) op(B), alpha 1, beta 0 (overwrites C); M, K are i32 values. */
-static void gemm(Cg *cg, bool ta, bool tb, LLVMValueRef M, int64_t N, LLVMValueRef K, LLVMValueRef A, int64_t lda,
-                 LLVMValueRef Bm, int64_t ldb, LLVMValueRef C, int64_t ldc)
-{
-    LLVMValueRef args[] = {i32c(cg, CBLAS_ROW_MAJOR), i32c(cg, ta ? CBLAS_TRANS : CBLAS_NO_TRANS),
-                           i32c(cg, tb ? CBLAS_TRANS : CBLAS_NO_TRANS), M, i32c(cg, N), K, cg_real(cg, 1), A,
-                           i32c(cg, lda), Bm, i32c(cg, ldb), cg_real(cg, 0), C, i32c(cg, ldc)};
-    call(cg, cg->prec == LOWER_F32 ? "cblas_sgemm" : "cblas_dgemm", false, "iiiiiiRpipiRpi", args);
+    char key[96];
+    snprintf(key, sizeof key, "task.%s.%s", kernel, cg->prec == LOWER_F32 ? "f32" : "f64");
+    LLVMTypeRef t[16];
+    unsigned nt = ctx_types(cg, sig, t);
+    cg_run_task(cg, cg_task(cg, key, NULL, t, nt, body, NULL), v, n);
 }
 
 /* ---- matrix products ---- */
+
+/* C (M,N) = op(A) op(B) + beta C, alpha 1; M, K are i64 values < 2^31. */
+static void gemm(Cg *cg, bool ta, bool tb, LLVMValueRef M, int64_t N, LLVMValueRef K, LLVMValueRef A, int64_t lda,
+                 LLVMValueRef Bm, int64_t ldb, LLVMValueRef C, int64_t ldc, LLVMValueRef accumulate)
+{
+    LLVMValueRef beta = LLVMBuildSelect(cg->b, accumulate, cg_real(cg, 1), cg_real(cg, 0), "beta");
+    LLVMValueRef args[] = {cg_i32(cg, CBLAS_ROW_MAJOR), cg_i32(cg, ta ? CBLAS_TRANS : CBLAS_NO_TRANS),
+                           cg_i32(cg, tb ? CBLAS_TRANS : CBLAS_NO_TRANS), LLVMBuildTrunc(cg->b, M, cg->i32, ""),
+                           cg_i32(cg, N), LLVMBuildTrunc(cg->b, K, cg->i32, ""), cg_real(cg, 1), A, cg_i32(cg, lda),
+                           Bm, cg_i32(cg, ldb), beta, C, cg_i32(cg, ldc)};
+    call(cg, cg->prec == LOWER_F32 ? "cblas_sgemm" : "cblas_dgemm", false, "iiiiiiRpipiRpi", args);
+}
+
+static LLVMValueRef rows_of(Cg *cg, const IrNode *n)
+{
+    return n->tok ? cg->BT : cg_i64(cg, n->rows);
+}
 
 /* MATMUL: x (M, K) and
  *   trans_b: W [N, K], y = x W^T  -> gemm(N, T): lda K, ldb K
@@ -112,61 +106,91 @@ static void lower_matmul(Cg *cg, const IrNode *x)
     if (w->tok || (x->trans_b ? w->width != K || w->rows != N : w->rows != K || w->width != N) ||
         a->tok != x->tok || (!a->tok && a->rows != x->rows))
         die("lower: %%%d: matmul shapes do not agree", x->id);
-    gemm(cg, false, x->trans_b, i32v(cg, cg_rows(cg, x)), N, i32c(cg, K), cg_buf(cg, a), K, cg_buf(cg, w),
-         x->trans_b ? K : N, cg_buf(cg, x), N);
+    gemm(cg, false, x->trans_b, rows_of(cg, x), N, cg_i64(cg, K), cg_home(cg, a), K, cg_home(cg, w),
+         x->trans_b ? K : N, cg_home(cg, x), N, cg_accumulates(cg, x));
 }
 
-/* MATMUL_GRAD_W: y [wa, wb] = a^T b over the R rows of a (R, wa), b (R, wb). */
+/* MATMUL_GRAD_W: y [wa, wb] (+)= a^T b over the R rows of a (R, wa), b (R, wb). */
 static void lower_matmul_grad_w(Cg *cg, const IrNode *x)
 {
     const IrNode *a = x->in[0], *b = x->in[1];
     if (x->tok || x->rows != a->width || x->width != b->width || a->tok != b->tok ||
         (!a->tok && a->rows != b->rows))
         die("lower: %%%d: matmul_grad_w result is not [wa, wb]", x->id);
-    gemm(cg, true, false, i32c(cg, a->width), b->width, i32v(cg, cg_rows(cg, a)), cg_buf(cg, a), a->width,
-         cg_buf(cg, b), b->width, cg_buf(cg, x), b->width);
+    gemm(cg, true, false, cg_i64(cg, a->width), b->width, rows_of(cg, a), cg_home(cg, a), a->width, cg_home(cg, b),
+         b->width, cg_home(cg, x), b->width, cg_accumulates(cg, x));
 }
 
 /* ---- embedding and rotary embedding ---- */
 
-static LLVMValueRef ids(Cg *cg, const IrNode *n)
+/* EMBED rows [r0, r1): y[r] = table[ids[r]].  ctx: y, ids, table, vocab, d */
+static void embed_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef t)
 {
-    return n->op == IR_INPUT_TOKENS ? cg->tokens : cg->targets;
+    call(cg, "rt_embed", true, "pppIIII", (LLVMValueRef[]){v[0], v[1], v[2], r0, r1, v[3], v[4]});
 }
 
-/* EMBED: y[r] = table[ids[r]] */
 static void lower_embed(Cg *cg, const IrNode *x)
 {
     const IrNode *table = x->in[1];
-    LLVMValueRef args[] = {cg_buf(cg, x), ids(cg, x->in[0]), cg_buf(cg, table), cg_i64(cg, 0), cg_rows(cg, x),
-                           cg_i64(cg, table->rows), cg_i64(cg, x->width)};
-    call(cg, "rt_embed", true, "pppIIII", args);
+    LLVMValueRef v[] = {cg_home(cg, x), cg_home(cg, x->in[0]), cg_home(cg, table), cg_i64(cg, table->rows),
+                        cg_i64(cg, x->width)};
+    run(cg, "embed", "pppII", embed_task, v, cg->BT);
 }
 
-/* EMBED_GRAD: dtable[ids[r]] += g[r]; the kernel accumulates, so zero first. */
+/* EMBED_GRAD columns [c0, c1): dtable[ids[r]][c] += g[r][c], the columns
+ * zeroed first unless accumulating.  ctx: dtable, ids, g, rows, vocab, d, acc */
+static void embed_grad_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef c0, LLVMValueRef c1,
+                            LLVMValueRef t)
+{
+    LLVMBasicBlockRef join = cg_if(cg, LLVMBuildNot(cg->b, v[6], ""), "zero");
+    Loop l = cg_loop_begin(cg, cg_i64(cg, 0), v[4], NULL, "row");
+    LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, l.i, v[5], ""), c0, "");
+    cg_zero(cg, cg_elem(cg, v[0], at), LLVMBuildSub(cg->b, c1, c0, ""));
+    cg_loop_end(cg, &l, NULL);
+    cg_endif(cg, join);
+    call(cg, "rt_embed_grad", true, "pppIIIII", (LLVMValueRef[]){v[0], v[1], v[2], c0, c1, v[3], v[4], v[5]});
+}
+
 static void lower_embed_grad(Cg *cg, const IrNode *x)
 {
     const IrNode *g = x->in[1];
-    LLVMValueRef y = cg_buf(cg, x);
-    cg_zero(cg, y, cg_i64(cg, x->rows * x->width));
-    LLVMValueRef args[] = {y,          ids(cg, x->in[0]),       cg_buf(cg, g),          cg_i64(cg, 0),
-                           cg_i64(cg, x->width), cg_rows(cg, g), cg_i64(cg, x->rows), cg_i64(cg, x->width)};
-    call(cg, "rt_embed_grad", true, "pppIIIII", args);
+    LLVMValueRef v[] = {cg_home(cg, x),        cg_home(cg, x->in[0]), cg_home(cg, g),         rows_of(cg, g),
+                        cg_i64(cg, x->rows),   cg_i64(cg, x->width),  cg_accumulates(cg, x)};
+    run(cg, "embed_grad", "pppIIIb", embed_grad_task, v, cg_i64(cg, x->width));
 }
 
-/* ROPE / ROPE_GRAD (inverse rotation): the cos/sin table into aux, then
- * the rotation of every row. */
+void lower_rope_tables(Cg *cg)
+{
+    const IrGraph *g = cg->g;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        MemSlot s = cg->ly->table[i];
+        bool first = s.region != MEM_NONE;
+        for (int j = 0; j < i && first; j++)
+            first = !(cg->ly->table[j].region == s.region && cg->ly->table[j].off == s.off);
+        if (!first)
+            continue;
+        LLVMValueRef args[] = {cg_table_home(cg, x), cg->T, cg_i64(cg, head_size(x)), LLVMConstReal(cg->f64, x->num)};
+        call(cg, "rt_rope_table", true, "pIId", args);
+    }
+}
+
+/* ROPE / ROPE_GRAD rows [r0, r1).  ctx: y, x, table, T, W, heads, inverse */
+static void rope_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef t)
+{
+    LLVMValueRef inv = LLVMBuildTrunc(cg->b, v[6], cg->i32, "");
+    call(cg, "rt_rope", true, "pppIIIIIi", (LLVMValueRef[]){v[0], v[1], v[2], r0, r1, v[3], v[4], v[5], inv});
+}
+
 static void lower_rope(Cg *cg, const IrNode *x)
 {
     int64_t hd = head_size(x);
     if (hd % 2 || !x->tok || !x->in[0]->tok || x->in[0]->width != x->width)
         die("lower: %%%d: rope needs (B,T,heads x even head size)", x->id);
-    LLVMValueRef table = cg_aux(cg, x);
-    call(cg, "rt_rope_table", true, "pIId",
-         (LLVMValueRef[]){table, cg->T, cg_i64(cg, hd), LLVMConstReal(LLVMDoubleTypeInContext(cg->ctx), x->num)});
-    LLVMValueRef args[] = {cg_buf(cg, x), cg_buf(cg, x->in[0]), table, cg_i64(cg, 0), cg->BT, cg->T,
-                           cg_i64(cg, x->width), cg_i64(cg, x->heads), i32c(cg, x->op == IR_ROPE_GRAD)};
-    call(cg, "rt_rope", true, "pppIIIIIi", args);
+    LLVMValueRef v[] = {cg_home(cg, x),       cg_home(cg, x->in[0]), cg_table_home(cg, x),
+                        cg->T,                cg_i64(cg, x->width),  cg_i64(cg, x->heads),
+                        cg_i64(cg, x->op == IR_ROPE_GRAD)};
+    run(cg, "rope", "pppIIII", rope_task, v, cg->BT);
 }
 
 /* ---- attention ---- */
@@ -179,112 +203,117 @@ static void check_attention(const IrNode *x, int nin)
             die("lower: %%%d (%s): operand %d is not (B,T,width)", x->id, ir_op_info[x->op].text, k);
 }
 
-/* ATTENTION: out, lse = aux[0 .. B*heads*T), work after it. */
-static void lower_attention(Cg *cg, const IrNode *x)
+/* This thread's work area: work + thread * stride bytes. */
+static LLVMValueRef thread_work(Cg *cg, LLVMValueRef work, LLVMValueRef stride, LLVMValueRef thread)
 {
-    check_attention(x, 3);
-    LLVMValueRef aux = cg_aux(cg, x);
-    LLVMValueRef nlse = LLVMBuildMul(cg->b, cg->BT, cg_i64(cg, x->heads), "");
-    LLVMValueRef args[] = {cg_buf(cg, x),        aux,
-                           cg_buf(cg, x->in[0]), cg_buf(cg, x->in[1]),
-                           cg_buf(cg, x->in[2]), cg_elem(cg, aux, nlse),
-                           cg_i64(cg, 0),        LLVMBuildMul(cg->b, cg->B, cg_i64(cg, x->heads), ""),
-                           cg->T,                cg_i64(cg, x->width),
-                           cg_i64(cg, x->heads)};
+    return cg_byte(cg, work, LLVMBuildMul(cg->b, LLVMBuildSExt(cg->b, thread, cg->i64, ""), stride, ""));
+}
+
+/* ATTENTION units [u0, u1).  ctx: out, lse, q, k, v, work, stride, T, W, heads */
+static void attention_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef u0, LLVMValueRef u1,
+                           LLVMValueRef t)
+{
+    LLVMValueRef args[] = {v[0], v[1], v[2], v[3], v[4], thread_work(cg, v[5], v[6], t), u0, u1, v[7], v[8], v[9]};
     call(cg, "rt_attention", true, "ppppppIIIII", args);
 }
 
-/* The forward ATTENTION node of an ATTENTION_GRAD: same q, k, v and heads. */
-static const IrNode *attention_of(const Cg *cg, const IrNode *x)
+static LLVMValueRef work_stride(Cg *cg)
 {
-    for (int i = 0; i < cg->g->nodes.n; i++) {
-        const IrNode *f = cg->g->nodes.v[i];
-        if (f->op == IR_ATTENTION && f->heads == x->heads && f->in[0] == x->in[0] && f->in[1] == x->in[1] &&
-            f->in[2] == x->in[2])
-            return f;
-    }
-    die("lower: %%%d: attention_grad without its forward attention", x->id);
+    return cg_i64(cg, cg->ly->unit_bytes[MEM_THREAD]);
+}
+
+static void lower_attention(Cg *cg, const IrNode *x)
+{
+    check_attention(x, 3);
+    LLVMValueRef v[] = {cg_home(cg, x),        cg_aux_home(cg, x),    cg_home(cg, x->in[0]), cg_home(cg, x->in[1]),
+                        cg_home(cg, x->in[2]), cg->region[MEM_THREAD], work_stride(cg),     cg->T,
+                        cg_i64(cg, x->width),  cg_i64(cg, x->heads)};
+    run(cg, "attention", "ppppppIIII", attention_task, v, LLVMBuildMul(cg->b, cg->B, cg_i64(cg, x->heads), ""));
+}
+
+/* ATTENTION_GRAD units.  ctx: dq, dk, dv, q, k, v, out, lse, g, work, stride, T, W, heads */
+static void attention_grad_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef u0, LLVMValueRef u1,
+                                LLVMValueRef t)
+{
+    LLVMValueRef args[] = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], thread_work(cg, v[9], v[10], t),
+                           u0,   u1,   v[11], v[12], v[13]};
+    call(cg, "rt_attention_grad", true, "ppppppppppIIIII", args);
 }
 
 /* ATTENTION_GRAD: the kernel computes dq, dk and dv together, so the first
- * node of a group with the same (q, k, v, g) makes the one call and its
- * siblings (the other `which`) get their values from it.  A gradient no
- * node asks for (an operand that needs none) goes to a malloc'd spare: a
- * rare case that no model in models/ has. */
+ * node of a group (memplan_attention_group) makes the one call and its
+ * siblings (the other `which`) get their values from it; the memory plan
+ * places all three from that kernel on.  A gradient no node asks for (an
+ * operand that needs none) goes to a malloc'd spare: a rare case that no
+ * model in models/ has. */
 static void lower_attention_grad(Cg *cg, const IrNode *x)
 {
     if (cg->attn_grad_done[x->id])
         return;
     check_attention(x, 4);
-    const IrNode *fwd = attention_of(cg, x), *sib[3] = {NULL, NULL, NULL};
-    for (int i = x->id; i < cg->g->nodes.n; i++) {
-        const IrNode *s = cg->g->nodes.v[i];
-        if (s->op == IR_ATTENTION_GRAD && s->heads == x->heads && !memcmp(s->in, x->in, sizeof s->in) &&
-            s->which >= 0 && s->which <= 2 && !sib[s->which]) {
-            sib[s->which] = s;
-            cg->attn_grad_done[s->id] = true;
-        }
-    }
-    LLVMValueRef numel = LLVMBuildMul(cg->b, cg->BT, cg_i64(cg, x->width), "");
-    LLVMValueRef bytes = LLVMBuildMul(cg->b, numel, cg_i64(cg, cg->prec == LOWER_F32 ? 4 : 8), "");
+    const IrNode *fwd = x->saved, *sib[3];
+    if (!fwd || fwd->op != IR_ATTENTION)
+        die("lower: %%%d: attention_grad without its forward attention", x->id);
+    memplan_attention_group(cg->g, x, sib);
+    LLVMValueRef bytes = LLVMBuildMul(cg->b, LLVMBuildMul(cg->b, cg->BT, cg_i64(cg, x->width), ""),
+                                      cg_i64(cg, cg->elem), "");
     LLVMValueRef d[3], spare[3] = {NULL, NULL, NULL};
     for (int w = 0; w < 3; w++) {
         if (sib[w]) {
-            d[w] = cg_buf(cg, sib[w]);
+            d[w] = cg_home(cg, sib[w]);
+            cg->attn_grad_done[sib[w]->id] = true;
         } else {
-            LLVMTypeRef i64 = cg->i64;
-            d[w] = spare[w] = cg_call(cg, cg_extern(cg, "malloc", cg->ptr, &i64, 1), &bytes, 1);
+            d[w] = spare[w] = cg_call(cg, cg_extern(cg, "malloc", cg->ptr, &cg->i64, 1), &bytes, 1);
         }
     }
-    LLVMValueRef aux = cg_aux(cg, fwd);
-    LLVMValueRef nlse = LLVMBuildMul(cg->b, cg->BT, cg_i64(cg, x->heads), "");
-    LLVMValueRef args[] = {d[0], d[1], d[2], cg_buf(cg, x->in[0]), cg_buf(cg, x->in[1]), cg_buf(cg, x->in[2]),
-                           cg_buf(cg, fwd), aux, cg_buf(cg, x->in[3]), cg_elem(cg, aux, nlse), cg_i64(cg, 0),
-                           LLVMBuildMul(cg->b, cg->B, cg_i64(cg, x->heads), ""), cg->T, cg_i64(cg, x->width),
-                           cg_i64(cg, x->heads)};
-    call(cg, "rt_attention_grad", true, "ppppppppppIIIII", args);
+    LLVMValueRef v[] = {d[0],  d[1], d[2], cg_home(cg, x->in[0]), cg_home(cg, x->in[1]), cg_home(cg, x->in[2]),
+                        cg_home(cg, fwd), cg_aux_home(cg, fwd), cg_home(cg, x->in[3]), cg->region[MEM_THREAD],
+                        work_stride(cg), cg->T, cg_i64(cg, x->width), cg_i64(cg, x->heads)};
+    run(cg, "attention_grad", "ppppppppppIIII", attention_grad_task, v,
+        LLVMBuildMul(cg->b, cg->B, cg_i64(cg, x->heads), ""));
     for (int w = 0; w < 3; w++)
-        if (spare[w]) {
-            LLVMTypeRef p = cg->ptr;
-            cg_call(cg, cg_extern(cg, "free", cg->voidt, &p, 1), &spare[w], 1);
-        }
+        if (spare[w])
+            cg_call(cg, cg_extern(cg, "free", cg->voidt, &cg->ptr, 1), &spare[w], 1);
 }
 
 /* ---- cross-entropy ---- */
 
-/* CROSS_ENTROPY: loss, with aux = lse (B*T) then row losses (B*T). */
+/* CROSS_ENTROPY rows.  ctx: row_loss, lse, logits, targets, mask, V */
+static void ce_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef t)
+{
+    call(cg, "rt_cross_entropy_rows", true, "pppppIII", (LLVMValueRef[]){v[0], v[1], v[2], v[3], v[4], r0, r1, v[5]});
+}
+
+/* CROSS_ENTROPY: aux = lse (B*T) then row losses (B*T); the mean serially
+ * (in double, in row order). */
 static void lower_cross_entropy(Cg *cg, const IrNode *x)
 {
     const IrNode *lg = x->in[0];
     if (!lg->tok || x->tok || x->width != 1)
         die("lower: %%%d: cross_entropy is not logits -> scalar", x->id);
-    LLVMValueRef aux = cg_aux(cg, x);
-    LLVMValueRef args[] = {cg_buf(cg, x), cg_elem(cg, aux, cg->BT), aux, cg_buf(cg, lg), ids(cg, x->in[1]),
-                           cg->mask, cg->BT, cg_i64(cg, lg->width)};
-    call(cg, "rt_cross_entropy", true, "ppppppII", args);
+    LLVMValueRef aux = cg_aux_home(cg, x), row_loss = cg_elem(cg, aux, cg->BT);
+    LLVMValueRef v[] = {row_loss, aux, cg_home(cg, lg), cg_home(cg, x->in[1]), cg->mask, cg_i64(cg, lg->width)};
+    run(cg, "cross_entropy", "pppppI", ce_task, v, cg->BT);
+    call(cg, "rt_cross_entropy_mean", true, "pppI", (LLVMValueRef[]){cg_home(cg, x), row_loss, cg->mask, cg->BT});
 }
 
-/* The CROSS_ENTROPY whose lse a CE_GRAD reads: same logits and targets. */
-static const IrNode *cross_entropy_of(const Cg *cg, const IrNode *x)
+/* CE_GRAD rows.  ctx: dlogits, logits, targets, mask, lse, g, rows, V */
+static void ce_grad_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef r0, LLVMValueRef r1,
+                         LLVMValueRef t)
 {
-    for (int i = 0; i < cg->g->nodes.n; i++) {
-        const IrNode *f = cg->g->nodes.v[i];
-        if (f->op == IR_CROSS_ENTROPY && f->in[0] == x->in[0] && f->in[1] == x->in[1])
-            return f;
-    }
-    die("lower: %%%d: cross_entropy_grad without its cross_entropy", x->id);
+    LLVMValueRef args[] = {v[0], v[1], v[2], v[3], v[4], v[5], r0, r1, v[6], v[7]};
+    call(cg, "rt_cross_entropy_grad", true, "ppppppIIII", args);
 }
 
 /* CE_GRAD: every row written (masked rows as zeros). */
 static void lower_ce_grad(Cg *cg, const IrNode *x)
 {
-    const IrNode *lg = x->in[0], *gn = x->in[2];
-    if (!x->tok || x->width != lg->width || gn->tok || gn->width != 1)
+    const IrNode *lg = x->in[0], *gn = x->in[2], *ce = x->saved;
+    if (!x->tok || x->width != lg->width || gn->tok || gn->width != 1 || !ce || ce->op != IR_CROSS_ENTROPY)
         die("lower: %%%d: cross_entropy_grad is not (B,T,V) with a scalar gradient", x->id);
-    LLVMValueRef args[] = {cg_buf(cg, x), cg_buf(cg, lg), ids(cg, x->in[1]), cg->mask,
-                           cg_aux(cg, cross_entropy_of(cg, x)), cg_buf(cg, gn), cg_i64(cg, 0), cg->BT, cg->BT,
-                           cg_i64(cg, lg->width)};
-    call(cg, "rt_cross_entropy_grad", true, "ppppppIIII", args);
+    LLVMValueRef v[] = {cg_home(cg, x),    cg_home(cg, lg), cg_home(cg, x->in[1]), cg->mask,
+                        cg_aux_home(cg, ce), cg_home(cg, gn), cg->BT,              cg_i64(cg, lg->width)};
+    run(cg, "cross_entropy_grad", "ppppppII", ce_grad_task, v, cg->BT);
 }
 
 void lower_call_node(Cg *cg, const IrNode *x)

@@ -1,21 +1,17 @@
-/* lower_ops.c - generated loop nests (lower_internal.h): elementwise ops
- * with interp.c's broadcasting, the MEAN/SUM/MAX row reductions and
- * SUM_ROWS.  Each distinct loop becomes one internal, noinline function
- *   void @"mul.w512.r512c1.r1c0"(ptr noalias y, ptr noalias a [, ptr noalias b], i64 rows)
- * named by what its body depends on and called from strata_run for every
- * node that needs it, so LLVM optimises few, small functions whose widths
- * are constants and whose buffers do not alias.  Fast-math: elementwise
- * arithmetic may contract (FMA), reductions may also reassociate (so they
- * vectorise); never nnan/ninf, so NaN and Inf propagate as in interp.c. */
+/* lower_ops.c - the arithmetic of every elementwise op and reduction
+ * (the formulas of interp.c, as LLVM IR on one element), an exp that
+ * vectorises, and the loops of the ops that are not in a row kernel:
+ * elementwise ops and reductions on parameter-shaped (non-token) values,
+ * and SUM_ROWS (split over threads by columns, so each column's sum keeps
+ * its order).  Fast-math: elementwise arithmetic may contract (FMA),
+ * reductions may also reassociate (so they vectorise); never nnan/ninf, so
+ * NaN and Inf propagate as in interp.c. */
 #include "lower_internal.h"
 
 #include <math.h>
 #include <string.h>
 
 static const double GELU_C = 0.79788456080286535588; /* sqrt(2 / pi) */
-
-#define FM_EW LLVMFastMathAllowContract
-#define FM_RED (LLVMFastMathAllowReassoc | LLVMFastMathAllowContract)
 
 /* ---- arithmetic ---- */
 
@@ -32,20 +28,81 @@ static LLVMValueRef fp_sub(Cg *cg, LLVMValueRef a, LLVMValueRef b) { return fop(
 static LLVMValueRef fp_mul(Cg *cg, LLVMValueRef a, LLVMValueRef b) { return fop(cg, LLVMFMul, a, b, FM_EW); }
 static LLVMValueRef fp_div(Cg *cg, LLVMValueRef a, LLVMValueRef b) { return fop(cg, LLVMFDiv, a, b, FM_EW); }
 
-/* A call of an LLVM intrinsic overloaded on the REAL type (llvm.exp, ...). */
-static LLVMValueRef intrinsic(Cg *cg, const char *name, LLVMValueRef *args, unsigned n)
+/* A call of an LLVM intrinsic overloaded on type t (llvm.exp, ...). */
+static LLVMValueRef intrinsic_t(Cg *cg, const char *name, LLVMTypeRef t, LLVMValueRef *args, unsigned n)
 {
     unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
     if (!id)
         die("lower: no intrinsic %s", name);
-    LLVMTypeRef t = cg->real;
     LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, &t, 1);
     return LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, &t, 1), fn, args, n, "");
+}
+
+static LLVMValueRef intrinsic(Cg *cg, const char *name, LLVMValueRef *args, unsigned n)
+{
+    return intrinsic_t(cg, name, cg->real, args, n);
 }
 
 static LLVMValueRef intrinsic1(Cg *cg, const char *name, LLVMValueRef v)
 {
     return intrinsic(cg, name, &v, 1);
+}
+
+/* ---- exp ---- */
+
+/* e^v without a library call, so that a loop around it vectorises at the
+ * target's full width: v = n ln2 + r, |r| <= ln2/2 (Cody-Waite: ln2 in two
+ * parts), e^r by a polynomial (Cephes expf's minimax for float; Taylor to
+ * r^13, truncation error < 1e-17, for double), times 2^n built in the
+ * exponent bits as two factors 2^(n/2) 2^(n - n/2), so that n down to the
+ * denormal range and up to overflow stays exact.  v is clamped first (to
+ * where the result is already 0 or Inf, which the product then gives); NaN
+ * passes through.  About 1 ulp, as libm's. */
+static LLVMValueRef exp_poly(Cg *cg, LLVMValueRef v)
+{
+    bool f32 = cg->prec == LOWER_F32;
+    LLVMTypeRef it = f32 ? cg->i32 : cg->i64;
+    int64_t bias = f32 ? 127 : 1023, shift = f32 ? 23 : 52;
+    LLVMValueRef x = intrinsic(cg, "llvm.minnum", (LLVMValueRef[]){v, cg_real(cg, f32 ? 89.0 : 710.0)}, 2);
+    x = intrinsic(cg, "llvm.maxnum", (LLVMValueRef[]){x, cg_real(cg, f32 ? -104.0 : -746.0)}, 2);
+    LLVMValueRef n = intrinsic1(cg, "llvm.rint", fp_mul(cg, x, cg_real(cg, 1.4426950408889634074)));
+    LLVMValueRef r = fp_sub(cg, x, fp_mul(cg, n, cg_real(cg, f32 ? 0.693359375 : 6.93145751953125e-1)));
+    r = fp_sub(cg, r, fp_mul(cg, n, cg_real(cg, f32 ? -2.12194440e-4 : 1.42860682030941723212e-6)));
+    LLVMValueRef p;
+    if (f32) {
+        static const double c[] = {1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                   4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1};
+        p = cg_real(cg, c[0]);
+        for (int k = 1; k < 6; k++)
+            p = fp_add(cg, fp_mul(cg, p, r), cg_real(cg, c[k]));
+        p = fp_add(cg, fp_add(cg, fp_mul(cg, p, fp_mul(cg, r, r)), r), cg_real(cg, 1));
+    } else {
+        double f = 1;
+        for (int k = 2; k <= 13; k++)
+            f *= k;
+        p = cg_real(cg, 1 / f);
+        for (int k = 12; k >= 0; k--) { /* 1/k! */
+            f = 1;
+            for (int j = 2; j <= k; j++)
+                f *= j;
+            p = fp_add(cg, fp_mul(cg, p, r), cg_real(cg, 1 / f));
+        }
+    }
+    LLVMValueRef ni = LLVMBuildFPToSI(cg->b, n, it, ""), n1 = LLVMBuildAShr(cg->b, ni, LLVMConstInt(it, 1, false), "");
+    LLVMValueRef n2 = LLVMBuildSub(cg->b, ni, n1, "");
+    LLVMValueRef e[2];
+    for (int k = 0; k < 2; k++) {
+        LLVMValueRef bits = LLVMBuildAdd(cg->b, k ? n2 : n1, LLVMConstInt(it, (unsigned long long)bias, false), "");
+        LLVMValueRef sh = LLVMBuildShl(cg->b, bits, LLVMConstInt(it, (unsigned long long)shift, false), "");
+        e[k] = LLVMBuildBitCast(cg->b, sh, cg->real, "");
+    }
+    LLVMValueRef y = fp_mul(cg, fp_mul(cg, p, e[0]), e[1]);
+    return LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealUNO, v, v, ""), v, y, "");
+}
+
+static LLVMValueRef exp_of(Cg *cg, LLVMValueRef v)
+{
+    return cg->libm_exp ? intrinsic1(cg, "llvm.exp", v) : exp_poly(cg, v);
 }
 
 /* tanh has no LLVM intrinsic: libm's tanh / tanhf (accurate near 0, where
@@ -61,7 +118,7 @@ static LLVMValueRef call_tanh(Cg *cg, LLVMValueRef v)
 static LLVMValueRef sigmoid(Cg *cg, LLVMValueRef v)
 {
     LLVMValueRef one = cg_real(cg, 1);
-    LLVMValueRef e = intrinsic1(cg, "llvm.exp", LLVMBuildFNeg(cg->b, intrinsic1(cg, "llvm.fabs", v), ""));
+    LLVMValueRef e = exp_of(cg, LLVMBuildFNeg(cg->b, intrinsic1(cg, "llvm.fabs", v), ""));
     LLVMValueRef d = fp_add(cg, one, e);
     LLVMValueRef pos = LLVMBuildFCmp(cg->b, LLVMRealOGE, v, cg_real(cg, 0), "");
     return LLVMBuildSelect(cg->b, pos, fp_div(cg, one, d), fp_div(cg, e, d), "");
@@ -89,13 +146,13 @@ static LLVMValueRef gelu_tanh(Cg *cg, LLVMValueRef v)
 }
 
 /* The formulas of interp.c's unary(). */
-static LLVMValueRef unary(Cg *cg, const IrNode *x, LLVMValueRef v)
+LLVMValueRef lower_unary(Cg *cg, const IrNode *x, LLVMValueRef v)
 {
     LLVMValueRef one = cg_real(cg, 1), half = cg_real(cg, 0.5), zero = cg_real(cg, 0);
     switch (x->op) {
     case IR_NEG: return LLVMBuildFNeg(cg->b, v, "");
     case IR_POWC: return powc(cg, v, x->num);
-    case IR_EXP: return intrinsic1(cg, "llvm.exp", v);
+    case IR_EXP: return exp_of(cg, v);
     case IR_LOG: return intrinsic1(cg, "llvm.log", v);
     case IR_TANH: return call_tanh(cg, v);
     case IR_SIGMOID: return sigmoid(cg, v);
@@ -127,7 +184,7 @@ static LLVMValueRef unary(Cg *cg, const IrNode *x, LLVMValueRef v)
     }
 }
 
-static LLVMValueRef binary(Cg *cg, const IrNode *x, LLVMValueRef a, LLVMValueRef b)
+LLVMValueRef lower_binary(Cg *cg, const IrNode *x, LLVMValueRef a, LLVMValueRef b)
 {
     switch (x->op) {
     case IR_ADD: return fp_add(cg, a, b);
@@ -141,262 +198,122 @@ static LLVMValueRef binary(Cg *cg, const IrNode *x, LLVMValueRef a, LLVMValueRef
     }
 }
 
-/* ---- loops ---- */
+/* ---- reductions: MEAN SUM MAX over the last dimension ---- */
 
-/* for (i = 0; i < n; i++), optionally carrying an accumulator: after
- * loop_begin the builder is in the body; loop_end closes the loop and
- * leaves the builder after it, where `acc` holds the final value. */
-typedef struct Loop {
-    LLVMBasicBlockRef head, exit;
-    LLVMValueRef i, acc;
-} Loop;
-
-static Loop loop_begin(Cg *cg, LLVMValueRef n, LLVMValueRef acc_init, const char *name)
+LLVMValueRef lower_reduce_init(Cg *cg, const IrNode *x)
 {
-    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(cg->b);
-    Loop l = {.head = LLVMAppendBasicBlockInContext(cg->ctx, fn, name)};
-    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, fn, "body");
-    l.exit = LLVMAppendBasicBlockInContext(cg->ctx, fn, "done");
-    LLVMBuildBr(cg->b, l.head);
-    LLVMPositionBuilderAtEnd(cg->b, l.head);
-    l.i = LLVMBuildPhi(cg->b, cg->i64, name);
-    LLVMValueRef zero = cg_i64(cg, 0);
-    LLVMAddIncoming(l.i, &zero, &pre, 1);
-    if (acc_init) {
-        l.acc = LLVMBuildPhi(cg->b, cg->real, "acc");
-        LLVMAddIncoming(l.acc, &acc_init, &pre, 1);
-    }
-    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, l.i, n, ""), body, l.exit);
-    LLVMPositionBuilderAtEnd(cg->b, body);
-    return l;
+    return cg_real(cg, x->op == IR_MAX ? -INFINITY : 0);
 }
 
-static void loop_end(Cg *cg, Loop *l, LLVMValueRef acc_next)
+/* MAX uses llvm.maximum, which propagates NaN like interp.c's max_nan. */
+LLVMValueRef lower_reduce_step(Cg *cg, const IrNode *x, LLVMValueRef acc, LLVMValueRef v)
 {
-    LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
-    LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->i, cg_i64(cg, 1), "");
-    LLVMBuildBr(cg->b, l->head);
-    LLVMAddIncoming(l->i, &next, &latch, 1);
-    if (l->acc)
-        LLVMAddIncoming(l->acc, &acc_next, &latch, 1);
-    LLVMPositionBuilderAtEnd(cg->b, l->exit);
+    if (x->op != IR_MAX)
+        return fop(cg, LLVMFAdd, acc, v, FM_RED);
+    LLVMValueRef m = intrinsic(cg, "llvm.maximum", (LLVMValueRef[]){acc, v}, 2);
+    LLVMSetFastMathFlags(m, FM_RED);
+    return m;
 }
 
-/* ---- per-node functions ---- */
-
-static void add_fn_attr(Cg *cg, LLVMValueRef fn, unsigned idx, const char *name)
+LLVMValueRef lower_reduce_final(Cg *cg, const IrNode *x, LLVMValueRef acc, int64_t w)
 {
-    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
-    LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
+    return x->op == IR_MEAN ? fp_div(cg, acc, cg_real(cg, (double)w)) : acc;
 }
 
-/* Starts `void @key(ptr y, ptr in0 .. ptr in[nin-1], i64 rows)` and leaves
- * the builder in its entry block; p[] gets y, the inputs and rows.  The
- * result and operands are distinct buffers (ABI), hence noalias. */
-static LLVMValueRef node_fn_begin(Cg *cg, const char *key, int nin, LLVMValueRef *p)
-{
-    LLVMTypeRef params[4] = {cg->ptr, cg->ptr, cg->ptr, cg->ptr};
-    params[nin + 1] = cg->i64;
-    LLVMValueRef fn = LLVMAddFunction(cg->mod, key, LLVMFunctionType(cg->voidt, params, (unsigned)nin + 2, false));
-    LLVMSetLinkage(fn, LLVMInternalLinkage);
-    add_fn_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline");
-    add_fn_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
-    for (int k = 0; k <= nin; k++) {
-        add_fn_attr(cg, fn, (unsigned)k + 1, "noalias");
-        if (k > 0)
-            add_fn_attr(cg, fn, (unsigned)k + 1, "readonly");
-    }
-    for (int k = 0; k < nin + 2; k++)
-        p[k] = LLVMGetParam(fn, (unsigned)k);
-    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
-    return fn;
-}
-
-/* The loop nest of node x, given the function's parameters p[]. */
-typedef void LoopBody(Cg *cg, const IrNode *x, LLVMValueRef *p);
-
-/* Calls, from strata_run, the loop function named `key`, building it on
- * first use.  The key spells out everything the body depends on (op,
- * widths, broadcast strides, exponent), so the nodes of all blocks share
- * one function per distinct loop: an L-block model compiles each loop
- * once, not L times.  Rows are passed at run time (B*T). */
-static void loop_node(Cg *cg, const IrNode *x, const char *key, int nin, const IrNode *rows_of, LoopBody *body)
-{
-    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, key);
-    if (!fn) {
-        LLVMBasicBlockRef at = LLVMGetInsertBlock(cg->b);
-        LLVMValueRef p[4];
-        fn = node_fn_begin(cg, key, nin, p);
-        body(cg, x, p);
-        LLVMBuildRetVoid(cg->b);
-        LLVMPositionBuilderAtEnd(cg->b, at);
-    }
-    LLVMValueRef args[4];
-    args[0] = cg_buf(cg, x);
-    for (int k = 0; k < nin; k++)
-        args[k + 1] = cg_buf(cg, x->in[k]);
-    args[nin + 1] = cg_rows(cg, rows_of);
-    cg_call(cg, fn, args, (unsigned)nin + 2);
-}
-
-/* ---- elementwise ---- */
+/* ---- loops outside row kernels (non-token values: small, serial) ---- */
 
 /* Element (r, c) of an operand is v[r * rs + c * cs] (interp.c's Operand):
- * rs = 0 broadcasts a one-row non-token operand over the rows, cs = 0 a
- * width-1 operand over the columns. */
-typedef struct Operand {
-    LLVMValueRef v;
-    int64_t rs, cs;
-} Operand;
-
-static Operand operand(const IrNode *x, const IrNode *a, LLVMValueRef v)
+ * rs = 0 broadcasts a one-row operand over the rows, cs = 0 a width-1
+ * operand over the columns. */
+static LLVMValueRef operand_at(Cg *cg, const IrNode *x, const IrNode *a, LLVMValueRef r, LLVMValueRef c)
 {
-    bool row_bcast = !a->tok && a->rows == 1, same_rows = a->tok == x->tok && (a->tok || a->rows == x->rows);
-    if (!(a->width == x->width || a->width == 1) || !(row_bcast || same_rows))
+    bool row_bcast = a->rows == 1, same_rows = !a->tok && a->rows == x->rows;
+    if (a->tok || !(a->width == x->width || a->width == 1) || !(row_bcast || same_rows))
         die("lower: %%%d (%s): operand %%%d does not broadcast to the result", x->id, ir_op_info[x->op].text,
             a->id);
-    return (Operand){v, row_bcast ? 0 : a->width, a->width == 1 ? 0 : 1};
-}
-
-static LLVMValueRef load_at(Cg *cg, const Operand *o, LLVMValueRef i)
-{
-    return LLVMBuildLoad2(cg->b, cg->real, cg_elem(cg, o->v, i), "");
-}
-
-/* y[i] = f(a[i], b[i]) at flat index i (or r*W + c). */
-static void ew_body(Cg *cg, const IrNode *x, LLVMValueRef y, const Operand *ops, int nin, LLVMValueRef *idx,
-                    LLVMValueRef yi)
-{
-    LLVMValueRef va = load_at(cg, &ops[0], idx[0]);
-    LLVMValueRef v = nin == 2 ? binary(cg, x, va, load_at(cg, &ops[1], idx[1])) : unary(cg, x, va);
-    LLVMBuildStore(cg->b, v, cg_elem(cg, y, yi));
-}
-
-/* Index r * rs + c * cs with constant strides. */
-static LLVMValueRef index2(Cg *cg, LLVMValueRef r, LLVMValueRef c, const Operand *o)
-{
+    if (a->op == IR_CONST)
+        return cg_real(cg, a->num);
     LLVMValueRef i = cg_i64(cg, 0);
-    if (o->rs)
-        i = LLVMBuildNSWMul(cg->b, r, cg_i64(cg, o->rs), "");
-    if (o->cs)
+    if (!row_bcast)
+        i = LLVMBuildNSWMul(cg->b, r, cg_i64(cg, a->width), "");
+    if (a->width != 1)
         i = LLVMBuildNSWAdd(cg->b, i, c, "");
-    return i;
+    return cg_load(cg, cg_elem(cg, cg_home(cg, a), i));
 }
 
-static void elementwise_body(Cg *cg, const IrNode *x, LLVMValueRef *p)
+/* y (rows, W) = f(a, b) with broadcasting. */
+static void elementwise_loop(Cg *cg, const IrNode *x)
 {
-    int nin = ir_op_info[x->op].arity;
-    LLVMValueRef y = p[0], rows = p[nin + 1];
-    int64_t W = x->width;
-    Operand ops[2];
-    bool flat = true; /* every operand full-shape or a scalar: one loop over rows * W */
-    for (int k = 0; k < nin; k++) {
-        ops[k] = operand(x, x->in[k], p[k + 1]);
-        flat &= (ops[k].rs == W && ops[k].cs == 1) || (ops[k].rs == 0 && ops[k].cs == 0);
-    }
-    LLVMValueRef idx[2];
-    if (flat) {
-        Loop l = loop_begin(cg, LLVMBuildNSWMul(cg->b, rows, cg_i64(cg, W), "n"), NULL, "i");
-        for (int k = 0; k < nin; k++)
-            idx[k] = ops[k].cs ? l.i : cg_i64(cg, 0);
-        ew_body(cg, x, y, ops, nin, idx, l.i);
-        loop_end(cg, &l, NULL);
-    } else {
-        Loop lr = loop_begin(cg, rows, NULL, "r");
-        Loop lc = loop_begin(cg, cg_i64(cg, W), NULL, "c");
-        for (int k = 0; k < nin; k++)
-            idx[k] = index2(cg, lr.i, lc.i, &ops[k]);
-        LLVMValueRef yi = LLVMBuildNSWAdd(cg->b, LLVMBuildNSWMul(cg->b, lr.i, cg_i64(cg, W), ""), lc.i, "");
-        ew_body(cg, x, y, ops, nin, idx, yi);
-        loop_end(cg, &lc, NULL);
-        loop_end(cg, &lr, NULL);
-    }
+    LLVMValueRef y = cg_home(cg, x);
+    Loop lr = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, x->rows), NULL, "r");
+    Loop lc = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, x->width), NULL, "c");
+    LLVMValueRef a = operand_at(cg, x, x->in[0], lr.i, lc.i);
+    LLVMValueRef v = ir_op_info[x->op].arity == 2 ? lower_binary(cg, x, a, operand_at(cg, x, x->in[1], lr.i, lc.i))
+                                                   : lower_unary(cg, x, a);
+    LLVMValueRef yi = LLVMBuildNSWAdd(cg->b, LLVMBuildNSWMul(cg->b, lr.i, cg_i64(cg, x->width), ""), lc.i, "");
+    LLVMBuildStore(cg->b, v, cg_elem(cg, y, yi));
+    cg_loop_end(cg, &lc, NULL);
+    cg_loop_end(cg, &lr, NULL);
 }
 
-/* Key: op, width, each operand's (row, column) strides, POWC's exponent. */
-static void lower_elementwise(Cg *cg, const IrNode *x)
-{
-    int nin = ir_op_info[x->op].arity;
-    char key[160];
-    int len = snprintf(key, sizeof key, "%s.w%lld", ir_op_info[x->op].text, (long long)x->width);
-    for (int k = 0; k < nin; k++) {
-        Operand o = operand(x, x->in[k], NULL);
-        len += snprintf(key + len, sizeof key - (size_t)len, ".r%lldc%lld", (long long)o.rs, (long long)o.cs);
-    }
-    if (x->op == IR_POWC)
-        snprintf(key + len, sizeof key - (size_t)len, ".p%a", x->num);
-    loop_node(cg, x, key, nin, x, elementwise_body);
-}
-
-/* ---- reductions ---- */
-
-/* MEAN SUM MAX over the last dimension: y[r] = f(a[r][0..W)).  MAX uses
- * llvm.maximum, which propagates NaN like interp.c's max_nan. */
-static void reduce_body(Cg *cg, const IrNode *x, LLVMValueRef *p)
-{
-    int64_t W = x->in[0]->width;
-    bool max = x->op == IR_MAX;
-    Loop lr = loop_begin(cg, p[2], NULL, "r");
-    LLVMValueRef row = LLVMBuildNSWMul(cg->b, lr.i, cg_i64(cg, W), "");
-    Loop lc = loop_begin(cg, cg_i64(cg, W), cg_real(cg, max ? -INFINITY : 0), "c");
-    LLVMValueRef v = LLVMBuildLoad2(cg->b, cg->real, cg_elem(cg, p[1], LLVMBuildNSWAdd(cg->b, row, lc.i, "")), "");
-    LLVMValueRef next;
-    if (max) {
-        next = intrinsic(cg, "llvm.maximum", (LLVMValueRef[]){lc.acc, v}, 2);
-        LLVMSetFastMathFlags(next, FM_RED);
-    } else {
-        next = fop(cg, LLVMFAdd, lc.acc, v, FM_RED);
-    }
-    loop_end(cg, &lc, next);
-    LLVMValueRef r = x->op == IR_MEAN ? fp_div(cg, lc.acc, cg_real(cg, (double)W)) : lc.acc;
-    LLVMBuildStore(cg->b, r, cg_elem(cg, p[0], lr.i));
-    loop_end(cg, &lr, NULL);
-}
-
-static void lower_reduce(Cg *cg, const IrNode *x)
+/* y[r] = f(a[r][0..W)) */
+static void reduce_loop(Cg *cg, const IrNode *x)
 {
     const IrNode *a = x->in[0];
-    if (x->width != 1 || a->tok != x->tok || (!a->tok && a->rows != x->rows))
+    if (x->width != 1 || a->tok || a->rows != x->rows)
         die("lower: %%%d (%s): reduction shape is not (rows of the operand, 1)", x->id, ir_op_info[x->op].text);
-    char key[64];
-    snprintf(key, sizeof key, "%s.w%lld", ir_op_info[x->op].text, (long long)a->width);
-    loop_node(cg, x, key, 1, x, reduce_body);
+    LLVMValueRef y = cg_home(cg, x), src = a->op == IR_CONST ? NULL : cg_home(cg, a);
+    Loop lr = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, x->rows), NULL, "r");
+    LLVMValueRef row = LLVMBuildNSWMul(cg->b, lr.i, cg_i64(cg, a->width), "");
+    Loop lc = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, a->width), lower_reduce_init(cg, x), "c");
+    LLVMValueRef v = src ? cg_load(cg, cg_elem(cg, src, LLVMBuildNSWAdd(cg->b, row, lc.i, ""))) : cg_real(cg, a->num);
+    cg_loop_end(cg, &lc, lower_reduce_step(cg, x, lc.acc, v));
+    LLVMBuildStore(cg->b, lower_reduce_final(cg, x, lc.acc, a->width), cg_elem(cg, y, lr.i));
+    cg_loop_end(cg, &lr, NULL);
 }
 
-/* SUM_ROWS: y[c] = sum over all rows r of a[r][c], rows in order. */
-static void sum_rows_body(Cg *cg, const IrNode *x, LLVMValueRef *p)
+/* SUM_ROWS over columns [c0, c1): y[c] (+)= sum over rows r of x[r][c],
+ * rows in order.  ctx: y, x, rows, W, accumulate. */
+static void sum_rows_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef c0, LLVMValueRef c1,
+                          LLVMValueRef thread)
 {
-    int64_t W = x->width;
-    cg_zero(cg, p[0], cg_i64(cg, W));
-    Loop lr = loop_begin(cg, p[2], NULL, "r");
-    LLVMValueRef row = LLVMBuildNSWMul(cg->b, lr.i, cg_i64(cg, W), "");
-    Loop lc = loop_begin(cg, cg_i64(cg, W), NULL, "c");
-    LLVMValueRef yp = cg_elem(cg, p[0], lc.i);
-    LLVMValueRef v = LLVMBuildLoad2(cg->b, cg->real, cg_elem(cg, p[1], LLVMBuildNSWAdd(cg->b, row, lc.i, "")), "");
-    LLVMBuildStore(cg->b, fop(cg, LLVMFAdd, LLVMBuildLoad2(cg->b, cg->real, yp, ""), v, FM_RED), yp);
-    loop_end(cg, &lc, NULL);
-    loop_end(cg, &lr, NULL);
+    LLVMValueRef y = v[0], x = v[1], rows = v[2], W = v[3];
+    LLVMValueRef n = LLVMBuildSub(cg->b, c1, c0, "");
+    LLVMBasicBlockRef join = cg_if(cg, LLVMBuildNot(cg->b, v[4], ""), "zero");
+    cg_zero(cg, cg_elem(cg, y, c0), n);
+    cg_endif(cg, join);
+    Loop lr = cg_loop_begin(cg, cg_i64(cg, 0), rows, NULL, "r");
+    LLVMValueRef row = LLVMBuildNSWMul(cg->b, lr.i, W, "");
+    Loop lc = cg_loop_begin(cg, c0, c1, NULL, "c");
+    LLVMValueRef yp = cg_elem(cg, y, lc.i);
+    LLVMValueRef xv = cg_load(cg, cg_elem(cg, x, LLVMBuildNSWAdd(cg->b, row, lc.i, "")));
+    LLVMBuildStore(cg->b, fop(cg, LLVMFAdd, cg_load(cg, yp), xv, FM_EW), yp);
+    cg_loop_end(cg, &lc, NULL);
+    cg_loop_end(cg, &lr, NULL);
 }
 
 static void lower_sum_rows(Cg *cg, const IrNode *x)
 {
     const IrNode *a = x->in[0];
-    if (x->tok || x->rows != 1 || x->width != a->width)
-        die("lower: %%%d: sum_rows result is not [width]", x->id);
-    char key[64];
-    snprintf(key, sizeof key, "sum_rows.w%lld", (long long)x->width);
-    loop_node(cg, x, key, 1, a, sum_rows_body);
+    if (x->tok || x->rows != 1 || x->width != a->width || !a->tok)
+        die("lower: %%%d: sum_rows is not (B,T,w) -> [w]", x->id);
+    LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->i64, cg->i64, cg->i1};
+    const CgTask *task = cg_task(cg, cg->prec == LOWER_F32 ? "task.sum_rows.f32" : "task.sum_rows.f64", NULL, t,
+                                 5, sum_rows_task, NULL);
+    LLVMValueRef v[] = {cg_home(cg, x), cg_home(cg, a), cg->BT, cg_i64(cg, x->width), cg_accumulates(cg, x)};
+    cg_run_task(cg, task, v, cg_i64(cg, x->width));
 }
 
 void lower_loop_node(Cg *cg, const IrNode *x)
 {
-    if (ir_op_info[x->op].elementwise)
-        lower_elementwise(cg, x);
-    else if (ir_op_info[x->op].reduction)
-        lower_reduce(cg, x);
-    else if (x->op == IR_SUM_ROWS)
+    if (x->op == IR_SUM_ROWS)
         lower_sum_rows(cg, x);
+    else if (x->tok)
+        die("lower: %%%d (%s): a token op outside a row kernel", x->id, ir_op_info[x->op].text);
+    else if (ir_op_info[x->op].elementwise)
+        elementwise_loop(cg, x);
+    else if (ir_op_info[x->op].reduction)
+        reduce_loop(cg, x);
     else
         die("lower: %s is not a loop op", ir_op_info[x->op].text);
 }

@@ -56,7 +56,8 @@ static void usage(FILE *out)
             "  --seed N         gradcheck: random parameters and batch (default 1)\n"
             "  --export FILE    gradcheck: write the point, loss and gradients as JSON\n"
             "  --emit=KIND      build: llvm (text IR), asm or obj (an object exporting\n"
-            "                   strata_run, the model ABI of compiler/lower.h)\n"
+            "                   strata_train_step, strata_forward and strata_model: model\n"
+            "                   ABI v1, runtime/model_abi.h)\n"
             "  -o FILE          build: where to write it\n"
             "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
             "  --f64            build: double precision (default float)\n"
@@ -171,7 +172,7 @@ static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "
 /* strata build: lower the training step and write it out. */
 static bool build(const IrGraph *g, const Args *a)
 {
-    LowerOptions lo = {a->f64 ? LOWER_F64 : LOWER_F32, a->cpu, 2};
+    LowerOptions lo = {.precision = a->f64 ? LOWER_F64 : LOWER_F32, .cpu = a->cpu, .opt_level = 2};
     char *err = NULL;
     LowerModule *m = lower_module(g, &lo, &err);
     if (!m) {

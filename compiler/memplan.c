@@ -2,9 +2,12 @@
  * A buffer is born at the kernel that writes it and dies after the last
  * kernel that reads it (a backward op that reuses a forward node's saved
  * state reads that node too); the loss and the logits live to the end.
- * Offsets come from a best-fit free list in schedule order, so a kernel's
- * outputs never overlap the inputs it is still reading. */
+ * Offsets come from a best-fit free list in schedule order, one per region
+ * (memplan.h), so a kernel's outputs never overlap the inputs it is still
+ * reading.  Sizes here are per unit of the region (per token, ...). */
 #include "memplan.h"
+
+#include "kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,19 +19,54 @@ int64_t memplan_value_bytes(const IrNode *n, int64_t B, int64_t T, int64_t elem)
     return (n->tok ? B * T : n->rows) * n->width * elem;
 }
 
+/* Per token: ATTENTION the log-sum-exp of each head's score row;
+ * CROSS_ENTROPY the log-sum-exp of the logits row, then the row's loss. */
+static int64_t aux_per_token(const IrNode *n)
+{
+    return n->op == IR_ATTENTION ? n->heads : n->op == IR_CROSS_ENTROPY ? 2 : 0;
+}
+
 int64_t memplan_aux_bytes(const IrNode *n, int64_t B, int64_t T, int64_t elem)
 {
+    return B * T * aux_per_token(n) * elem;
+}
+
+static int64_t head_size(const IrNode *n)
+{
+    return n->heads > 0 ? n->width / n->heads : n->width;
+}
+
+int64_t memplan_table_numel(const IrNode *n, int64_t T)
+{
+    return n->op == IR_ROPE || n->op == IR_ROPE_GRAD ? T * head_size(n) : 0;
+}
+
+int64_t memplan_work_numel(const IrNode *n)
+{
     if (n->op == IR_ATTENTION)
-        return B * n->heads * T * elem;     /* log-sum-exp per score row */
-    if (n->op == IR_CROSS_ENTROPY)
-        return B * T * elem;                /* log-sum-exp per logits row */
+        return rt_attention_work_numel(head_size(n));
+    if (n->op == IR_ATTENTION_GRAD)
+        return rt_attention_grad_work_numel(head_size(n));
     return 0;
+}
+
+void memplan_attention_group(const IrGraph *g, const IrNode *x, const IrNode *sib[3])
+{
+    sib[0] = sib[1] = sib[2] = NULL;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *s = g->nodes.v[i];
+        if (s->op == IR_ATTENTION_GRAD && s->heads == x->heads && !memcmp(s->in, x->in, sizeof s->in) &&
+            s->which >= 0 && s->which <= 2 && !sib[s->which])
+            sib[s->which] = s;
+    }
 }
 
 static int64_t round_up(int64_t x)
 {
     return (x + ALIGN - 1) / ALIGN * ALIGN;
 }
+
+/* ---- free list ---- */
 
 typedef struct Block {
     int64_t off, size;
@@ -37,7 +75,7 @@ typedef struct Block {
 typedef struct FreeList {
     Block *b;
     int n, cap;
-    int64_t end;          /* arena high-water mark */
+    int64_t end;          /* region high-water mark */
 } FreeList;
 
 static int64_t fl_alloc(FreeList *f, int64_t size)
@@ -47,7 +85,7 @@ static int64_t fl_alloc(FreeList *f, int64_t size)
         if (f->b[i].size >= size && (best < 0 || f->b[i].size < f->b[best].size))
             best = i;
     if (best < 0) {
-        /* Grow the arena, absorbing a free block that ends at its top. */
+        /* Grow the region, absorbing a free block that ends at its top. */
         for (int i = 0; i < f->n; i++)
             if (f->b[i].off + f->b[i].size == f->end) {
                 int64_t off = f->b[i].off;
@@ -87,53 +125,55 @@ static void fl_release(FreeList *f, int64_t off, int64_t size)
     f->b[f->n++] = (Block){off, size};
 }
 
-static bool planned(const IrGraph *g, const IrNode *n, const bool *is_grad)
-{
-    return n->kernel >= 0 && n->stored && !is_grad[n->id] && g->kernels.n > 0;
-}
+/* ---- items: the buffers to place ---- */
 
-/* No two buffers whose lifetimes [birth, death] intersect may overlap in
- * the arena.  A violation is a bug here, never bad input. */
-static void verify(const MemPlan *mp, const IrGraph *g, const PtrVec *born, const int *last, int64_t B, int64_t T,
-                   int64_t elem)
+typedef struct Item {
+    const IrNode *n;
+    bool aux;             /* the node's aux state, not its value */
+    MemRegion region;     /* MEM_ROWS or MEM_FIXED */
+    int64_t size;         /* bytes per unit, rounded */
+    int birth, death;     /* kernels */
+} Item;
+
+typedef struct Items {
+    Item *v;
+    int n;
+} Items;
+
+/* A gradient goes straight into the gradient buffer when one parameter
+ * owns it, nothing else reads it, and its kernel can add to what is there
+ * (StrataStep.accumulate): a matrix product (beta), the embedding scatter
+ * and the sum over tokens.  Others are planned and copied out after. */
+static void find_homes(MemLayout *ly, const IrGraph *g, const int *readers)
 {
-    typedef struct { int64_t off, end; int from, to; int id; } Span;
-    Span *s = xmalloc((size_t)(2 * mp->nbuffers + 1) * sizeof *s);
-    int n = 0;
-    for (int k = 0; k <= g->kernels.n; k++)
-        for (int j = 0; j < born[k].n; j++) {
-            const IrNode *x = born[k].v[j];
-            s[n++] = (Span){mp->offset[x->id], mp->offset[x->id] + memplan_value_bytes(x, B, T, elem), k,
-                            last[x->id], x->id};
-            if (mp->aux_offset[x->id] >= 0)
-                s[n++] = (Span){mp->aux_offset[x->id], mp->aux_offset[x->id] + memplan_aux_bytes(x, B, T, elem), k,
-                                last[x->id], x->id};
-        }
-    for (int i = 0; i < n; i++) {
-        if (s[i].end > mp->arena_bytes)
-            die("memplan: %%%d ends past the arena", s[i].id);
-        for (int j = i + 1; j < n; j++)
-            if (s[i].from <= s[j].to && s[j].from <= s[i].to && s[i].off < s[j].end && s[j].off < s[i].end)
-                die("memplan: %%%d and %%%d are live together and overlap", s[i].id, s[j].id);
+    int *owners = xcalloc((size_t)g->nodes.n, sizeof *owners);
+    for (int p = 0; p < g->grads.n; p++)
+        if (g->grads.v[p])
+            owners[((IrNode *)g->grads.v[p])->id]++;
+    for (int p = 0; p < g->grads.n; p++) {
+        const IrNode *x = g->grads.v[p];
+        if (x && owners[x->id] == 1 && readers[x->id] == 0 && x != g->loss && x != g->logits &&
+            (x->op == IR_MATMUL_GRAD_W || x->op == IR_EMBED_GRAD || x->op == IR_SUM_ROWS))
+            ly->home[x->id] = g->params.v[p];
     }
-    free(s);
+    free(owners);
 }
 
-void memplan_build(MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem)
+/* Births, deaths and sizes of every buffer, in node order. */
+static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
 {
     int n = g->nodes.n, nk = g->kernels.n;
-    memset(mp, 0, sizeof *mp);
-    mp->offset = xmalloc((size_t)n * sizeof *mp->offset);
-    mp->aux_offset = xmalloc((size_t)n * sizeof *mp->aux_offset);
-    bool *is_grad = xcalloc((size_t)n, sizeof *is_grad);
-    int *last = xmalloc((size_t)n * sizeof *last);
-    for (int i = 0; i < g->grads.n; i++)
-        if (g->grads.v[i])
-            is_grad[((IrNode *)g->grads.v[i])->id] = true;
+    int *last = xmalloc((size_t)n * sizeof *last), *first = xmalloc((size_t)n * sizeof *first);
     for (int i = 0; i < n; i++) {
         const IrNode *x = g->nodes.v[i];
-        mp->offset[i] = mp->aux_offset[i] = -1;
-        last[i] = x->kernel;
+        last[i] = first[i] = x->kernel;
+        if (x->op == IR_ATTENTION_GRAD && x->kernel >= 0) { /* written with its group */
+            const IrNode *sib[3];
+            memplan_attention_group(g, x, sib);
+            for (int w = 0; w < 3; w++)
+                if (sib[w] && sib[w]->kernel < first[i])
+                    first[i] = sib[w]->kernel;
+        }
     }
     for (int i = 0; i < n; i++) {
         const IrNode *x = g->nodes.v[i];
@@ -147,56 +187,187 @@ void memplan_build(MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t 
         last[g->loss->id] = nk;
     if (g->logits)
         last[g->logits->id] = nk;
-    /* Births and deaths per kernel. */
-    PtrVec *born = xcalloc((size_t)nk + 1, sizeof *born), *dies = xcalloc((size_t)nk + 1, sizeof *dies);
-    for (int i = 0; i < n; i++) {
-        IrNode *x = g->nodes.v[i];
-        if (!planned(g, x, is_grad))
+    Items it = {xmalloc((size_t)(2 * n + 1) * sizeof *it.v), 0};
+    for (int i = 0; i < n && nk > 0; i++) {
+        const IrNode *x = g->nodes.v[i];
+        if (x->kernel < 0 || !x->stored || ly->home[i])
             continue;
-        vec_push(&born[x->kernel], x);
-        vec_push(&dies[last[i]], x);
+        MemRegion r = x->tok ? MEM_ROWS : MEM_FIXED;
+        int64_t unit = x->tok ? x->width * elem : memplan_value_bytes(x, 1, 1, elem);
+        it.v[it.n++] = (Item){x, false, r, round_up(unit), first[i], last[i]};
+        if (aux_per_token(x))
+            it.v[it.n++] = (Item){x, true, MEM_ROWS, round_up(aux_per_token(x) * elem), first[i], last[i]};
     }
-    FreeList fl = {0};
-    int64_t live = 0;
-    for (int k = 0; k <= nk; k++) {
-        for (int j = 0; j < born[k].n; j++) {
-            IrNode *x = born[k].v[j];
-            int64_t sz = round_up(memplan_value_bytes(x, B, T, elem)), az = memplan_aux_bytes(x, B, T, elem);
-            mp->offset[x->id] = fl_alloc(&fl, sz);
-            live += sz;
-            mp->total_bytes += sz;
-            if (az) {
-                az = round_up(az);
-                mp->aux_offset[x->id] = fl_alloc(&fl, az);
-                live += az;
-                mp->total_bytes += az;
-            }
-            mp->nbuffers++;
-        }
-        if (live > mp->peak_live)
-            mp->peak_live = live;
-        for (int j = 0; j < dies[k].n; j++) {
-            IrNode *x = dies[k].v[j];
-            int64_t sz = round_up(memplan_value_bytes(x, B, T, elem)), az = memplan_aux_bytes(x, B, T, elem);
-            fl_release(&fl, mp->offset[x->id], sz);
-            live -= sz;
-            if (az) {
-                fl_release(&fl, mp->aux_offset[x->id], round_up(az));
-                live -= round_up(az);
-            }
-        }
-    }
-    mp->arena_bytes = fl.end;
-    verify(mp, g, born, last, B, T, elem);
-    for (int k = 0; k <= nk; k++) {
-        vec_free(&born[k]);
-        vec_free(&dies[k]);
-    }
-    free(born);
-    free(dies);
-    free(fl.b);
     free(last);
-    free(is_grad);
+    free(first);
+    return it;
+}
+
+/* Places the items of region r, kernel by kernel: births first, then the
+ * deaths of that kernel, so outputs never overlap live inputs. */
+static void place(MemLayout *ly, const Items *it, MemRegion r, int nk)
+{
+    FreeList fl = {0};
+    for (int k = 0; k <= nk; k++) {
+        for (int j = 0; j < it->n; j++) {
+            const Item *m = &it->v[j];
+            if (m->region != r || m->birth != k)
+                continue;
+            MemSlot *s = m->aux ? &ly->aux[m->n->id] : &ly->value[m->n->id];
+            *s = (MemSlot){r, fl_alloc(&fl, m->size)};
+            ly->total_bytes[r] += m->size;
+            ly->nbuffers += !m->aux;
+        }
+        for (int j = 0; j < it->n; j++) {
+            const Item *m = &it->v[j];
+            if (m->region == r && m->death == k)
+                fl_release(&fl, (m->aux ? ly->aux : ly->value)[m->n->id].off, m->size);
+        }
+    }
+    ly->unit_bytes[r] = fl.end;
+    free(fl.b);
+}
+
+/* No two buffers whose lifetimes [birth, death] intersect may overlap.  A
+ * violation is a bug here, never bad input. */
+static void verify(const MemLayout *ly, const Items *it)
+{
+    for (int i = 0; i < it->n; i++) {
+        const Item *a = &it->v[i];
+        MemSlot sa = a->aux ? ly->aux[a->n->id] : ly->value[a->n->id];
+        if (sa.off + a->size > ly->unit_bytes[a->region])
+            die("memplan: %%%d ends past its region", a->n->id);
+        for (int j = i + 1; j < it->n; j++) {
+            const Item *b = &it->v[j];
+            MemSlot sb = b->aux ? ly->aux[b->n->id] : ly->value[b->n->id];
+            if (a->region == b->region && a->birth <= b->death && b->birth <= a->death && sa.off < sb.off + b->size &&
+                sb.off < sa.off + a->size)
+                die("memplan: %%%d and %%%d are live together and overlap", a->n->id, b->n->id);
+        }
+    }
+}
+
+/* One cos/sin table per distinct (head size, base), and the work area. */
+static void place_shared(MemLayout *ly, const IrGraph *g, int64_t elem)
+{
+    int64_t work = 0;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        int64_t w = memplan_work_numel(x) * elem;
+        work = w > work ? w : work;
+        if (!memplan_table_numel(x, 1) || x->kernel < 0)
+            continue;
+        for (int j = 0; j < i && ly->table[i].region == MEM_NONE; j++) {
+            const IrNode *y = g->nodes.v[j];
+            if (ly->table[j].region != MEM_NONE && head_size(y) == head_size(x) && y->num == x->num)
+                ly->table[i] = ly->table[j];
+        }
+        if (ly->table[i].region == MEM_NONE) {
+            int64_t sz = round_up(memplan_table_numel(x, 1) * elem);
+            ly->table[i] = (MemSlot){MEM_SEQ, ly->unit_bytes[MEM_SEQ]};
+            ly->unit_bytes[MEM_SEQ] += sz;
+            ly->total_bytes[MEM_SEQ] += sz;
+        }
+    }
+    ly->work = (MemSlot){work ? MEM_THREAD : MEM_NONE, 0};
+    ly->unit_bytes[MEM_THREAD] = ly->total_bytes[MEM_THREAD] = round_up(work);
+}
+
+void memplan_layout(MemLayout *ly, const IrGraph *g, int64_t elem)
+{
+    int n = g->nodes.n;
+    memset(ly, 0, sizeof *ly);
+    ly->value = xcalloc((size_t)n + 1, sizeof *ly->value);
+    ly->aux = xcalloc((size_t)n + 1, sizeof *ly->aux);
+    ly->table = xcalloc((size_t)n + 1, sizeof *ly->table);
+    ly->home = xcalloc((size_t)n + 1, sizeof *ly->home);
+    int *readers = xcalloc((size_t)n + 1, sizeof *readers);
+    for (int i = 0; i < n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        for (int a = 0; a < ir_op_info[x->op].arity; a++)
+            readers[x->in[a]->id]++;
+        if (x->saved)
+            readers[x->saved->id]++;
+    }
+    find_homes(ly, g, readers);
+    free(readers);
+    Items it = collect(ly, g, elem);
+    place(ly, &it, MEM_ROWS, g->kernels.n);
+    place(ly, &it, MEM_FIXED, g->kernels.n);
+    verify(ly, &it);
+    free(it.v);
+    place_shared(ly, g, elem);
+}
+
+void memplan_layout_free(MemLayout *ly)
+{
+    free(ly->value);
+    free(ly->aux);
+    free(ly->table);
+    free(ly->home);
+    memset(ly, 0, sizeof *ly);
+}
+
+/* Units of a region for a shape (MEM_THREAD: one thread). */
+static int64_t units(MemRegion r, int64_t B, int64_t T)
+{
+    return r == MEM_ROWS ? B * T : r == MEM_SEQ ? T : 1;
+}
+
+int64_t memplan_region_start(const MemLayout *ly, MemRegion r, int64_t B, int64_t T)
+{
+    int64_t off = 0;
+    for (MemRegion q = MEM_ROWS; q < r; q++)
+        off += ly->unit_bytes[q] * units(q, B, T);
+    return off;
+}
+
+int64_t memplan_arena_bytes(const MemLayout *ly, int64_t B, int64_t T, int nthreads)
+{
+    return memplan_region_start(ly, MEM_THREAD, B, T) + ly->unit_bytes[MEM_THREAD] * (nthreads > 1 ? nthreads : 1);
+}
+
+int64_t memplan_slot_offset(const MemLayout *ly, MemSlot s, int64_t B, int64_t T)
+{
+    if (s.region == MEM_NONE)
+        return -1;
+    return memplan_region_start(ly, s.region, B, T) + s.off * units(s.region, B, T);
+}
+
+/* Largest sum of buffers live at one kernel, for a shape. */
+static int64_t peak_live(const MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem)
+{
+    const MemLayout *ly = &mp->layout;
+    Items it = collect(ly, g, elem);
+    int64_t peak = 0, shared = ly->unit_bytes[MEM_SEQ] * T + ly->unit_bytes[MEM_THREAD];
+    for (int k = 0; k <= g->kernels.n; k++) {
+        int64_t live = shared;
+        for (int j = 0; j < it.n; j++)
+            if (it.v[j].birth <= k && k <= it.v[j].death)
+                live += it.v[j].size * units(it.v[j].region, B, T);
+        peak = live > peak ? live : peak;
+    }
+    free(it.v);
+    return peak;
+}
+
+void memplan_build(MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem)
+{
+    int n = g->nodes.n;
+    memset(mp, 0, sizeof *mp);
+    memplan_layout(&mp->layout, g, elem);
+    const MemLayout *ly = &mp->layout;
+    mp->offset = xmalloc((size_t)n * sizeof *mp->offset);
+    mp->aux_offset = xmalloc((size_t)n * sizeof *mp->aux_offset);
+    for (int i = 0; i < n; i++) {
+        mp->offset[i] = memplan_slot_offset(ly, ly->value[i], B, T);
+        mp->aux_offset[i] = memplan_slot_offset(ly, ly->aux[i], B, T);
+    }
+    mp->arena_bytes = memplan_arena_bytes(ly, B, T, 1);
+    for (MemRegion r = MEM_ROWS; r < MEM_NREGIONS; r++)
+        mp->total_bytes += ly->total_bytes[r] * units(r, B, T);
+    mp->peak_live = peak_live(mp, g, B, T, elem);
+    mp->nbuffers = ly->nbuffers;
 }
 
 void memplan_dump(FILE *out, const MemPlan *mp, const IrGraph *g)
@@ -216,6 +387,7 @@ void memplan_dump(FILE *out, const MemPlan *mp, const IrGraph *g)
 
 void memplan_free(MemPlan *mp)
 {
+    memplan_layout_free(&mp->layout);
     free(mp->offset);
     free(mp->aux_offset);
     memset(mp, 0, sizeof *mp);

@@ -21,18 +21,6 @@
 typedef float VecF32 __attribute__((vector_size(VBYTES)));
 typedef double VecF64 __attribute__((vector_size(VBYTES)));
 
-int64_t rt_attention_work_numel(int64_t hd)
-{
-    /* qst (hd, BQ); acc (BQ, hd); st (BK, BQ) */
-    return 2 * RT_ATTN_TILE_Q * hd + RT_ATTN_TILE_K * RT_ATTN_TILE_Q;
-}
-
-int64_t rt_attention_grad_work_numel(int64_t hd)
-{
-    /* kt, vt (hd, BK); dka, dva (BK, hd); p, ds (BQ, BK) */
-    return 4 * hd * RT_ATTN_TILE_K + 2 * RT_ATTN_TILE_Q * RT_ATTN_TILE_K;
-}
-
 #define REAL float
 #define VEC VecF32
 #define FN(name) name##_f32

@@ -34,9 +34,19 @@
 
 /* Scratch for one concurrent call of rt_attention_* / rt_attention_grad_*,
  * in REAL elements (the same count for _f32 and _f64), for head size hd.
- * Each thread needs its own. */
-int64_t rt_attention_work_numel(int64_t hd);
-int64_t rt_attention_grad_work_numel(int64_t hd);
+ * Each thread needs its own.  Inline, so that the compiler's memory plan
+ * (compiler/memplan.c) sizes it without linking the runtime. */
+static inline int64_t rt_attention_work_numel(int64_t hd)
+{
+    /* qst (hd, BQ); acc (BQ, hd); st (BK, BQ) */
+    return 2 * RT_ATTN_TILE_Q * hd + RT_ATTN_TILE_K * RT_ATTN_TILE_Q;
+}
+
+static inline int64_t rt_attention_grad_work_numel(int64_t hd)
+{
+    /* kt, vt (hd, BK); dka, dva (BK, hd); p, ds (BQ, BK) */
+    return 4 * hd * RT_ATTN_TILE_K + 2 * RT_ATTN_TILE_Q * RT_ATTN_TILE_K;
+}
 
 /* The prototypes, for one precision: REAL is the element type, S the name
  * suffix.  Instantiated for float/_f32 and double/_f64 below.

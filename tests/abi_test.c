@@ -1,0 +1,420 @@
+/* abi_test.c - model ABI v1 (runtime/model_abi.h) beyond plain numbers,
+ * which lower_test.c checks: for every model in $srcdir/models at tiny
+ * sizes, JIT-compiled in float,
+ *   desc      the descriptor matches the IR (names, sizes, layout, vocab,
+ *             width, blocks) and every block can be skipped both ways;
+ *   threads   no pool, a 1-thread and a 2-thread pool give bitwise the
+ *             same loss, logits and gradients (no split reorders a sum);
+ *   capture   capture[0] is block 0's input, capture[l+1] block l's output,
+ *             as the interpreter computes them;
+ *   forward   strata_forward's logits are the train step's, bitwise, in
+ *             the arena or in the caller's buffer;
+ *   mask      a NULL mask is an all-ones mask, bitwise;
+ *   accumulate  a second step with accumulate adds its gradient (2 g);
+ *   arena     the arena is smaller than the stored values without reuse.
+ * Then skipping: pre_ln at L=4 with blocks 1 and 3 skipped must be pre_ln
+ * at L=2 with the parameters of blocks 0 and 2 (interpreter, f64 and f32):
+ * forward logits, loss and gradients, with zero gradients for the skipped
+ * blocks' parameters, and the captured output of a skipped block equal to its
+ * input; a block that leaks a value cannot be skipped.  And the error codes.
+ * Exit 0 pass, 1 fail, 77 skip. */
+#define _POSIX_C_SOURCE 200809L /* glob */
+#include "lower_case.h"
+
+#include <glob.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL_F64 1e-10
+#define TOL_F32 2e-4 /* as lower_test.c */
+
+static int failures;
+
+static void report(bool ok, const char *model, const char *what, const char *detail)
+{
+    printf("%s %-26s %-10s %s\n", ok ? "ok  " : "FAIL", model, what, detail);
+    failures += !ok;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b ? b + 1 : path;
+}
+
+/* ---- descriptor ---- */
+
+static bool check_desc(const Case *c, const JitModel *m, char *why, size_t n)
+{
+    const StrataModelDesc *d = m->desc;
+    const IrGraph *g = &c->g;
+    if (d->magic != STRATA_MODEL_MAGIC || d->abi_version != STRATA_ABI_VERSION || d->real_bytes != 4)
+        return snprintf(why, n, "magic, version or precision"), false;
+    if (d->nparams != g->params.n || d->nblocks != g->blocks.n || d->vocab != g->logits->width)
+        return snprintf(why, n, "counts"), false;
+    int64_t end = 0;
+    for (int i = 0; i < g->params.n; i++) {
+        const IrParam *p = g->params.v[i];
+        const StrataParam *q = &d->params[i];
+        if (strcmp(q->name, p->name) || q->numel != p->numel || q->ndim != p->ndim || q->block != p->block ||
+            q->init != (int)p->init.kind || q->init_a != p->init.a || q->offset % 16 || q->offset < end)
+            return snprintf(why, n, "parameter %s", p->name), false;
+        end = q->offset + q->numel;
+    }
+    if (end > d->params_numel || d->width != ((IrBlock *)g->blocks.v[0])->in->width)
+        return snprintf(why, n, "sizes"), false;
+    for (int l = 0; l < d->nblocks; l++)
+        if (d->block_skip[l] != (STRATA_SKIP_FORWARD | STRATA_SKIP_TRAIN))
+            return snprintf(why, n, "block %d cannot be skipped (%d)", l, d->block_skip[l]), false;
+    if (d->arena_rows_bytes % 64 || d->arena_seq_bytes % 64 || d->arena_fixed_bytes % 64 || d->arena_thread_bytes % 64)
+        return snprintf(why, n, "region sizes not multiples of 64"), false;
+    snprintf(why, n, "%lld params, %lld REALs, arena %lld B/token + %lld B/position + %lld + %lld B/thread",
+             (long long)d->nparams, (long long)d->params_numel, (long long)d->arena_rows_bytes,
+             (long long)d->arena_seq_bytes, (long long)d->arena_fixed_bytes, (long long)d->arena_thread_bytes);
+    return true;
+}
+
+/* ---- comparisons ---- */
+
+static bool same_bits(const double *a, const double *b, int64_t n)
+{
+    return memcmp(a, b, (size_t)n * sizeof *a) == 0;
+}
+
+static bool same_result(const Case *c, const JitModel *m, const Result *a, const Result *b, bool grads)
+{
+    int64_t BT = (int64_t)c->B * c->T;
+    bool ok = a->status == 0 && b->status == 0 && same_bits(a->logits, b->logits, BT * m->desc->vocab);
+    for (int p = 0; grads && ok && p < m->desc->nparams; p++)
+        ok = same_bits(a->grads[p], b->grads[p], m->desc->params[p].numel);
+    return ok && (!grads || memcmp(&a->loss, &b->loss, sizeof a->loss) == 0);
+}
+
+/* No pool, 1 thread, 2 threads. */
+static void check_threads(const Case *c, const JitModel *m, const char *name)
+{
+    RtPool *p1 = rt_pool_create(1), *p2 = rt_pool_create(2);
+    Result r0, r1, r2;
+    case_run(c, m, &(RunOpts){0}, &r0);
+    case_run(c, m, &(RunOpts){.pool = p1}, &r1);
+    case_run(c, m, &(RunOpts){.pool = p2}, &r2);
+    bool ok = same_result(c, m, &r0, &r1, true) && same_result(c, m, &r0, &r2, true) && rt_pool_size(p2) == 2;
+    report(ok, name, "threads", "none, 1 and 2: bitwise the same loss, logits, gradients");
+    result_free(c, &r0), result_free(c, &r1), result_free(c, &r2);
+    rt_pool_free(p1), rt_pool_free(p2);
+}
+
+static void check_capture(const Case *c, const JitModel *m, RtPool *pool, const char *name)
+{
+    Result r;
+    case_run(c, m, &(RunOpts){.pool = pool, .capture = true}, &r);
+    const StrataModelDesc *d = m->desc;
+    int64_t slice = (int64_t)c->B * c->T * d->width;
+    double err = r.status ? INFINITY : 0;
+    for (int l = 0; l <= d->nblocks; l++) {
+        const IrBlock *b = c->g.blocks.v[l ? l - 1 : 0];
+        const IrNode *x = l ? b->out : b->in;
+        err = fmax(err, tensor_error(r.capture + l * slice, interp_value(&c->ref, x), slice));
+    }
+    char detail[96];
+    snprintf(detail, sizeof detail, "%lld residual streams vs interpreter: %.1e", (long long)d->nblocks + 1, err);
+    report(err <= TOL_F32, name, "capture", detail);
+    result_free(c, &r);
+}
+
+/* strata_forward (logits in the arena, and in a buffer) vs the train step. */
+static void check_forward(const Case *c, const JitModel *m, RtPool *pool, const char *name)
+{
+    Result t, f, o;
+    case_run(c, m, &(RunOpts){.pool = pool}, &t);
+    case_run(c, m, &(RunOpts){.pool = pool, .forward = true}, &f);
+    case_run(c, m, &(RunOpts){.pool = pool, .forward = true, .logits_out = true}, &o);
+    bool ok = same_result(c, m, &t, &f, false) && same_result(c, m, &t, &o, false) && isnan(f.loss);
+    report(ok, name, "forward", "logits in the arena and in a buffer = the train step's, bitwise; no loss");
+    result_free(c, &t), result_free(c, &f), result_free(c, &o);
+}
+
+static void check_mask(Case *c, const JitModel *m, RtPool *pool, const char *name)
+{
+    int64_t BT = (int64_t)c->B * c->T;
+    double *saved = c->mask, *ones = malloc((size_t)BT * sizeof *ones);
+    for (int64_t r = 0; r < BT; r++)
+        ones[r] = 1;
+    c->mask = ones;
+    Result a, b;
+    case_run(c, m, &(RunOpts){.pool = pool}, &a);
+    case_run(c, m, &(RunOpts){.pool = pool, .no_mask = true}, &b);
+    c->mask = saved;
+    report(same_result(c, m, &a, &b, true), name, "mask", "NULL = all ones, bitwise");
+    result_free(c, &a), result_free(c, &b);
+    free(ones);
+}
+
+static void check_accumulate(const Case *c, const JitModel *m, RtPool *pool, const char *name)
+{
+    Result a, b;
+    case_run(c, m, &(RunOpts){.pool = pool}, &a);
+    case_run(c, m, &(RunOpts){.pool = pool, .accumulate = 1, .grads_from = &a}, &b);
+    double err = a.status || b.status ? INFINITY : 0;
+    for (int p = 0; p < m->desc->nparams; p++) {
+        int64_t n = m->desc->params[p].numel;
+        double *twice = malloc((size_t)n * sizeof *twice);
+        for (int64_t k = 0; k < n; k++)
+            twice[k] = 2 * a.grads[p][k];
+        err = fmax(err, tensor_error(b.grads[p], twice, n));
+        free(twice);
+    }
+    /* Not bitwise: the second step adds into the buffer term by term (BLAS
+     * beta = 1, sums over tokens start from the old value), so f32 rounds
+     * differently; forgetting to add would give 0.5. */
+    char detail[64];
+    snprintf(detail, sizeof detail, "g + g vs 2 g: %.1e", err);
+    report(err <= TOL_F32, name, "accumulate", detail);
+    result_free(c, &a), result_free(c, &b);
+}
+
+/* The arena against every stored value (and aux state) without reuse. */
+static void check_arena(const Case *c, const JitModel *m, const char *name)
+{
+    const IrGraph *g = &c->g;
+    int64_t sum = 0, BT = (int64_t)c->B * c->T;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        if (x->kernel >= 0 && x->stored)
+            sum += (x->tok ? BT : x->rows) * x->width * 4;
+    }
+    int64_t arena = strata_arena_bytes(m->desc, c->B, c->T, 1);
+    char detail[96];
+    snprintf(detail, sizeof detail, "B=%d T=%d: %lld bytes, stored values %lld", c->B, c->T, (long long)arena,
+             (long long)sum);
+    report(arena < sum, name, "arena", detail);
+}
+
+static void check_model(Jit *jit, RtPool *pool, const char *path)
+{
+    const char *name = base_name(path);
+    Case c;
+    JitModel m;
+    if (!case_load(&c, path, NULL, NULL, 0) || !case_compile(jit, &c, LOWER_F32, &m)) {
+        report(false, name, "load", "does not load or compile");
+        case_free(&c);
+        return;
+    }
+    case_params(&c, 1);
+    char why[160];
+    bool ok = check_desc(&c, &m, why, sizeof why);
+    report(ok, name, "desc", why);
+    if (ok && case_batch(&c, 11, 3, 8)) {
+        check_threads(&c, &m, name);
+        check_capture(&c, &m, pool, name);
+        check_forward(&c, &m, pool, name);
+        check_mask(&c, &m, pool, name);
+        check_accumulate(&c, &m, pool, name);
+        check_arena(&c, &m, name);
+        case_free_batch(&c);
+    }
+    jit_release(jit, &m);
+    case_free(&c);
+}
+
+/* ---- skipping blocks ---- */
+
+/* The parameters of `small` (L=2) from those of `big` (L=4) with blocks
+ * kept[] = {0, 2}: block b of small is block kept[b] of big, parameters in
+ * table order within a block; those outside blocks in order.  map[i] =
+ * big's index of small's parameter i. */
+static bool map_params(const Case *big, const Case *small, const int *kept, int *map)
+{
+    for (int i = 0; i < small->g.params.n; i++) {
+        const IrParam *p = small->g.params.v[i];
+        int want = p->block < 0 ? -1 : kept[p->block], rank = 0;
+        for (int j = 0; j < i; j++)
+            rank += ((IrParam *)small->g.params.v[j])->block == p->block;
+        map[i] = -1;
+        for (int j = 0; j < big->g.params.n && map[i] < 0; j++) {
+            const IrParam *q = big->g.params.v[j];
+            if (q->block == want && rank-- == 0)
+                map[i] = j;
+        }
+        if (map[i] < 0 || ((IrParam *)big->g.params.v[map[i]])->numel != p->numel)
+            return false;
+    }
+    return true;
+}
+
+static double skip_errors(const Case *big, const Case *small, const int *map, const Result *t, const Result *f)
+{
+    const IrGraph *g = &small->g;
+    double ref = interp_value(&small->ref, g->loss)[0];
+    double e = fmax(fabs(t->loss - ref) / fabs(ref), tensor_error(f->logits, interp_value(&small->ref, g->logits),
+                                                                   interp_numel(&small->ref, g->logits)));
+    bool *mapped = calloc((size_t)big->g.params.n + 1, sizeof *mapped);
+    for (int i = 0; i < g->params.n; i++) {
+        const IrNode *gn = g->grads.v[i];
+        mapped[map[i]] = true;
+        if (gn)
+            e = fmax(e, tensor_error(t->grads[map[i]], interp_value(&small->ref, gn), interp_numel(&small->ref, gn)));
+    }
+    for (int j = 0; j < big->g.params.n; j++) /* the skipped blocks' gradients: zero */
+        for (int64_t k = 0; !mapped[j] && k < ((IrParam *)big->g.params.v[j])->numel; k++)
+            e = fmax(e, t->grads[j][k] == 0 ? 0 : INFINITY);
+    free(mapped);
+    return isnan(e) || t->status || f->status ? INFINITY : e;
+}
+
+static void check_skip(Jit *jit, RtPool *pool, const char *path)
+{
+    static const char *const sizes4[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "L=4", "ctx=5"};
+    static const char *const sizes2[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "L=2", "ctx=5"};
+    static const int kept[] = {0, 2};
+    static const uint8_t skip[] = {0, 1, 0, 1};
+    Case big, small;
+    bool ok = case_load(&big, path, NULL, sizes4, 6) && case_load(&small, path, NULL, sizes2, 6);
+    int map[256];
+    ok = ok && big.g.blocks.n == 4 && small.g.params.n < 256;
+    if (ok) {
+        case_params(&big, 3);
+        case_params(&small, 3);
+        ok = map_params(&big, &small, kept, map);
+        for (int i = 0; ok && i < small.g.params.n; i++)
+            memcpy(small.params[i], big.params[map[i]],
+                   (size_t)((IrParam *)small.g.params.v[i])->numel * sizeof(double));
+        ok = ok && case_batch(&big, 5, 3, 8) && case_batch(&small, 5, 3, 8);
+    }
+    for (int prec = 0; prec < 2 && ok; prec++) {
+        JitModel m;
+        if (!case_compile(jit, &big, prec ? LOWER_F32 : LOWER_F64, &m)) {
+            ok = false;
+            break;
+        }
+        Result t, f;
+        case_run(&big, &m, &(RunOpts){.pool = pool, .skip = skip, .capture = true}, &t);
+        case_run(&big, &m, &(RunOpts){.pool = pool, .skip = skip, .forward = true}, &f);
+        double e = skip_errors(&big, &small, map, &t, &f), tol = prec ? TOL_F32 : TOL_F64;
+        int64_t slice = (int64_t)big.B * big.T * m.desc->width; /* a skipped block's output is its input */
+        if (!same_bits(t.capture + 2 * slice, t.capture + slice, slice) ||
+            !same_bits(t.capture + 4 * slice, t.capture + 3 * slice, slice))
+            e = INFINITY;
+        char detail[128];
+        snprintf(detail, sizeof detail, "%s: L=4 skipping blocks 1, 3 vs L=2 (interpreter): %.1e", prec ? "f32" : "f64",
+                 e);
+        report(e <= tol, base_name(path), "skip", detail);
+        result_free(&big, &t), result_free(&big, &f);
+        jit_release(jit, &m);
+    }
+    if (!ok)
+        report(false, base_name(path), "skip", "could not set up the two models");
+    case_free_batch(&big), case_free_batch(&small);
+    case_free(&big), case_free(&small);
+}
+
+/* ---- errors ---- */
+
+/* A model whose last block leaks a value past its output (`a`): that block
+ * cannot be skipped (STRATA_ERR_SKIP), the first still can. */
+static const char leak[] =
+    "import \"std\"\n"
+    "config {\n vocab = 11\n d = 16\n L = 2\n}\n"
+    "model {\n"
+    "    x = embed(tokens, vocab, d) as tok_embeddings\n"
+    "    for l in 1..L {\n"
+    "        x = x + linear(rmsnorm(x) as norm, d) as proj\n"
+    "        a = x * 2\n"
+    "    }\n"
+    "    logits = linear(rmsnorm(x + a) as norm, vocab) as output\n"
+    "}\n";
+
+static void check_unskippable(Jit *jit, RtPool *pool)
+{
+    Case c;
+    JitModel m;
+    static const char *const sizes[] = {"L=2"};
+    if (!case_load(&c, "leak", leak, sizes, 1) || !case_compile(jit, &c, LOWER_F32, &m)) {
+        report(false, "leak", "skip", "does not load");
+        case_free(&c);
+        return;
+    }
+    case_params(&c, 2);
+    bool ok = case_batch(&c, 2, 2, 5) && m.desc->nblocks == 2 && m.desc->block_skip[0] == 3 &&
+              m.desc->block_skip[1] == 0;
+    static const uint8_t first[] = {1, 0}, last[] = {0, 1};
+    Result r[4];
+    RunOpts o[4] = {{.pool = pool, .skip = first}, {.pool = pool, .skip = last},
+                    {.pool = pool, .skip = first, .forward = true}, {.pool = pool, .skip = last, .forward = true}};
+    int want[4] = {STRATA_OK, STRATA_ERR_SKIP, STRATA_OK, STRATA_ERR_SKIP};
+    for (int i = 0; i < 4; i++) {
+        ok &= c.tokens && case_run(&c, &m, &o[i], &r[i]) == want[i];
+        result_free(&c, &r[i]);
+    }
+    report(ok, "leak", "skip", "a block whose value is read after it: not skippable, STRATA_ERR_SKIP");
+    case_free_batch(&c);
+    jit_release(jit, &m);
+    case_free(&c);
+}
+
+static void check_errors(Jit *jit, const char *path)
+{
+    Case c;
+    JitModel m;
+    if (!case_load(&c, path, NULL, NULL, 0) || !case_compile(jit, &c, LOWER_F32, &m)) {
+        report(false, base_name(path), "errors", "does not load");
+        case_free(&c);
+        return;
+    }
+    const StrataModelDesc *d = m.desc;
+    int64_t bytes = strata_arena_bytes(d, 2, 5, 1);
+    void *arena = calloc(1, (size_t)bytes), *params = calloc((size_t)d->params_numel, 4);
+    void *grads = calloc((size_t)d->params_numel, 4);
+    int32_t ids[10] = {0};
+    uint8_t skip[64] = {1};
+    StrataStep ok = {.params = params, .grads = grads, .arena = arena, .arena_bytes = bytes, .tokens = ids,
+                     .targets = ids, .B = 2, .T = 5};
+    StrataStep s[5] = {ok, ok, ok, ok, ok};
+    s[1].grads = NULL;
+    s[2].B = 0;
+    s[3].arena_bytes = bytes - 1;
+    s[4].T = 6; /* more tokens than the arena has room for */
+    int want[5] = {STRATA_OK, STRATA_ERR_ARGS, STRATA_ERR_SHAPE, STRATA_ERR_ARENA, STRATA_ERR_ARENA};
+    bool good = true;
+    for (int i = 0; i < 5; i++)
+        good &= m.train_step(&s[i]) == want[i];
+    s[0].skip = skip; /* every block of the models can be skipped */
+    good &= m.train_step(&s[0]) == STRATA_OK && m.forward(&s[1]) == STRATA_OK;
+    report(good, base_name(path), "errors", "NULL grads, B=0, small arena: ARGS, SHAPE, ARENA; forward needs no grads");
+    free(arena), free(params), free(grads);
+    jit_release(jit, &m);
+    case_free(&c);
+}
+
+int main(void)
+{
+    char *err = NULL;
+    Jit *jit = jit_create(&err);
+    if (!jit) {
+        fprintf(stderr, "abi_test: no JIT for this host (%s): skipped\n", err);
+        free(err);
+        return 77;
+    }
+    const char *srcdir = getenv("srcdir");
+    char pattern[4096], pre_ln[4096];
+    snprintf(pattern, sizeof pattern, "%s/models/*.strata", srcdir ? srcdir : ".");
+    snprintf(pre_ln, sizeof pre_ln, "%s/models/pre_ln.strata", srcdir ? srcdir : ".");
+    glob_t gl = {0};
+    if (glob(pattern, 0, NULL, &gl) != 0 || gl.gl_pathc == 0) {
+        fprintf(stderr, "abi_test: no model files match %s\n", pattern);
+        jit_free(jit);
+        return 1;
+    }
+    RtPool *pool = rt_pool_create(2);
+    for (size_t i = 0; i < gl.gl_pathc; i++)
+        check_model(jit, pool, gl.gl_pathv[i]);
+    check_skip(jit, pool, pre_ln);
+    check_errors(jit, pre_ln);
+    check_unskippable(jit, pool);
+    rt_pool_free(pool);
+    globfree(&gl);
+    jit_free(jit);
+    printf("%d failures\n", failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,67 @@
+/* lower_case.h - what the tests of compiled models share (lower_test.c,
+ * abi_test.c): a model at a tiny size with random parameters and batches,
+ * its fp64 interpreter run (compiler/interp.c, the reference), and one
+ * call of a JIT-compiled entry point through model ABI v1 with the
+ * results converted to double.  Memory: case_* and result_free pair up. */
+#ifndef STRATA_LOWER_CASE_H
+#define STRATA_LOWER_CASE_H
+#include "ad.h"
+#include "ast.h"
+#include "fuse.h"
+#include "interp.h"
+#include "jit.h"
+#include "pool.h"
+#include "sema.h"
+
+typedef struct Case {
+    IrGraph g;
+    Program prog;
+    double **params;         /* params[p->index], values exact in float */
+    int B, T;
+    int32_t *tokens, *targets;
+    double *mask;            /* (B*T), a third zeros */
+    Interp ref;              /* the interpreter's run of this batch */
+} Case;
+
+/* The file `path`, or the source `text` under that name, at the sizes
+ * `sizes` (NULL: gradcheck's tiny ones, "L=4" included), through
+ * autodiff and fusion. */
+bool case_load(Case *c, const char *path, const char *text, const char *const *sizes, int nsizes);
+void case_params(Case *c, uint64_t seed);
+/* A random batch (token ids within every embedding, targets within the
+ * logits, a third of the positions masked) and the interpreter's run. */
+bool case_batch(Case *c, uint64_t seed, int B, int T);
+void case_free_batch(Case *c);
+void case_free(Case *c);
+
+/* Compiles c in one precision; false with a message on stderr. */
+bool case_compile(Jit *jit, const Case *c, LowerPrecision prec, JitModel *m);
+
+typedef struct RunOpts {
+    RtPool *pool;
+    const uint8_t *skip;
+    bool capture;            /* pass a capture buffer */
+    bool logits_out;         /* logits to a buffer of the caller, not the arena */
+    bool forward;            /* strata_forward instead of strata_train_step */
+    bool no_mask;            /* mask NULL */
+    int accumulate;
+    const struct Result *grads_from; /* preload the gradient buffer (accumulate) */
+} RunOpts;
+
+typedef struct Result {
+    int status;              /* the entry point's StrataStatus */
+    double loss;
+    double *logits;          /* (B*T, vocab) */
+    double **grads;          /* per parameter */
+    double *capture;         /* (nblocks + 1, B*T, width) */
+    int64_t arena_bytes;
+} Result;
+
+/* One call; buffers the code must write start as NaN. */
+int case_run(const Case *c, const JitModel *m, const RunOpts *o, Result *r);
+void result_free(const Case *c, Result *r);
+
+/* max |got - ref| / max |ref| (max |got - ref| if ref is all zeros); NaN
+ * counts as Inf. */
+double tensor_error(const double *got, const double *ref, int64_t n);
+#endif
