@@ -751,10 +751,11 @@ static Value call_builtin(Sema *S, const Node *call, const Builtin *bi)
 {
     if (call->label && strcmp(bi->name, "linear") && strcmp(bi->name, "embed"))
         return err(S, call->label_loc, "'as %s' names parameters, but '%s' creates none", call->label, bi->name);
-    const Node *argn[4];
+    /* Zeroed: init rules read argn[i] past nformals (normal(0.02) has one). */
+    const Node *argn[4] = {0};
     if (!bind_args(S, call, bi->name, bi->formals, bi->nformals, bi->nreq, argn))
         return ERR;
-    Value v[4];
+    Value v[4] = {0};
     int n = 0;
     for (int i = 0; i < bi->nformals; i++) {
         if (!argn[i])
