@@ -1,0 +1,643 @@
+/* train.c - `train` (train.h): options and their defaults, the state kept
+ * in checkpoints, resume, the step loop, validation.
+ * Entry points: rt_train_defaults, rt_train, rt_eval_loss.  rt_train owns
+ * every buffer it makes (parameters, gradients, moments, arena, batches)
+ * and frees them before returning. */
+#define _GNU_SOURCE /* asprintf */
+#include "train.h"
+
+#include "checkpoint.h"
+#include "init.h"
+#include "metrics.h"
+#include "optim.h"
+#include "sample.h"
+#include "schedule.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const RtOptSpec rt_train_specs[RT_N_TRAIN_OPTS] = {
+#define X(f, n, k, s, a, h) {#f, n, k, s, (int)offsetof(RtTrainOptions, f), a, h},
+    RT_TRAIN_OPTIONS(X)
+#undef X
+};
+
+void rt_train_defaults(RtTrainOptions *o)
+{
+    *o = (RtTrainOptions){.out = "run", .schedule = "cosine", .optim = "adamw", .on_nan = "stop",
+                          .batch = 16, .seq = -1, .steps = 1000, .accum = 1, .warmup = -1, .seed = 1,
+                          .threads = 0, .log_every = 10, .val_every = 100, .val_batches = 20, .ckpt_every = 500,
+                          .lr = 1e-3, .min_lr_ratio = 0.1, .decay_frac = 0.2, .beta1 = 0.9, .beta2 = 0.95,
+                          .eps = 1e-8, .wd = 0.1, .clip = 1.0};
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* --- the state in checkpoints --------------------------------------------- */
+
+typedef struct TrainState {
+    int64_t step;        /* updates done */
+    int64_t optim_step;  /* RtAdamW.step */
+    int64_t epoch, pos;  /* loader state */
+    int64_t tokens;      /* trained on */
+    int64_t skipped;     /* NaN steps skipped */
+} TrainState;
+
+static char *state_json(const RtTrainOptions *o, const TrainState *s)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "step", json_integer(s->step));
+    json_object_set_new(j, "optim_step", json_integer(s->optim_step));
+    json_object_set_new(j, "epoch", json_integer(s->epoch));
+    json_object_set_new(j, "pos", json_integer(s->pos));
+    json_object_set_new(j, "tokens", json_integer(s->tokens));
+    json_object_set_new(j, "skipped", json_integer(s->skipped));
+    for (int i = 0; i < RT_N_TRAIN_OPTS; i++) {
+        const RtOptSpec *sp = &rt_train_specs[i];
+        const char *at = (const char *)o + sp->offset;
+        if (!sp->saved)
+            continue;
+        json_t *v = NULL;
+        switch (sp->kind) {
+        case RT_OPT_STR: {
+            const char *str = *(const char *const *)at;
+            v = str ? json_string(str) : json_null();
+            break;
+        }
+        case RT_OPT_INT: v = json_integer(*(const int64_t *)at); break;
+        case RT_OPT_REAL: v = json_real(*(const double *)at); break;
+        case RT_OPT_FLAG: v = json_boolean(*(const int *)at); break;
+        }
+        json_object_set_new(j, sp->key, v ? v : json_null());
+    }
+    char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(j);
+    return text;
+}
+
+static int state_int(json_t *j, const char *key, int64_t *out, const char *path)
+{
+    json_t *v = json_object_get(j, key);
+    if (!json_is_integer(v)) {
+        fprintf(stderr, "%s: strata.state: \"%s\" is missing or not an integer\n", path, key);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* Takes the options not given on the command line from the state; a given
+ * --batch, --seq, --seed or --data that differs is an error. */
+static int state_restore(json_t *j, RtTrainOptions *o, TrainState *s, const char *path)
+{
+    if (state_int(j, "step", &s->step, path) || state_int(j, "optim_step", &s->optim_step, path) ||
+        state_int(j, "epoch", &s->epoch, path) || state_int(j, "pos", &s->pos, path) ||
+        state_int(j, "tokens", &s->tokens, path) || state_int(j, "skipped", &s->skipped, path))
+        return -1;
+    for (int i = 0; i < RT_N_TRAIN_OPTS; i++) {
+        const RtOptSpec *sp = &rt_train_specs[i];
+        char *at = (char *)o + sp->offset;
+        json_t *v = json_object_get(j, sp->key);
+        if (!sp->saved || !v)
+            continue;
+        bool strict = i == RT_TOPT_batch || i == RT_TOPT_seq || i == RT_TOPT_seed || i == RT_TOPT_data;
+        bool bad = false, differs = false;
+        char saved[64] = "";
+        const char *saved_s = saved;
+        switch (sp->kind) {
+        case RT_OPT_STR:
+            bad = !json_is_string(v) && !json_is_null(v);
+            saved_s = json_is_string(v) ? json_string_value(v) : "(none)";
+            if (!bad && o->given[i]) {
+                const char *g = *(const char **)at;
+                differs = !json_is_string(v) || !g || strcmp(g, json_string_value(v));
+            } else if (!bad)
+                *(const char **)at = json_is_string(v) ? json_string_value(v) : NULL;
+            break;
+        case RT_OPT_INT:
+            bad = !json_is_integer(v);
+            if (bad)
+                break;
+            snprintf(saved, sizeof saved, "%lld", (long long)json_integer_value(v));
+            if (o->given[i])
+                differs = *(int64_t *)at != json_integer_value(v);
+            else
+                *(int64_t *)at = json_integer_value(v);
+            break;
+        case RT_OPT_REAL:
+            bad = !json_is_number(v);
+            if (!bad && !o->given[i])
+                *(double *)at = json_number_value(v);
+            break;
+        case RT_OPT_FLAG:
+            bad = !json_is_boolean(v);
+            if (!bad && !o->given[i])
+                *(int *)at = json_is_true(v);
+            break;
+        }
+        if (bad) {
+            fprintf(stderr, "%s: strata.state: \"%s\" has the wrong type\n", path, sp->key);
+            return -1;
+        }
+        if (strict && o->given[i] && differs) {
+            char given[64];
+            const char *given_s = given;
+            if (sp->kind == RT_OPT_INT)
+                snprintf(given, sizeof given, "%lld", (long long)*(int64_t *)at);
+            else
+                given_s = *(const char **)at ? *(const char **)at : "(none)";
+            fprintf(stderr, "%s: %s %s conflicts with the checkpoint's %s %s (a resumed run keeps it)\n", path,
+                    sp->flag, given_s, sp->flag, saved_s);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The config's "ctx", or -1. */
+static int64_t config_ctx(const char *config_json)
+{
+    if (!config_json)
+        return -1;
+    json_t *j = json_loads(config_json, 0, NULL);
+    json_t *v = j ? json_object_get(j, "ctx") : NULL;
+    int64_t ctx = json_is_integer(v) ? json_integer_value(v) : -1;
+    json_decref(j);
+    return ctx;
+}
+
+/* --- validation ----------------------------------------------------------- */
+
+int rt_eval_loss(const RtModel *m, const float *params, RtLoader *l, int64_t batches, RtPool *pool, void *arena,
+                 int64_t arena_bytes, float *logits, double *loss, int64_t *ntok)
+{
+    const int64_t B = l->B, T = l->T, V = m->desc->vocab;
+    int32_t *tok = malloc((size_t)(B * T) * sizeof *tok), *tgt = malloc((size_t)(B * T) * sizeof *tgt);
+    if (!tok || !tgt) {
+        fprintf(stderr, "out of memory\n");
+        exit(3);
+    }
+    rt_loader_reset(l);
+    double sum = 0;
+    int64_t n = 0, k = 0;
+    int rows, rc = 0;
+    while ((batches <= 0 || k < batches) && (rows = rt_loader_next(l, tok, tgt)) > 0) {
+        StrataStep s = {.params = (void *)params, .arena = arena, .arena_bytes = arena_bytes, .tokens = tok,
+                        .B = B, .T = T, .logits = logits, .pool = pool};
+        if (m->forward(&s) != STRATA_OK) {
+            rc = -1;
+            break;
+        }
+        for (int64_t r = 0; r < (int64_t)rows * T; r++) /* (B,T,V) logits, first `rows` sequences */
+            sum += rt_xent_row(logits + r * V, V, tgt[r]);
+        n += (int64_t)rows * T;
+        k++;
+    }
+    free(tok), free(tgt);
+    *loss = n ? sum / (double)n : NAN;
+    *ntok = n;
+    return rc;
+}
+
+/* --- the run -------------------------------------------------------------- */
+
+typedef struct Run {
+    const RtModel *m;
+    RtTrainOptions *o;
+    const char *prog;
+    char *ckpt_path, *metrics_path;
+    char *data_err;
+    char **paths, **vpaths;
+    int npaths, nvpaths;
+    RtLoader train, val;
+    bool have_train, have_val;
+    RtPool *pool;
+    float *params, *grads, *logits;
+    void *arena;
+    int64_t arena_bytes;
+    int32_t *tok, *tgt;
+    RtAdamW opt;
+    bool have_opt;
+    RtLrSchedule sched;
+    RtMetrics metrics;
+    bool have_metrics;
+    TrainState st;
+    int64_t last_ckpt;   /* step of the last checkpoint written or resumed from, -1 none */
+    json_t *state;       /* the resumed state (its strings back options) */
+} Run;
+
+static void *xalloc(size_t n)
+{
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!p) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        exit(3);
+    }
+    memset(p, 0, (n + 63) / 64 * 64);
+    return p;
+}
+
+static int save(Run *r)
+{
+    r->st.optim_step = r->opt.step;
+    RtLoaderState ls = rt_loader_state(&r->train);
+    r->st.epoch = ls.epoch;
+    r->st.pos = ls.pos;
+    char *js = state_json(r->o, &r->st), *err = NULL;
+    RtCkptInfo info = {.source = r->m->source, .model_path = r->m->path, .config_json = r->m->config_json,
+                       .state_json = js};
+    int rc = js ? rt_ckpt_write(r->ckpt_path, r->m->desc, r->params, r->opt.m, r->opt.v, &info, &err) : -1;
+    free(js);
+    if (rc) {
+        fprintf(stderr, "%s: %s\n", r->prog, err ? err : "cannot encode the training state");
+        free(err);
+        return -1;
+    }
+    r->last_ckpt = r->st.step;
+    return 0;
+}
+
+static int validate(Run *r)
+{
+    double loss;
+    int64_t n;
+    if (rt_eval_loss(r->m, r->params, &r->val, r->o->val_batches, r->pool, r->arena, r->arena_bytes, r->logits,
+                     &loss, &n)) {
+        fprintf(stderr, "%s: the forward pass failed during validation\n", r->prog);
+        return -1;
+    }
+    rt_metrics_val(&r->metrics, r->st.step, loss);
+    if (!r->o->quiet)
+        fprintf(stderr, "val step %lld | loss %.4f | ppl %.2f\n", (long long)r->st.step, loss, exp(loss));
+    return 0;
+}
+
+static void fmt_eta(char *buf, size_t n, double s)
+{
+    if (!(s >= 0) || s > 1e8)
+        snprintf(buf, n, "?");
+    else if (s >= 3600)
+        snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else
+        snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
+
+/* Options: defaults, ranges, the schedule.  2 (usage) or 0. */
+static int check_options(Run *r)
+{
+    RtTrainOptions *o = r->o;
+    const char *bad = NULL;
+    if (!o->data)
+        bad = "--data GLOB is required";
+    else if (o->batch < 1 || o->batch > INT32_MAX)
+        bad = "--batch must be at least 1";
+    else if (o->seq < 1 || o->seq > INT32_MAX)
+        bad = "--seq must be at least 1";
+    else if (o->steps < 0)
+        bad = "--steps must be >= 0";
+    else if (o->accum < 1)
+        bad = "--accum must be at least 1";
+    else if (!(o->lr >= 0) || !(o->min_lr_ratio >= 0 && o->min_lr_ratio <= 1))
+        bad = "--lr must be >= 0 and --min-lr-ratio in [0, 1]";
+    else if (o->warmup < 0)
+        bad = "--warmup must be >= 0";
+    else if (o->log_every < 1 || o->val_every < 1 || o->ckpt_every < 1)
+        bad = "--log-every, --val-every and --ckpt-every must be at least 1";
+    else if (o->val_batches < 0)
+        bad = "--val-batches must be >= 0";
+    else if (!(o->clip >= 0))
+        bad = "--clip must be >= 0";
+    else if (o->exit_after < 0)
+        bad = "--exit-after must be >= 0";
+    else if (strcmp(o->on_nan, "stop") && strcmp(o->on_nan, "skip"))
+        bad = "--on-nan must be stop or skip";
+    else if (strcmp(o->optim, "adamw") && strcmp(o->optim, "adam"))
+        bad = "--optim must be adamw or adam";
+    else if (o->resume && o->init)
+        bad = "--resume and --init cannot be used together";
+    if (!bad) {
+        r->sched = (RtLrSchedule){.max_lr = o->lr, .min_ratio = o->min_lr_ratio, .warmup = o->warmup,
+                                  .total = o->steps > 0 ? o->steps : 1, .decay_frac = o->decay_frac};
+        if (rt_lr_kind_parse(o->schedule, &r->sched.kind))
+            bad = "--schedule must be cosine, linear, constant or wsd";
+        else
+            bad = rt_lr_check(&r->sched);
+    }
+    if (bad) {
+        fprintf(stderr, "%s train: %s\n", r->prog, bad);
+        return 2;
+    }
+    return 0;
+}
+
+static int open_data(Run *r, const char *glob, char ***paths, int *n, RtLoader *l, RtLoaderMode mode)
+{
+    char *err = NULL;
+    if (rt_glob(glob, paths, n, &err) ||
+        rt_loader_init(l, (const char *const *)*paths, *n, (int)r->o->batch, (int)r->o->seq, mode,
+                       (uint64_t)r->o->seed, &err) ||
+        rt_loader_check_vocab(l, r->m->desc->vocab, &err)) {
+        fprintf(stderr, "%s: %s\n", r->prog, err ? err : "cannot read the data");
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Everything before the first step.  An exit status, or -1 to go on. */
+static int setup(Run *r)
+{
+    RtTrainOptions *o = r->o;
+    const StrataModelDesc *d = r->m->desc;
+    if (d->real_bytes != 4) {
+        fprintf(stderr, "%s: the trainer needs a float (fp32) build of the model\n", r->prog);
+        return 1;
+    }
+    if (asprintf(&r->ckpt_path, "%s/%s", o->out, RT_CKPT_NAME) < 0 ||
+        asprintf(&r->metrics_path, "%s/metrics.jsonl", o->out) < 0)
+        return 3;
+    RtSafetensors ck = {0};
+    bool have_ck = false;
+    char *err = NULL;
+    if (o->resume) {
+        if (access(r->ckpt_path, F_OK)) {
+            fprintf(stderr, "%s: --resume: no checkpoint %s to resume from (%s)\n", r->prog, r->ckpt_path,
+                    strerror(errno));
+            return 1;
+        }
+        if (rt_st_open(&ck, r->ckpt_path, &err)) {
+            fprintf(stderr, "%s: %s\n", r->prog, err);
+            free(err);
+            return 1;
+        }
+        have_ck = true;
+        const char *sj = rt_st_meta(&ck, "strata.state");
+        json_error_t je;
+        r->state = sj ? json_loads(sj, 0, &je) : NULL;
+        if (!json_is_object(r->state)) {
+            fprintf(stderr, "%s: %s: no training state (metadata strata.state) to resume from\n", r->prog,
+                    r->ckpt_path);
+            rt_st_close(&ck);
+            return 1;
+        }
+        if (state_restore(r->state, o, &r->st, r->ckpt_path)) {
+            rt_st_close(&ck);
+            return 1;
+        }
+        r->last_ckpt = r->st.step;
+    }
+    if (o->seq < 0) {
+        int64_t ctx = config_ctx(r->m->config_json);
+        o->seq = ctx > 0 ? ctx : 256;
+    }
+    if (o->warmup < 0)
+        o->warmup = o->steps / 10;
+    int rc = check_options(r);
+    if (rc) {
+        if (have_ck)
+            rt_st_close(&ck);
+        return rc;
+    }
+    if (mkdir(o->out, 0777) && errno != EEXIST) {
+        fprintf(stderr, "%s: cannot create %s: %s\n", r->prog, o->out, strerror(errno));
+        rc = 1;
+    }
+    if (!rc && open_data(r, o->data, &r->paths, &r->npaths, &r->train, RT_LOADER_RANDOM))
+        rc = 1;
+    r->have_train = !rc;
+    if (!rc && o->val && open_data(r, o->val, &r->vpaths, &r->nvpaths, &r->val, RT_LOADER_SEQUENTIAL))
+        rc = 1;
+    r->have_val = !rc && o->val;
+    if (rc) {
+        if (have_ck)
+            rt_st_close(&ck);
+        return rc;
+    }
+    /* Buffers. */
+    int64_t B = o->batch, T = o->seq, n = d->params_numel;
+    r->pool = rt_pool_create((int)o->threads);
+    r->arena_bytes = strata_arena_bytes(d, B, T, rt_pool_size(r->pool));
+    r->params = xalloc((size_t)n * sizeof(float));
+    r->grads = xalloc((size_t)n * sizeof(float));
+    r->arena = xalloc((size_t)r->arena_bytes);
+    r->tok = xalloc((size_t)(B * T) * sizeof(int32_t));
+    r->tgt = xalloc((size_t)(B * T) * sizeof(int32_t));
+    if (r->have_val)
+        r->logits = xalloc((size_t)(B * T * d->vocab) * sizeof(float));
+    /* Optimizer: weight decay on matrices unless --decay-all. */
+    RtSegment *segs = calloc((size_t)d->nparams + 1, sizeof *segs);
+    for (int64_t i = 0; i < d->nparams; i++)
+        segs[i] = (RtSegment){d->params[i].offset, d->params[i].numel,
+                              o->decay_all || d->params[i].role == STRATA_ROLE_MATRIX};
+    RtAdamWConfig oc = {.kind = strcmp(o->optim, "adam") ? RT_OPTIM_ADAMW : RT_OPTIM_ADAM, .beta1 = o->beta1,
+                        .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->wd};
+    rc = rt_adamw_init(&r->opt, n, segs, (int)d->nparams, oc) ? 2 : 0;
+    free(segs);
+    r->have_opt = !rc;
+    /* Weights. */
+    if (!rc && o->resume) {
+        RtLoaderState ls = {r->st.epoch, r->st.pos};
+        if (rt_ckpt_read_params(&ck, d, r->params, &err) || rt_ckpt_read_moments(&ck, d, r->opt.m, r->opt.v, &err) ||
+            rt_loader_set_state(&r->train, ls, &err))
+            rc = 1;
+        r->opt.step = r->st.optim_step;
+    } else if (!rc && o->init) {
+        if (rt_st_open(&ck, o->init, &err) == 0) {
+            have_ck = true;
+            if (rt_ckpt_read_params(&ck, d, r->params, &err))
+                rc = 1;
+        } else
+            rc = 1;
+    } else if (!rc)
+        rt_init_params(d, r->params, (uint64_t)o->seed);
+    if (have_ck)
+        rt_st_close(&ck);
+    if (rc == 1) {
+        fprintf(stderr, "%s: %s\n", r->prog, err ? err : "cannot read the checkpoint");
+        free(err);
+        return 1;
+    }
+    if (rc)
+        return rc;
+    /* Metrics: a fresh run starts a new file, a resumed one appends. */
+    if (!o->resume)
+        unlink(r->metrics_path);
+    if (rt_metrics_open(&r->metrics, r->metrics_path, &err)) {
+        fprintf(stderr, "%s: %s\n", r->prog, err);
+        free(err);
+        return 1;
+    }
+    r->have_metrics = true;
+    return -1;
+}
+
+static void teardown(Run *r)
+{
+    char *err = NULL;
+    if (r->have_metrics && rt_metrics_close(&r->metrics, &err)) {
+        fprintf(stderr, "%s: %s\n", r->prog, err);
+        free(err);
+    }
+    if (r->have_opt)
+        rt_adamw_free(&r->opt);
+    if (r->have_train)
+        rt_loader_free(&r->train);
+    if (r->have_val)
+        rt_loader_free(&r->val);
+    if (r->paths)
+        rt_glob_free(r->paths, r->npaths);
+    if (r->vpaths)
+        rt_glob_free(r->vpaths, r->nvpaths);
+    rt_pool_free(r->pool);
+    free(r->params), free(r->grads), free(r->arena), free(r->tok), free(r->tgt), free(r->logits);
+    free(r->ckpt_path), free(r->metrics_path);
+    json_decref(r->state);
+}
+
+/* The NaN message's tail: where the last good weights are. */
+static void nothing_saved(Run *r)
+{
+    if (r->last_ckpt >= 0)
+        fprintf(stderr, "nothing saved (last checkpoint: %s at step %lld)\n", r->ckpt_path, (long long)r->last_ckpt);
+    else
+        fprintf(stderr, "nothing saved (no checkpoint written by this run)\n");
+}
+
+/* One step's gradient: accum batches, their mean loss.  0, or -1 if the
+ * model refused the call. */
+static int gradient(Run *r, double *loss)
+{
+    const RtTrainOptions *o = r->o;
+    double sum = 0;
+    for (int64_t k = 0; k < o->accum; k++) {
+        double l = 0;
+        rt_loader_next(&r->train, r->tok, r->tgt);
+        StrataStep s = {.params = r->params, .grads = r->grads, .arena = r->arena, .arena_bytes = r->arena_bytes,
+                        .tokens = r->tok, .targets = r->tgt, .B = o->batch, .T = o->seq, .loss = &l,
+                        .pool = r->pool, .accumulate = k > 0};
+        int st = r->m->train_step(&s);
+        if (st != STRATA_OK) {
+            fprintf(stderr, "%s: the model's train step failed (status %d)\n", r->prog, st);
+            return -1;
+        }
+        sum += l;
+    }
+    if (o->accum > 1) {
+        float scale = (float)(1.0 / (double)o->accum);
+        for (int64_t i = 0; i < r->m->desc->params_numel; i++)
+            r->grads[i] *= scale;
+    }
+    *loss = sum / (double)o->accum;
+    return 0;
+}
+
+int rt_train(const RtModel *m, RtTrainOptions *o, const char *prog)
+{
+    Run r = {.m = m, .o = o, .prog = prog, .last_ckpt = -1};
+    int rc = setup(&r);
+    if (rc >= 0) {
+        teardown(&r);
+        return rc;
+    }
+    rc = 0;
+    const int64_t n = m->desc->params_numel, step_tokens = o->batch * o->seq * o->accum;
+    const bool tty = isatty(2);
+    const double t_start = now();
+    int64_t done_here = 0, consecutive = 0, skipped_here = 0, log_tokens = r.st.tokens;
+    double log_t = t_start;
+    if (r.st.step >= o->steps && !o->quiet)
+        fprintf(stderr, "%s: %s is already at step %lld of %lld\n", prog, r.ckpt_path, (long long)r.st.step,
+                (long long)o->steps);
+    while (r.st.step < o->steps) {
+        const double t0 = now();
+        const int64_t k = r.st.step;
+        double loss = 0;
+        if (gradient(&r, &loss)) {
+            rc = 3;
+            break;
+        }
+        double gnorm = rt_grad_norm_pool(r.grads, n, r.pool), lr = rt_lr(&r.sched, k);
+        bool bad = !isfinite(loss) || !isfinite(gnorm);
+        if (bad) {
+            const char *what = !isfinite(loss) ? "loss" : "gradient norm";
+            const char *val = isnan(!isfinite(loss) ? loss : gnorm) ? "nan" : "inf";
+            if (tty && !o->quiet)
+                fputc('\n', stderr);
+            if (!strcmp(o->on_nan, "stop")) {
+                fprintf(stderr, "%s: step %lld: %s is %s; stopping, ", prog, (long long)k + 1, what, val);
+                nothing_saved(&r);
+                rc = 1;
+                break;
+            }
+            consecutive++, skipped_here++, r.st.skipped++;
+            fprintf(stderr, "%s: step %lld: %s is %s; update skipped\n", prog, (long long)k + 1, what, val);
+            if (consecutive >= 10) {
+                fprintf(stderr, "%s: step %lld: 10 consecutive steps skipped; stopping, ", prog, (long long)k + 1);
+                nothing_saved(&r);
+                rc = 1;
+                break;
+            }
+        } else {
+            consecutive = 0;
+            if (o->clip > 0)
+                rt_clip_grads(r.grads, n, o->clip, gnorm);
+            rt_adamw_step(&r.opt, r.params, r.grads, lr, r.pool);
+        }
+        r.st.step++;
+        r.st.tokens += step_tokens;
+        done_here++;
+        const double t1 = now(), tps = (double)step_tokens / (t1 - t0 > 0 ? t1 - t0 : 1e-9);
+        rt_metrics_train(&r.metrics, r.st.step, loss, lr, gnorm, r.st.tokens, tps, t1 - t_start);
+        if (!o->quiet && (r.st.step % o->log_every == 0 || r.st.step == o->steps || r.st.step == 1)) {
+            char eta[32];
+            fmt_eta(eta, sizeof eta, (t1 - t_start) / (double)done_here * (double)(o->steps - r.st.step));
+            /* The rate since the last progress line. */
+            double rate = (double)(r.st.tokens - log_tokens) / (t1 - log_t > 0 ? t1 - log_t : 1e-9);
+            log_tokens = r.st.tokens, log_t = t1;
+            fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | gnorm %.2f | %.0f tok/s | ETA %s%s",
+                    tty ? "\r" : "", (long long)r.st.step, (long long)o->steps, loss, lr, gnorm, rate, eta,
+                    tty ? "\033[K" : "\n");
+        }
+        const bool last = r.st.step == o->steps, stop_here = o->exit_after > 0 && done_here >= o->exit_after;
+        if (r.have_val && (r.st.step % o->val_every == 0 || last)) {
+            if (tty && !o->quiet)
+                fputc('\n', stderr);
+            if (validate(&r)) {
+                rc = 3;
+                break;
+            }
+        }
+        if ((r.st.step % o->ckpt_every == 0 || last || stop_here) && save(&r)) {
+            rc = 1;
+            break;
+        }
+        if (stop_here && !last) {
+            if (!o->quiet)
+                fprintf(stderr, "%s--exit-after %lld: stopped at step %lld, checkpoint %s\n", tty ? "\n" : "",
+                        (long long)o->exit_after, (long long)r.st.step, r.ckpt_path);
+            break;
+        }
+    }
+    if (rc == 0 && r.last_ckpt != r.st.step && !(o->exit_after > 0 && done_here >= o->exit_after) && save(&r))
+        rc = 1; /* --steps 0: the initial weights */
+    if (tty && !o->quiet && done_here > 0 && rc == 0)
+        fputc('\n', stderr);
+    if (rc == 0 && skipped_here > 0)
+        fprintf(stderr, "%s: %lld step(s) skipped for a NaN/inf loss or gradient (%lld in the whole run)\n", prog,
+                (long long)skipped_here, (long long)r.st.skipped);
+    teardown(&r);
+    return rc;
+}

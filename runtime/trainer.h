@@ -1,0 +1,27 @@
+/* trainer.h - the trainer command line, shared by every way a model runs:
+ * a standalone trainer executable (`strata build MODEL -o TRAINER`, whose
+ * generated main calls rt_trainer_main with the linked-in model) and the
+ * JIT (`strata train MODEL ...`, which compiles the model in process and
+ * calls rt_trainer_main with the JIT's entry points).  Same code, same
+ * flags, same checkpoints either way.
+ *
+ * argv[0] is the program name for messages, argv[1] the command (train,
+ * eval, sample, ...), the rest its options; `rt_trainer_main(m, 2,
+ * {"x", "--help"})` lists them.  Returns the process exit status:
+ * 0 ok, 1 bad input (data, checkpoint, config, a NaN loss), 2 usage,
+ * 3 out of memory or an internal error. */
+#ifndef STRATA_TRAINER_H
+#define STRATA_TRAINER_H
+#include "model_abi.h"
+
+typedef struct RtModel {
+    const StrataModelDesc *desc;  /* fp32 build (real_bytes 4) */
+    StrataStepFn train_step;      /* strata_train_step */
+    StrataStepFn forward;         /* strata_forward */
+    const char *source;           /* the model file's text, kept in checkpoints */
+    const char *path;             /* the model file's name, for messages and checkpoints */
+    const char *config_json;      /* the resolved config, e.g. {"vocab": 256, "d": 128, "L": 8, ...} */
+} RtModel;
+
+int rt_trainer_main(const RtModel *m, int argc, char **argv);
+#endif
