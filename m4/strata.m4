@@ -1,6 +1,7 @@
 # strata.m4 - configure checks of Strata that need more than one line:
 # STRATA_PROG_BISON (bison >= 3.6), STRATA_CHECK_LLVM (LLVM >= 18 through
-# llvm-config) and STRATA_CHECK_FUZZER (clang with libFuzzer, optional).
+# llvm-config), STRATA_CHECK_FUZZER (clang with libFuzzer, optional) and
+# STRATA_CHECK_MPI (MPI for data-parallel training, optional).
 # Error messages name the Debian 12 package to install.
 
 # STRATA_PROG_BISON(MIN-VERSION)
@@ -107,4 +108,72 @@ STRATA_EOF
    AS_IF([test "x$enable_fuzzer" = xyes && test "x$strata_have_fuzzer" != xyes],
      [AC_MSG_ERROR([--enable-fuzzer needs clang with libFuzzer (Debian 12: apt-get install clang-19 libclang-rt-19-dev), or set FUZZ_CC])])])
 AM_CONDITIONAL([HAVE_FUZZER], [test "x$strata_have_fuzzer" = xyes])
+])
+
+# STRATA_CHECK_MPI
+# --with-mpi=auto|yes|no (default auto): data-parallel training through MPI
+# (runtime/collective.c).  Flags: MPI_CFLAGS/MPI_LIBS if the user set them,
+# else `$MPICC -showme:compile` / `-showme:link` (Open MPI), else pkg-config
+# ompi-c, then mpich.  CC stays the same compiler: only the flags are added,
+# to the runtime and to what links it.  Defines HAVE_MPI (config.h and an
+# Automake conditional) and substitutes MPI_CFLAGS, MPI_LIBS and MPIRUN
+# (mpirun or mpiexec, for tests/mpi.test).  auto: MPI when mpicc is found
+# and a test program links; yes: fail when it does not.
+AC_DEFUN([STRATA_CHECK_MPI],
+[AC_ARG_VAR([MPICC], [MPI compiler wrapper, asked for MPI's flags (default: mpicc)])
+AC_ARG_VAR([MPI_CFLAGS], [C compiler flags for MPI, overriding mpicc/pkg-config])
+AC_ARG_VAR([MPI_LIBS], [linker flags for MPI, overriding mpicc/pkg-config])
+AC_ARG_WITH([mpi],
+  [AS_HELP_STRING([--with-mpi=auto|yes|no],
+                  [data-parallel training with MPI (default: auto, when mpicc is found)])],
+  [], [with_mpi=auto])
+strata_mpi_hint="(Debian: apt-get install libopenmpi-dev openmpi-bin), or set MPI_CFLAGS and MPI_LIBS"
+strata_have_mpi=no
+AS_CASE([$with_mpi],
+  [yes|no|auto], [],
+  [AC_MSG_ERROR([--with-mpi=$with_mpi: expected yes, no or auto])])
+AS_IF([test "x$with_mpi" != xno],
+  [AS_IF([test -z "$MPICC"], [AC_PATH_PROGS([MPICC], [mpicc])])
+   strata_mpi_from=
+   AS_IF([test -n "$MPI_CFLAGS$MPI_LIBS"], [strata_mpi_from="MPI_CFLAGS/MPI_LIBS"])
+   AS_IF([test -z "$strata_mpi_from" && test -n "$MPICC"],
+     [AS_IF([strata_mpi_c=`$MPICC -showme:compile 2>/dev/null` &&
+             strata_mpi_l=`$MPICC -showme:link 2>/dev/null`],
+        [MPI_CFLAGS=$strata_mpi_c
+         MPI_LIBS=$strata_mpi_l
+         strata_mpi_from="$MPICC -showme"])])
+   AS_IF([test -z "$strata_mpi_from" && test -n "$MPICC$PKG_CONFIG"],
+     [for strata_mpi_pc in ompi-c mpich; do
+        AS_IF([test -n "$PKG_CONFIG" && $PKG_CONFIG --exists $strata_mpi_pc 2>/dev/null],
+          [MPI_CFLAGS=`$PKG_CONFIG --cflags $strata_mpi_pc`
+           MPI_LIBS=`$PKG_CONFIG --libs $strata_mpi_pc`
+           strata_mpi_from="pkg-config $strata_mpi_pc"
+           break])
+      done])
+   AS_IF([test -n "$strata_mpi_from"],
+     [AC_MSG_CHECKING([whether a program links with MPI (flags from $strata_mpi_from)])
+      strata_save_CPPFLAGS=$CPPFLAGS
+      strata_save_LIBS=$LIBS
+      CPPFLAGS="$MPI_CFLAGS $CPPFLAGS"
+      LIBS="$MPI_LIBS $LIBS"
+      AC_LINK_IFELSE([AC_LANG_PROGRAM([[#include <mpi.h>]],
+                                      [[int p; MPI_Init_thread(0, 0, MPI_THREAD_FUNNELED, &p); MPI_Finalize();]])],
+        [strata_have_mpi=yes])
+      CPPFLAGS=$strata_save_CPPFLAGS
+      LIBS=$strata_save_LIBS
+      AC_MSG_RESULT([$strata_have_mpi])])
+   AS_IF([test "x$with_mpi" = xyes && test "x$strata_have_mpi" != xyes],
+     [AS_IF([test -z "$strata_mpi_from"],
+        [AC_MSG_ERROR([--with-mpi: no mpicc, and pkg-config knows neither ompi-c nor mpich $strata_mpi_hint])],
+        [AC_MSG_ERROR([--with-mpi: cannot link an MPI program with MPI_CFLAGS=$MPI_CFLAGS MPI_LIBS=$MPI_LIBS (see config.log) $strata_mpi_hint])])])])
+AS_IF([test "x$strata_have_mpi" = xyes],
+  [AC_DEFINE([HAVE_MPI], [1], [Define to 1 to build the MPI backend of runtime/collective.c.])
+   AC_PATH_PROGS([MPIRUN], [mpirun mpiexec])],
+  [MPI_CFLAGS=
+   MPI_LIBS=
+   MPIRUN=])
+AC_SUBST([MPI_CFLAGS])
+AC_SUBST([MPI_LIBS])
+AC_SUBST([MPIRUN])
+AM_CONDITIONAL([HAVE_MPI], [test "x$strata_have_mpi" = xyes])
 ])
