@@ -1,9 +1,12 @@
 /* main.c - the `strata` command: argument parsing and the pass pipeline
- * (load -> parse -> resolve -> [autodiff] -> report or check).
+ * (load -> parse -> resolve -> [autodiff] -> report or check); train, eval,
+ * sample and building a trainer executable are in driver_train.c.
  * Exit codes: 0 success, 1 bad input (model file, -D, preset), 2 usage,
  * 3 out of memory or an internal error. */
 #include "ad.h"
 #include "ast.h"
+#include "driver_train.h"
+#include "export.h"
 #include "fuse.h"
 #include "memplan.h"
 #include "metrics.h"
@@ -31,10 +34,20 @@ static void usage(FILE *out)
             "              parameter table, parameter count, FLOPs per token and memory\n"
             "  gradcheck   compare every parameter's autodiff gradient with central finite\n"
             "              differences, in fp64, on a tiny configuration of the model\n"
+            "  export      write a checkpoint as a Hugging Face LLaMA directory:\n"
+            "              strata export MODEL.strata --ckpt CKPT -o DIR [-D ...] [--preset NAME]\n"
             "  plot        draw the loss curves of one or several runs:\n"
             "              strata plot -o loss.png|loss.svg RUN/metrics.jsonl...\n"
-            "  build       compile the training step (forward + backward) with LLVM and\n"
-            "              write it: --emit=llvm|asm|obj -o FILE [--cpu NAME] [--f64]\n"
+            "  build       compile the model into a standalone trainer executable that\n"
+            "              needs no LLVM: strata build MODEL -o TRAINER [--cpu NAME]\n"
+            "              (then TRAINER train|eval|sample ...); with --emit=llvm|asm|obj\n"
+            "              [--f64] write the compiled training step alone\n"
+            "  train, eval, sample\n"
+            "              JIT-compile the model (fp32) and run the trainer in process:\n"
+            "              strata train MODEL.strata [-D ...] [--preset NAME] --data GLOB ...\n"
+            "              (every option after the model but -D and --preset goes to the\n"
+            "              trainer; strata train MODEL --help lists them; --quiet also\n"
+            "              hides the compile-time line)\n"
             "\n"
             "options:\n"
             "  -D NAME=VALUE    override a config constant (repeatable)\n"
@@ -58,7 +71,10 @@ static void usage(FILE *out)
             "  --emit=KIND      build: llvm (text IR), asm or obj (an object exporting\n"
             "                   strata_train_step, strata_forward and strata_model: model\n"
             "                   ABI v1, runtime/model_abi.h)\n"
-            "  -o FILE          build: where to write it\n"
+            "  -o FILE          build: where to write it (the trainer, or with --emit the\n"
+            "                   compiled step); the trainer is linked by the C compiler\n"
+            "                   configure found ($STRATA_CC overrides) with libstrata_rt.a\n"
+            "                   ($STRATA_RUNTIME_DIR overrides where it is looked for)\n"
             "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
             "  --f64            build: double precision (default float)\n"
             "  -h, --help       this text;  --version  the version\n"
@@ -169,9 +185,13 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
 
 static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "L=4", "ctx=5"};
 
-/* strata build: lower the training step and write it out. */
-static bool build(const IrGraph *g, const Args *a)
+/* strata build: lower the training step and write it out, or link a
+ * trainer executable around it. */
+static bool build(const IrGraph *g, const Args *a, const char *source)
 {
+    if (!a->emit)
+        return drv_build_trainer(g, &(DrvBuild){.model = a->model, .source = source, .cpu = a->cpu,
+                                                .output = a->output});
     LowerOptions lo = {.precision = a->f64 ? LOWER_F64 : LOWER_F32, .cpu = a->cpu, .opt_level = 2};
     char *err = NULL;
     LowerModule *m = lower_module(g, &lo, &err);
@@ -202,9 +222,11 @@ static int run(const char *cmd, int argc, char **argv)
         free(defines);
         return rc;
     }
-    if (is_build && (!a.emit || !a.output)) {
-        fprintf(stderr, "strata: error: build needs --emit=llvm|asm|obj and -o FILE (a standalone trainer "
-                        "executable needs the training runtime, which is not written yet)\n");
+    if (is_build && (!a.output || (a.f64 && !a.emit))) {
+        fprintf(stderr, "strata: error: %s\n",
+                a.output ? "--f64 needs --emit=llvm|asm|obj: a trainer executable is fp32"
+                         : "build needs -o FILE: strata build MODEL -o TRAINER for a trainer executable, "
+                           "or --emit=llvm|asm|obj -o FILE for the compiled training step alone");
         free(defines);
         return 2;
     }
@@ -227,6 +249,7 @@ static int run(const char *cmd, int argc, char **argv)
     IrGraph g;
     ir_init(&g);
     g.model_name = a.model;
+    const char *source = src->text; /* owned by prog after ast_load */
     bool ok = ast_load(&prog, &d, src);
     if (ok && a.dump && !strcmp(a.dump, "ast")) {
         ast_dump(stdout, prog.items);
@@ -254,7 +277,7 @@ static int run(const char *cmd, int argc, char **argv)
         memplan_build(&mp, &g, a.batch, a.seq, 4);
     }
     if (is_build) {
-        ok = build(&g, &a);
+        ok = build(&g, &a, source);
     } else if (a.dump && !strcmp(a.dump, "fused")) {
         fuse_dump(stdout, &g);
     } else if (a.dump && !strcmp(a.dump, "memory")) {
@@ -344,8 +367,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "plot"))
         return cmd_plot(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "export"))
+        return export_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "check") || !strcmp(argv[1], "gradcheck") || !strcmp(argv[1], "build"))
         return run(argv[1], argc - 2, argv + 2);
+    if (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "sample"))
+        return drv_run_trainer(argv[1], argc - 2, argv + 2);
     fprintf(stderr, "strata: error: unknown command '%s' (see strata --help)\n", argv[1]);
     return 2;
 }
