@@ -5,6 +5,7 @@
  * 3 out of memory or an internal error. */
 #include "ad.h"
 #include "ast.h"
+#include "data_main.h"
 #include "driver_train.h"
 #include "export.h"
 #include "fuse.h"
@@ -38,6 +39,10 @@ static void usage(FILE *out)
             "              strata export MODEL.strata --ckpt CKPT -o DIR [-D ...] [--preset NAME]\n"
             "  plot        draw the loss curves of one or several runs:\n"
             "              strata plot -o loss.png|loss.svg RUN/metrics.jsonl...\n"
+            "  data        tokenize text or JSONL files into train/validation token shards:\n"
+            "              strata data --tokenizer FILE|--bytes -o PREFIX FILE...\n"
+            "  tokenizer   train|encode|decode|info (strata tokenizer --help):\n"
+            "              strata tokenizer train --vocab N -o tok.json CORPUS...\n"
             "  build       compile the model into a standalone trainer executable that\n"
             "              needs no LLVM: strata build MODEL -o TRAINER [--cpu NAME]\n"
             "              (then TRAINER train|eval|sample ...); with --emit=llvm|asm|obj\n"
@@ -369,6 +374,10 @@ int main(int argc, char **argv)
         return cmd_plot(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export"))
         return export_main(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "data"))
+        return rt_data_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "tokenizer"))
+        return rt_tokenizer_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "check") || !strcmp(argv[1], "gradcheck") || !strcmp(argv[1], "build"))
         return run(argv[1], argc - 2, argv + 2);
     if (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "sample"))
