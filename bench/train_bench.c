@@ -1,0 +1,330 @@
+/* train_bench.c - times full training steps of a JIT-compiled model against
+ * the machine's measured cblas_sgemm rate (make bench; issue #3).
+ *   bench/train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T]
+ *                     [--steps K] [--warmup W] [--threads N]
+ * One step = strata_train_step + rt_grad_norm_pool + rt_clip_grads (max
+ * norm 1) + rt_adamw_step (lr 3e-4, betas 0.9/0.95, eps 1e-8, weight decay
+ * 0.1 on matrices only), the way bench/torch_train_bench.py does it.  W
+ * warm-up steps (default 2), then K timed ones (default 5): median and min.
+ * Model FLOPs per step (fwd + bwd), from the parameter table:
+ *   matmul    = 6 * (elements of every STRATA_ROLE_MATRIX parameter) * B*T
+ *   attention = 12 * L * d * T * B*T   (QK^T and PV over all T keys, as in
+ *               PaLM's MFU; a causal kernel does about half of it)
+ * The sgemm rate is measured here, in this process, with OpenBLAS's own
+ * threads: C(BT, rows) = X(BT, cols) W(rows, cols)^T for every distinct
+ * matrix shape of the model; the best is "peak".  Roofline = matmul FLOPs /
+ * peak.  The last line, "result key=value ...", is for bench/train-vs-torch.
+ * Memory: everything is malloc'd in main and freed there; exit 0 ok,
+ * 1 bad model or failing step, 2 usage. */
+#include "ad.h"
+#include "ast.h"
+#include "fuse.h"
+#include "jit.h"
+#include "optim.h"
+#include "pool.h"
+#include "sema.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct Args {
+    const char *model;
+    const char *defines[64];
+    int ndefines, batch, seq, threads, steps, warmup;
+} Args;
+
+static bool parse(int argc, char **argv, Args *a)
+{
+    *a = (Args){.model = "models/pre_ln.strata", .batch = 8, .seq = 256, .threads = 2, .steps = 5, .warmup = 2};
+    bool have_model = false;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(s, "-D") && v && a->ndefines < 64)
+            a->defines[a->ndefines++] = argv[++i];
+        else if (!strcmp(s, "--batch") && v)
+            a->batch = atoi(argv[++i]);
+        else if (!strcmp(s, "--seq") && v)
+            a->seq = atoi(argv[++i]);
+        else if (!strcmp(s, "--threads") && v)
+            a->threads = atoi(argv[++i]);
+        else if (!strcmp(s, "--steps") && v)
+            a->steps = atoi(argv[++i]);
+        else if (!strcmp(s, "--warmup") && v)
+            a->warmup = atoi(argv[++i]);
+        else if (s[0] != '-' && !have_model)
+            a->model = s, have_model = true;
+        else
+            return false;
+    }
+    return a->batch > 0 && a->seq > 0 && a->threads > 0 && a->steps > 0 && a->warmup >= 0;
+}
+
+/* Model file -> IR with gradients, fused; false with the diagnostics printed. */
+static bool load(IrGraph *g, Program *prog, const Args *a)
+{
+    Diag d;
+    diag_init(&d, stderr);
+    const char *why = NULL;
+    SrcFile *src = src_read(a->model, &why);
+    if (!src) {
+        fprintf(stderr, "train_bench: cannot read %s: %s\n", a->model, why);
+        return false;
+    }
+    SemaOptions opt = {.defines = (const char **)a->defines, .ndefines = a->ndefines};
+    g->model_name = a->model;
+    bool ok = ast_load(prog, &d, src) && sema_resolve(prog, &opt, &d, g);
+    diag_finish(&d);
+    if (ok) {
+        ad_build(g);
+        fuse_graph(g);
+    }
+    return ok;
+}
+
+static void *bench_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fprintf(stderr, "train_bench: out of memory (%zu x %zu bytes)\n", n, size);
+        exit(3);
+    }
+    return p;
+}
+
+static uint64_t lcg(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 11;
+}
+
+/* Parameters as the model's init rules roughly ask (ones and zeros exact,
+ * everything else uniform with standard deviation 0.02): timing does not
+ * depend on the values, only the loss printout does. */
+static void init_params(const StrataModelDesc *d, float *p)
+{
+    uint64_t s = 1;
+    for (int i = 0; i < d->nparams; i++) {
+        const StrataParam *q = &d->params[i];
+        for (int64_t k = 0; k < q->numel; k++) {
+            double v = ((double)lcg(&s) * 0x1.0p-53 - 0.5) * 0.0693; /* 0.02 * sqrt(12) */
+            if (q->init == STRATA_INIT_ONES)
+                v = 1;
+            else if (q->init == STRATA_INIT_ZEROS)
+                v = 0;
+            else if (q->init == STRATA_INIT_CONSTANT)
+                v = q->init_a;
+            p[q->offset + k] = (float)v;
+        }
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Best time of C(M,N) = A(M,K) B(N,K)^T, repeated until 0.3 s have gone
+ * (at least 3 runs, the first one not counted). */
+static double time_sgemm(int M, int N, int K)
+{
+    float *A = bench_calloc((size_t)M * K, sizeof *A), *B = bench_calloc((size_t)N * K, sizeof *B);
+    float *C = bench_calloc((size_t)M * N, sizeof *C);
+    uint64_t s = 7;
+    for (size_t i = 0; i < (size_t)M * K; i++)
+        A[i] = (float)((double)lcg(&s) * 0x1.0p-53 - 0.5);
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        B[i] = (float)((double)lcg(&s) * 0x1.0p-53 - 0.5);
+    double best = INFINITY, start = now();
+    for (int r = 0; r < 4 || (r < 200 && now() - start < 0.3); r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+        double t = now() - t0;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    free(A), free(B), free(C);
+    return best;
+}
+
+/* The model's FLOPs and the sgemm rates of its matrix shapes. */
+typedef struct Work {
+    double matmul, attention;  /* FLOPs per step, fwd + bwd */
+    double peak;               /* best measured sgemm FLOP/s */
+    double shaped_s;           /* sum over matrices of 3 x its forward sgemm time */
+} Work;
+
+static Work measure_work(const StrataModelDesc *d, int64_t BT, int64_t T)
+{
+    Work w = {0};
+    int64_t shapes[64][2];
+    double secs[64];
+    int nshapes = 0;
+    for (int i = 0; i < d->nparams; i++) {
+        const StrataParam *q = &d->params[i];
+        if (q->role != STRATA_ROLE_MATRIX || q->ndim != 2)
+            continue;
+        w.matmul += 6.0 * (double)q->numel * (double)BT;
+        int k = 0;
+        while (k < nshapes && (shapes[k][0] != q->dims[0] || shapes[k][1] != q->dims[1]))
+            k++;
+        if (k == nshapes && nshapes < 64) {
+            shapes[k][0] = q->dims[0], shapes[k][1] = q->dims[1];
+            secs[k] = time_sgemm((int)BT, (int)q->dims[0], (int)q->dims[1]);
+            double rate = 2.0 * (double)BT * (double)q->dims[0] * (double)q->dims[1] / secs[k];
+            printf("sgemm %lld x %lld x %lld: %.2f ms, %.1f GFLOP/s\n", (long long)BT, (long long)q->dims[0],
+                   (long long)q->dims[1], 1e3 * secs[k], 1e-9 * rate);
+            if (rate > w.peak)
+                w.peak = rate;
+            nshapes++;
+        }
+        if (k < nshapes)
+            w.shaped_s += 3.0 * secs[k];
+    }
+    w.attention = 12.0 * (double)d->nblocks * (double)d->width * (double)T * (double)BT;
+    return w;
+}
+
+/* Weight decay on matrices only (not on norm gains, embeddings, scalars),
+ * as the torch side's two parameter groups.  Returns the segment count. */
+static int decay_segments(const StrataModelDesc *d, RtSegment *segs)
+{
+    int n = 0;
+    for (int i = 0; i < d->nparams; i++)
+        segs[n++] = (RtSegment){d->params[i].offset, d->params[i].numel, d->params[i].role == STRATA_ROLE_MATRIX};
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    Args a;
+    if (!parse(argc, argv, &a)) {
+        fprintf(stderr, "usage: train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T] "
+                        "[--steps K] [--warmup W] [--threads N]\n");
+        return 2;
+    }
+    IrGraph g;
+    Program prog = {0};
+    ir_init(&g);
+    if (!load(&g, &prog, &a))
+        return 1;
+    char *err = NULL;
+    Jit *jit = jit_create(&err);
+    JitModel m;
+    LowerOptions lo = {.precision = LOWER_F32, .opt_level = 2};
+    if (!jit || !jit_compile(jit, &g, &lo, &m, &err)) {
+        fprintf(stderr, "train_bench: %s: %s\n", a.model, err);
+        return 1;
+    }
+    const StrataModelDesc *d = m.desc;
+    int64_t numel = 0;
+    for (int i = 0; i < d->nparams; i++)
+        numel += d->params[i].numel;
+    printf("%s: %lld parameters, %lld blocks, width %lld, vocab %lld\n", a.model, (long long)numel,
+           (long long)d->nblocks, (long long)d->width, (long long)d->vocab);
+    printf("compile %.3f s (lower %.3f, optimise %.3f, machine code %.3f)\n", m.stats.total_s, m.stats.lower_s,
+           m.stats.opt_s, m.stats.codegen_s);
+
+    if ((double)a.batch * a.seq * (double)(d->width > d->vocab ? d->width : d->vocab) >= 0x1p31) {
+        fprintf(stderr, "train_bench: %s: batch %d x seq %d is too large (B*T*max(width, vocab) must stay "
+                        "below 2^31)\n", a.model, a.batch, a.seq);
+        return 1;
+    }
+    RtPool *pool = rt_pool_create(a.threads);
+    int64_t B = a.batch, T = a.seq, BT = B * T, n = d->params_numel;
+    int64_t bytes = strata_arena_bytes(d, B, T, rt_pool_size(pool));
+    printf("batch %lld x %lld, %d pool threads, OpenBLAS %d threads (%s), arena %.1f MiB\n", (long long)B,
+           (long long)T, rt_pool_size(pool), openblas_get_num_threads(), openblas_get_config(),
+           (double)bytes / (1 << 20));
+    Work w = measure_work(d, BT, T);
+
+    float *params = bench_calloc((size_t)n, sizeof *params), *grads = bench_calloc((size_t)n, sizeof *grads);
+    init_params(d, params);
+    void *arena = aligned_alloc(64, ((size_t)bytes + 63) / 64 * 64);
+    int32_t *tokens = bench_calloc((size_t)BT, sizeof *tokens), *targets = bench_calloc((size_t)BT, sizeof *targets);
+    RtSegment *segs = bench_calloc((size_t)d->nparams, sizeof *segs);
+    if (!arena) {
+        fprintf(stderr, "train_bench: out of memory (arena of %lld bytes)\n", (long long)bytes);
+        return 3;
+    }
+    uint64_t s = 12345;
+    for (int64_t r = 0; r < BT; r++) {
+        tokens[r] = (int32_t)(lcg(&s) % (uint64_t)d->vocab);
+        targets[r] = (int32_t)(lcg(&s) % (uint64_t)d->vocab);
+    }
+    RtAdamWConfig cfg = rt_adamw_defaults(RT_OPTIM_ADAMW);
+    cfg.beta2 = 0.95, cfg.weight_decay = 0.1;
+    RtAdamW opt;
+    if (rt_adamw_init(&opt, n, segs, decay_segments(d, segs), cfg) != 0)
+        return 1;
+
+    double loss = 0, first_loss = 0;
+    StrataStep st = {.params = params, .grads = grads, .arena = arena, .arena_bytes = bytes, .tokens = tokens,
+                     .targets = targets, .B = B, .T = T, .loss = &loss, .pool = pool};
+    double *total = bench_calloc((size_t)a.steps, sizeof *total), *fb = bench_calloc((size_t)a.steps, sizeof *fb);
+    double *upd = bench_calloc((size_t)a.steps, sizeof *upd);
+    for (int k = 0; k < a.warmup + a.steps; k++) {
+        double t0 = now();
+        int status = m.train_step(&st);
+        double t1 = now();
+        double norm = rt_grad_norm_pool(grads, n, pool);
+        rt_clip_grads(grads, n, 1.0, norm);
+        rt_adamw_step(&opt, params, grads, 3e-4, pool);
+        double t2 = now();
+        if (status != STRATA_OK || !isfinite(loss)) {
+            fprintf(stderr, "train_bench: %s: step %d failed (status %d, loss %g)\n", a.model, k, status, loss);
+            return 1;
+        }
+        if (k == 0)
+            first_loss = loss;
+        printf("%s %2d: %8.1f ms (train step %.1f, norm+clip+adamw %.1f), loss %.6f, grad norm %.4f\n",
+               k < a.warmup ? "warm-up" : "step   ", k, 1e3 * (t2 - t0), 1e3 * (t1 - t0), 1e3 * (t2 - t1), loss,
+               norm);
+        if (k >= a.warmup)
+            total[k - a.warmup] = t2 - t0, fb[k - a.warmup] = t1 - t0, upd[k - a.warmup] = t2 - t1;
+    }
+    double med = median(total, a.steps), best = total[0]; /* median() sorted total */
+    double flops = w.matmul + w.attention, tps = (double)BT / med, rate = flops / med;
+    printf("step: median %.1f ms, min %.1f ms over %d steps (train step median %.1f, optimizer %.1f)\n", 1e3 * med,
+           1e3 * best, a.steps, 1e3 * median(fb, a.steps), 1e3 * median(upd, a.steps));
+    printf("tokens/s %.0f\n", tps);
+    printf("FLOPs per step: matmul 6*N*BT %.3f G (N = %.0f matrix elements), attention 12*L*d*T*BT %.3f G, "
+           "total %.3f G\n",
+           1e-9 * w.matmul, w.matmul / 6.0 / (double)BT, 1e-9 * w.attention, 1e-9 * flops);
+    printf("achieved %.1f GFLOP/s total (%.1f matmul-only), sgemm peak %.1f GFLOP/s: %.1f%% of peak\n", 1e-9 * rate,
+           1e-9 * w.matmul / med, 1e-9 * w.peak, 100 * rate / w.peak);
+    printf("roofline (matmul FLOPs / sgemm peak) %.1f ms; at each shape's own sgemm rate %.1f ms; "
+           "median step is %.2fx the roofline\n",
+           1e3 * w.matmul / w.peak, 1e3 * w.shaped_s, med / (w.matmul / w.peak));
+    printf("loss %.6f -> %.6f\n", first_loss, loss);
+    printf("result median_ms=%.2f min_ms=%.2f tokens_s=%.0f gflops=%.2f peak_gflops=%.2f peak_pct=%.1f "
+           "roofline_ms=%.2f compile_s=%.3f loss0=%.6f loss=%.6f\n",
+           1e3 * med, 1e3 * best, tps, 1e-9 * rate, 1e-9 * w.peak, 100 * rate / w.peak, 1e3 * w.matmul / w.peak,
+           m.stats.total_s, first_loss, loss);
+
+    rt_adamw_free(&opt);
+    rt_pool_free(pool);
+    jit_release(jit, &m);
+    jit_free(jit);
+    ir_free(&g);
+    ast_program_free(&prog);
+    free(params), free(grads), free(arena), free(tokens), free(targets), free(segs);
+    free(total), free(fb), free(upd);
+    return 0;
+}
