@@ -16,6 +16,7 @@
 #include "lower.h"
 #include "report.h"
 #include "sema.h"
+#include "sweep.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -53,6 +54,14 @@ static void usage(FILE *out)
             "              (every option after the model but -D and --preset goes to the\n"
             "              trainer; strata train MODEL --help lists them; --quiet also\n"
             "              hides the compile-time line)\n"
+            "  sft, evaltask\n"
+            "              the same for fine-tuning on JSONL records (sft --init CKPT --data\n"
+            "              FILE.jsonl) and task accuracy (evaltask --ckpt CKPT --task FILE\n"
+            "              --kind mc|gen)\n"
+            "  analyze     depth diagnostics of a checkpoint (variance, angular distance,\n"
+            "              layer removal): strata analyze MODEL [-D ...] --ckpt CKPT --data GLOB\n"
+            "  sweep       train several models or -D variants alike and report on them:\n"
+            "              strata sweep --out DIR --models A,B [--vary L=12,24] -- TRAIN_OPTS\n"
             "\n"
             "options:\n"
             "  -D NAME=VALUE    override a config constant (repeatable)\n"
@@ -382,6 +391,12 @@ int main(int argc, char **argv)
         return run(argv[1], argc - 2, argv + 2);
     if (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "sample"))
         return drv_run_trainer(argv[1], argc - 2, argv + 2);
+    if (!strcmp(argv[1], "sft") || !strcmp(argv[1], "evaltask")) /* fine-tuning, task accuracy */
+        return drv_run_trainer(argv[1], argc - 2, argv + 2);
+    if (!strcmp(argv[1], "analyze")) /* depth diagnostics of a checkpoint */
+        return drv_run_trainer(argv[1], argc - 2, argv + 2);
+    if (!strcmp(argv[1], "sweep"))
+        return sweep_main(argc - 2, argv + 2);
     fprintf(stderr, "strata: error: unknown command '%s' (see strata --help)\n", argv[1]);
     return 2;
 }

@@ -1,6 +1,6 @@
 /* collective.c - rank, size, all-reduce, broadcast and abort over MPI or a
  * single process (collective.h), and the per-rank slice of a global batch.
- * Entry points: rt_comm_init / rt_comm_finalize, rt_comm_allreduce_sum_*,
+ * Entry points: rt_comm_init / rt_comm_finalize, rt_comm_world, rt_comm_allreduce_sum_*,
  * rt_comm_bcast, rt_comm_barrier, rt_comm_abort, rt_batch_slice,
  * rt_loader_next_slice.  The RtComm owns its scratch buffer. */
 #include "config.h"
@@ -91,6 +91,13 @@ static void mpi_check(RtComm *c, int rc, const char *what)
 
 /* --- start and end --------------------------------------------------------- */
 
+static RtComm *world_comm; /* rt_comm_world */
+
+RtComm *rt_comm_world(void)
+{
+    return world_comm;
+}
+
 static RtComm *comm_new(void)
 {
     RtComm *c = calloc(1, sizeof *c);
@@ -105,6 +112,7 @@ static RtComm *comm_new(void)
     c->backend = RT_COMM_SINGLE;
     c->ordered = 1;
     c->seg = RT_COMM_SEG_DEFAULT;
+    world_comm = c;
     return c;
 }
 
@@ -154,6 +162,7 @@ RtComm *rt_comm_init(int *argc, char ***argv)
 void rt_comm_finalize(RtComm *c)
 {
     if (!c) return;
+    if (c == world_comm) world_comm = NULL;
 #ifdef HAVE_MPI
     if (c->backend == RT_COMM_MPI) {
         MPI_Finalize();

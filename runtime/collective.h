@@ -70,6 +70,10 @@ int rt_comm_launched(int *size);
  * prints why and exits 3; a launcher's multi-rank job in a build without
  * MPI prints why and exits 2. */
 RtComm *rt_comm_init(int *argc, char ***argv);
+/* The RtComm that rt_comm_init returned (a process has one job), or NULL
+ * before it and after rt_comm_finalize: how the training loop finds the
+ * job that rt_trainer_main started for `train` and `sft`. */
+RtComm *rt_comm_world(void);
 /* MPI_Finalize (MPI backend) and frees c.  NULL is a no-op. */
 void rt_comm_finalize(RtComm *c);
 /* buf (n) = the element-wise sum of every rank's buf (n), on every rank. */

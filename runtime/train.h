@@ -64,6 +64,7 @@ typedef enum RtOptKind {
     X(on_nan, "--on-nan", RT_OPT_STR, 1, "stop|skip", "NaN/inf loss or gradient (stop)")              \
     X(exit_after, "--exit-after", RT_OPT_INT, 0, "K", "stop after K steps of this run, checkpointed") \
     X(tokenizer, "--tokenizer", RT_OPT_STR, 1, "FILE", "tokenizer recorded for sample")               \
+    X(diag_every, "--diag-every", RT_OPT_INT, 0, "N", "depth diagnostics every N steps (0: off)")     \
     X(quiet, "--quiet", RT_OPT_FLAG, 0, NULL, "no progress lines")
 
 enum {
@@ -77,6 +78,7 @@ typedef struct RtTrainOptions {
     const char *data, *val, *out, *schedule, *optim, *init, *on_nan, *tokenizer;
     int64_t batch, seq, steps, accum, warmup, seed, threads, log_every, val_every, val_batches, ckpt_every,
         exit_after;
+    int64_t diag_every; /* --diag-every (analyze.h) */
     double lr, min_lr_ratio, decay_frac, beta1, beta2, eps, wd, clip;
     int decay_all, resume, quiet;
     bool given[RT_N_TRAIN_OPTS]; /* set on the command line (resume: these override the state) */
@@ -98,6 +100,35 @@ extern const RtOptSpec rt_train_specs[RT_N_TRAIN_OPTS];
 void rt_train_defaults(RtTrainOptions *o);
 /* Runs `train`; returns the exit status (trainer.h).  prog names messages. */
 int rt_train(const RtModel *m, RtTrainOptions *o, const char *prog);
+
+/* Where a run's batches come from.  `train` reads token windows from
+ * shards (the shard source, in train.c); `sft` reads records with a
+ * response-only loss mask (sftcmd.c).  rt_train_source runs the same loop,
+ * checkpoints, resume, metrics and NaN handling with any source; the
+ * source's (epoch, pos) is kept in the checkpoint's state. */
+typedef struct RtBatchSource RtBatchSource;
+struct RtBatchSource {
+    const char *cmd;      /* "train", "sft": messages, and the state's "command" */
+    const char *data_arg; /* "GLOB", "FILE.jsonl": the --data message */
+    bool masked;          /* next() writes a loss mask */
+    void *ctx;            /* the source's own data */
+    /* Opens the data once the options are final (a resume restored them);
+     * *has_val when there is held-out data.  0, or -1 with the message
+     * printed (and everything it made freed). */
+    int (*open)(RtBatchSource *s, const RtModel *m, const RtTrainOptions *o, const char *prog, bool *has_val);
+    /* The next batch: tokens and targets (B,T), and when masked the mask (B,T). */
+    void (*next)(RtBatchSource *s, int32_t *tok, int32_t *tgt, float *mask);
+    void (*get_state)(RtBatchSource *s, int64_t *epoch, int64_t *pos);
+    /* -1 with a malloc'd *err when the state does not fit the data. */
+    int (*set_state)(RtBatchSource *s, int64_t epoch, int64_t pos, char **err);
+    /* Validation loss over up to `batches` batches (0 = all); see rt_eval_loss. */
+    int (*val_loss)(RtBatchSource *s, const RtModel *m, const float *params, int64_t batches, RtPool *pool,
+                    void *arena, int64_t arena_bytes, float *logits, double *loss, int64_t *ntok);
+    void (*close)(RtBatchSource *s);
+};
+
+/* rt_train with another batch source; returns the exit status. */
+int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, const char *prog);
 
 /* Token-weighted mean cross-entropy (double) of the logits of strata_forward
  * over up to `batches` batches (0 = all) of the sequential loader l, from

@@ -1,11 +1,18 @@
 /* trainer.c - rt_trainer_main (trainer.h): the command line of a trainer,
  * parsed from option tables (train's is RT_TRAIN_OPTIONS in train.h), and
- * the `eval` and `sample` commands; `train` itself is rt_train (train.c).
+ * the `eval` and `sample` commands; `train` itself is rt_train (train.c),
+ * `sft` and `evaltask` are in sftcmd.c and evalcmd.c (commands.h).
+ * `train` and `sft` start the job's communicator (collective.h: MPI under
+ * mpirun, else one process) and finalize it; the other commands run in one
+ * process and refuse a multi-rank launch.
  * Every buffer is made and freed here per command. */
 #define _GNU_SOURCE /* asprintf */
 #include "trainer.h"
 
+#include "analyze.h"
 #include "checkpoint.h"
+#include "collective.h"
+#include "commands.h"
 #include "sample.h"
 #include "tokenizer.h"
 #include "train.h"
@@ -77,7 +84,10 @@ static void usage(FILE *f, const char *prog)
             "commands:\n"
             "  train    train the model on token shards, checkpointing to OUT/checkpoint.safetensors\n"
             "  eval     loss and perplexity of a checkpoint on token shards\n"
-            "  sample   generate text from a checkpoint\n",
+            "  sample   generate text from a checkpoint\n"
+            "  analyze  depth diagnostics of a checkpoint: variance, angular distance, layer removal\n"
+            "  sft      fine-tune a checkpoint on prompt/response JSONL records (response-only loss)\n"
+            "  evaltask multiple-choice or exact-match accuracy of a checkpoint on a JSONL task\n",
             prog, prog);
 }
 
@@ -385,12 +395,45 @@ int rt_trainer_main(const RtModel *m, int argc, char **argv)
         fprintf(stderr, "%s: internal error: no model, or not model ABI v%d\n", prog, STRATA_ABI_VERSION);
         return 3;
     }
-    if (!strcmp(argv[1], "train"))
-        return cmd_train(m, prog, argc, argv);
+    if (!strcmp(argv[1], "train") || !strcmp(argv[1], "sft")) { /* data-parallel under mpirun */
+        RtComm *c = rt_comm_init(&argc, &argv);
+        int rc = !strcmp(argv[1], "train") ? cmd_train(m, prog, argc, argv) : rt_sft_main(m, prog, argc, argv);
+        rt_comm_finalize(c);
+        return rc;
+    }
+    int ranks = 0;
+    if (rt_comm_launched(&ranks) && ranks > 1) {
+        fprintf(stderr, "%s: %s runs in one process, not under an MPI launcher with %d ranks (only train and sft "
+                "are data-parallel)\n", prog, argv[1], ranks);
+        return 2;
+    }
     if (!strcmp(argv[1], "eval"))
         return cmd_eval(m, prog, argc, argv);
     if (!strcmp(argv[1], "sample"))
         return cmd_sample(m, prog, argc, argv);
-    fprintf(stderr, "%s: unknown command '%s' (train, eval, sample; %s --help)\n", prog, argv[1], prog);
+    if (!strcmp(argv[1], "analyze"))
+        return rt_analyze_main(m, prog, argc, argv);
+    if (!strcmp(argv[1], "evaltask"))
+        return rt_evaltask_main(m, prog, argc, argv);
+    fprintf(stderr, "%s: unknown command '%s' (train, eval, sample, sft, evaltask; %s --help)\n", prog, argv[1],
+            prog);
     return 2;
+}
+
+/* --- shared with sft and evaltask (commands.h) ---------------------------- */
+
+int rt_parse_opts(const char *prog, const char *cmd, const RtOptSpec *specs, int n, void *base, bool *given,
+                  int argc, char **argv)
+{
+    return parse_opts(prog, cmd, specs, n, base, given, argc, argv);
+}
+
+float *rt_load_weights(const RtModel *m, const char *prog, const char *path, json_t **state)
+{
+    return load_weights(m, prog, path, state);
+}
+
+int64_t rt_default_seq(const RtModel *m)
+{
+    return default_seq(m);
 }
