@@ -446,16 +446,7 @@ static void plots(const Analysis *a)
              *title = fmt("%s: %s", name, pics[i].title), *err = NULL;
         size_t n = 0;
         FILE *s = open_memstream(&script, &n);
-        if (i == 0)
-            rt_depth_plot_script(s, csv, img, pics[i].kind, title);
-        else /* a triangle of cells: boxes, which "with image" cannot draw (it wants a full grid) */
-            fprintf(s, "set terminal pngcairo noenhanced size 900,600\nset output '%s'\n"
-                       "set datafile separator ','\nset title '%s'\nset xlabel 'layer l'\n"
-                       "set ylabel 'distance n'\nset cblabel 'angular distance'\nset cbrange [0:*]\n"
-                       "set palette rgbformulae 33,13,10\nset xrange [0.5:%lld.5]\nset yrange [0.5:%lld.5]\n"
-                       "unset key\nplot '%s' using 1:2:(0.5):(0.5):%d every ::1 with boxxyerror fs solid "
-                       "noborder lc palette\n",
-                       img, title, (long long)a->L, (long long)a->L, csv, i == 1 ? 3 : 4);
+        rt_depth_plot_script(s, csv, img, pics[i].kind, title);
         fclose(s);
         if (gnuplot(script, img, &err)) {
             fprintf(stderr, "%s: warning: %s\n", a->prog, err);

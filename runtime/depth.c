@@ -108,9 +108,12 @@ int rt_depth_plot_script(FILE *out, const char *csv, const char *image, const ch
                      "plot '%s' using 1:2 with linespoints lw 2 title 'variance'\n", csv);
     } else {
         int col = !strcmp(kind, "last") ? 3 : 4;
+        /* A triangle of unit cells (n <= L + 1 - l): boxes, since "with image"
+         * wants a full grid and skews a triangle. */
         fprintf(out, "set xlabel 'layer l'\nset ylabel 'distance n'\nset cblabel 'angular distance'\n"
-                     "set cbrange [0:*]\nset palette rgbformulae 33,13,10\nset view map\nunset key\n"
-                     "plot '%s' using 1:2:%d with image\n", csv, col);
+                     "set cbrange [0:*]\nset palette rgbformulae 33,13,10\nunset key\n"
+                     "plot '%s' using 1:2:(0.5):(0.5):%d with boxxyerror fs solid noborder lc palette\n",
+                csv, col);
     }
     return ferror(out) ? -1 : 0;
 }
