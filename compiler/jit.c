@@ -40,6 +40,8 @@ static const struct {
     KERNEL_PAIR(rt_cross_entropy_rows), KERNEL_PAIR(rt_cross_entropy_mean), KERNEL_PAIR(rt_cross_entropy_grad),
     {"cblas_sgemm", (void (*)(void))cblas_sgemm},
     {"cblas_dgemm", (void (*)(void))cblas_dgemm},
+    {"openblas_get_num_threads", (void (*)(void))openblas_get_num_threads},
+    {"openblas_set_num_threads", (void (*)(void))openblas_set_num_threads},
     {"rt_pool_run", (void (*)(void))rt_pool_run},
     {"rt_pool_size", (void (*)(void))rt_pool_size},
 };

@@ -1,6 +1,7 @@
 /* lower_kernels.c - the ops lowered to calls out of the module
  * (lower_internal.h): MATMUL and MATMUL_GRAD_W to cblas_?gemm (row-major,
- * transposes instead of copies; OpenBLAS threads them itself), EMBED ...
+ * transposes instead of copies; the rows of the result split over the
+ * pool, OpenBLAS single-threaded), EMBED ...
  * CE_GRAD to the rt_*_f32/_f64 kernels of runtime/kernels.h, each as a
  * task that rt_pool_run splits over the pool's threads by the kernel's
  * work unit: token rows (embed, rope, cross-entropy), columns (the
@@ -79,16 +80,52 @@ static void run(Cg *cg, const char *kernel, const char *sig, CgTaskBody *body, L
 
 /* ---- matrix products ---- */
 
-/* C (M,N) = op(A) op(B) + beta C, alpha 1; M, K are i64 values < 2^31. */
+/* Rows [r0, r1) of C = op(A) op(B) + beta C, one cblas call on this
+ * thread.  ctx: A, B, C, astride (elements from one row of op(A) to the
+ * next), ta, tb, N, K, lda, ldb, ldc (all < 2^31), beta */
+static void gemm_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef t)
+{
+    LLVMValueRef a = cg_elem(cg, v[0], LLVMBuildMul(cg->b, r0, v[3], ""));
+    LLVMValueRef c = cg_elem(cg, v[2], LLVMBuildMul(cg->b, r0, v[10], ""));
+#define I32(x) LLVMBuildTrunc(cg->b, x, cg->i32, "")
+    LLVMValueRef args[] = {cg_i32(cg, CBLAS_ROW_MAJOR), I32(v[4]), I32(v[5]), I32(LLVMBuildSub(cg->b, r1, r0, "")),
+                           I32(v[6]), I32(v[7]), cg_real(cg, 1), a, I32(v[8]), v[1], I32(v[9]), v[11], c,
+                           I32(v[10])};
+#undef I32
+    call(cg, cg->prec == LOWER_F32 ? "cblas_sgemm" : "cblas_dgemm", false, "iiiiiiRpipiRpi", args);
+}
+
+/* With a pool of more than one thread: OpenBLAS to one thread (once; it
+ * stays so).  The pool splits the products itself (gemm below); OpenBLAS's
+ * own workers would otherwise sit beside the pool's, spinning in
+ * sched_yield between products, and measured on 2 cores that cost more
+ * than a third of a training step (issue #3). */
+static void blas_single_thread(Cg *cg)
+{
+    LLVMValueRef size = cg_call(cg, cg_extern(cg, "rt_pool_size", cg->i32, &cg->ptr, 1), &cg->pool, 1);
+    LLVMValueRef ob = cg_call(cg, cg_extern(cg, "openblas_get_num_threads", cg->i32, NULL, 0), NULL, 0);
+    LLVMValueRef cond = LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, size, cg_i32(cg, 1), ""),
+                                     LLVMBuildICmp(cg->b, LLVMIntNE, ob, cg_i32(cg, 1), ""), "");
+    LLVMBasicBlockRef join = cg_if(cg, cond, "blas1");
+    cg_call(cg, cg_extern(cg, "openblas_set_num_threads", cg->voidt, &cg->i32, 1), (LLVMValueRef[]){cg_i32(cg, 1)},
+            1);
+    cg_endif(cg, join);
+}
+
+/* C (M,N) = op(A) op(B) + beta C, alpha 1; M, K are i64 values < 2^31.
+ * The rows of C are split over the pool, each thread making one cblas call
+ * on its rows with OpenBLAS single-threaded (a NULL or one-thread pool: one
+ * call with OpenBLAS's own threads).  A split cuts rows of C only, never
+ * the sums over K. */
 static void gemm(Cg *cg, bool ta, bool tb, LLVMValueRef M, int64_t N, LLVMValueRef K, LLVMValueRef A, int64_t lda,
                  LLVMValueRef Bm, int64_t ldb, LLVMValueRef C, int64_t ldc, LLVMValueRef accumulate)
 {
     LLVMValueRef beta = LLVMBuildSelect(cg->b, accumulate, cg_real(cg, 1), cg_real(cg, 0), "beta");
-    LLVMValueRef args[] = {cg_i32(cg, CBLAS_ROW_MAJOR), cg_i32(cg, ta ? CBLAS_TRANS : CBLAS_NO_TRANS),
-                           cg_i32(cg, tb ? CBLAS_TRANS : CBLAS_NO_TRANS), LLVMBuildTrunc(cg->b, M, cg->i32, ""),
-                           cg_i32(cg, N), LLVMBuildTrunc(cg->b, K, cg->i32, ""), cg_real(cg, 1), A, cg_i32(cg, lda),
-                           Bm, cg_i32(cg, ldb), beta, C, cg_i32(cg, ldc)};
-    call(cg, cg->prec == LOWER_F32 ? "cblas_sgemm" : "cblas_dgemm", false, "iiiiiiRpipiRpi", args);
+    LLVMValueRef v[] = {A, Bm, C, cg_i64(cg, ta ? 1 : lda), cg_i64(cg, ta ? CBLAS_TRANS : CBLAS_NO_TRANS),
+                        cg_i64(cg, tb ? CBLAS_TRANS : CBLAS_NO_TRANS), cg_i64(cg, N), K, cg_i64(cg, lda),
+                        cg_i64(cg, ldb), cg_i64(cg, ldc), beta};
+    blas_single_thread(cg);
+    run(cg, "gemm", "pppIIIIIIIIR", gemm_task, v, M);
 }
 
 static LLVMValueRef rows_of(Cg *cg, const IrNode *n)
