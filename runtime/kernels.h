@@ -18,7 +18,9 @@
  * Precision: arithmetic is in REAL, except the softmax normalizers (sum of
  * exponentials in attention and cross-entropy), the attention backward's
  * D = rowsum(g * out), and the cross-entropy mean and count, which are
- * accumulated in double.  exp is libm's expf/exp.  No -ffast-math needed:
+ * accumulated in double.  exp is libm's exp in double and an inline
+ * polynomial in float (about 1 ulp, see kernels.c), so that loops around
+ * it vectorise.  No -ffast-math needed:
  * the attention tile products use GNU C vectors (see kernels.c), the other
  * loops are plain restrict-qualified loops.  -O2 works; -mavx2 -mfma (or
  * -march=native) about doubles the attention speed. */
@@ -141,4 +143,8 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
 
 RT_KERNELS_DECLARE(float, _f32)
 RT_KERNELS_DECLARE(double, _f64)
+/* x[i] = e^x[i] in float with the kernels' inline polynomial (about 1 ulp
+ * of the exact value; NaN, infinities, overflow and underflow as libm), the
+ * same bits wherever an element sits in the array. */
+void rt_expf_array(float *x, int64_t n);
 #endif

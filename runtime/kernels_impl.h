@@ -3,7 +3,9 @@
  *   REAL      float or double
  *   VEC       a GNU C vector of REAL (see kernels.c)
  *   FN(name)  name with the precision's suffix (rt_embed -> rt_embed_f32)
- *   EXP       expf or exp
+ *   EXP       e^x of one REAL (see kernels.c)
+ *   EXPN      x[i] = e^x[i] over an array, vectorised in float: the hot
+ *             loops compute the arguments, call it, then use the results
  * No include guard on purpose.  Static helpers get suffixed names too, so
  * the two inclusions do not collide. */
 
@@ -233,10 +235,12 @@ void FN(rt_attention)(REAL *restrict out, REAL *restrict lse, const REAL *restri
                     int64_t first = j0 + j - i0 > 0 ? j0 + j - i0 : 0;
                     for (int64_t ii = 0; ii < first && ii < nq; ii++)
                         sj[ii] = 0;
-                    for (int64_t ii = first; ii < nq; ii++) {
-                        sj[ii] = EXP(sj[ii] - mnew[ii]);
+                    for (int64_t ii = first; ii < nq; ii++)
+                        sj[ii] -= mnew[ii];
+                    if (first < nq)
+                        EXPN(sj + first, nq - first);
+                    for (int64_t ii = first; ii < nq; ii++)
                         sum[ii] += sj[ii];
-                    }
                 }
                 for (int64_t ii = 0; ii < nq; ii++) {
                     /* The max grew (from -inf on the first tile: alpha = 0). */
@@ -300,10 +304,11 @@ void FN(rt_attention_grad)(REAL *restrict dq, REAL *restrict dk, REAL *restrict 
                     REAL *pi = p + ii * BK, *dsi = ds + ii * BK, li = lb[i0 + ii];
                     int64_t jn = i0 + ii - j0 + 1;
                     jn = jn > nk ? nk : jn; /* >= 1: i0 >= j0 */
-                    for (int64_t j = 0; j < jn; j++) {
-                        pi[j] = EXP(pi[j] * scale - li);
+                    for (int64_t j = 0; j < jn; j++)
+                        pi[j] = pi[j] * scale - li;
+                    EXPN(pi, jn);
+                    for (int64_t j = 0; j < jn; j++)
                         dsi[j] = pi[j] * (dsi[j] - D[ii]);
-                    }
                     for (int64_t j = jn; j < nk; j++)
                         pi[j] = dsi[j] = 0;
                 }
@@ -325,16 +330,35 @@ void FN(rt_attention_grad)(REAL *restrict dq, REAL *restrict dk, REAL *restrict 
 
 /* ---- cross-entropy ---- */
 
-/* log sum_j exp(l[j]), the max subtracted first, the sum in double. */
+/* log sum_j exp(l[j]), the max subtracted first, the sum in double.  Both
+ * loops keep 8 lanes (element j in lane j % 8, lanes combined in a fixed
+ * order) so that they vectorise; the result depends only on the row. */
 static double FN(logsumexp)(const REAL *restrict l, int64_t V)
 {
-    REAL m = -INFINITY;
-    for (int64_t j = 0; j < V; j++)
-        m = l[j] > m ? l[j] : m;
-    double z = 0;
-    for (int64_t j = 0; j < V; j++)
-        z += EXP(l[j] - m);
-    return m + log(z);
+    REAL mx[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int64_t j = 0;
+    for (; j + 8 <= V; j += 8)
+        for (int u = 0; u < 8; u++)
+            mx[u] = l[j + u] > mx[u] ? l[j + u] : mx[u];
+    for (; j < V; j++)
+        mx[j % 8] = l[j] > mx[j % 8] ? l[j] : mx[j % 8];
+    REAL m = mx[0];
+    for (int u = 1; u < 8; u++)
+        m = mx[u] > m ? mx[u] : m;
+    double z[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    REAL e[256]; /* a chunk of exponentials; 256 keeps j % 8 == k % 8 */
+    for (j = 0; j < V; j += 256) {
+        int64_t n = V - j < 256 ? V - j : 256, k = 0;
+        for (int64_t x = 0; x < n; x++)
+            e[x] = l[j + x] - m;
+        EXPN(e, n);
+        for (; k + 8 <= n; k += 8)
+            for (int u = 0; u < 8; u++)
+                z[u] += e[k + u];
+        for (; k < n; k++)
+            z[k % 8] += e[k];
+    }
+    return m + log(((z[0] + z[1]) + (z[2] + z[3])) + ((z[4] + z[5]) + (z[6] + z[7])));
 }
 
 void FN(rt_cross_entropy_rows)(REAL *restrict row_loss, REAL *restrict lse, const REAL *restrict logits,
@@ -394,7 +418,10 @@ void FN(rt_cross_entropy_grad)(REAL *restrict dlogits, const REAL *restrict logi
         int64_t t = targets[r];
         assert(t >= 0 && t < V);
         for (int64_t j = 0; j < V; j++)
-            d[j] = w * EXP(l[j] - ls);
+            d[j] = l[j] - ls;
+        EXPN(d, V);
+        for (int64_t j = 0; j < V; j++)
+            d[j] *= w;
         d[t] -= w;
     }
 }
