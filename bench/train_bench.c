@@ -2,9 +2,10 @@
  * the machine's measured cblas_sgemm rate (make bench; issue #3).
  *   bench/train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T]
  *                     [--steps K] [--warmup W] [--threads N]
- * One step = strata_train_step + rt_grad_norm_pool + rt_clip_grads (max
- * norm 1) + rt_adamw_step (lr 3e-4, betas 0.9/0.95, eps 1e-8, weight decay
- * 0.1 on matrices only), the way bench/torch_train_bench.py does it.  W
+ * One step = strata_train_step + rt_grad_norm_pool + clipping to max norm 1
+ * folded into rt_adamw_step_scaled (lr 3e-4, betas 0.9/0.95, eps 1e-8,
+ * weight decay 0.1 on matrices only), as runtime/train.c does it and
+ * bench/torch_train_bench.py does it in torch.  W
  * warm-up steps (default 2), then K timed ones (default 5): median and min.
  * Model FLOPs per step (fwd + bwd), from the parameter table:
  *   matmul    = 6 * (elements of every STRATA_ROLE_MATRIX parameter) * B*T
@@ -284,8 +285,7 @@ int main(int argc, char **argv)
         int status = m.train_step(&st);
         double t1 = now();
         double norm = rt_grad_norm_pool(grads, n, pool);
-        rt_clip_grads(grads, n, 1.0, norm);
-        rt_adamw_step(&opt, params, grads, 3e-4, pool);
+        rt_adamw_step_scaled(&opt, params, grads, rt_clip_factor(1.0, norm), 3e-4, pool); /* clip folded in */
         double t2 = now();
         if (status != STRATA_OK || !isfinite(loss)) {
             fprintf(stderr, "train_bench: %s: step %d failed (status %d, loss %g)\n", a.model, k, status, loss);

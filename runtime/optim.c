@@ -112,6 +112,7 @@ typedef struct StepCtx {
     const RtAdamW *o;
     float *p;                   /* (n) */
     const float *g;             /* (n) */
+    float gscale;               /* every g[i] is used as g[i] * gscale (clipping) */
     float b1, one_minus_b1;     /* beta1, 1 - beta1 */
     float b2, one_minus_b2;
     float eps;
@@ -127,13 +128,14 @@ static void update_range(const StepCtx *c, int64_t b, int64_t e, int decay)
     float *restrict p = c->p, *restrict m = c->o->m, *restrict v = c->o->v;
     const float *restrict g = c->g;
     const float b1 = c->b1, omb1 = c->one_minus_b1, b2 = c->b2, omb2 = c->one_minus_b2;
-    const float eps = c->eps, bc2 = c->bc2_sqrt, nss = c->neg_step_size;
+    const float eps = c->eps, bc2 = c->bc2_sqrt, nss = c->neg_step_size, gs = c->gscale;
     const int adamw = c->o->cfg.kind == RT_OPTIM_ADAMW;
     const float factor = decay && adamw ? c->decay_factor : 1.0f;
     const float l2 = decay && !adamw ? c->l2 : 0.0f;
     for (int64_t i = b; i < e; i++) {
         float pi = p[i] * factor;                 /* param.mul_(1 - lr wd) */
-        float gi = FMA(pi, l2, g[i]);             /* grad.add(param, alpha=wd) */
+        float gc = g[i] * gs;                     /* clip_grad_norm_: grad.mul_(clip_coef) */
+        float gi = FMA(pi, l2, gc);               /* grad.add(param, alpha=wd) */
         float mi = FMA(gi, omb1, m[i] * b1);      /* exp_avg.mul_(b1).add_(g, alpha=1-b1) */
         float vi = FMA(omb2 * gi, gi, v[i] * b2); /* exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2) */
         float denom = sqrtf(vi) / bc2 + eps;      /* (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps) */
@@ -171,6 +173,11 @@ static void step_chunk(void *ctx, int64_t begin, int64_t end, int thread)
 
 void rt_adamw_step(RtAdamW *o, float *params, const float *grads, double lr, RtPool *pool)
 {
+    rt_adamw_step_scaled(o, params, grads, 1.0f, lr, pool);
+}
+
+void rt_adamw_step_scaled(RtAdamW *o, float *params, const float *grads, float gscale, double lr, RtPool *pool)
+{
     o->step++;
     const RtAdamWConfig *cf = &o->cfg;
     double t = (double)o->step;
@@ -178,6 +185,7 @@ void rt_adamw_step(RtAdamW *o, float *params, const float *grads, double lr, RtP
         .o = o,
         .p = params,
         .g = grads,
+        .gscale = gscale,
         .b1 = (float)cf->beta1,
         .one_minus_b1 = (float)(1 - cf->beta1),
         .b2 = (float)cf->beta2,
@@ -250,14 +258,20 @@ double rt_grad_norm_pool(const float *g, int64_t n, RtPool *pool)
     return sqrt(s);
 }
 
-double rt_clip_grads(float *g, int64_t n, double max_norm, double norm)
+float rt_clip_factor(double max_norm, double norm)
 {
     if (!isfinite(norm))
         return 1;
     /* In float, as torch's max_norm / (total_norm + 1e-6) on a float tensor
      * (Tensor.__rtruediv__: a reciprocal, then a multiply). */
     float c = 1.0f / ((float)norm + 1e-6f) * (float)max_norm;
-    if (!(c < 1))
+    return c < 1 ? c : 1;
+}
+
+double rt_clip_grads(float *g, int64_t n, double max_norm, double norm)
+{
+    float c = rt_clip_factor(max_norm, norm);
+    if (c == 1)
         return 1;
     for (int64_t i = 0; i < n; i++)
         g[i] *= c;

@@ -80,6 +80,12 @@ void rt_adamw_free(RtAdamW *o);
 /* One step: updates params (n) in place from grads (n) with rate lr;
  * increments o->step first.  pool may be NULL. */
 void rt_adamw_step(RtAdamW *o, float *params, const float *grads, double lr, RtPool *pool);
+/* The same step on the gradients times gscale, each product rounded to
+ * float before the update uses it: with gscale = rt_clip_factor(...) the
+ * result is bit for bit rt_clip_grads then rt_adamw_step, in one threaded
+ * pass instead of two (gscale 1 is the plain step).  grads is not written
+ * (the clipped values exist only in registers). */
+void rt_adamw_step_scaled(RtAdamW *o, float *params, const float *grads, float gscale, double lr, RtPool *pool);
 
 /* sqrt(sum g[i]^2) in double: squares summed within each block of
  * RT_NORM_BLOCK elements (8 interleaved partial sums, added in order), the
@@ -95,4 +101,8 @@ double rt_grad_norm_pool(const float *g, int64_t n, RtPool *pool);
  * leaves g alone too (the caller should skip the step).  Returns the
  * factor applied (1 when none). */
 double rt_clip_grads(float *g, int64_t n, double max_norm, double norm);
+/* The factor rt_clip_grads(g, n, max_norm, norm) multiplies by, without
+ * touching any gradient: c < 1, or 1 when there is nothing to clip (or the
+ * norm is NaN or inf).  For rt_adamw_step_scaled. */
+float rt_clip_factor(double max_norm, double norm);
 #endif

@@ -845,9 +845,9 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
         } else {
             consecutive = 0;
             rt_diag_grads(&diag, k + 1, r.params, r.grads);
-            if (o->clip > 0)
-                rt_clip_grads(r.grads, n, o->clip, gnorm);
-            rt_adamw_step(&r.opt, r.params, r.grads, lr, r.pool);
+            /* Clipping folded into the update: one threaded pass. */
+            float clip = o->clip > 0 ? rt_clip_factor(o->clip, gnorm) : 1.0f;
+            rt_adamw_step_scaled(&r.opt, r.params, r.grads, clip, lr, r.pool);
         }
         r.st.step++;
         r.st.tokens += step_tokens;

@@ -2,8 +2,9 @@
  * Without arguments: each schedule at hand-computed points (warmup, its
  * end, mid-decay by the formula, the floor at the end), gradient norms and
  * clipping, one Adam/AdamW step worked by hand, the weight-decay mask, bad
- * segments refused, and a pooled step and norm bit-identical to the serial
- * ones.  With `--torch FILE` (tests/optim_torch.test): replays the cases
+ * segments refused, a pooled step and norm bit-identical to the serial
+ * ones, and clipping folded into the step bit-identical to the two
+ * passes.  With `--torch FILE` (tests/optim_torch.test): replays the cases
  * that tests/optim_reference.py ran through torch.optim and compares the
  * parameters, moments and gradient norms to 1e-6 relative (to the largest
  * element of each tensor).  Exit 0 pass,
@@ -274,6 +275,53 @@ static void test_pool_step(void)
     free(g);
 }
 
+/* Clipping folded into the step (rt_adamw_step_scaled with rt_clip_factor)
+ * changes the same bits as rt_clip_grads then rt_adamw_step, serial and
+ * pooled, clipping or not, and leaves the gradients as they were. */
+static void test_scaled_step(void)
+{
+    int64_t n = 200003;
+    RtSegment segs[] = {{0, 90000, 1}, {90000, 333, 0}, {90333, 109670, 1}};
+    float *p1 = malloc(sizeof(float) * (size_t)n), *p2 = malloc(sizeof(float) * (size_t)n);
+    float *g = malloc(sizeof(float) * (size_t)n), *gc = malloc(sizeof(float) * (size_t)n);
+    randn(p1, n, 1);
+    memcpy(p2, p1, sizeof(float) * (size_t)n);
+    RtPool *pool = rt_pool_create(3);
+    for (int kind = 0; kind < 2; kind++) {
+        RtAdamWConfig cfg = rt_adamw_defaults((RtOptimKind)kind);
+        cfg.weight_decay = 0.1;
+        RtAdamW a, b;
+        rt_adamw_init(&a, n, segs, 3, cfg);
+        rt_adamw_init(&b, n, segs, 3, cfg);
+        int clipped = 0;
+        for (int s = 0; s < 6; s++) {
+            randn(g, n, s % 2 ? 1e-4 : 1e-1); /* norms about 0.04 and 45: every other step clips at 1 */
+            memcpy(gc, g, sizeof(float) * (size_t)n);
+            double norm = rt_grad_norm(g, n);
+            double c = rt_clip_grads(gc, n, 1.0, norm);
+            rt_adamw_step(&a, p1, gc, 1e-3, s < 3 ? NULL : pool);
+            float f = rt_clip_factor(1.0, norm);
+            check((double)f == c, "rt_clip_factor is the factor rt_clip_grads applied");
+            clipped += f < 1;
+            memcpy(gc, g, sizeof(float) * (size_t)n);
+            rt_adamw_step_scaled(&b, p2, g, f, 1e-3, s < 3 ? NULL : pool);
+            check(memcmp(g, gc, sizeof(float) * (size_t)n) == 0, "scaled step: gradients not written");
+        }
+        check(clipped == 3, "scaled step: three of six steps clip");
+        check(memcmp(p1, p2, sizeof(float) * (size_t)n) == 0, "scaled step: same parameters as clip + step");
+        check(memcmp(a.m, b.m, sizeof(float) * (size_t)n) == 0 && memcmp(a.v, b.v, sizeof(float) * (size_t)n) == 0,
+              "scaled step: same moments as clip + step");
+        rt_adamw_free(&a);
+        rt_adamw_free(&b);
+    }
+    check(rt_clip_factor(1.0, NAN) == 1 && rt_clip_factor(1.0, INFINITY) == 1, "no clip factor for a bad norm");
+    rt_pool_free(pool);
+    free(p1);
+    free(p2);
+    free(g);
+    free(gc);
+}
+
 /* ---- torch replay (--torch FILE) ---- */
 
 static FILE *ref;
@@ -352,9 +400,10 @@ static int replay_case(void)
              * and the update rather than the two sums' rounding. */
             double norm = rt_grad_norm(g, n);
             norm_err = fmax(norm_err, fabs(norm - torch_norm) / torch_norm);
-            rt_clip_grads(g, n, max_norm, torch_norm);
         }
-        rt_adamw_step(&o, p, g, lr, NULL);
+        /* Clipping folded into the step (the trainer's path). */
+        float clip = max_norm > 0 ? rt_clip_factor(max_norm, torch_norm) : 1.0f;
+        rt_adamw_step_scaled(&o, p, g, clip, lr, NULL);
     }
     int64_t same_p, same_m, same_v;
     read_floats(want, n);
@@ -412,6 +461,7 @@ int main(int argc, char **argv)
         test_step_by_hand();
         test_mask();
         test_pool_step();
+        test_scaled_step();
     } else {
         fprintf(stderr, "usage: optim_test [--torch FILE]\n");
         return 2;
