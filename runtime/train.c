@@ -127,6 +127,12 @@ static int state_restore(json_t *j, RtTrainOptions *o, TrainState *s, const char
         return -1;
     json_t *nr = json_object_get(j, "ranks"); /* absent: a checkpoint from before MPI */
     s->ranks = json_is_integer(nr) ? json_integer_value(nr) : 1;
+    if (s->step < 0 || s->optim_step < 0 || s->tokens < 0 || s->skipped < 0 || s->ranks < 1) {
+        fprintf(stderr, "%s: strata.state: step %lld, optim_step %lld, tokens %lld, skipped %lld, ranks %lld: "
+                "counts must be >= 0 and ranks >= 1 (a damaged checkpoint?)\n", path, (long long)s->step,
+                (long long)s->optim_step, (long long)s->tokens, (long long)s->skipped, (long long)s->ranks);
+        return -1;
+    }
     for (int i = 0; i < RT_N_TRAIN_OPTS; i++) {
         const RtOptSpec *sp = &rt_train_specs[i];
         char *at = (char *)o + sp->offset;
@@ -247,13 +253,17 @@ static int shard_open_one(const RtModel *m, const RtTrainOptions *o, const char 
     char *err = NULL;
     if (rt_glob(glob, paths, n, &err) ||
         rt_loader_init(l, (const char *const *)*paths, *n, (int)o->batch, (int)o->seq, mode, (uint64_t)o->seed,
-                       &err) ||
-        rt_loader_check_vocab(l, m->desc->vocab, &err)) {
-        fprintf(stderr, "%s: %s\n", prog, err ? err : "cannot read the data");
-        free(err);
-        return -1;
+                       &err))
+        goto fail;
+    if (rt_loader_check_vocab(l, m->desc->vocab, &err)) {
+        rt_loader_free(l); /* the caller frees only loaders that opened cleanly */
+        goto fail;
     }
     return 0;
+fail:
+    fprintf(stderr, "%s: %s\n", prog, err ? err : "cannot read the data");
+    free(err);
+    return -1;
 }
 
 static void shard_close(RtBatchSource *s)
