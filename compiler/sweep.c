@@ -262,9 +262,15 @@ static const char sweep_usage[] =
     "Trains every model x --vary combination with the same TRAIN_OPTIONS into DIR/RUN, runs analyze\n"
     "(--batches N validation batches, --task FILE) on each, and writes DIR/report.md.\n";
 
-static int usage_error(const char *msg)
+static int usage_error(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *f, ...)
 {
-    fprintf(stderr, "strata: error: %s\n%s", msg, sweep_usage);
+    va_list ap;
+    va_start(ap, f);
+    fputs("strata: error: ", stderr);
+    vfprintf(stderr, f, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", sweep_usage);
     return 2;
 }
 
@@ -284,7 +290,7 @@ int sweep_main(int argc, char **argv)
         } else if (!strncmp(s, "-D", 2) && s[2]) {
             defs[ndefs++] = s + 2;
         } else if (!v) {
-            rc = usage_error(fmt("%s needs a value (or is unknown)", s));
+            rc = usage_error("%s needs a value (or is unknown)", s);
         } else if (!strcmp(s, "-D")) {
             defs[ndefs++] = v, a++;
         } else if (!strcmp(s, "--out")) {
@@ -302,7 +308,7 @@ int sweep_main(int argc, char **argv)
         } else if (!strcmp(s, "--vary")) {
             const char *eq = strchr(v, '=');
             if (!eq || eq == v || !eq[1])
-                rc = usage_error(fmt("--vary '%s': expected NAME=V1,V2,...", v));
+                rc = usage_error("--vary '%s': expected NAME=V1,V2,...", v);
             else {
                 vary[nvary].name = strndup(v, (size_t)(eq - v));
                 vary[nvary].vals = split(eq + 1, &vary[nvary].n);
@@ -310,7 +316,7 @@ int sweep_main(int argc, char **argv)
             }
             a++;
         } else {
-            rc = usage_error(fmt("unknown sweep option '%s' (trainer options go after --)", s));
+            rc = usage_error("unknown sweep option '%s' (trainer options go after --)", s);
         }
     }
     char **topts = argv + a + 1;
