@@ -11,6 +11,7 @@
  * Memory: everything allocated here is freed before returning. */
 #define _GNU_SOURCE /* vasprintf */
 #include "driver_train.h"
+#include "util.h"
 #include "ad.h"
 #include "ast.h"
 #include "atomic_file.h"
@@ -40,18 +41,6 @@ static double now(void)
 }
 
 /* printf into a malloc'd string. */
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    char *s = NULL;
-    if (vasprintf(&s, f, ap) < 0)
-        die("out of memory");
-    va_end(ap);
-    return s;
-}
-
 /* "70.6M", "12.3K", "980". */
 static void count_text(char *buf, size_t n, double v)
 {
@@ -214,8 +203,8 @@ static bool is_file(const char *path)
 
 static bool try_runtime(RuntimeDir *r, const char *libdir, const char *incdir)
 {
-    char *lib = fmt("%s/libstrata_rt.a", libdir), *hdr = fmt("%s/trainer.h", incdir);
-    char *tried = fmt("%s%s%s and %s", r->tried ? r->tried : "", r->tried ? ", " : "", lib, hdr);
+    char *lib = rt_fmt("%s/libstrata_rt.a", libdir), *hdr = rt_fmt("%s/trainer.h", incdir);
+    char *tried = rt_fmt("%s%s%s and %s", r->tried ? r->tried : "", r->tried ? ", " : "", lib, hdr);
     free(r->tried);
     r->tried = tried;
     bool ok = is_file(lib) && is_file(hdr);
@@ -236,7 +225,7 @@ static bool find_runtime(RuntimeDir *r)
 {
     const char *env = getenv("STRATA_RUNTIME_DIR");
     if (env && *env) {
-        char *inc = fmt("%s/include", env), *rt = fmt("%s/runtime", env);
+        char *inc = rt_fmt("%s/include", env), *rt = rt_fmt("%s/runtime", env);
         bool ok = try_runtime(r, env, env) || try_runtime(r, env, inc) || try_runtime(r, env, rt);
         free(inc);
         free(rt);
@@ -361,7 +350,7 @@ bool drv_build_trainer(const IrGraph *g, const DrvBuild *b)
         return false;
     }
     const char *tmpenv = getenv("TMPDIR");
-    char *tmp = fmt("%s/strata-build-XXXXXX", tmpenv && *tmpenv ? tmpenv : "/tmp");
+    char *tmp = rt_fmt("%s/strata-build-XXXXXX", tmpenv && *tmpenv ? tmpenv : "/tmp");
     char *obj = NULL, *cmain = NULL, *exe = NULL, *cmd = NULL, *config = NULL;
     bool ok = false;
     double t_lower = 0, t_link = 0;
@@ -371,9 +360,9 @@ bool drv_build_trainer(const IrGraph *g, const DrvBuild *b)
         tmp = NULL;
         goto out;
     }
-    obj = fmt("%s/model.o", tmp);
-    cmain = fmt("%s/main.c", tmp);
-    exe = fmt("%s/trainer", tmp);
+    obj = rt_fmt("%s/model.o", tmp);
+    cmain = rt_fmt("%s/main.c", tmp);
+    exe = rt_fmt("%s/trainer", tmp);
     LowerOptions lo = {.precision = LOWER_F32, .cpu = b->cpu, .opt_level = 2};
     LowerModule *m = lower_module(g, &lo, &err);
     if (!m) {
@@ -397,7 +386,7 @@ bool drv_build_trainer(const IrGraph *g, const DrvBuild *b)
         cc = STRATA_TC_CC;
     char *q_exe = shell_quote(exe), *q_main = shell_quote(cmain), *q_obj = shell_quote(obj);
     char *q_inc = shell_quote(rt.inc), *q_lib = shell_quote(rt.lib);
-    cmd = fmt("%s -o %s %s %s -I%s %s %s %s", cc, q_exe, q_main, q_obj, q_inc, q_lib, STRATA_TC_LDFLAGS,
+    cmd = rt_fmt("%s -o %s %s %s -I%s %s %s %s", cc, q_exe, q_main, q_obj, q_inc, q_lib, STRATA_TC_LDFLAGS,
               STRATA_TC_RT_LIBS);
     free(q_exe), free(q_main), free(q_obj), free(q_inc), free(q_lib);
     double t1 = now();

@@ -5,6 +5,7 @@
  * returning. */
 #define _GNU_SOURCE /* asprintf */
 #include "sweep.h"
+#include "util.h"
 
 #include "driver_train.h"
 #include "metrics.h"
@@ -25,20 +26,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    char *s = NULL;
-    if (vasprintf(&s, f, ap) < 0) {
-        fprintf(stderr, "strata: error: out of memory\n");
-        exit(3);
-    }
-    va_end(ap);
-    return s;
 }
 
 /* Splits "a,b,c" into a NULL-terminated array of malloc'd strings. */
@@ -111,7 +98,7 @@ static const char *base_name(const char *path)
 /* Reads DIR/RUN/analyze/analyze.json into the run. */
 static void read_analysis(SweepRun *r)
 {
-    char *path = fmt("%s/analyze/analyze.json", r->dir);
+    char *path = rt_fmt("%s/analyze/analyze.json", r->dir);
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     free(path);
@@ -146,7 +133,7 @@ static void plot_runs(const char *dir, SweepRun *runs, int n, const char *file, 
             dir, image, title, xlabel, ylabel, extra);
     int k = 0;
     for (int i = 0; i < n; i++) {
-        char *csv = fmt("%s/analyze/%s", runs[i].dir, file);
+        char *csv = rt_fmt("%s/analyze/%s", runs[i].dir, file);
         struct stat st;
         if (!stat(csv, &st))
             fprintf(s, "%s'%s' using %s every ::1 with linespoints lw 2 lc %d title '%s'", k++ ? ", " : "", csv,
@@ -171,7 +158,7 @@ static int write_report(const char *dir, const char *title, SweepRun *runs, int 
     for (int i = 0; i < n; i++)
         if (runs[i].have_curve)
             curves[nc++] = runs[i].curve;
-    char *img = fmt("%s/loss.png", dir), *err = NULL;
+    char *img = rt_fmt("%s/loss.png", dir), *err = NULL;
     if (nc && rt_plot_curves(curves, nc, img, title, &err)) {
         fprintf(stderr, "strata: warning: %s\n", err);
         free(err);
@@ -186,7 +173,7 @@ static int write_report(const char *dir, const char *title, SweepRun *runs, int 
     plot_runs(dir, runs, n, "removal.csv", "removal_drop.png", "1:4", "",
               "validation loss change when block l alone is skipped", "layer l", "loss drop (nats)");
     /* The table, as CSV and in the report. */
-    char *csv = fmt("%s/summary.csv", dir), *md = fmt("%s/report.md", dir);
+    char *csv = rt_fmt("%s/summary.csv", dir), *md = rt_fmt("%s/report.md", dir);
     FILE *c = fopen(csv, "w"), *f = fopen(md, "w");
     int rc = 0;
     if (!c || !f) {
@@ -235,7 +222,7 @@ static int write_report(const char *dir, const char *title, SweepRun *runs, int 
                        "[angular distance, last token](%s/analyze/angular_last.png), "
                        "[all tokens](%s/analyze/angular_all.png), [removal](%s/analyze/removal.png)",
                     rn, rn, rn, rn, rn);
-            char *dj = fmt("%s/diagnostics.jsonl", runs[i].dir);
+            char *dj = rt_fmt("%s/diagnostics.jsonl", runs[i].dir);
             struct stat st;
             if (!stat(dj, &st))
                 fprintf(f, ", during training: [variance](%s/diag_variance.png), [gradient norm](%s/diag_grad_norm.png), "
@@ -365,13 +352,13 @@ int sweep_main(int argc, char **argv)
             for (int j = i + 1; j < nvary; j++)
                 div *= vary[j].n;
             const char *vv = vary[i].vals[(c / div) % vary[i].n];
-            r->defs[r->ndefs++] = fmt("%s=%s", vary[i].name, vv);
-            char *longer = fmt("%s_%s%s", name, vary[i].name, vv);
+            r->defs[r->ndefs++] = rt_fmt("%s=%s", vary[i].name, vv);
+            char *longer = rt_fmt("%s_%s%s", name, vary[i].name, vv);
             free(name);
             name = longer;
         }
         r->name = name;
-        r->dir = fmt("%s/%s", out, name);
+        r->dir = rt_fmt("%s/%s", out, name);
         /* strata train MODEL -D... [--preset P] TRAIN_OPTIONS --out DIR/RUN */
         int cap = 2 * (ndefs + nvary) + ntopts + 16, n = 0;
         char **args = calloc((size_t)cap, sizeof *args);
@@ -395,7 +382,7 @@ int sweep_main(int argc, char **argv)
             failed = 1;
         } else {
             /* strata analyze MODEL -D... --ckpt DIR/RUN/checkpoint.safetensors --data VAL --out DIR/RUN/analyze */
-            char *ckpt = fmt("%s/checkpoint.safetensors", r->dir), *adir = fmt("%s/analyze", r->dir);
+            char *ckpt = rt_fmt("%s/checkpoint.safetensors", r->dir), *adir = rt_fmt("%s/analyze", r->dir);
             n = common;
             args[n++] = "--ckpt", args[n++] = ckpt;
             args[n++] = "--data", args[n++] = (char *)(val ? val : data);
@@ -415,7 +402,7 @@ int sweep_main(int argc, char **argv)
             free(ckpt), free(adir);
         }
         free(args);
-        char *mpath = fmt("%s/metrics.jsonl", r->dir), *err = NULL;
+        char *mpath = rt_fmt("%s/metrics.jsonl", r->dir), *err = NULL;
         if (rt_curve_load(&r->curve, mpath, &err) == 0) {
             r->have_curve = true;
             if (r->curve.nval)
@@ -428,7 +415,7 @@ int sweep_main(int argc, char **argv)
         read_analysis(r);
         fprintf(stderr, "== %s: val loss %.4f, %.1f s\n", r->name, r->val_loss, r->train_s);
     }
-    char *deftitle = fmt("strata sweep: %d run%s", nruns, nruns == 1 ? "" : "s");
+    char *deftitle = rt_fmt("strata sweep: %d run%s", nruns, nruns == 1 ? "" : "s");
     rc = write_report(out, title ? title : deftitle, runs, nruns, topts, ntopts) || failed;
     free(deftitle);
     for (int k = 0; k < nruns; k++) {

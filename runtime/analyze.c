@@ -6,6 +6,7 @@
  * freed per command, or owned by the RtDiag. */
 #define _GNU_SOURCE /* asprintf, open_memstream */
 #include "analyze.h"
+#include "util.h"
 
 #include "checkpoint.h"
 #include "data.h"
@@ -38,20 +39,6 @@ static void *zalloc(size_t n)
     return p;
 }
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    char *s = NULL;
-    if (vasprintf(&s, f, ap) < 0) {
-        fprintf(stderr, "strata: out of memory\n");
-        exit(3);
-    }
-    va_end(ap);
-    return s;
-}
-
 /* Runs a gnuplot script; -1 with *err naming the image. */
 static int gnuplot(const char *script, const char *image, char **err)
 {
@@ -59,11 +46,11 @@ static int gnuplot(const char *script, const char *image, char **err)
     size_t n = strlen(script);
     int rc = 0;
     if (!g || fwrite(script, 1, n, g) != n) {
-        *err = fmt("cannot run gnuplot for %s (Debian: apt-get install gnuplot-nox)", image);
+        *err = rt_fmt("cannot run gnuplot for %s (Debian: apt-get install gnuplot-nox)", image);
         rc = -1;
     }
     if (g && pclose(g) != 0 && rc == 0) {
-        *err = fmt("gnuplot failed drawing %s", image);
+        *err = rt_fmt("gnuplot failed drawing %s", image);
         rc = -1;
     }
     return rc;
@@ -412,7 +399,7 @@ static char *analysis_json(const Analysis *a)
 static int write_file(const Analysis *a, const char *name, int (*writer)(const Analysis *, FILE *),
                       const char *text)
 {
-    char *path = fmt("%s/%s", a->o->out, name);
+    char *path = rt_fmt("%s/%s", a->o->out, name);
     FILE *f = fopen(path, "w");
     int rc = f ? 0 : -1;
     if (f && writer)
@@ -442,8 +429,8 @@ static void plots(const Analysis *a)
         {"angular.csv", "angular_all.png", "all", "angular distance, all tokens (x = layer l, y = n)"},
     };
     for (int i = 0; a->have_ds && i < 3; i++) {
-        char *csv = fmt("%s/%s", dir, pics[i].csv), *img = fmt("%s/%s", dir, pics[i].image), *script = NULL,
-             *title = fmt("%s: %s", name, pics[i].title), *err = NULL;
+        char *csv = rt_fmt("%s/%s", dir, pics[i].csv), *img = rt_fmt("%s/%s", dir, pics[i].image), *script = NULL,
+             *title = rt_fmt("%s: %s", name, pics[i].title), *err = NULL;
         size_t n = 0;
         FILE *s = open_memstream(&script, &n);
         rt_depth_plot_script(s, csv, img, pics[i].kind, title);
@@ -454,8 +441,8 @@ static void plots(const Analysis *a)
         }
         free(csv), free(img), free(script), free(title);
     }
-    char *csv = fmt("%s/removal.csv", dir), *img = fmt("%s/removal.png", dir), *err = NULL;
-    char *script = fmt("set terminal pngcairo noenhanced size 900,600\nset output '%s'\n"
+    char *csv = rt_fmt("%s/removal.csv", dir), *img = rt_fmt("%s/removal.png", dir), *err = NULL;
+    char *script = rt_fmt("set terminal pngcairo noenhanced size 900,600\nset output '%s'\n"
                        "set datafile separator ','\nset title '%s: change when block l alone is skipped'\n"
                        "set xlabel 'layer l'\nset ylabel 'validation loss drop (nats)'\nset grid\n"
                        "set style fill solid 0.6\nset boxwidth 0.7\n%s"
@@ -737,7 +724,7 @@ int rt_diag_init(RtDiag *g, const RtModel *m, const RtTrainOptions *o, const cha
     free(tgt);
     rt_loader_free(&l);
     rt_glob_free(paths, npaths);
-    g->path = fmt("%s/diagnostics.jsonl", o->out);
+    g->path = rt_fmt("%s/diagnostics.jsonl", o->out);
     g->dir = strdup(o->out);
     g->f = fopen(g->path, o->resume ? "a" : "w");
     if (!g->f) {
@@ -877,10 +864,10 @@ static int diag_plot_one(json_t **rows, int n, const char *key, int first, const
             pick[np++] = i, q++;
         seen++;
     }
-    char *csv = fmt("%s/diag_%s.csv", dir, key), *img = fmt("%s/diag_%s.png", dir, key);
+    char *csv = rt_fmt("%s/diag_%s.csv", dir, key), *img = rt_fmt("%s/diag_%s.png", dir, key);
     FILE *f = fopen(csv, "w");
     if (!f) {
-        *err = fmt("cannot write %s: %s", csv, strerror(errno));
+        *err = rt_fmt("cannot write %s: %s", csv, strerror(errno));
         free(csv), free(img);
         return -1;
     }
@@ -900,7 +887,7 @@ static int diag_plot_one(json_t **rows, int n, const char *key, int first, const
         fprintf(f, "\n");
     }
     fclose(f);
-    char *script = fmt("set terminal pngcairo noenhanced size 900,600\nset output '%s'\n"
+    char *script = rt_fmt("set terminal pngcairo noenhanced size 900,600\nset output '%s'\n"
                        "set datafile separator ','\nset key autotitle columnhead\nset title '%s over training'\n"
                        "set xlabel '%s'\nset ylabel '%s'\nset grid\n%s"
                        "plot for [i=2:%d] '%s' using 1:i with linespoints lw 2\n",
@@ -915,7 +902,7 @@ int rt_diag_plot(const char *jsonl, const char *dir, char **err)
 {
     FILE *f = fopen(jsonl, "r");
     if (!f) {
-        *err = fmt("cannot open %s: %s", jsonl, strerror(errno));
+        *err = rt_fmt("cannot open %s: %s", jsonl, strerror(errno));
         return -1;
     }
     json_t **rows = NULL;
@@ -926,7 +913,7 @@ int rt_diag_plot(const char *jsonl, const char *dir, char **err)
         json_error_t je;
         json_t *j = json_loads(line, 0, &je);
         if (!json_is_object(j) || !json_is_integer(json_object_get(j, "step"))) {
-            *err = fmt("%s:%d: not a diagnostics row (%s)", jsonl, lineno, j ? "no \"step\"" : je.text);
+            *err = rt_fmt("%s:%d: not a diagnostics row (%s)", jsonl, lineno, j ? "no \"step\"" : je.text);
             json_decref(j);
             rc = -1;
             break;
@@ -938,7 +925,7 @@ int rt_diag_plot(const char *jsonl, const char *dir, char **err)
     free(line);
     fclose(f);
     if (!rc && n == 0) {
-        *err = fmt("%s: no diagnostics rows", jsonl);
+        *err = rt_fmt("%s: no diagnostics rows", jsonl);
         rc = -1;
     }
     if (!rc)

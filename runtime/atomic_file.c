@@ -2,6 +2,7 @@
  * directory (atomic_file.h). */
 #define _GNU_SOURCE /* vasprintf */
 #include "atomic_file.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,18 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
 
 static void atomic_clear(RtAtomicFile *a)
 {
@@ -34,25 +23,25 @@ int rt_atomic_open(RtAtomicFile *a, const char *path, char **err)
 {
     memset(a, 0, sizeof *a);
     if (!path || !*path) {
-        *err = msg("an empty file name");
+        *err = rt_fmt("an empty file name");
         return -1;
     }
     a->path = strdup(path);
     if (!a->path || asprintf(&a->tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
         a->tmp = NULL;
         atomic_clear(a);
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         return -1;
     }
     int fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
-        *err = msg("%s: cannot create %s: %s", path, a->tmp, strerror(errno));
+        *err = rt_fmt("%s: cannot create %s: %s", path, a->tmp, strerror(errno));
         atomic_clear(a);
         return -1;
     }
     a->f = fdopen(fd, "wb");
     if (!a->f) {
-        *err = msg("%s: %s", a->tmp, strerror(errno));
+        *err = rt_fmt("%s: %s", a->tmp, strerror(errno));
         close(fd);
         unlink(a->tmp);
         atomic_clear(a);
@@ -87,7 +76,7 @@ static int sync_dir(const char *path, char **err)
 {
     char *dir = strdup(path);
     if (!dir) {
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         return -1;
     }
     char *slash = strrchr(dir, '/');
@@ -99,13 +88,13 @@ static int sync_dir(const char *path, char **err)
         *slash = 0;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
-        *err = msg("%s: cannot open its directory %s to sync it: %s", path, dir, strerror(errno));
+        *err = rt_fmt("%s: cannot open its directory %s to sync it: %s", path, dir, strerror(errno));
         free(dir);
         return -1;
     }
     int rc = 0;
     if (fsync(fd) != 0 && errno != EINVAL) {
-        *err = msg("%s: cannot sync its directory %s: %s", path, dir, strerror(errno));
+        *err = rt_fmt("%s: cannot sync its directory %s: %s", path, dir, strerror(errno));
         rc = -1;
     }
     close(fd);
@@ -124,12 +113,12 @@ int rt_atomic_commit(RtAtomicFile *a, char **err)
         e = errno ? errno : EIO;
     a->f = NULL;
     if (e) {
-        *err = msg("%s: writing %s failed: %s", a->path, a->tmp, strerror(e));
+        *err = rt_fmt("%s: writing %s failed: %s", a->path, a->tmp, strerror(e));
         rt_atomic_abort(a);
         return -1;
     }
     if (rename(a->tmp, a->path) != 0) {
-        *err = msg("%s: cannot rename %s over it: %s", a->path, a->tmp, strerror(errno));
+        *err = rt_fmt("%s: cannot rename %s over it: %s", a->path, a->tmp, strerror(errno));
         rt_atomic_abort(a);
         return -1;
     }

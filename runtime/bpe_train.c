@@ -7,6 +7,7 @@
  * the tokenizer it returns is the caller's. */
 #define _GNU_SOURCE /* vasprintf */
 #include "tokenizer.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -47,18 +48,6 @@ struct RtBpeTrainer {
     int32_t n_words, cap_words;
     int64_t n_bytes;      /* corpus bytes seen */
 };
-
-static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
 
 /* --- counting words ------------------------------------------------------- */
 
@@ -410,7 +399,7 @@ static void train_free(Train *T)
 RtTokenizer *rt_bpe_trainer_train(RtBpeTrainer *tr, int32_t vocab_size, char **err)
 {
     if (vocab_size < 257) {
-        *err = msg("vocabulary size %d is too small: byte-level BPE needs 256 bytes + <|endoftext|> = 257 at least",
+        *err = rt_fmt("vocabulary size %d is too small: byte-level BPE needs 256 bytes + <|endoftext|> = 257 at least",
                    vocab_size);
         return NULL;
     }
@@ -476,7 +465,7 @@ RtTokenizer *rt_bpe_trainer_train(RtBpeTrainer *tr, int32_t vocab_size, char **e
     tok = rt_tok_new(NULL, merges, m, special, 1, err);
     goto done;
 oom:
-    *err = msg("out of memory training BPE (%d unique pre-tokens, %d pairs)", nw, T.n_pairs);
+    *err = rt_fmt("out of memory training BPE (%d unique pre-tokens, %d pairs)", nw, T.n_pairs);
 done:
     free(merges);
     train_free(&T);
@@ -488,7 +477,7 @@ RtTokenizer *rt_tok_train(const char *text, size_t len, int32_t vocab_size, char
     RtBpeTrainer *tr = rt_bpe_trainer_new();
     if (!tr || rt_bpe_trainer_add(tr, text, len) != 0) {
         rt_bpe_trainer_free(tr);
-        *err = msg("out of memory counting the pre-tokens of %zu bytes", len);
+        *err = rt_fmt("out of memory counting the pre-tokens of %zu bytes", len);
         return NULL;
     }
     RtTokenizer *t = rt_bpe_trainer_train(tr, vocab_size, err);
@@ -585,7 +574,7 @@ int rt_tokenizer_train_main(int argc, char **argv)
         int rc = rt_bpe_trainer_add(tr, data, len);
         free(data);
         if (rc != 0) {
-            err = msg("%s: out of memory counting its pre-tokens", files[k]);
+            err = rt_fmt("%s: out of memory counting its pre-tokens", files[k]);
             goto fail;
         }
     }

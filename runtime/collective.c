@@ -4,6 +4,7 @@
  * rt_comm_bcast, rt_comm_barrier, rt_comm_abort, rt_batch_slice,
  * rt_loader_next_slice.  The RtComm owns its scratch buffer. */
 #include "config.h"
+#include "util.h"
 
 #include "collective.h"
 
@@ -319,37 +320,19 @@ uint64_t rt_comm_hash(const void *buf, size_t bytes)
 
 /* --- data slices ------------------------------------------------------------ */
 
-static char *msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msgf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *s = malloc((size_t)n + 1);
-    if (!s) {
-        fprintf(stderr, "strata: out of memory\n");
-        exit(3);
-    }
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
 int rt_batch_slice(int64_t B, int rank, int size, RtBatchSlice *s, char **err)
 {
     if (size < 1 || rank < 0 || rank >= size) {
-        *err = msgf("rank %d of %d ranks: no such rank", rank, size);
+        *err = rt_fmt("rank %d of %d ranks: no such rank", rank, size);
         return -1;
     }
     if (B < 1) {
-        *err = msgf("global batch %lld: must be at least 1", (long long)B);
+        *err = rt_fmt("global batch %lld: must be at least 1", (long long)B);
         return -1;
     }
     if (B % size != 0) {
         int64_t up = (B / size + 1) * size;
-        *err = msgf("global batch %lld is not divisible by %d ranks: each rank trains on batch / ranks "
+        *err = rt_fmt("global batch %lld is not divisible by %d ranks: each rank trains on batch / ranks "
                     "rows; use a multiple of %d (e.g. %lld)",
                     (long long)B, size, size, (long long)up);
         return -1;

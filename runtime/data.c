@@ -3,6 +3,7 @@
  * exactly as data.h documents, so a state (epoch, pos) resumes exactly. */
 #define _GNU_SOURCE /* vasprintf */
 #include "data.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,18 +21,6 @@
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "data.c reads mapped tokens in host order, which must be little-endian"
 #endif
-
-static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
 
 static int32_t le32(const uint8_t *p)
 {
@@ -62,7 +51,7 @@ static int shard_check(RtShard *s, const uint8_t *p, size_t len, char **err)
 {
     const char *path = s->path;
     if (len < RT_SHARD_HEADER_BYTES) {
-        *err = msg("%s: %zu bytes, too short for the %d-byte header of a token shard", path, len,
+        *err = rt_fmt("%s: %zu bytes, too short for the %d-byte header of a token shard", path, len,
                    RT_SHARD_HEADER_BYTES);
         return -1;
     }
@@ -70,34 +59,34 @@ static int shard_check(RtShard *s, const uint8_t *p, size_t len, char **err)
     if (magic == RT_SHARD_MAGIC_U16) {
         s->width = 2;
         if (version != RT_SHARD_VERSION_U16) {
-            *err = msg("%s: token shard version %d is not supported (magic %d goes with version %d, uint16 tokens)",
+            *err = rt_fmt("%s: token shard version %d is not supported (magic %d goes with version %d, uint16 tokens)",
                        path, version, magic, RT_SHARD_VERSION_U16);
             return -1;
         }
     } else if (magic == RT_SHARD_MAGIC_U32) {
         s->width = 4;
         if (version != RT_SHARD_VERSION_U32) {
-            *err = msg("%s: token shard version %d is not supported (magic %d goes with version %d, uint32 tokens)",
+            *err = rt_fmt("%s: token shard version %d is not supported (magic %d goes with version %d, uint32 tokens)",
                        path, version, magic, RT_SHARD_VERSION_U32);
             return -1;
         }
     } else {
-        *err = msg("%s: not a token shard (magic %d; expected %d or %d)", path, magic, RT_SHARD_MAGIC_U16,
+        *err = rt_fmt("%s: not a token shard (magic %d; expected %d or %d)", path, magic, RT_SHARD_MAGIC_U16,
                    RT_SHARD_MAGIC_U32);
         return -1;
     }
     if (count < 0) {
-        *err = msg("%s: header says %d tokens", path, count);
+        *err = rt_fmt("%s: header says %d tokens", path, count);
         return -1;
     }
     size_t body = len - RT_SHARD_HEADER_BYTES;
     if (body % (size_t)s->width) {
-        *err = msg("%s: header says %d tokens (%d bytes each) but the file holds %zu bytes of tokens, not a whole "
+        *err = rt_fmt("%s: header says %d tokens (%d bytes each) but the file holds %zu bytes of tokens, not a whole "
                    "number", path, count, s->width, body);
         return -1;
     }
     if ((uint64_t)(body / (size_t)s->width) != (uint64_t)count) {
-        *err = msg("%s: header says %d tokens but the file holds %zu", path, count, body / (size_t)s->width);
+        *err = rt_fmt("%s: header says %d tokens but the file holds %zu", path, count, body / (size_t)s->width);
         return -1;
     }
     s->ntok = count;
@@ -109,25 +98,25 @@ int rt_shard_open(RtShard *s, const char *path, char **err)
     memset(s, 0, sizeof *s);
     s->path = strdup(path);
     if (!s->path) {
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         return -1;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        *err = msg("%s: %s", path, strerror(errno));
+        *err = rt_fmt("%s: %s", path, strerror(errno));
         rt_shard_close(s);
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        *err = msg("%s: %s", path, strerror(errno));
+        *err = rt_fmt("%s: %s", path, strerror(errno));
         close(fd);
         rt_shard_close(s);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        *err = S_ISDIR(st.st_mode) ? msg("%s: is a directory, not a token shard", path)
-                                   : msg("%s: not a regular file", path);
+        *err = S_ISDIR(st.st_mode) ? rt_fmt("%s: is a directory, not a token shard", path)
+                                   : rt_fmt("%s: not a regular file", path);
         close(fd);
         rt_shard_close(s);
         return -1;
@@ -142,7 +131,7 @@ int rt_shard_open(RtShard *s, const char *path, char **err)
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) {
-        *err = msg("%s: cannot map: %s", path, strerror(errno));
+        *err = rt_fmt("%s: cannot map: %s", path, strerror(errno));
         rt_shard_close(s);
         return -1;
     }
@@ -172,20 +161,20 @@ int rt_shard_width(const int32_t *ids, int64_t n)
 int rt_shard_write(const char *path, const int32_t *ids, int64_t n, int width, char **err)
 {
     if (n < 0 || n > RT_SHARD_MAX_TOKENS) {
-        *err = msg("%s: %lld tokens do not fit one shard (at most %lld)", path, (long long)n,
+        *err = rt_fmt("%s: %lld tokens do not fit one shard (at most %lld)", path, (long long)n,
                    RT_SHARD_MAX_TOKENS);
         return -1;
     }
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || (width == 2 && ids[i] > 65535)) {
-            *err = msg("%s: token %lld is %d, %s", path, (long long)i, ids[i],
+            *err = rt_fmt("%s: token %lld is %d, %s", path, (long long)i, ids[i],
                        ids[i] < 0 ? "negative" : "too large for a uint16 shard");
             return -1;
         }
     if (width == 0)
         width = rt_shard_width(ids, n);
     if (width != 2 && width != 4) {
-        *err = msg("%s: token width %d (must be 2 or 4)", path, width);
+        *err = rt_fmt("%s: token width %d (must be 2 or 4)", path, width);
         return -1;
     }
     uint8_t header[RT_SHARD_HEADER_BYTES] = {0};
@@ -196,7 +185,7 @@ int rt_shard_write(const char *path, const int32_t *ids, int64_t n, int width, c
     uint8_t *buf = malloc(CHUNK * 4);
     RtAtomicFile a;
     if (!buf) {
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         return -1;
     }
     if (rt_atomic_open(&a, path, err) != 0) {
@@ -229,11 +218,11 @@ int rt_glob(const char *pattern, char ***paths, int *n, char **err)
     glob_t g;
     int rc = glob(pattern, GLOB_ERR, NULL, &g);
     if (rc == GLOB_NOMATCH) {
-        *err = msg("%s: no such file", pattern);
+        *err = rt_fmt("%s: no such file", pattern);
         return -1;
     }
     if (rc != 0) {
-        *err = msg("%s: %s", pattern, rc == GLOB_NOSPACE ? "out of memory" : "cannot read a directory");
+        *err = rt_fmt("%s: %s", pattern, rc == GLOB_NOSPACE ? "out of memory" : "cannot read a directory");
         if (rc != GLOB_NOSPACE)
             globfree(&g);
         return -1;
@@ -246,7 +235,7 @@ int rt_glob(const char *pattern, char ***paths, int *n, char **err)
         }
     if (!p) {
         globfree(&g);
-        *err = msg("%s: out of memory", pattern);
+        *err = rt_fmt("%s: out of memory", pattern);
         return -1;
     }
     *paths = p;
@@ -333,11 +322,11 @@ int rt_loader_init(RtLoader *l, const char *const *paths, int n, int B, int T, R
 {
     memset(l, 0, sizeof *l);
     if (n < 1) {
-        *err = msg("no token shard given");
+        *err = rt_fmt("no token shard given");
         return -1;
     }
     if (B < 1 || T < 1) {
-        *err = msg("%s: batch size %d and context length %d must be positive", paths[0], B, T);
+        *err = rt_fmt("%s: batch size %d and context length %d must be positive", paths[0], B, T);
         return -1;
     }
     l->B = B;
@@ -349,7 +338,7 @@ int rt_loader_init(RtLoader *l, const char *const *paths, int n, int B, int T, R
     l->first = calloc((size_t)n + 1, sizeof *l->first);
     if (!l->shard || !l->first) {
         rt_loader_free(l);
-        *err = msg("%s: out of memory", paths[0]);
+        *err = rt_fmt("%s: out of memory", paths[0]);
         return -1;
     }
     int longest = 0;
@@ -367,7 +356,7 @@ int rt_loader_init(RtLoader *l, const char *const *paths, int n, int B, int T, R
     }
     l->nwin = l->first[n];
     if (l->nwin == 0) {
-        *err = msg("%s: %lld tokens; a window needs T + 1 = %lld%s", paths[longest],
+        *err = rt_fmt("%s: %lld tokens; a window needs T + 1 = %lld%s", paths[longest],
                    (long long)l->shard[longest].ntok, (long long)T + 1,
                    n > 1 ? " (and this is the longest shard)" : "");
         rt_loader_free(l);
@@ -375,14 +364,14 @@ int rt_loader_init(RtLoader *l, const char *const *paths, int n, int B, int T, R
     }
     if (mode == RT_LOADER_RANDOM) {
         if (l->nwin > (int64_t)UINT32_MAX) {
-            *err = msg("%s...: %lld windows, more than the shuffle holds (2^32 - 1); use a longer context",
+            *err = rt_fmt("%s...: %lld windows, more than the shuffle holds (2^32 - 1); use a longer context",
                        paths[0], (long long)l->nwin);
             rt_loader_free(l);
             return -1;
         }
         l->perm = malloc((size_t)l->nwin * sizeof *l->perm);
         if (!l->perm) {
-            *err = msg("%s...: out of memory for the shuffle of %lld windows", paths[0], (long long)l->nwin);
+            *err = rt_fmt("%s...: out of memory for the shuffle of %lld windows", paths[0], (long long)l->nwin);
             rt_loader_free(l);
             return -1;
         }
@@ -451,7 +440,7 @@ RtLoaderState rt_loader_state(const RtLoader *l)
 int rt_loader_set_state(RtLoader *l, RtLoaderState s, char **err)
 {
     if (s.epoch < 0 || s.pos < 0 || s.pos > l->nwin || (l->mode == RT_LOADER_SEQUENTIAL && s.epoch != 0)) {
-        *err = msg("%s: loader state (epoch %lld, window %lld) does not fit these shards (%lld windows of %d "
+        *err = rt_fmt("%s: loader state (epoch %lld, window %lld) does not fit these shards (%lld windows of %d "
                    "tokens)", l->shard[0].path, (long long)s.epoch, (long long)s.pos, (long long)l->nwin,
                    l->T + 1);
         return -1;
@@ -475,7 +464,7 @@ int rt_loader_check_vocab(const RtLoader *l, int64_t vocab, char **err)
         for (int64_t k = 0; k < s->ntok; k++) {
             int64_t v = s->width == 2 ? ((const uint16_t *)s->tok)[k] : ((const uint32_t *)s->tok)[k];
             if (v >= vocab) {
-                *err = msg("%s: token %lld is %lld, outside the vocabulary (size %lld)", s->path, (long long)k,
+                *err = rt_fmt("%s: token %lld is %lld, outside the vocabulary (size %lld)", s->path, (long long)k,
                            (long long)v, (long long)vocab);
                 return -1;
             }
@@ -502,13 +491,13 @@ int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSpl
         nval = o->val_tokens;
     } else {
         if (!(o->val_fraction > 0 && o->val_fraction < 1)) {
-            *err = msg("%s: validation fraction %g must lie strictly between 0 and 1", prefix, o->val_fraction);
+            *err = rt_fmt("%s: validation fraction %g must lie strictly between 0 and 1", prefix, o->val_fraction);
             return -1;
         }
         nval = (int64_t)((double)n * o->val_fraction);
     }
     if (nval < 2 || n - nval < 2) {
-        *err = msg("%s: a corpus of %lld tokens cannot give %lld to validation (each part needs at least 2)",
+        *err = rt_fmt("%s: a corpus of %lld tokens cannot give %lld to validation (each part needs at least 2)",
                    prefix, (long long)n, (long long)nval);
         return -1;
     }
@@ -516,7 +505,7 @@ int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSpl
     if (per > RT_SHARD_MAX_TOKENS)
         per = RT_SHARD_MAX_TOKENS;
     if (nval > RT_SHARD_MAX_TOKENS) {
-        *err = msg("%s: %lld validation tokens do not fit one shard (at most %lld)", prefix, (long long)nval,
+        *err = rt_fmt("%s: %lld validation tokens do not fit one shard (at most %lld)", prefix, (long long)nval,
                    RT_SHARD_MAX_TOKENS);
         return -1;
     }
@@ -524,7 +513,7 @@ int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSpl
     if (width < 0) {
         for (int64_t i = 0; i < n; i++)
             if (ids[i] < 0) {
-                *err = msg("%s: token %lld of the corpus is %d, negative", prefix, (long long)i, ids[i]);
+                *err = rt_fmt("%s: token %lld of the corpus is %d, negative", prefix, (long long)i, ids[i]);
                 break;
             }
         return -1;
@@ -532,7 +521,7 @@ int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSpl
     int64_t ntrain_tok = n - nval;
     int64_t nshards = (ntrain_tok + per - 1) / per;
     if (nshards > 999999) {
-        *err = msg("%s: %lld train shards are too many; make them larger", prefix, (long long)nshards);
+        *err = rt_fmt("%s: %lld train shards are too many; make them larger", prefix, (long long)nshards);
         return -1;
     }
     r->width = width;
@@ -540,14 +529,14 @@ int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSpl
     if (!r->train_paths || asprintf(&r->val_path, "%s_val.bin", prefix) < 0) {
         r->val_path = NULL;
         rt_split_result_free(r);
-        *err = msg("%s: out of memory", prefix);
+        *err = rt_fmt("%s: out of memory", prefix);
         return -1;
     }
     for (int64_t k = 0; k < nshards; k++) {
         char *p;
         if (asprintf(&p, "%s_train_%06lld.bin", prefix, (long long)k) < 0) {
             rt_split_result_free(r);
-            *err = msg("%s: out of memory", prefix);
+            *err = rt_fmt("%s: out of memory", prefix);
             return -1;
         }
         r->train_paths[k] = p;

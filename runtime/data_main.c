@@ -14,6 +14,7 @@
  * tokenizer_main.c).  Everything allocated here is freed before return. */
 #define _GNU_SOURCE /* vasprintf */
 #include "data_main.h"
+#include "util.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -27,18 +28,6 @@
 #include "data.h"
 #include "tokenizer_impl.h"
 
-static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -50,7 +39,7 @@ RtTokenizer *rt_cli_tokenizer(const char *file, int bytes, const char *gpt2_dir,
 {
     int given = (file != NULL) + (bytes != 0) + (gpt2_dir != NULL);
     if (given != 1) {
-        *err = msg("%s", given ? "give only one of --tokenizer FILE, --bytes and --gpt2 DIR"
+        *err = rt_fmt("%s", given ? "give only one of --tokenizer FILE, --bytes and --gpt2 DIR"
                                : "no tokenizer: give --tokenizer FILE, --bytes or --gpt2 DIR");
         return NULL;
     }
@@ -59,13 +48,13 @@ RtTokenizer *rt_cli_tokenizer(const char *file, int bytes, const char *gpt2_dir,
     if (bytes) {
         RtTokenizer *t = rt_tok_bytes();
         if (!t)
-            *err = msg("out of memory");
+            *err = rt_fmt("out of memory");
         return t;
     }
-    char *enc = msg("%s/encoder.json", gpt2_dir), *bpe = msg("%s/vocab.bpe", gpt2_dir);
+    char *enc = rt_fmt("%s/encoder.json", gpt2_dir), *bpe = rt_fmt("%s/vocab.bpe", gpt2_dir);
     RtTokenizer *t = NULL;
     if (!enc || !bpe)
-        *err = msg("out of memory");
+        *err = rt_fmt("out of memory");
     else
         t = rt_tok_load_gpt2(enc, bpe, err);
     free(enc);
@@ -125,7 +114,7 @@ static int check_text(const char *path, const char *text, size_t len, int quiet,
     long line, col;
     if (nul) {
         line_col(text, (size_t)(nul - text), &line, &col);
-        *err = msg("%s:%ld:%ld: a NUL byte: not a text file (UTF-16 or binary?)", path, line, col);
+        *err = rt_fmt("%s:%ld:%ld: a NUL byte: not a text file (UTF-16 or binary?)", path, line, col);
         return -1;
     }
     size_t first = len, bad = 0;
@@ -167,7 +156,7 @@ static int add_doc(Corpus *c, const char *path, const char *text, size_t len, ch
             int64_t cap = c->ids.cap ? 2 * c->ids.cap : 1 << 16;
             int32_t *v = realloc(c->ids.v, (size_t)cap * sizeof *v);
             if (!v) {
-                *err = msg("%s: out of memory after %lld tokens", path, (long long)c->ids.n);
+                *err = rt_fmt("%s: out of memory after %lld tokens", path, (long long)c->ids.n);
                 return -1;
             }
             c->ids.v = v;
@@ -176,7 +165,7 @@ static int add_doc(Corpus *c, const char *path, const char *text, size_t len, ch
         c->ids.v[c->ids.n++] = c->eot;
     }
     if (rt_tok_encode_append(c->tok, text, len, 0, &c->ids) != 0) {
-        *err = msg("%s: out of memory after %lld tokens", path, (long long)c->ids.n);
+        *err = rt_fmt("%s: out of memory after %lld tokens", path, (long long)c->ids.n);
         return -1;
     }
     c->docs++;
@@ -243,11 +232,11 @@ static int add_jsonl(Corpus *c, const char *path, const char *text, size_t len, 
         json_error_t je;
         json_t *rec = json_loadb(p, n, JSON_ALLOW_NUL, &je);
         if (!rec) {
-            *err = msg("%s:%ld:%d: not valid JSON: %s", path, line, je.column, je.text);
+            *err = rt_fmt("%s:%ld:%d: not valid JSON: %s", path, line, je.column, je.text);
             goto out;
         }
         if (!json_is_object(rec)) {
-            *err = msg("%s:%ld: expected a JSON object, got %s", path, line, json_kind(rec));
+            *err = rt_fmt("%s:%ld: expected a JSON object, got %s", path, line, json_kind(rec));
             json_decref(rec);
             goto out;
         }
@@ -257,9 +246,9 @@ static int add_jsonl(Corpus *c, const char *path, const char *text, size_t len, 
             if (!v || !json_is_string(v)) {
                 char *keys = v ? NULL : json_keys(rec);
                 if (v)
-                    *err = msg("%s:%ld: field \"%s\" is %s, not a string", path, line, fields[f], json_kind(v));
+                    *err = rt_fmt("%s:%ld: field \"%s\" is %s, not a string", path, line, fields[f], json_kind(v));
                 else
-                    *err = msg("%s:%ld: no field \"%s\" (the record has %s)", path, line, fields[f],
+                    *err = rt_fmt("%s:%ld: no field \"%s\" (the record has %s)", path, line, fields[f],
                                keys ? keys : "other fields");
                 free(keys);
                 json_decref(rec);
@@ -270,7 +259,7 @@ static int add_jsonl(Corpus *c, const char *path, const char *text, size_t len, 
                 size_t cap = 2 * (used + sl + 2);
                 char *d = realloc(doc, cap);
                 if (!d) {
-                    *err = msg("%s:%ld: out of memory", path, line);
+                    *err = rt_fmt("%s:%ld: out of memory", path, line);
                     json_decref(rec);
                     goto out;
                 }
@@ -295,9 +284,9 @@ out:
 /* mkdir -p of the directory part of prefix ("data/x" -> "data"). */
 static int make_parent(const char *prefix, char **err)
 {
-    char *p = msg("%s", prefix);
+    char *p = rt_fmt("%s", prefix);
     if (!p) {
-        *err = msg("out of memory");
+        *err = rt_fmt("out of memory");
         return -1;
     }
     char *slash = strrchr(p, '/');
@@ -310,7 +299,7 @@ static int make_parent(const char *prefix, char **err)
             char save = *q;
             *q = 0;
             if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                *err = msg("%s: cannot create the directory: %s", p, strerror(errno));
+                *err = rt_fmt("%s: cannot create the directory: %s", p, strerror(errno));
                 rc = -1;
             }
             *q = save;

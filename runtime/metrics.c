@@ -2,6 +2,7 @@
  * (metrics.h). */
 #define _GNU_SOURCE /* asprintf, getline */
 #include "metrics.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -11,23 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
-static char *fmt_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt_err(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 int rt_metrics_open(RtMetrics *m, const char *path, char **err)
 {
     m->f = fopen(path, "a");
     if (!m->f) {
-        *err = fmt_err("%s: %s", path, strerror(errno));
+        *err = rt_fmt("%s: %s", path, strerror(errno));
         return -1;
     }
     m->path = strdup(path);
@@ -70,7 +59,7 @@ int rt_metrics_close(RtMetrics *m, char **err)
     if (m->f && fclose(m->f) != 0)
         bad = 1;
     if (bad)
-        *err = fmt_err("%s: write error (disk full?)", m->path ? m->path : "metrics");
+        *err = rt_fmt("%s: write error (disk full?)", m->path ? m->path : "metrics");
     free(m->path);
     m->f = NULL;
     m->path = NULL;
@@ -113,7 +102,7 @@ int rt_curve_load(RtCurve *c, const char *path, char **err)
     memset(c, 0, sizeof *c);
     FILE *f = fopen(path, "r");
     if (!f) {
-        *err = fmt_err("%s: %s", path, strerror(errno));
+        *err = rt_fmt("%s: %s", path, strerror(errno));
         return -1;
     }
     c->name = run_name(path);
@@ -128,8 +117,8 @@ int rt_curve_load(RtCurve *c, const char *path, char **err)
         json_t *o = json_loadb(line, (size_t)len, 0, &je);
         json_t *step = o ? json_object_get(o, "step") : NULL;
         if (!o || !json_is_object(o) || !json_is_integer(step)) {
-            *err = o ? fmt_err("%s:%ld: a metrics row needs an integer \"step\"", path, lineno)
-                     : fmt_err("%s:%ld: bad JSON: %s", path, lineno, je.text);
+            *err = o ? rt_fmt("%s:%ld: a metrics row needs an integer \"step\"", path, lineno)
+                     : rt_fmt("%s:%ld: bad JSON: %s", path, lineno, je.text);
             rc = -1;
         } else {
             json_t *l = json_object_get(o, "loss"), *v = json_object_get(o, "val_loss");
@@ -162,7 +151,7 @@ int rt_plot_curves(const RtCurve *c, int n, const char *image, const char *title
     /* Data goes through temporary files: gnuplot reads them by name. */
     char dir[] = "/tmp/strata-plot-XXXXXX";
     if (!mkdtemp(dir)) {
-        *err = fmt_err("cannot make a temporary directory: %s", strerror(errno));
+        *err = rt_fmt("cannot make a temporary directory: %s", strerror(errno));
         return -1;
     }
     size_t len = strlen(image);
@@ -182,7 +171,7 @@ int rt_plot_curves(const RtCurve *c, int n, const char *image, const char *title
             snprintf(path, sizeof path, "%s/%d_%d.dat", dir, i, kind);
             FILE *d = fopen(path, "w");
             if (!d) {
-                *err = fmt_err("%s: %s", path, strerror(errno));
+                *err = rt_fmt("%s: %s", path, strerror(errno));
                 fclose(s);
                 free(script);
                 return -1;
@@ -199,16 +188,16 @@ int rt_plot_curves(const RtCurve *c, int n, const char *image, const char *title
     fclose(s);
     int rc = 0;
     if (!plotted) {
-        *err = fmt_err("nothing to plot: the metrics files have no loss rows");
+        *err = rt_fmt("nothing to plot: the metrics files have no loss rows");
         rc = -1;
     } else {
         FILE *g = popen("gnuplot 2>&1", "w");
         if (!g || fwrite(script, 1, slen, g) != slen) {
-            *err = fmt_err("cannot run gnuplot (Debian: apt-get install gnuplot-nox)");
+            *err = rt_fmt("cannot run gnuplot (Debian: apt-get install gnuplot-nox)");
             rc = -1;
         }
         if (g && pclose(g) != 0 && rc == 0) {
-            *err = fmt_err("gnuplot failed drawing %s", image);
+            *err = rt_fmt("gnuplot failed drawing %s", image);
             rc = -1;
         }
     }

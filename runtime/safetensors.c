@@ -3,6 +3,7 @@
  * JSON through jansson. */
 #define _GNU_SOURCE /* vasprintf */
 #include "safetensors.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,18 +21,6 @@
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c reads and writes tensors in host order, which must be little-endian"
 #endif
-
-static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
 
 static const struct {
     const char *name;
@@ -101,29 +90,29 @@ static int parse_tensor(const char *file, const char *name, json_t *o, RtStTenso
 {
     t->name = name;
     if (!json_is_object(o)) {
-        *err = msg("%s: tensor '%s': its header entry is not a JSON object", file, name);
+        *err = rt_fmt("%s: tensor '%s': its header entry is not a JSON object", file, name);
         return -1;
     }
     json_t *dt = json_object_get(o, "dtype"), *sh = json_object_get(o, "shape"),
            *off = json_object_get(o, "data_offsets");
     if (!dt || !sh || !off) {
-        *err = msg("%s: tensor '%s': no \"%s\" in its header entry", file, name,
+        *err = rt_fmt("%s: tensor '%s': no \"%s\" in its header entry", file, name,
                    !dt ? "dtype" : !sh ? "shape" : "data_offsets");
         return -1;
     }
     int d = json_is_string(dt) ? rt_dtype_parse(json_string_value(dt)) : -1;
     if (d < 0) {
-        *err = json_is_string(dt) ? msg("%s: tensor '%s': unknown dtype \"%s\"", file, name, json_string_value(dt))
-                                  : msg("%s: tensor '%s': dtype is not a string", file, name);
+        *err = json_is_string(dt) ? rt_fmt("%s: tensor '%s': unknown dtype \"%s\"", file, name, json_string_value(dt))
+                                  : rt_fmt("%s: tensor '%s': dtype is not a string", file, name);
         return -1;
     }
     t->dtype = (RtDtype)d;
     if (!json_is_array(sh)) {
-        *err = msg("%s: tensor '%s': shape is not an array", file, name);
+        *err = rt_fmt("%s: tensor '%s': shape is not an array", file, name);
         return -1;
     }
     if (json_array_size(sh) > RT_ST_MAX_DIMS) {
-        *err = msg("%s: tensor '%s': %zu dimensions, more than the %d supported", file, name, json_array_size(sh),
+        *err = rt_fmt("%s: tensor '%s': %zu dimensions, more than the %d supported", file, name, json_array_size(sh),
                    RT_ST_MAX_DIMS);
         return -1;
     }
@@ -133,7 +122,7 @@ static int parse_tensor(const char *file, const char *name, json_t *o, RtStTenso
     for (int i = 0; i < t->ndim; i++) {
         long long x = json_count(json_array_get(sh, (size_t)i));
         if (x < 0) {
-            *err = msg("%s: tensor '%s': shape entry %d is not a non-negative integer", file, name, i);
+            *err = rt_fmt("%s: tensor '%s': shape entry %d is not a non-negative integer", file, name, i);
             return -1;
         }
         t->shape[i] = x;
@@ -143,20 +132,20 @@ static int parse_tensor(const char *file, const char *name, json_t *o, RtStTenso
     }
     if (!json_is_array(off) || json_array_size(off) != 2 || json_count(json_array_get(off, 0)) < 0 ||
         json_count(json_array_get(off, 1)) < 0) {
-        *err = msg("%s: tensor '%s': data_offsets is not [BEGIN, END] with non-negative integers", file, name);
+        *err = rt_fmt("%s: tensor '%s': data_offsets is not [BEGIN, END] with non-negative integers", file, name);
         return -1;
     }
     t->begin = (uint64_t)json_count(json_array_get(off, 0));
     t->end = (uint64_t)json_count(json_array_get(off, 1));
     if (t->begin > t->end) {
-        *err = msg("%s: tensor '%s': data_offsets [%llu, %llu] end before they begin", file, name,
+        *err = rt_fmt("%s: tensor '%s': data_offsets [%llu, %llu] end before they begin", file, name,
                    (unsigned long long)t->begin, (unsigned long long)t->end);
         return -1;
     }
     size_t es = rt_dtype_size(t->dtype);
     char sb[256];
     if (overflow || numel > INT64_MAX / es || numel * es != t->end - t->begin) {
-        *err = msg("%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s %s needs %s%llu", file, name,
+        *err = rt_fmt("%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s %s needs %s%llu", file, name,
                    (unsigned long long)t->begin, (unsigned long long)t->end,
                    (unsigned long long)(t->end - t->begin), rt_dtype_name(t->dtype),
                    shape_str(sb, sizeof sb, t->shape, t->ndim), overflow || numel > INT64_MAX / es ? "more than " : "",
@@ -185,7 +174,7 @@ static int st_parse(RtSafetensors *st, const void *buf, size_t len, char **err)
     const char *file = st->path;
     const uint8_t *p = buf;
     if (len < 8) {
-        *err = msg("%s: %zu bytes, too short for a safetensors file (it starts with an 8-byte header length)",
+        *err = rt_fmt("%s: %zu bytes, too short for a safetensors file (it starts with an 8-byte header length)",
                    file, len);
         goto fail;
     }
@@ -193,33 +182,33 @@ static int st_parse(RtSafetensors *st, const void *buf, size_t len, char **err)
     for (int i = 7; i >= 0; i--)
         N = N << 8 | p[i];
     if (N > RT_ST_MAX_HEADER) {
-        *err = msg("%s: header length %llu is over the limit of %llu bytes (not a safetensors file?)", file,
+        *err = rt_fmt("%s: header length %llu is over the limit of %llu bytes (not a safetensors file?)", file,
                    (unsigned long long)N, RT_ST_MAX_HEADER);
         goto fail;
     }
     if (N > len - 8) {
-        *err = msg("%s: header length %llu runs past the end of the file (%zu bytes; truncated?)", file,
+        *err = rt_fmt("%s: header length %llu runs past the end of the file (%zu bytes; truncated?)", file,
                    (unsigned long long)N, len);
         goto fail;
     }
     if (N < 2 || p[8] != '{') {
-        *err = msg("%s: the header does not start with '{' (not a safetensors file?)", file);
+        *err = rt_fmt("%s: the header does not start with '{' (not a safetensors file?)", file);
         goto fail;
     }
     json_error_t je;
     st->header = json_loadb((const char *)p + 8, (size_t)N, JSON_REJECT_DUPLICATES, &je);
     if (!st->header) {
-        *err = msg("%s: bad header JSON at byte %d of the header: %s", file, je.position, je.text);
+        *err = rt_fmt("%s: bad header JSON at byte %d of the header: %s", file, je.position, je.text);
         goto fail;
     }
     if (!json_is_object(st->header)) {
-        *err = msg("%s: the header is not a JSON object", file);
+        *err = rt_fmt("%s: the header is not a JSON object", file);
         goto fail;
     }
     size_t cap = json_object_size(st->header);
     st->t = calloc(cap ? cap : 1, sizeof *st->t);
     if (!st->t) {
-        *err = msg("%s: out of memory", file);
+        *err = rt_fmt("%s: out of memory", file);
         goto fail;
     }
     const char *key;
@@ -232,21 +221,21 @@ static int st_parse(RtSafetensors *st, const void *buf, size_t len, char **err)
             continue;
         }
         if (!json_is_object(v)) {
-            *err = msg("%s: __metadata__ is not a JSON object", file);
+            *err = rt_fmt("%s: __metadata__ is not a JSON object", file);
             goto fail;
         }
         size_t m = json_object_size(v);
         st->meta_key = calloc(m ? m : 1, sizeof *st->meta_key);
         st->meta_val = calloc(m ? m : 1, sizeof *st->meta_val);
         if (!st->meta_key || !st->meta_val) {
-            *err = msg("%s: out of memory", file);
+            *err = rt_fmt("%s: out of memory", file);
             goto fail;
         }
         const char *mk;
         json_t *mv;
         json_object_foreach(v, mk, mv) {
             if (!json_is_string(mv)) {
-                *err = msg("%s: __metadata__ '%s' is not a string", file, mk);
+                *err = rt_fmt("%s: __metadata__ '%s' is not a string", file, mk);
                 goto fail;
             }
             st->meta_key[st->nmeta] = mk;
@@ -257,7 +246,7 @@ static int st_parse(RtSafetensors *st, const void *buf, size_t len, char **err)
     uint64_t data_len = len - 8 - N;
     for (int i = 0; i < st->n; i++)
         if (st->t[i].end > data_len) {
-            *err = msg("%s: tensor '%s': data_offsets [%llu, %llu] run past the end of the data (%llu bytes; "
+            *err = rt_fmt("%s: tensor '%s': data_offsets [%llu, %llu] run past the end of the data (%llu bytes; "
                        "truncated?)", file, st->t[i].name, (unsigned long long)st->t[i].begin,
                        (unsigned long long)st->t[i].end, (unsigned long long)data_len);
             goto fail;
@@ -267,20 +256,20 @@ static int st_parse(RtSafetensors *st, const void *buf, size_t len, char **err)
     for (int i = 0; i < st->n; i++) {
         const RtStTensor *t = &st->t[i];
         if (t->begin < at) {
-            *err = msg("%s: tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap", file, st->t[i - 1].name,
+            *err = rt_fmt("%s: tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap", file, st->t[i - 1].name,
                        (unsigned long long)st->t[i - 1].begin, (unsigned long long)st->t[i - 1].end, t->name,
                        (unsigned long long)t->begin, (unsigned long long)t->end);
             goto fail;
         }
         if (t->begin > at) {
-            *err = msg("%s: data bytes [%llu, %llu) belong to no tensor (before '%s')", file,
+            *err = rt_fmt("%s: data bytes [%llu, %llu) belong to no tensor (before '%s')", file,
                        (unsigned long long)at, (unsigned long long)t->begin, t->name);
             goto fail;
         }
         at = t->end;
     }
     if (at != data_len) {
-        *err = msg("%s: the last %llu bytes of the data belong to no tensor", file,
+        *err = rt_fmt("%s: the last %llu bytes of the data belong to no tensor", file,
                    (unsigned long long)(data_len - at));
         goto fail;
     }
@@ -296,7 +285,7 @@ int rt_st_parse(RtSafetensors *st, const char *name, const void *buf, size_t len
 {
     memset(st, 0, sizeof *st);
     if (!(st->path = strdup(name))) {
-        *err = msg("%s: out of memory", name);
+        *err = rt_fmt("%s: out of memory", name);
         return -1;
     }
     return st_parse(st, buf, len, err);
@@ -307,12 +296,12 @@ int rt_st_open(RtSafetensors *st, const char *path, char **err)
     memset(st, 0, sizeof *st);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        *err = msg("%s: %s", path, strerror(errno));
+        *err = rt_fmt("%s: %s", path, strerror(errno));
         return -1;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        *err = msg("%s: not a regular file", path);
+        *err = rt_fmt("%s: not a regular file", path);
         close(fd);
         return -1;
     }
@@ -321,7 +310,7 @@ int rt_st_open(RtSafetensors *st, const char *path, char **err)
     if (len > 0) {
         map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
-            *err = msg("%s: cannot map: %s", path, strerror(errno));
+            *err = rt_fmt("%s: cannot map: %s", path, strerror(errno));
             close(fd);
             return -1;
         }
@@ -330,7 +319,7 @@ int rt_st_open(RtSafetensors *st, const char *path, char **err)
     st->map = map;
     st->map_len = len;
     if (!(st->path = strdup(path))) {
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         rt_st_close(st);
         return -1;
     }
@@ -358,11 +347,11 @@ int rt_st_read(const RtSafetensors *st, const char *name, RtDtype dtype, const i
 {
     const RtStTensor *t = rt_st_find(st, name);
     if (!t) {
-        *err = msg("%s: no tensor '%s'", st->path, name);
+        *err = rt_fmt("%s: no tensor '%s'", st->path, name);
         return -1;
     }
     if (t->dtype != dtype) {
-        *err = msg("%s: tensor '%s' is %s, expected %s", st->path, name, rt_dtype_name(t->dtype),
+        *err = rt_fmt("%s: tensor '%s' is %s, expected %s", st->path, name, rt_dtype_name(t->dtype),
                    rt_dtype_name(dtype));
         return -1;
     }
@@ -371,7 +360,7 @@ int rt_st_read(const RtSafetensors *st, const char *name, RtDtype dtype, const i
         same = t->shape[i] == shape[i];
     if (!same) {
         char a[256], b[256];
-        *err = msg("%s: tensor '%s' has shape %s, expected %s", st->path, name, shape_str(a, sizeof a, t->shape, t->ndim),
+        *err = rt_fmt("%s: tensor '%s' has shape %s, expected %s", st->path, name, shape_str(a, sizeof a, t->shape, t->ndim),
                    shape_str(b, sizeof b, shape, ndim < 0 ? 0 : ndim > RT_ST_MAX_DIMS ? RT_ST_MAX_DIMS : ndim));
         return -1;
     }
@@ -413,39 +402,39 @@ int rt_st_add(RtStWriter *w, const char *name, RtDtype dtype, const int64_t *sha
               char **err)
 {
     if (!*name || !strcmp(name, "__metadata__") || !utf8_ok(name)) {
-        *err = msg("tensor name '%s' is %s", name, *name ? (utf8_ok(name) ? "reserved" : "not UTF-8") : "empty");
+        *err = rt_fmt("tensor name '%s' is %s", name, *name ? (utf8_ok(name) ? "reserved" : "not UTF-8") : "empty");
         return -1;
     }
     for (int i = 0; i < w->n; i++)
         if (!strcmp(w->e[i].name, name)) {
-            *err = msg("tensor '%s' is added twice", name);
+            *err = rt_fmt("tensor '%s' is added twice", name);
             return -1;
         }
     if ((unsigned)dtype >= RT_NDTYPES) {
-        *err = msg("tensor '%s': bad dtype %d", name, (int)dtype);
+        *err = rt_fmt("tensor '%s': bad dtype %d", name, (int)dtype);
         return -1;
     }
     if (ndim < 0 || ndim > RT_ST_MAX_DIMS) {
-        *err = msg("tensor '%s': %d dimensions (at most %d)", name, ndim, RT_ST_MAX_DIMS);
+        *err = rt_fmt("tensor '%s': %d dimensions (at most %d)", name, ndim, RT_ST_MAX_DIMS);
         return -1;
     }
     int64_t numel = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || (shape[i] && numel > INT64_MAX / 8 / shape[i])) {
-            *err = msg("tensor '%s': bad shape entry %lld", name, (long long)shape[i]);
+            *err = rt_fmt("tensor '%s': bad shape entry %lld", name, (long long)shape[i]);
             return -1;
         }
         numel *= shape[i];
     }
     if (numel && !data) {
-        *err = msg("tensor '%s': no data", name);
+        *err = rt_fmt("tensor '%s': no data", name);
         return -1;
     }
     if (w->n == w->cap) {
         int cap = w->cap ? 2 * w->cap : 16;
         RtStEntry *e = realloc(w->e, (size_t)cap * sizeof *e);
         if (!e) {
-            *err = msg("tensor '%s': out of memory", name);
+            *err = rt_fmt("tensor '%s': out of memory", name);
             return -1;
         }
         w->e = e;
@@ -454,7 +443,7 @@ int rt_st_add(RtStWriter *w, const char *name, RtDtype dtype, const int64_t *sha
     RtStEntry *e = &w->e[w->n];
     memset(e, 0, sizeof *e);
     if (!(e->name = strdup(name))) {
-        *err = msg("tensor '%s': out of memory", name);
+        *err = rt_fmt("tensor '%s': out of memory", name);
         return -1;
     }
     e->dtype = dtype;
@@ -469,12 +458,12 @@ int rt_st_add(RtStWriter *w, const char *name, RtDtype dtype, const int64_t *sha
 int rt_st_add_meta(RtStWriter *w, const char *key, const char *value, char **err)
 {
     if (!utf8_ok(key) || !utf8_ok(value)) {
-        *err = msg("metadata '%s': not valid UTF-8", key);
+        *err = rt_fmt("metadata '%s': not valid UTF-8", key);
         return -1;
     }
     char *v = strdup(value);
     if (!v) {
-        *err = msg("metadata '%s': out of memory", key);
+        *err = rt_fmt("metadata '%s': out of memory", key);
         return -1;
     }
     for (int i = 0; i < w->nmeta; i++)
@@ -491,7 +480,7 @@ int rt_st_add_meta(RtStWriter *w, const char *key, const char *value, char **err
         char **vv = k ? realloc(w->meta_val, (size_t)cap * sizeof *vv) : NULL;
         if (!vv) {
             free(v);
-            *err = msg("metadata '%s': out of memory", key);
+            *err = rt_fmt("metadata '%s': out of memory", key);
             return -1;
         }
         w->meta_val = vv;
@@ -499,7 +488,7 @@ int rt_st_add_meta(RtStWriter *w, const char *key, const char *value, char **err
     }
     if (!(w->meta_key[w->nmeta] = strdup(key))) {
         free(v);
-        *err = msg("metadata '%s': out of memory", key);
+        *err = rt_fmt("metadata '%s': out of memory", key);
         return -1;
     }
     w->meta_val[w->nmeta++] = v;
@@ -530,7 +519,7 @@ int rt_st_write(const RtStWriter *w, const char *path, char **err)
     char *text = NULL;
     int rc = -1;
     if (!order || !h || !meta) {
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         goto done;
     }
     for (int i = 0; i < w->n; i++)
@@ -557,7 +546,7 @@ int rt_st_write(const RtStWriter *w, const char *path, char **err)
     }
     text = bad ? NULL : json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!text) {
-        *err = msg("%s: cannot build the header (out of memory)", path);
+        *err = rt_fmt("%s: cannot build the header (out of memory)", path);
         goto done;
     }
     size_t N = strlen(text), padded = (N + 7) / 8 * 8;

@@ -2,6 +2,7 @@
  * jansson; the template and the mask rule are documented in sft.h. */
 #define _GNU_SOURCE /* vasprintf */
 #include "sft.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -50,18 +51,6 @@ static int push_text(Row *r, const char *text, uint8_t resp, RtEncodeFn encode, 
     return 0;
 }
 
-static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static const char *str_field(json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
@@ -77,13 +66,13 @@ static char *record_row(json_t *o, Row *r, RtEncodeFn encode, void *ctx, int32_t
     json_t *msgs = json_object_get(o, "messages");
     char *prompt = NULL;
     if (p && resp) {
-        prompt = msg("### Prompt:\n%s\n### Response:\n", p);
+        prompt = rt_fmt("### Prompt:\n%s\n### Response:\n", p);
     } else if (ins && out) {
-        prompt = in && *in ? msg("### Prompt:\n%s\n\n%s\n### Response:\n", ins, in)
-                           : msg("### Prompt:\n%s\n### Response:\n", ins);
+        prompt = in && *in ? rt_fmt("### Prompt:\n%s\n\n%s\n### Response:\n", ins, in)
+                           : rt_fmt("### Prompt:\n%s\n### Response:\n", ins);
         resp = out;
     } else if (q && a) {
-        prompt = msg("### Prompt:\n%s\n### Response:\n", q);
+        prompt = rt_fmt("### Prompt:\n%s\n### Response:\n", q);
         resp = a;
     } else if (json_is_array(msgs)) {
         size_t i;
@@ -91,33 +80,33 @@ static char *record_row(json_t *o, Row *r, RtEncodeFn encode, void *ctx, int32_t
         json_array_foreach(msgs, i, m) {
             const char *role = str_field(m, "role"), *content = str_field(m, "content");
             if (!role || !content)
-                return msg("message %zu needs string \"role\" and \"content\"", i + 1);
+                return rt_fmt("message %zu needs string \"role\" and \"content\"", i + 1);
             const char *Role = !strcmp(role, "system") ? "System" : !strcmp(role, "user") ? "User"
                              : !strcmp(role, "assistant") ? "Assistant" : NULL;
             if (!Role)
-                return msg("message %zu has role \"%s\" (expected system, user or assistant)", i + 1, role);
-            char *head = msg("### %s:\n", Role);
+                return rt_fmt("message %zu has role \"%s\" (expected system, user or assistant)", i + 1, role);
+            char *head = rt_fmt("### %s:\n", Role);
             int rc = push_text(r, head, 0, encode, ctx);
             free(head);
             bool assistant = Role[0] == 'A';
             if (rc || push_text(r, content, assistant, encode, ctx))
-                return msg("the tokenizer failed");
+                return rt_fmt("the tokenizer failed");
             if (assistant)
                 row_push(r, &eot, 1, 1);
             if (push_text(r, "\n", 0, encode, ctx))
-                return msg("the tokenizer failed");
+                return rt_fmt("the tokenizer failed");
         }
         return NULL;
     } else {
-        return msg("expected {\"prompt\",\"response\"}, {\"instruction\",\"input\",\"output\"}, "
+        return rt_fmt("expected {\"prompt\",\"response\"}, {\"instruction\",\"input\",\"output\"}, "
                    "{\"question\",\"answer\"} or {\"messages\":[...]} with string values");
     }
     if (!prompt)
-        return msg("out of memory");
+        return rt_fmt("out of memory");
     int rc = push_text(r, prompt, 0, encode, ctx);
     free(prompt);
     if (rc || push_text(r, resp, 1, encode, ctx))
-        return msg("the tokenizer failed");
+        return rt_fmt("the tokenizer failed");
     row_push(r, &eot, 1, 1);
     return NULL;
 }
@@ -164,8 +153,8 @@ int rt_sft_load_text(RtSftSet *set, const char *name, const char *text, size_t l
         json_error_t je;
         json_t *o = json_loadb(start, n, 0, &je);
         if (!o || !json_is_object(o)) {
-            *err = o ? msg("%s:%lld: a record must be a JSON object", name, (long long)line)
-                     : msg("%s:%lld:%d: bad JSON: %s", name, (long long)line, je.column, je.text);
+            *err = o ? rt_fmt("%s:%lld: a record must be a JSON object", name, (long long)line)
+                     : rt_fmt("%s:%lld:%d: bad JSON: %s", name, (long long)line, je.column, je.text);
             json_decref(o);
             rt_sft_free(set);
             return -1;
@@ -174,7 +163,7 @@ int rt_sft_load_text(RtSftSet *set, const char *name, const char *text, size_t l
         char *why = record_row(o, &r, encode, ctx, eot);
         json_decref(o);
         if (why) {
-            *err = msg("%s:%lld: %s", name, (long long)line, why);
+            *err = rt_fmt("%s:%lld: %s", name, (long long)line, why);
             free(why);
             free(r.tok);
             free(r.resp);
@@ -191,7 +180,7 @@ int rt_sft_load(RtSftSet *set, const char *path, int64_t T, RtEncodeFn encode, v
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        *err = msg("%s: %s", path, strerror(errno));
+        *err = rt_fmt("%s: %s", path, strerror(errno));
         return -1;
     }
     char *buf = NULL;
@@ -206,7 +195,7 @@ int rt_sft_load(RtSftSet *set, const char *path, int64_t T, RtEncodeFn encode, v
     fclose(f);
     if (bad) {
         free(buf);
-        *err = msg("%s: read error", path);
+        *err = rt_fmt("%s: read error", path);
         return -1;
     }
     int rc = rt_sft_load_text(set, path, buf, len, T, encode, ctx, eot, err);

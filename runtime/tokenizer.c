@@ -6,6 +6,7 @@
  * tokenizer owns all its arrays; rt_tok_free releases them. */
 #define _GNU_SOURCE /* vasprintf, memmem */
 #include "tokenizer.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,18 +58,6 @@ struct RtTokenizer {
     uint64_t *w_heap;                /* (3 w_cap) candidate merges: rank << 32 | position */
     size_t w_cap;
 };
-
-static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
 
 /* --- Unicode classes and the pre-tokenizer -------------------------------- */
 
@@ -252,7 +241,7 @@ RtTokenizer *rt_tok_new(const int32_t *byte_ids, const int32_t *merges, int32_t 
                         const char *const *special, int n_special, char **err)
 {
     if (n_merges < 0 || n_special < 0 || (int64_t)n_merges + n_special > INT32_MAX - 256) {
-        *err = msg("%d merges and %d special tokens: not a valid vocabulary size", n_merges, n_special);
+        *err = rt_fmt("%d merges and %d special tokens: not a valid vocabulary size", n_merges, n_special);
         return NULL;
     }
     RtTokenizer *t = calloc(1, sizeof *t);
@@ -266,11 +255,11 @@ RtTokenizer *rt_tok_new(const int32_t *byte_ids, const int32_t *merges, int32_t 
     for (int b = 0; b < 256; b++) {
         int32_t id = byte_ids ? byte_ids[b] : b;
         if (id < 0 || id > 255) {
-            *err = msg("bytes[%d]: id %d is not in 0..255", b, id);
+            *err = rt_fmt("bytes[%d]: id %d is not in 0..255", b, id);
             goto fail;
         }
         if (seen[id]) {
-            *err = msg("bytes[%d]: id %d is already the id of another byte", b, id);
+            *err = rt_fmt("bytes[%d]: id %d is already the id of another byte", b, id);
             goto fail;
         }
         seen[id] = 1;
@@ -287,7 +276,7 @@ RtTokenizer *rt_tok_new(const int32_t *byte_ids, const int32_t *merges, int32_t 
         for (int k = 0; k < 2; k++) {
             int32_t id = merges[2 * i + k];
             if (id < 0 || id >= 256 + i) {
-                *err = msg("merges[%d]: id %d is not defined before merge %d (ids 0..%d are)", i, id, i, 255 + i);
+                *err = rt_fmt("merges[%d]: id %d is not defined before merge %d (ids 0..%d are)", i, id, i, 255 + i);
                 goto fail;
             }
             t->merges[2 * i + k] = id;
@@ -302,7 +291,7 @@ RtTokenizer *rt_tok_new(const int32_t *byte_ids, const int32_t *merges, int32_t 
         len[256 + i + 1] = l;
         total += l;
         if (total > ((int64_t)1 << 40)) {
-            *err = msg("merges[%d]: tokens grow too long (over 2^40 bytes in all)", i);
+            *err = rt_fmt("merges[%d]: tokens grow too long (over 2^40 bytes in all)", i);
             goto fail;
         }
     }
@@ -313,12 +302,12 @@ RtTokenizer *rt_tok_new(const int32_t *byte_ids, const int32_t *merges, int32_t 
     for (int k = 0; k < n_special; k++) {
         size_t l = strlen(special[k]);
         if (l == 0) {
-            *err = msg("special token %d (id %d): empty text", k, 256 + n_merges + k);
+            *err = rt_fmt("special token %d (id %d): empty text", k, 256 + n_merges + k);
             goto fail;
         }
         for (int j = 0; j < k; j++)
             if (strcmp(special[j], special[k]) == 0) {
-                *err = msg("special token \"%s\" appears twice (ids %d and %d)", special[k], 256 + n_merges + j,
+                *err = rt_fmt("special token \"%s\" appears twice (ids %d and %d)", special[k], 256 + n_merges + j,
                            256 + n_merges + k);
                 goto fail;
             }
@@ -371,7 +360,7 @@ RtTokenizer *rt_tok_new(const int32_t *byte_ids, const int32_t *merges, int32_t 
     }
     return t;
 oom:
-    *err = msg("out of memory making a tokenizer of %d merges", n_merges);
+    *err = rt_fmt("out of memory making a tokenizer of %d merges", n_merges);
 fail:
     rt_tok_free(t);
     return NULL;

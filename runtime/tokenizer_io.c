@@ -5,6 +5,7 @@
  * rt_tok_new, whose complaints get the file name in front. */
 #define _GNU_SOURCE /* vasprintf, open_memstream */
 #include "tokenizer.h"
+#include "util.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -17,22 +18,10 @@
 #include "atomic_file.h"
 #include "tokenizer_impl.h"
 
-static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 /* Replaces *err ("merges[3]: ...") by "PATH: merges[3]: ...". */
 static void prefix_err(const char *path, char **err)
 {
-    char *e = msg("%s: %s", path, *err ? *err : "invalid tokenizer");
+    char *e = rt_fmt("%s: %s", path, *err ? *err : "invalid tokenizer");
     free(*err);
     *err = e;
 }
@@ -43,25 +32,25 @@ int rt_tok_read_file(const char *path, char **data, size_t *len, char **err)
     *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        *err = msg("%s: %s", path, strerror(errno));
+        *err = rt_fmt("%s: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        *err = msg("%s: not a regular file", path);
+        *err = rt_fmt("%s: not a regular file", path);
         fclose(f);
         return -1;
     }
     size_t n = (size_t)st.st_size;
     char *p = malloc(n + 1);
     if (!p) {
-        *err = msg("%s: out of memory reading %zu bytes", path, n);
+        *err = rt_fmt("%s: out of memory reading %zu bytes", path, n);
         fclose(f);
         return -1;
     }
     size_t got = fread(p, 1, n, f);
     if (got != n || ferror(f)) {
-        *err = msg("%s: read %zu of %zu bytes: %s", path, got, n, ferror(f) ? strerror(errno) : "file shrank");
+        *err = rt_fmt("%s: read %zu of %zu bytes: %s", path, got, n, ferror(f) ? strerror(errno) : "file shrank");
         free(p);
         fclose(f);
         return -1;
@@ -84,7 +73,7 @@ static json_t *load_json(const char *path, char **err)
     json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
     free(data);
     if (!root)
-        *err = msg("%s:%d:%d: %s", path, je.line, je.column, je.text);
+        *err = rt_fmt("%s:%d:%d: %s", path, je.line, je.column, je.text);
     return root;
 }
 
@@ -96,7 +85,7 @@ int rt_tok_save(const RtTokenizer *t, const char *path, char **err)
     size_t n = 0;
     FILE *f = open_memstream(&buf, &n);
     if (!f) {
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         return -1;
     }
     int32_t m = rt_tok_n_merges(t), s = rt_tok_n_special(t);
@@ -122,7 +111,7 @@ int rt_tok_save(const RtTokenizer *t, const char *path, char **err)
         if (!q) {
             fclose(f);
             free(buf);
-            *err = msg("%s: special token %d is not valid UTF-8 (or memory ran out)", path, k);
+            *err = rt_fmt("%s: special token %d is not valid UTF-8 (or memory ran out)", path, k);
             return -1;
         }
         fprintf(f, "%s%s: %d", k ? ", " : "", q, 256 + m + k);
@@ -137,7 +126,7 @@ int rt_tok_save(const RtTokenizer *t, const char *path, char **err)
     fprintf(f, "%s]\n}\n", m ? "\n  " : "");
     if (fclose(f) != 0 || !buf) {
         free(buf);
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         return -1;
     }
     int rc = rt_atomic_write_file(path, buf, n, err);
@@ -150,12 +139,12 @@ static int get_int(const char *path, const char *where, json_t *v, int32_t lo, i
                    char **err)
 {
     if (!json_is_integer(v)) {
-        *err = msg("%s: %s: expected an integer", path, where);
+        *err = rt_fmt("%s: %s: expected an integer", path, where);
         return -1;
     }
     json_int_t x = json_integer_value(v);
     if (x < lo || x > hi) {
-        *err = msg("%s: %s: %lld is out of range %d..%d", path, where, (long long)x, lo, hi);
+        *err = rt_fmt("%s: %s: %lld is out of range %d..%d", path, where, (long long)x, lo, hi);
         return -1;
     }
     *out = (int32_t)x;
@@ -172,33 +161,33 @@ RtTokenizer *rt_tok_load(const char *path, char **err)
     const char **special = NULL;
     int have_bytes = 0;
     if (!json_is_object(root)) {
-        *err = msg("%s: not a tokenizer file (expected a JSON object)", path);
+        *err = rt_fmt("%s: not a tokenizer file (expected a JSON object)", path);
         goto done;
     }
     json_t *fmt = json_object_get(root, "format");
     if (!json_is_string(fmt) || strcmp(json_string_value(fmt), RT_TOK_FORMAT) != 0) {
-        *err = msg("%s: not a Strata tokenizer file (\"format\" is not \"%s\")", path, RT_TOK_FORMAT);
+        *err = rt_fmt("%s: not a Strata tokenizer file (\"format\" is not \"%s\")", path, RT_TOK_FORMAT);
         goto done;
     }
     json_t *ver = json_object_get(root, "version");
     if (!json_is_integer(ver)) {
-        *err = msg("%s: \"version\" must be an integer (this Strata reads version %d)", path, RT_TOK_VERSION);
+        *err = rt_fmt("%s: \"version\" must be an integer (this Strata reads version %d)", path, RT_TOK_VERSION);
         goto done;
     }
     if (json_integer_value(ver) != RT_TOK_VERSION) {
-        *err = msg("%s: tokenizer file version %lld is not supported (this Strata reads version %d)", path,
+        *err = rt_fmt("%s: tokenizer file version %lld is not supported (this Strata reads version %d)", path,
                    (long long)json_integer_value(ver), RT_TOK_VERSION);
         goto done;
     }
     json_t *pre = json_object_get(root, "pretokenizer");
     if (!json_is_string(pre) || strcmp(json_string_value(pre), "gpt2") != 0) {
-        *err = msg("%s: \"pretokenizer\" must be \"gpt2\" (the only one Strata has)", path);
+        *err = rt_fmt("%s: \"pretokenizer\" must be \"gpt2\" (the only one Strata has)", path);
         goto done;
     }
     json_t *jb = json_object_get(root, "bytes");
     if (jb) {
         if (!json_is_array(jb) || json_array_size(jb) != 256) {
-            *err = msg("%s: \"bytes\" must be an array of 256 ids", path);
+            *err = rt_fmt("%s: \"bytes\" must be an array of 256 ids", path);
             goto done;
         }
         for (int b = 0; b < 256; b++) {
@@ -211,23 +200,23 @@ RtTokenizer *rt_tok_load(const char *path, char **err)
     }
     json_t *jm = json_object_get(root, "merges");
     if (!json_is_array(jm)) {
-        *err = msg("%s: \"merges\" must be an array of [left, right] id pairs", path);
+        *err = rt_fmt("%s: \"merges\" must be an array of [left, right] id pairs", path);
         goto done;
     }
     size_t nm = json_array_size(jm);
     if (nm > (size_t)INT32_MAX / 2 - 256) {
-        *err = msg("%s: %zu merges are too many", path, nm);
+        *err = rt_fmt("%s: %zu merges are too many", path, nm);
         goto done;
     }
     merges = malloc(sizeof(int32_t) * 2 * (nm ? nm : 1));
     if (!merges) {
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         goto done;
     }
     for (size_t i = 0; i < nm; i++) {
         json_t *p = json_array_get(jm, i);
         if (!json_is_array(p) || json_array_size(p) != 2) {
-            *err = msg("%s: merges[%zu]: expected [left, right]", path, i);
+            *err = rt_fmt("%s: merges[%zu]: expected [left, right]", path, i);
             goto done;
         }
         for (int k = 0; k < 2; k++) {
@@ -241,16 +230,16 @@ RtTokenizer *rt_tok_load(const char *path, char **err)
     json_t *js = json_object_get(root, "special");
     size_t ns = js ? json_object_size(js) : 0;
     if (js && !json_is_object(js)) {
-        *err = msg("%s: \"special\" must be an object of text: id", path);
+        *err = rt_fmt("%s: \"special\" must be an object of text: id", path);
         goto done;
     }
     if (ns > 4096) {
-        *err = msg("%s: %zu special tokens are too many (4096 at most)", path, ns);
+        *err = rt_fmt("%s: %zu special tokens are too many (4096 at most)", path, ns);
         goto done;
     }
     special = calloc(ns ? ns : 1, sizeof *special);
     if (!special) {
-        *err = msg("%s: out of memory", path);
+        *err = rt_fmt("%s: out of memory", path);
         goto done;
     }
     const char *key;
@@ -262,14 +251,14 @@ RtTokenizer *rt_tok_load(const char *path, char **err)
         if (get_int(path, where, val, 256 + m, 256 + m + (int32_t)ns - 1, &id, err) != 0)
             goto done;
         if (special[id - 256 - m]) {
-            *err = msg("%s: special \"%s\" and \"%s\" both have id %d", path, special[id - 256 - m], key, id);
+            *err = rt_fmt("%s: special \"%s\" and \"%s\" both have id %d", path, special[id - 256 - m], key, id);
             goto done;
         }
         special[id - 256 - m] = key;
     }
     json_t *jv = json_object_get(root, "vocab_size");
     if (jv && (!json_is_integer(jv) || json_integer_value(jv) != 256 + m + (json_int_t)ns)) {
-        *err = msg("%s: \"vocab_size\" must be 256 + merges + special = %lld", path,
+        *err = rt_fmt("%s: \"vocab_size\" must be 256 + merges + special = %lld", path,
                    (long long)(256 + m + (json_int_t)ns));
         goto done;
     }
@@ -336,17 +325,17 @@ RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, c
     int unicode_byte[324];
     gpt2_byte_alphabet(unicode_byte);
     if (!json_is_object(enc)) {
-        *err = msg("%s: expected a JSON object of token: id", encoder_json);
+        *err = rt_fmt("%s: expected a JSON object of token: id", encoder_json);
         goto done;
     }
     size_t nv = json_object_size(enc);
     if (nv < 256 || nv > (size_t)INT32_MAX / 2) {
-        *err = msg("%s: %zu tokens; a byte-level vocabulary has at least 256", encoder_json, nv);
+        *err = rt_fmt("%s: %zu tokens; a byte-level vocabulary has at least 256", encoder_json, nv);
         goto done;
     }
     by_id = calloc(nv, sizeof *by_id);
     if (!by_id) {
-        *err = msg("%s: out of memory", encoder_json);
+        *err = rt_fmt("%s: out of memory", encoder_json);
         goto done;
     }
     for (int b = 0; b < 256; b++)
@@ -360,7 +349,7 @@ RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, c
         if (get_int(encoder_json, where, val, 0, (int32_t)nv - 1, &id, err) != 0)
             goto done;
         if (by_id[id]) {
-            *err = msg("%s: tokens \"%s\" and \"%s\" both have id %d", encoder_json, by_id[id], key, id);
+            *err = rt_fmt("%s: tokens \"%s\" and \"%s\" both have id %d", encoder_json, by_id[id], key, id);
             goto done;
         }
         by_id[id] = key;
@@ -373,12 +362,12 @@ RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, c
             int cp = 0;
             while (unicode_byte[cp] != b)
                 cp++;
-            *err = msg("%s: no token for byte %d (GPT-2's alphabet spells it U+%04X)", encoder_json, b,
+            *err = rt_fmt("%s: no token for byte %d (GPT-2's alphabet spells it U+%04X)", encoder_json, b,
                        (unsigned)cp);
             goto done;
         }
         if (byte_ids[b] > 255) {
-            *err = msg("%s: byte %d has id %d; Strata needs the bytes to be ids 0..255", encoder_json, b,
+            *err = rt_fmt("%s: byte %d has id %d; Strata needs the bytes to be ids 0..255", encoder_json, b,
                        byte_ids[b]);
             goto done;
         }
@@ -389,7 +378,7 @@ RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, c
         goto done;
     merges = malloc(sizeof(int32_t) * 2 * nv);
     if (!merges) {
-        *err = msg("%s: out of memory", vocab_bpe);
+        *err = rt_fmt("%s: out of memory", vocab_bpe);
         goto done;
     }
     int32_t m = 0;
@@ -409,7 +398,7 @@ RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, c
             continue;
         char *sp = strchr(l, ' ');
         if (!sp || sp == l || sp[1] == 0 || strchr(sp + 1, ' ')) {
-            *err = msg("%s:%ld: expected two tokens separated by one space", vocab_bpe, line);
+            *err = rt_fmt("%s:%ld: expected two tokens separated by one space", vocab_bpe, line);
             goto done;
         }
         *sp = 0;
@@ -417,7 +406,7 @@ RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, c
         for (int k = 0; k < 2; k++) {
             json_t *v = json_object_get(enc, parts[k]);
             if (!v) {
-                *err = msg("%s:%ld: token \"%s\" is not in %s", vocab_bpe, line, parts[k], encoder_json);
+                *err = rt_fmt("%s:%ld: token \"%s\" is not in %s", vocab_bpe, line, parts[k], encoder_json);
                 goto done;
             }
             merges[2 * m + k] = (int32_t)json_integer_value(v);
@@ -428,24 +417,24 @@ RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, c
             pair_cap = 2 * need;
             pair = malloc(pair_cap);
             if (!pair) {
-                *err = msg("%s: out of memory", vocab_bpe);
+                *err = rt_fmt("%s: out of memory", vocab_bpe);
                 goto done;
             }
         }
         snprintf(pair, pair_cap, "%s%s", l, sp + 1);
         json_t *v = json_object_get(enc, pair);
         if (!v) {
-            *err = msg("%s:%ld: the merge of \"%s\" and \"%s\" makes \"%s\", which is not in %s", vocab_bpe, line, l,
+            *err = rt_fmt("%s:%ld: the merge of \"%s\" and \"%s\" makes \"%s\", which is not in %s", vocab_bpe, line, l,
                        sp + 1, pair, encoder_json);
             goto done;
         }
         if (json_integer_value(v) != 256 + m) {
-            *err = msg("%s:%ld: merge %d makes \"%s\", id %lld in %s; Strata needs merge i to make id 256 + i "
+            *err = rt_fmt("%s:%ld: merge %d makes \"%s\", id %lld in %s; Strata needs merge i to make id 256 + i "
                        "(%d)", vocab_bpe, line, m, pair, (long long)json_integer_value(v), encoder_json, 256 + m);
             goto done;
         }
         if ((size_t)++m + 256 > nv) {
-            *err = msg("%s:%ld: more merges than %s has tokens", vocab_bpe, line, encoder_json);
+            *err = rt_fmt("%s:%ld: more merges than %s has tokens", vocab_bpe, line, encoder_json);
             goto done;
         }
     }

@@ -7,6 +7,7 @@
  * Entry point: rt_tokenizer_main; all memory is freed before it returns. */
 #define _GNU_SOURCE /* vasprintf */
 #include "data_main.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -16,18 +17,6 @@
 
 #include "data.h"
 #include "tokenizer_impl.h"
-
-static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
 
 static void tokenizer_usage(FILE *out)
 {
@@ -128,14 +117,14 @@ static int cmd_encode(RtTokenizer *t, int special, char **files, int nfile)
         if (strcmp(path, "-") == 0) {
             rc = read_stream(stdin, &text, &len);
             if (rc)
-                err = msg("stdin: %s", strerror(errno));
+                err = rt_fmt("stdin: %s", strerror(errno));
         } else {
             rc = rt_tok_read_file(path, &text, &len, &err);
         }
         RtTokIds ids;
         rt_tok_ids_init(&ids);
         if (rc == 0 && rt_tok_encode_append(t, text, len, special ? RT_TOK_SPECIAL : 0, &ids) != 0) {
-            err = msg("%s: out of memory", path);
+            err = rt_fmt("%s: out of memory", path);
             rc = -1;
         }
         if (rc != 0) {
@@ -164,11 +153,11 @@ static int decode_ids(const RtTokenizer *t, const int32_t *ids, int64_t n, const
         size_t len;
         const char *b = ids[i] >= 0 && ids[i] < v ? rt_tok_token(t, ids[i], &len) : NULL;
         if (!b) {
-            *err = msg("%s: token %lld is %d, outside the vocabulary of %d ids", where, (long long)i, ids[i], v);
+            *err = rt_fmt("%s: token %lld is %d, outside the vocabulary of %d ids", where, (long long)i, ids[i], v);
             return -1;
         }
         if (len && fwrite(b, 1, len, out) != len) {
-            *err = msg("write error: %s", strerror(errno));
+            *err = rt_fmt("write error: %s", strerror(errno));
             return -1;
         }
     }
@@ -188,7 +177,7 @@ static int cmd_decode(RtTokenizer *t, const char *out_path, char **files, int nf
         char *text;
         size_t len;
         if (read_stream(stdin, &text, &len) != 0) {
-            err = msg("stdin: %s", strerror(errno));
+            err = rt_fmt("stdin: %s", strerror(errno));
             goto done;
         }
         RtTokIds ids;
@@ -203,14 +192,14 @@ static int cmd_decode(RtTokenizer *t, const char *out_path, char **files, int nf
             long v = strtol(p, &end, 10);
             if (end == p || errno || v < INT32_MIN || v > INT32_MAX ||
                 (*end && *end != ' ' && *end != '\n' && *end != '\t' && *end != '\r')) {
-                err = msg("stdin: byte %td: expected a decimal token id", p - text);
+                err = rt_fmt("stdin: byte %td: expected a decimal token id", p - text);
                 break;
             }
             if (ids.n == ids.cap) {
                 int64_t cap = ids.cap ? 2 * ids.cap : 1024;
                 int32_t *q = realloc(ids.v, (size_t)cap * sizeof *q);
                 if (!q) {
-                    err = msg("stdin: out of memory");
+                    err = rt_fmt("stdin: out of memory");
                     break;
                 }
                 ids.v = q;
@@ -231,7 +220,7 @@ static int cmd_decode(RtTokenizer *t, const char *out_path, char **files, int nf
             goto done;
         int32_t *ids = malloc((size_t)(s.ntok ? s.ntok : 1) * sizeof *ids);
         if (!ids) {
-            err = msg("%s: out of memory", files[k]);
+            err = rt_fmt("%s: out of memory", files[k]);
             rt_shard_close(&s);
             goto done;
         }
@@ -247,11 +236,11 @@ static int cmd_decode(RtTokenizer *t, const char *out_path, char **files, int nf
 done:
     int to_stdout = out == stdout;
     if (!to_stdout && fclose(out) != 0 && status == 0) {
-        err = msg("%s: %s", out_path, strerror(errno));
+        err = rt_fmt("%s: %s", out_path, strerror(errno));
         status = 1;
     }
     if (to_stdout && fflush(stdout) != 0 && status == 0) {
-        err = msg("stdout: %s", strerror(errno));
+        err = rt_fmt("stdout: %s", strerror(errno));
         status = 1;
     }
     if (status)
