@@ -6,6 +6,7 @@
  * freed per command, or owned by the RtDiag. */
 #define _GNU_SOURCE /* asprintf, open_memstream */
 #include "analyze.h"
+#include "commands.h"
 #include "util.h"
 
 #include "checkpoint.h"
@@ -529,28 +530,6 @@ static int read_batches(Analysis *a)
     return rc;
 }
 
-static float *load_params(const RtModel *m, const char *prog, const char *path, json_t **state)
-{
-    RtSafetensors st;
-    char *err = NULL;
-    if (rt_st_open(&st, path, &err)) {
-        fprintf(stderr, "%s: %s\n", prog, err);
-        free(err);
-        return NULL;
-    }
-    float *p = zalloc((size_t)m->desc->params_numel * sizeof(float));
-    if (rt_ckpt_read_params(&st, m->desc, p, &err)) {
-        fprintf(stderr, "%s: %s\n", prog, err);
-        free(err), free(p);
-        rt_st_close(&st);
-        return NULL;
-    }
-    const char *sj = rt_st_meta(&st, "strata.state");
-    *state = sj ? json_loads(sj, 0, NULL) : NULL;
-    rt_st_close(&st);
-    return p;
-}
-
 static int64_t state_int(json_t *state, const char *key, int64_t dflt)
 {
     json_t *v = json_object_get(state, key);
@@ -655,7 +634,7 @@ int rt_analyze_main(const RtModel *m, const char *prog, int argc, char **argv)
     }
     Analysis a = {.m = m, .prog = prog, .o = &o, .V = m->desc->vocab, .L = m->desc->nblocks,
                   .W = m->desc->width};
-    a.params = load_params(m, prog, o.ckpt, &a.state);
+    a.params = rt_load_weights(m, prog, o.ckpt, &a.state);
     if (!a.params)
         return 1;
     a.B = o.batch > 0 ? o.batch : state_int(a.state, "batch", 16);
