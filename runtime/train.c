@@ -417,9 +417,9 @@ static int check_options(Run *r)
     if (!o->data)
         bad = need;
     else if (o->batch < 1 || o->batch > INT32_MAX)
-        bad = "--batch must be at least 1";
+        bad = "--batch must be between 1 and 2147483647";
     else if (o->seq < 1 || o->seq > INT32_MAX)
-        bad = "--seq must be at least 1";
+        bad = "--seq must be between 1 and 2147483647";
     else if (o->steps < 0)
         bad = "--steps must be >= 0";
     else if (o->accum < 1)
