@@ -6,116 +6,26 @@
  * variances, angular distances, losses and task accuracy are recomputed
  * here from the definitions with direct strata_forward calls.
  * Exit 0 pass, 1 fail, 77 skip (no JIT). */
-#include "ad.h"
-#include "ast.h"
 #include "checkpoint.h"
 #include "data.h"
-#include "fuse.h"
 #include "init.h"
-#include "jit.h"
-#include "sema.h"
-#include "trainer.h"
+#include "train_case.h"
 
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static int fails;
-static char dir[64];
-static RtModel model;
 #define NV 32 /* vocab */
 #define NT 16 /* seq */
 #define NB 4  /* batch */
 #define NL 4  /* blocks */
 
-#define CHECK(c, ...)                                                                                  \
-    do {                                                                                               \
-        if (!(c)) {                                                                                    \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                \
-            printf(__VA_ARGS__);                                                                       \
-            printf("\n");                                                                              \
-            fails++;                                                                                   \
-        }                                                                                              \
-    } while (0)
-
-static char *path_in(const char *name)
-{
-    static char buf[8][256];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 256, "%s/%s", dir, name);
-    return p;
-}
-
-/* rt_trainer_main("trainer", args...) with stdout and stderr sent to
- * DIR/out.txt and DIR/err.txt; returns the exit status. */
-static int run(const char *first, ...)
-{
-    char *argv[64] = {"trainer"};
-    int argc = 1;
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a && argc < 63; a = va_arg(ap, const char *))
-        argv[argc++] = (char *)a;
-    va_end(ap);
-    fflush(stdout), fflush(stderr);
-    int so = dup(1), se = dup(2);
-    int fo = open(path_in("out.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int fe = open(path_in("err.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fo, 1), dup2(fe, 2), close(fo), close(fe);
-    int rc = rt_trainer_main(&model, argc, argv);
-    fflush(stdout), fflush(stderr);
-    dup2(so, 1), dup2(se, 2), close(so), close(se);
-    if (rc) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "cat '%s'", path_in("err.txt"));
-        if (system(cmd))
-            printf("(no stderr)\n");
-    }
-    return rc;
-}
-
-static bool compile_model(Jit *jit, IrGraph *g, Program *prog, JitModel *jm)
-{
-    static const char *defs[] = {"vocab=32", "d=16", "L=4", "heads=2", "ffn=24", "ctx=16"};
-    char path[512];
-    snprintf(path, sizeof path, "%s/models/pre_ln.strata", getenv("srcdir") ? getenv("srcdir") : ".");
-    const char *why = NULL;
-    SrcFile *src = src_read(path, &why);
-    if (!src) {
-        printf("cannot read %s: %s\n", path, why);
-        return false;
-    }
-    Diag d;
-    diag_init(&d, stderr);
-    SemaOptions opt = {.defines = defs, .ndefines = 6};
-    ir_init(g);
-    g->model_name = "pre_ln.strata";
-    bool ok = ast_load(prog, &d, src) && sema_resolve(prog, &opt, &d, g);
-    diag_finish(&d);
-    if (!ok)
-        return false;
-    ad_build(g);
-    fuse_graph(g);
-    char *err = NULL;
-    LowerOptions lo = {.precision = LOWER_F32, .opt_level = 2};
-    if (!jit_compile(jit, g, &lo, jm, &err)) {
-        printf("jit: %s\n", err);
-        return false;
-    }
-    model = (RtModel){.desc = jm->desc, .train_step = jm->train_step, .forward = jm->forward, .source = "",
-                      .path = "models/pre_ln.strata", .config_json = "{\"vocab\": 32, \"ctx\": 16}"};
-    return true;
-}
-
 static int64_t param_index(const char *name)
 {
-    for (int64_t i = 0; i < model.desc->nparams; i++)
-        if (!strcmp(model.desc->params[i].name, name))
+    for (int64_t i = 0; i < tc_model.desc->nparams; i++)
+        if (!strcmp(tc_model.desc->params[i].name, name))
             return i;
     printf("FAIL: no parameter %s\n", name);
     exit(1);
@@ -131,19 +41,14 @@ static void forward(const float *params, const int32_t *tok, int64_t B, int64_t 
 {
     StrataStep s = {.params = (void *)params, .arena = arena, .arena_bytes = arena_bytes, .tokens = tok, .B = B,
                     .T = T, .logits = logits, .capture = capbuf, .skip = skip};
-    int st = model.forward(&s);
+    int st = tc_model.forward(&s);
     CHECK(st == STRATA_OK, "forward status %d", st);
 }
 
 /* -log softmax(row)[t], in double. */
 static double nll(const float *row, int32_t t)
 {
-    double m = row[0], z = 0;
-    for (int v = 1; v < NV; v++)
-        m = fmax(m, row[v]);
-    for (int v = 0; v < NV; v++)
-        z += exp((double)row[v] - m);
-    return -((double)row[t] - m - log(z));
+    return -tc_logp(row, NV, t);
 }
 
 static double angle(const float *a, const float *b, int64_t d)
@@ -155,42 +60,18 @@ static double angle(const float *a, const float *b, int64_t d)
     return acos(c > 1 ? 1 : c < -1 ? -1 : c) / M_PI;
 }
 
-static void write_shard(const char *name, int64_t n, uint32_t seed)
+static int32_t lcg(int64_t i, void *ctx) /* pseudo-random ids, seeded by *ctx */
 {
-    int32_t *ids = malloc((size_t)n * sizeof *ids);
-    uint32_t x = seed;
-    for (int64_t i = 0; i < n; i++) {
-        x = x * 1664525u + 1013904223u;
-        ids[i] = (int32_t)((x >> 16) % NV);
-    }
-    char *err = NULL;
-    if (rt_shard_write(path_in(name), ids, n, 0, &err)) {
-        printf("FAIL %s\n", err);
-        fails++;
-    }
-    free(ids);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = calloc((size_t)n + 1, 1);
-    if (fread(p, 1, (size_t)n, f) != (size_t)n)
-        n = 0;
-    fclose(f);
-    return p;
+    uint32_t *x = ctx;
+    *x = *x * 1664525u + 1013904223u;
+    return (int32_t)((*x >> 16) % NV);
 }
 
 /* The value in column `col` of the CSV row whose first columns are key0
  * (and key1 when >= 0); NAN if absent. */
 static double csv_value(const char *path, int key0, int key1, int col)
 {
-    char *t = slurp(path);
+    char *t = tu_slurp(path, NULL);
     double v = NAN;
     for (char *line = t ? strchr(t, '\n') : NULL; line && line[1]; line = strchr(line + 1, '\n')) {
         double f[8];
@@ -215,7 +96,7 @@ static double csv_value(const char *path, int key0, int key1, int col)
 
 static void test_analyze(void)
 {
-    const StrataModelDesc *d = model.desc;
+    const StrataModelDesc *d = tc_model.desc;
     const int64_t W = d->width, L = d->nblocks;
     CHECK(L == NL && W == 16, "model: %lld blocks of width %lld", (long long)L, (long long)W);
     float *params = calloc((size_t)d->params_numel, sizeof *params);
@@ -229,26 +110,26 @@ static void test_analyze(void)
     memset(params + d->params[w2].offset, 0, (size_t)d->params[w2].numel * sizeof(float));
     char *err = NULL;
     RtCkptInfo info = {.state_json = "{\"batch\": 4, \"seq\": 16}"};
-    if (rt_ckpt_write(path_in("ck.safetensors"), d, params, NULL, NULL, &info, &err)) {
+    if (rt_ckpt_write(tu_path("ck.safetensors"), d, params, NULL, NULL, &info, &err)) {
         printf("FAIL %s\n", err);
         exit(1);
     }
-    write_shard("val.bin", 500, 11); /* 29 windows of 17: batches of 4, 4, 4 (3 asked) */
+    tc_write_shard("val.bin", 500, lcg, &(uint32_t){11}); /* 29 windows of 17: batches of 4, 4, 4 (3 asked) */
     /* A task of ids < 32: control bytes through the raw-byte tokenizer. */
-    FILE *tf = fopen(path_in("task.jsonl"), "w");
+    FILE *tf = fopen(tu_path("task.jsonl"), "w");
     fprintf(tf, "{\"context\": \"\\u0001\\u0002\\u0003\\u0004\", \"choices\": [\"\\u0005\\u0006\", \"\\u0007\"], "
                 "\"label\": 0}\n"
                 "{\"context\": \"\\u0009\\u000a\", \"choices\": [\"\\u000b\", \"\\u000c\\u000d\", \"\\u000e\"], "
                 "\"label\": 2}\n"
                 "{\"context\": \"\\u0011\", \"choices\": [\"\\u0012\\u0013\\u0014\", \"\\u0015\"], \"label\": 1}\n");
     fclose(tf);
-    int rc = run("analyze", "--ckpt", path_in("ck.safetensors"), "--data", path_in("val.bin"), "--batches", "3",
-                 "--task", path_in("task.jsonl"), "--out", path_in("an"), "--threads", "1", NULL);
+    int rc = tc_run("analyze", "--ckpt", tu_path("ck.safetensors"), "--data", tu_path("val.bin"), "--batches", "3",
+                    "--task", tu_path("task.jsonl"), "--out", tu_path("an"), "--threads", "1", NULL);
     CHECK(rc == 0, "analyze exit %d", rc);
 
     /* The same 3 batches, directly. */
     RtLoader ld;
-    const char *vp = path_in("val.bin");
+    const char *vp = tu_path("val.bin");
     if (rt_loader_init(&ld, &vp, 1, NB, NT, RT_LOADER_SEQUENTIAL, 0, &err)) {
         printf("FAIL %s\n", err);
         exit(1);
@@ -301,27 +182,27 @@ static void test_analyze(void)
     CHECK(rows_total == 12, "rows %lld", (long long)rows_total);
     for (int64_t l = 0; l <= L; l++) {
         double want = sq[l] / (double)(rows_total * NT * W);
-        double got = csv_value(path_in("an/variance.csv"), (int)l, -1, 1);
+        double got = csv_value(tu_path("an/variance.csv"), (int)l, -1, 1);
         CHECK(fabs(got - want) <= 1e-6 * want, "variance of layer %lld: analyze %.9g, direct %.9g", (long long)l,
               got, want);
     }
     CHECK(ang_id == 0 && ang_id_last == 0, "direct: the identity block moved the stream (%g)", ang_id);
-    double g12 = csv_value(path_in("an/angular.csv"), 1, 2, 3);
+    double g12 = csv_value(tu_path("an/angular.csv"), 1, 2, 3);
     CHECK(fabs(g12 - ang12) < 1e-6 && ang12 > 1e-3, "angular(1, 2) all tokens: analyze %.9g, direct %.9g", g12,
           ang12);
-    double id_last = csv_value(path_in("an/angular.csv"), zb + 1, 1, 2),
-           id_all = csv_value(path_in("an/angular.csv"), zb + 1, 1, 3);
+    double id_last = csv_value(tu_path("an/angular.csv"), zb + 1, 1, 2),
+           id_all = csv_value(tu_path("an/angular.csv"), zb + 1, 1, 3);
     CHECK(id_last == 0 && id_all == 0, "angular distance across the identity block: last %g, all %g", id_last,
           id_all);
     double base = NAN;
-    json_t *j = json_load_file(path_in("an/analyze.json"), 0, NULL);
+    json_t *j = json_load_file(tu_path("an/analyze.json"), 0, NULL);
     CHECK(j != NULL, "no analyze.json");
     base = json_number_value(json_object_get(j, "val_loss"));
     CHECK(fabs(base - loss) < 1e-9 * loss, "val loss: analyze %.12g, direct %.12g", base, loss);
     /* Layer removal: the identity block exactly 0, block 1 its real effect. */
-    double dz = csv_value(path_in("an/removal.csv"), zb + 1, -1, 3);
+    double dz = csv_value(tu_path("an/removal.csv"), zb + 1, -1, 3);
     CHECK(dz == 0 && loss_skipz == loss, "skipping the identity block: drop %g (direct %g)", dz, loss_skipz - loss);
-    double l1 = csv_value(path_in("an/removal.csv"), 1, -1, 2);
+    double l1 = csv_value(tu_path("an/removal.csv"), 1, -1, 2);
     CHECK(fabs(l1 - loss_skip1) < 1e-6 && fabs(loss_skip1 - loss) > 1e-4,
           "loss without block 1: analyze %.9g, direct %.9g (with it %.9g)", l1, loss_skip1, loss);
     /* The task: loglik of each choice's ids after the context's, best = pick. */
@@ -355,16 +236,16 @@ static void test_analyze(void)
     CHECK(json_number_value(json_object_get(rz, "acc")) == acc, "task accuracy without the identity block");
     json_decref(j);
     /* The pictures (gnuplot is a dependency of the plots). */
-    CHECK(access(path_in("an/variance.png"), F_OK) == 0 && access(path_in("an/angular_last.png"), F_OK) == 0 &&
-              access(path_in("an/removal.png"), F_OK) == 0,
-          "plots missing in %s", path_in("an"));
+    CHECK(access(tu_path("an/variance.png"), F_OK) == 0 && access(tu_path("an/angular_last.png"), F_OK) == 0 &&
+              access(tu_path("an/removal.png"), F_OK) == 0,
+          "plots missing in %s", tu_path("an"));
     /* Bad input: a task with ids outside the vocabulary. */
-    tf = fopen(path_in("bad.jsonl"), "w");
+    tf = fopen(tu_path("bad.jsonl"), "w");
     fprintf(tf, "{\"context\": \"Holmes\", \"choices\": [\"a\", \"b\"], \"label\": 0}\n");
     fclose(tf);
-    rc = run("analyze", "--ckpt", path_in("ck.safetensors"), "--data", path_in("val.bin"), "--batches", "1",
-             "--task", path_in("bad.jsonl"), "--out", path_in("an2"), "--quiet", NULL);
-    char *e = slurp(path_in("err.txt"));
+    rc = tc_run("analyze", "--ckpt", tu_path("ck.safetensors"), "--data", tu_path("val.bin"), "--batches", "1",
+                "--task", tu_path("bad.jsonl"), "--out", tu_path("an2"), "--quiet", NULL);
+    char *e = tu_slurp(tu_path("err.txt"), NULL);
     CHECK(rc == 1 && e && strstr(e, "bad.jsonl") && strstr(e, "outside the model's vocabulary"),
           "task out of the vocabulary: exit %d, %s", rc, e);
     free(e);
@@ -375,13 +256,13 @@ static void test_analyze(void)
 
 static void test_diag(void)
 {
-    const StrataModelDesc *d = model.desc;
-    write_shard("train.bin", 3000, 3);
-    int rc = run("train", "--data", path_in("train.bin"), "--val", path_in("val.bin"), "--out", path_in("run"),
-                 "--batch", "4", "--seq", "16", "--steps", "6", "--diag-every", "3", "--val-every", "100",
-                 "--threads", "1", "--quiet", NULL);
+    const StrataModelDesc *d = tc_model.desc;
+    tc_write_shard("train.bin", 3000, lcg, &(uint32_t){3});
+    int rc = tc_run("train", "--data", tu_path("train.bin"), "--val", tu_path("val.bin"), "--out", tu_path("run"),
+                    "--batch", "4", "--seq", "16", "--steps", "6", "--diag-every", "3", "--val-every", "100",
+                    "--threads", "1", "--quiet", NULL);
     CHECK(rc == 0, "train --diag-every exit %d", rc);
-    char *t = slurp(path_in("run/diagnostics.jsonl"));
+    char *t = tu_slurp(tu_path("run/diagnostics.jsonl"), NULL);
     CHECK(t != NULL, "no diagnostics.jsonl");
     int64_t steps[8];
     int n = 0;
@@ -410,16 +291,13 @@ static void test_diag(void)
           n > 0 ? (long long)steps[0] : -1LL, n > 1 ? (long long)steps[1] : -1LL);
     /* Step 6 is the last: its variances are those of the final checkpoint on
      * the first batch of --val. */
-    RtSafetensors st;
-    char *err = NULL;
-    float *params = calloc((size_t)d->params_numel, sizeof *params);
-    if (rt_st_open(&st, path_in("run/checkpoint.safetensors"), &err) || rt_ckpt_read_params(&st, d, params, &err)) {
-        printf("FAIL %s\n", err);
+    int before = tu_fails;
+    float *params = tc_weights(tu_path("run/checkpoint.safetensors"));
+    if (tu_fails > before)
         exit(1);
-    }
-    rt_st_close(&st);
+    char *err = NULL;
     RtLoader ld;
-    const char *vp = path_in("val.bin");
+    const char *vp = tu_path("val.bin");
     int32_t tok[NB * NT], tgt[NB * NT];
     if (rt_loader_init(&ld, &vp, 1, NB, NT, RT_LOADER_SEQUENTIAL, 0, &err)) {
         printf("FAIL %s\n", err);
@@ -442,50 +320,27 @@ static void test_diag(void)
               got, v);
     }
     json_decref(last);
-    CHECK(access(path_in("run/diag_variance.png"), F_OK) == 0, "no diag_variance.png");
+    CHECK(access(tu_path("run/diag_variance.png"), F_OK) == 0, "no diag_variance.png");
     free(params);
 }
 
 int main(void)
 {
-    char *err = NULL;
-    Jit *jit = jit_create(&err);
-    if (!jit) {
-        printf("SKIP: no JIT: %s\n", err);
-        return 77;
-    }
     if (system("gnuplot --version > /dev/null 2>&1")) {
         printf("SKIP: no gnuplot\n");
         return 77;
     }
-    IrGraph g;
-    Program prog = {0};
-    JitModel jm;
-    if (!compile_model(jit, &g, &prog, &jm))
-        return 1;
-    snprintf(dir, sizeof dir, "/tmp/analyze_test.XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
-    arena_bytes = strata_arena_bytes(model.desc, NB, NT, 1);
-    arena = aligned_alloc(64, (size_t)(arena_bytes + 63) / 64 * 64);
+    static const char *defs[] = {"vocab=32", "d=16", "L=4", "heads=2", "ffn=24", "ctx=16"};
+    int rc = tc_open("analyze_test", defs, 6, "{\"vocab\": 32, \"ctx\": 16}");
+    if (rc)
+        return rc;
+    tc_echo_stderr = true;
+    arena = tc_arena(NB, NT, &arena_bytes);
     logits = calloc((size_t)NB * NT * NV, sizeof *logits);
-    capbuf = calloc((size_t)(NL + 1) * NB * NT * model.desc->width, sizeof *capbuf);
+    capbuf = calloc((size_t)(NL + 1) * NB * NT * tc_model.desc->width, sizeof *capbuf);
     test_analyze();
     test_diag();
-    if (!fails) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd))
-            printf("could not remove %s\n", dir);
-        printf("analyze_test: all passed\n");
-    } else
-        printf("analyze_test: %d failure(s); files left in %s\n", fails, dir);
+    rc = tc_close("analyze_test");
     free(arena), free(logits), free(capbuf);
-    jit_release(jit, &jm);
-    jit_free(jit);
-    ir_free(&g);
-    ast_program_free(&prog);
-    return fails ? 1 : 0;
+    return rc;
 }

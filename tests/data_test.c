@@ -7,26 +7,13 @@
  * $TMPDIR.  Exit 0 pass, 1 fail. */
 #define _GNU_SOURCE
 #include "data.h"
+#include "test_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int failures;
-static char dir[256];
-
-#define CHECK(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; } } while (0)
-
-static char *path_of(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", dir, name);
-    return p;
-}
 
 /* The error of opening path as a shard must be exactly "PATH: want". */
 static void expect_shard_error(const char *path, const char *want)
@@ -57,7 +44,7 @@ static void make_bad(const char *path, int width, int64_t n, int word, int32_t v
     char *err = NULL;
     if (rt_shard_write(path, ids, n, width, &err) != 0) {
         printf("FAIL: write %s: %s\n", path, err);
-        failures++;
+        tu_fails++;
     }
     free(ids);
     FILE *f = fopen(path, "r+b");
@@ -80,7 +67,7 @@ static void test_round_trip(void)
     for (int width = 2; width <= 4; width += 2) {
         for (int i = 0; i < N; i++)
             ids[i] = width == 2 ? (int32_t)((i * 7919) % 65536) : i * 3 + 1;
-        const char *p = path_of(width == 2 ? "u16.bin" : "u32.bin");
+        const char *p = tu_path(width == 2 ? "u16.bin" : "u32.bin");
         CHECK(rt_shard_width(ids, N) == width, "width of the ids %d, want %d", rt_shard_width(ids, N), width);
         CHECK(rt_shard_write(p, ids, N, 0, &err) == 0, "write: %s", err);
         /* The header, byte for byte, as llm.c writes it. */
@@ -108,28 +95,31 @@ static void test_round_trip(void)
     /* Forced width 4 for small ids; width 2 refuses a large id; negatives. */
     int32_t small[3] = {1, 2, 3}, big[2] = {5, 65536}, neg[2] = {5, -1};
     RtShard s;
-    CHECK(rt_shard_write(path_of("w4.bin"), small, 3, 4, &err) == 0 && rt_shard_open(&s, path_of("w4.bin"), &err) == 0 &&
-          s.width == 4 && rt_shard_token(&s, 2) == 3, "forced uint32 shard");
+    CHECK(rt_shard_write(tu_path("w4.bin"), small, 3, 4, &err) == 0 &&
+              rt_shard_open(&s, tu_path("w4.bin"), &err) == 0 && s.width == 4 && rt_shard_token(&s, 2) == 3,
+          "forced uint32 shard");
     rt_shard_close(&s);
     err = NULL;
-    CHECK(rt_shard_write(path_of("x.bin"), big, 2, 2, &err) == -1 && err &&
-          strstr(err, "x.bin: token 1 is 65536, too large for a uint16 shard"), "uint16 overflow: %s", err);
+    CHECK(rt_shard_write(tu_path("x.bin"), big, 2, 2, &err) == -1 && err &&
+              strstr(err, "x.bin: token 1 is 65536, too large for a uint16 shard"),
+          "uint16 overflow: %s", err);
     free(err);
     err = NULL;
-    CHECK(rt_shard_write(path_of("x.bin"), neg, 2, 0, &err) == -1 && err && strstr(err, "token 1 is -1, negative"),
+    CHECK(rt_shard_write(tu_path("x.bin"), neg, 2, 0, &err) == -1 && err && strstr(err, "token 1 is -1, negative"),
           "negative id: %s", err);
     free(err);
-    CHECK(access(path_of("x.bin"), F_OK) != 0, "a refused shard was written");
+    CHECK(access(tu_path("x.bin"), F_OK) != 0, "a refused shard was written");
     /* An empty shard is valid. */
-    CHECK(rt_shard_write(path_of("empty.bin"), small, 0, 0, &err) == 0 && rt_shard_open(&s, path_of("empty.bin"), &err) == 0
-          && s.ntok == 0, "empty shard");
+    CHECK(rt_shard_write(tu_path("empty.bin"), small, 0, 0, &err) == 0 &&
+              rt_shard_open(&s, tu_path("empty.bin"), &err) == 0 && s.ntok == 0,
+          "empty shard");
     rt_shard_close(&s);
     free(ids);
 }
 
 static void test_bad_headers(void)
 {
-    const char *p = path_of("bad.bin");
+    const char *p = tu_path("bad.bin");
     make_bad(p, 2, 1000, -1, 0, 4);
     expect_shard_error(p, "header says 1000 tokens but the file holds 998");
     make_bad(p, 2, 1000, 2, 2000, 0);
@@ -154,8 +144,8 @@ static void test_bad_headers(void)
     FILE *f = fopen(p, "wb");
     fclose(f);
     expect_shard_error(p, "0 bytes, too short for the 1024-byte header of a token shard");
-    expect_shard_error(path_of("missing.bin"), "No such file or directory");
-    expect_shard_error(dir, "is a directory, not a token shard");
+    expect_shard_error(tu_path("missing.bin"), "No such file or directory");
+    expect_shard_error(tu_dir, "is a directory, not a token shard");
 }
 
 /* Two shards whose tokens say where they come from: A holds 1001 tokens
@@ -172,8 +162,8 @@ static void make_shards(void)
     for (int i = 0; i < 57; i++)
         b[i] = 30000 + i;
     char *err = NULL;
-    shards[0] = strdup(path_of("set_a.bin"));
-    shards[1] = strdup(path_of("set_b.bin"));
+    shards[0] = strdup(tu_path("set_a.bin"));
+    shards[1] = strdup(tu_path("set_b.bin"));
     CHECK(rt_shard_write(shards[0], a, 1001, 0, &err) == 0, "%s", err);
     CHECK(rt_shard_write(shards[1], b, 57, 4, &err) == 0, "%s", err); /* mixed widths in one set */
 }
@@ -298,7 +288,7 @@ static void test_loader_errors(void)
           "T too long: %s", err);
     free(err);
     err = NULL;
-    const char *bad[2] = {shards[0], path_of("missing.bin")};
+    const char *bad[2] = {shards[0], tu_path("missing.bin")};
     CHECK(rt_loader_init(&l, bad, 2, 4, 10, RT_LOADER_RANDOM, 1, &err) == -1 && err &&
           strstr(err, "missing.bin: No such file or directory"), "missing shard: %s", err);
     free(err);
@@ -320,11 +310,11 @@ static void test_glob(void)
 {
     char **p, *err = NULL, pat[600];
     int n;
-    snprintf(pat, sizeof pat, "%s/set_*.bin", dir);
+    snprintf(pat, sizeof pat, "%s/set_*.bin", tu_dir);
     CHECK(rt_glob(pat, &p, &n, &err) == 0 && n == 2 && !strcmp(p[0], shards[0]) && !strcmp(p[1], shards[1]),
           "glob %s", pat);
     rt_glob_free(p, n);
-    snprintf(pat, sizeof pat, "%s/nothing_*.bin", dir);
+    snprintf(pat, sizeof pat, "%s/nothing_*.bin", tu_dir);
     char want[700];
     snprintf(want, sizeof want, "%s: no such file", pat);
     CHECK(rt_glob(pat, &p, &n, &err) == -1 && err && !strcmp(err, want), "glob without match: %s", err);
@@ -338,7 +328,7 @@ static void test_split(void)
     for (int i = 0; i < N; i++)
         ids[i] = i * 13 % 4000;
     char prefix[600], *err = NULL;
-    snprintf(prefix, sizeof prefix, "%s/corpus", dir);
+    snprintf(prefix, sizeof prefix, "%s/corpus", tu_dir);
     RtSplitResult r;
     RtSplitOptions o = {.val_fraction = 0.1, .shard_tokens = 300};
     CHECK(rt_data_split(prefix, ids, N, &o, &r, &err) == 0, "split: %s", err);
@@ -368,7 +358,7 @@ static void test_split(void)
     rt_split_result_free(&r);
     /* A large id makes every shard uint32. */
     ids[N - 1] = 100000;
-    snprintf(prefix, sizeof prefix, "%s/wide", dir);
+    snprintf(prefix, sizeof prefix, "%s/wide", tu_dir);
     CHECK(rt_data_split(prefix, ids, N, &o, &r, &err) == 0 && r.width == 4, "wide split");
     RtShard s;
     CHECK(rt_shard_open(&s, r.train_paths[0], &err) == 0 && s.width == 4, "train shard of a wide corpus is not uint32");
@@ -388,12 +378,8 @@ static void test_split(void)
 
 int main(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/strata-data-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        perror(dir);
+    if (!tu_mkdtemp("strata-data-XXXXXX"))
         return 1;
-    }
     test_round_trip();
     test_bad_headers();
     make_shards();
@@ -402,14 +388,5 @@ int main(void)
     test_loader_errors();
     test_glob();
     test_split();
-    if (!failures) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            printf("note: could not remove %s\n", dir);
-        printf("data_test: all passed\n");
-    } else {
-        printf("data_test: %d failures (files kept in %s)\n", failures, dir);
-    }
-    return failures ? 1 : 0;
+    return tu_finish("data_test");
 }

@@ -11,6 +11,7 @@
  * Exit 0 pass, 1 fail. */
 #define _GNU_SOURCE
 #include "safetensors.h"
+#include "test_util.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -21,37 +22,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static int failures;
-static char dir[256];
-
-#define CHECK(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; } } while (0)
-
-static char *path_of(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", dir, name);
-    return p;
-}
-
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc(*len + 1);
-    if (fread(p, 1, *len, f) != *len) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    return p;
-}
 
 /* --- the reference contents (also in tests/safetensors_reference.py) ------ */
 
@@ -120,12 +90,12 @@ static void test_round_trip(void)
     RtStWriter w;
     RtSafetensors st;
     char *err = NULL;
-    const char *p = path_of("ref.safetensors");
+    const char *p = tu_path("ref.safetensors");
     fill_reference(&w);
     CHECK(rt_st_write(&w, p, &err) == 0, "write: %s", err);
     rt_st_writer_free(&w);
     CHECK(rt_st_open(&st, p, &err) == 0, "open: %s", err);
-    if (failures)
+    if (tu_fails)
         return;
     check_reference(&st);
     /* Our layout: header 8-aligned, every tensor aligned to its element. */
@@ -184,7 +154,7 @@ static void test_exact_bytes(void)
     CHECK(rt_st_add(&w, "c", RT_F32, (int64_t[9]){1}, 9, a, &err) == -1 && err &&
           !strcmp(err, "tensor 'c': 9 dimensions (at most 8)"), "9 dims: %s", err);
     free(err);
-    const char *p = path_of("small.safetensors");
+    const char *p = tu_path("small.safetensors");
     CHECK(rt_st_write(&w, p, &err) == 0, "write: %s", err);
     rt_st_writer_free(&w);
     const char *json = "{\"__metadata__\":{\"k\":\"v\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
@@ -196,7 +166,7 @@ static void test_exact_bytes(void)
     memset(want + 8 + n, ' ', padded - n);
     memcpy(want + 8 + padded, a, 8);
     memcpy(want + 16 + padded, b, 3);
-    unsigned char *got = slurp(p, &len);
+    unsigned char *got = (unsigned char *)tu_slurp(p, &len);
     CHECK(got && len == padded + 19 && !memcmp(got, want, len), "the bytes of %s differ from the expected", p);
     free(got);
 }
@@ -298,7 +268,7 @@ static void test_malformed(void)
         "\"data_offsets\":[1,9]}}", 9, NULL);
     /* The file name is in the message of rt_st_open too. */
     err = NULL;
-    const char *p = path_of("garbage.safetensors");
+    const char *p = tu_path("garbage.safetensors");
     FILE *f = fopen(p, "wb");
     fputs("hello, world", f);
     fclose(f);
@@ -315,8 +285,9 @@ static void test_malformed(void)
     CHECK(rt_st_open(&st, p, &err) == -1 && err && !strcmp(err, want), "empty file: %s", err);
     free(err);
     err = NULL;
-    CHECK(rt_st_open(&st, path_of("missing.safetensors"), &err) == -1 && err &&
-          strstr(err, "missing.safetensors: No such file or directory"), "missing: %s", err);
+    CHECK(rt_st_open(&st, tu_path("missing.safetensors"), &err) == -1 && err &&
+              strstr(err, "missing.safetensors: No such file or directory"),
+          "missing: %s", err);
     free(err);
 }
 
@@ -325,7 +296,7 @@ static void test_malformed(void)
 static void test_truncation_and_noise(void)
 {
     size_t len;
-    unsigned char *good = slurp(path_of("ref.safetensors"), &len);
+    unsigned char *good = (unsigned char *)tu_slurp(tu_path("ref.safetensors"), &len);
     if (!good) {
         CHECK(0, "no reference file");
         return;
@@ -426,7 +397,7 @@ static float check_const(const char *path, int64_t n)
 
 static void test_atomic(void)
 {
-    const char *p = path_of("ckpt.safetensors");
+    const char *p = tu_path("ckpt.safetensors");
     char tmp[600], *err = NULL;
     float small[4];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", p, (long)getpid());
@@ -456,8 +427,9 @@ static void test_atomic(void)
     rmdir(tmp);
     CHECK(check_const(p, 4) == 1.0f, "the old file did not survive a failed create");
     err = NULL;
-    CHECK(write_const(path_of("no/such/dir.safetensors"), 4, 3.0f, small, &err) == -1 && err &&
-          strstr(err, "No such file or directory"), "missing directory: %s", err ? err : "succeeded");
+    CHECK(write_const(tu_path("no/such/dir.safetensors"), 4, 3.0f, small, &err) == -1 && err &&
+              strstr(err, "No such file or directory"),
+          "missing directory: %s", err ? err : "succeeded");
     free(err);
 
     /* Killed at random moments while rewriting a large file again and
@@ -465,9 +437,9 @@ static void test_atomic(void)
     enum { HUGE = 8 << 20 }; /* 32 MB */
     float *huge = malloc((size_t)HUGE * sizeof *huge);
     CHECK(write_const(p, HUGE, 0.0f, huge, &err) == 0, "write: %s", err);
-    int midway = 0, tries = 0, before = failures;
+    int midway = 0, tries = 0, before = tu_fails;
     unsigned seed = 7;
-    for (; tries < 12 && failures == before; tries++) {
+    for (; tries < 12 && tu_fails == before; tries++) {
         pid_t pid = fork();
         if (pid == 0) {
             for (int k = 1;; k++)
@@ -522,13 +494,13 @@ static void test_reference(void)
         return;
     }
     fflush(stdout);
-    int rc = run_python(script, "check", path_of("ref.safetensors"));
+    int rc = run_python(script, "check", tu_path("ref.safetensors"));
     if (rc == 77) {
         printf("SKIP: reference check (/usr/bin/python3 has no numpy)\n");
         return;
     }
     CHECK(rc == 0, "%s check: exit %d", script, rc);
-    const char *theirs = path_of("theirs.safetensors");
+    const char *theirs = tu_path("theirs.safetensors");
     rc = run_python(script, "write", theirs);
     CHECK(rc == 0, "%s write: exit %d", script, rc);
     RtSafetensors st;
@@ -570,26 +542,13 @@ static void test_reference(void)
 
 int main(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/strata-st-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        perror(dir);
+    if (!tu_mkdtemp("strata-st-XXXXXX"))
         return 1;
-    }
     test_round_trip();
     test_exact_bytes();
     test_malformed();
     test_truncation_and_noise();
     test_atomic();
     test_reference();
-    if (!failures) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            printf("note: could not remove %s\n", dir);
-        printf("safetensors_test: all passed\n");
-    } else {
-        printf("safetensors_test: %d failures (files kept in %s)\n", failures, dir);
-    }
-    return failures ? 1 : 0;
+    return tu_finish("safetensors_test");
 }

@@ -12,6 +12,7 @@
  *   --bench [--gpt2 DIR] FILE...   print training and encoding speed
  * Exit 0 pass, 1 fail. */
 #define _GNU_SOURCE
+#include "test_util.h"
 #include "tokenizer.h"
 
 #include <jansson.h>
@@ -21,46 +22,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static int failures;
-static char dir[256];
-
-#define CHECK(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; } } while (0)
-
-static char *path_of(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", dir, name);
-    return p;
-}
-
-static void write_file(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(p, 1, n, f) != n || fclose(f) != 0) {
-        printf("FAIL: cannot write %s\n", path);
-        failures++;
-    }
-}
-
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        fclose(f);
-        return NULL;
-    }
-    char *p = malloc((size_t)st.st_size + 1);
-    *len = fread(p, 1, (size_t)st.st_size, f);
-    p[*len] = 0;
-    fclose(f);
-    return p;
-}
 
 static double now_s(void)
 {
@@ -629,7 +590,7 @@ static void test_train(void)
     check_round_trip(t, "trained invalid UTF-8", invalid, sizeof invalid - 1);
 
     /* save, load: the same tokenizer */
-    const char *path = path_of("tok.json");
+    const char *path = tu_path("tok.json");
     CHECK(rt_tok_save(t, path, &err) == 0, "save: %s", err);
     RtTokenizer *t3 = rt_tok_load(path, &err);
     CHECK(t3 != NULL, "load: %s", err);
@@ -665,8 +626,8 @@ static void test_train(void)
 
 static void expect_load_error(const char *name, const char *contents, const char *want)
 {
-    const char *path = path_of(name);
-    write_file(path, contents, strlen(contents));
+    const char *path = tu_path(name);
+    tu_write(path, contents, strlen(contents));
     char *err = NULL, full[1024];
     snprintf(full, sizeof full, "%s: %s", path, want);
     RtTokenizer *t = rt_tok_load(path, &err);
@@ -680,14 +641,14 @@ static void expect_load_error(const char *name, const char *contents, const char
 static void test_files(void)
 {
     char *err = NULL, want[600];
-    RtTokenizer *t = rt_tok_load(path_of("absent.json"), &err);
-    snprintf(want, sizeof want, "%s: No such file or directory", path_of("absent.json"));
+    RtTokenizer *t = rt_tok_load(tu_path("absent.json"), &err);
+    snprintf(want, sizeof want, "%s: No such file or directory", tu_path("absent.json"));
     CHECK(!t && err && !strcmp(err, want), "load absent: %s", err);
     free(err);
     err = NULL;
-    write_file(path_of("broken.json"), "{\"format\": ", 11);
-    t = rt_tok_load(path_of("broken.json"), &err);
-    snprintf(want, sizeof want, "%s:1:", path_of("broken.json"));
+    tu_write(tu_path("broken.json"), "{\"format\": ", 11);
+    t = rt_tok_load(tu_path("broken.json"), &err);
+    snprintf(want, sizeof want, "%s:1:", tu_path("broken.json"));
     CHECK(!t && err && !strncmp(err, want, strlen(want)), "load broken JSON: %s", err);
     free(err);
 
@@ -719,8 +680,8 @@ static void test_files(void)
     int32_t merges[] = {255 - 'h', 255 - 'i'};
     const char *special[] = {"<|endoftext|>", "\"quoted\\\""};
     t = rt_tok_new(byte_ids, merges, 1, special, 2, &err);
-    CHECK(t && rt_tok_save(t, path_of("perm.json"), &err) == 0, "save permuted: %s", err);
-    RtTokenizer *u = rt_tok_load(path_of("perm.json"), &err);
+    CHECK(t && rt_tok_save(t, tu_path("perm.json"), &err) == 0, "save permuted: %s", err);
+    RtTokenizer *u = rt_tok_load(tu_path("perm.json"), &err);
     CHECK(u && rt_tok_byte_ids(u)[0] == 255 && rt_tok_special_id(u, "\"quoted\\\"") == 258,
           "load permuted: %s", u ? "wrong contents" : err);
     if (u) {
@@ -776,12 +737,12 @@ static void test_gpt2_small(void)
     snprintf(k2, sizeof k2, "%shi", sp);
     json_object_set_new(enc, k2, json_integer(257));
     json_object_set_new(enc, "<|endoftext|>", json_integer(258));
-    json_dump_file(enc, path_of("encoder.json"), 0);
+    json_dump_file(enc, tu_path("encoder.json"), 0);
     char bpe[64];
     snprintf(bpe, sizeof bpe, "#version: 0.2\n%s h\n%sh i\n", sp, sp);
-    write_file(path_of("vocab.bpe"), bpe, strlen(bpe));
+    tu_write(tu_path("vocab.bpe"), bpe, strlen(bpe));
     char *err = NULL;
-    RtTokenizer *t = rt_tok_load_gpt2(path_of("encoder.json"), path_of("vocab.bpe"), &err);
+    RtTokenizer *t = rt_tok_load_gpt2(tu_path("encoder.json"), tu_path("vocab.bpe"), &err);
     CHECK(t && rt_tok_vocab_size(t) == 259 && rt_tok_eot(t) == 258, "gpt2 small: %s", t ? "vocabulary" : err);
     if (t) {
         int32_t *ids;
@@ -792,42 +753,44 @@ static void test_gpt2_small(void)
         free(ids);
         check_round_trip(t, "gpt2 small", "\x01\xff hi there", 11);
         /* saving keeps the byte permutation */
-        CHECK(rt_tok_save(t, path_of("gpt2.json"), &err) == 0, "gpt2 small: save: %s", err);
-        RtTokenizer *u = rt_tok_load(path_of("gpt2.json"), &err);
+        CHECK(rt_tok_save(t, tu_path("gpt2.json"), &err) == 0, "gpt2 small: save: %s", err);
+        RtTokenizer *u = rt_tok_load(tu_path("gpt2.json"), &err);
         CHECK(u && rt_tok_byte_ids(u)['\n'] == 198, "gpt2 small: reload");
         rt_tok_free(u);
         rt_tok_free(t);
     }
     snprintf(bpe, sizeof bpe, "#version: 0.2\n%s  h\n", sp);
-    write_file(path_of("bad1.bpe"), bpe, strlen(bpe));
+    tu_write(tu_path("bad1.bpe"), bpe, strlen(bpe));
     char want[700];
     err = NULL;
-    t = rt_tok_load_gpt2(path_of("encoder.json"), path_of("bad1.bpe"), &err);
-    snprintf(want, sizeof want, "%s:2: expected two tokens separated by one space", path_of("bad1.bpe"));
+    t = rt_tok_load_gpt2(tu_path("encoder.json"), tu_path("bad1.bpe"), &err);
+    snprintf(want, sizeof want, "%s:2: expected two tokens separated by one space", tu_path("bad1.bpe"));
     CHECK(!t && err && !strcmp(err, want), "gpt2 bad1: got '%s', want '%s'", err, want);
     free(err);
     snprintf(bpe, sizeof bpe, "#version: 0.2\n%s h\nh i\n", sp);
-    write_file(path_of("bad2.bpe"), bpe, strlen(bpe));
+    tu_write(tu_path("bad2.bpe"), bpe, strlen(bpe));
     err = NULL;
-    t = rt_tok_load_gpt2(path_of("encoder.json"), path_of("bad2.bpe"), &err);
+    t = rt_tok_load_gpt2(tu_path("encoder.json"), tu_path("bad2.bpe"), &err);
     snprintf(want, sizeof want, "%s:3: the merge of \"h\" and \"i\" makes \"hi\", which is not in %s",
-             path_of("bad2.bpe"), path_of("encoder.json"));
+             tu_path("bad2.bpe"), tu_path("encoder.json"));
     CHECK(!t && err && !strcmp(err, want), "gpt2 bad2: got '%s', want '%s'", err, want);
     free(err);
     snprintf(bpe, sizeof bpe, "#version: 0.2\n%sh i\n", sp);
-    write_file(path_of("bad3.bpe"), bpe, strlen(bpe));
+    tu_write(tu_path("bad3.bpe"), bpe, strlen(bpe));
     err = NULL;
-    t = rt_tok_load_gpt2(path_of("encoder.json"), path_of("bad3.bpe"), &err);
-    snprintf(want, sizeof want, "%s:2: merge 0 makes \"%shi\", id 257 in %s; Strata needs merge i to make id 256 + i "
-             "(256)", path_of("bad3.bpe"), sp, path_of("encoder.json"));
+    t = rt_tok_load_gpt2(tu_path("encoder.json"), tu_path("bad3.bpe"), &err);
+    snprintf(want, sizeof want,
+             "%s:2: merge 0 makes \"%shi\", id 257 in %s; Strata needs merge i to make id 256 + i "
+             "(256)",
+             tu_path("bad3.bpe"), sp, tu_path("encoder.json"));
     CHECK(!t && err && !strcmp(err, want), "gpt2 bad3: got '%s', want '%s'", err, want);
     free(err);
     json_object_del(enc, "a");
     json_object_set_new(enc, "zz", json_integer('a' - '!'));
-    json_dump_file(enc, path_of("enc2.json"), 0);
+    json_dump_file(enc, tu_path("enc2.json"), 0);
     err = NULL;
-    t = rt_tok_load_gpt2(path_of("enc2.json"), path_of("vocab.bpe"), &err);
-    snprintf(want, sizeof want, "%s: no token for byte 97 (GPT-2's alphabet spells it U+0061)", path_of("enc2.json"));
+    t = rt_tok_load_gpt2(tu_path("enc2.json"), tu_path("vocab.bpe"), &err);
+    snprintf(want, sizeof want, "%s: no token for byte 97 (GPT-2's alphabet spells it U+0061)", tu_path("enc2.json"));
     CHECK(!t && err && !strcmp(err, want), "gpt2 missing byte: got '%s', want '%s'", err, want);
     free(err);
     json_decref(enc);
@@ -893,9 +856,9 @@ static void test_train_main(void)
 {
     size_t len;
     char *text = make_corpus(20000, &len);
-    write_file(path_of("corpus.txt"), text, len);
-    char *out = path_of("cli.json");
-    char *argv1[] = {"train", "--vocab", "300", "-q", "-o", out, path_of("corpus.txt"), NULL};
+    tu_write(tu_path("corpus.txt"), text, len);
+    char *out = tu_path("cli.json");
+    char *argv1[] = {"train", "--vocab", "300", "-q", "-o", out, tu_path("corpus.txt"), NULL};
     CHECK(rt_tokenizer_train_main(7, argv1) == 0, "train command");
     char *err = NULL;
     RtTokenizer *t = rt_tok_load(out, &err);
@@ -911,11 +874,11 @@ static void test_train_main(void)
     CHECK(same, "train command: other merges than rt_tok_train");
     rt_tok_free(t);
     rt_tok_free(u);
-    char *argv2[] = {"train", "--vocab", "12", path_of("corpus.txt"), NULL};
+    char *argv2[] = {"train", "--vocab", "12", tu_path("corpus.txt"), NULL};
     CHECK(rt_tokenizer_train_main(4, argv2) == 2, "train --vocab 12: usage error");
-    char *argv3[] = {"train", path_of("corpus.txt"), NULL};
+    char *argv3[] = {"train", tu_path("corpus.txt"), NULL};
     CHECK(rt_tokenizer_train_main(2, argv3) == 2, "train without --vocab: usage error");
-    char *argv4[] = {"train", "--vocab=300", "-q", "-o", out, path_of("nothing.txt"), NULL};
+    char *argv4[] = {"train", "--vocab=300", "-q", "-o", out, tu_path("nothing.txt"), NULL};
     CHECK(rt_tokenizer_train_main(6, argv4) == 1, "train on a missing file: error 1");
     free(text);
 }
@@ -976,7 +939,7 @@ static int compare_gpt2(const char *d, const char *ref, char **files, int n_file
                 n_ref = i;
             }
         size_t len;
-        char *text = read_all(files[k], &len);
+        char *text = tu_slurp(files[k], &len);
         if (!text || !valid_utf8((const unsigned char *)text, len)) {
             printf("note: %s: %s, not compared\n", files[k], text ? "not valid UTF-8" : "unreadable");
             free(text);
@@ -1018,7 +981,7 @@ static int compare_gpt2(const char *d, const char *ref, char **files, int n_file
     rt_tok_free(t);
     printf("gpt2: %lld of %lld reference ids equal; %.1f MB encoded at %.1f MB/s\n", equal, total, bytes / 1e6,
            secs > 0 ? bytes / 1e6 / secs : 0.0);
-    return status || failures || total == 0 ? 1 : 0;
+    return status || tu_fails || total == 0 ? 1 : 0;
 }
 
 static int bench(const char *gpt2_dir, char **files, int n_files)
@@ -1027,7 +990,7 @@ static int bench(const char *gpt2_dir, char **files, int n_files)
     char *text = malloc(cap);
     for (int k = 0; k < n_files; k++) {
         size_t l;
-        char *p = read_all(files[k], &l);
+        char *p = tu_slurp(files[k], &l);
         if (!p) {
             perror(files[k]);
             return 1;
@@ -1104,12 +1067,8 @@ int main(int argc, char **argv)
                         "FILE...]\n");
         return 2;
     }
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/strata-tok-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        perror(dir);
+    if (!tu_mkdtemp("strata-tok-XXXXXX"))
         return 1;
-    }
     test_pretokens();
     test_bytes();
     test_bpe_small();
@@ -1122,14 +1081,5 @@ int main(int argc, char **argv)
     else
         printf("note: STRATA_GPT2_DIR unset: GPT-2's own files not tested here (tests/tokenizer.test does)\n");
     test_train_main();
-    if (!failures) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            printf("note: could not remove %s\n", dir);
-        printf("tokenizer_test: all passed\n");
-    } else {
-        printf("tokenizer_test: %d failures (files kept in %s)\n", failures, dir);
-    }
-    return failures ? 1 : 0;
+    return tu_finish("tokenizer_test");
 }
