@@ -28,18 +28,6 @@
 
 /* --- helpers -------------------------------------------------------------- */
 
-static void *zalloc(size_t n)
-{
-    size_t bytes = (n + 63) / 64 * 64;
-    void *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (!p) {
-        fprintf(stderr, "strata: out of memory (%zu bytes)\n", n);
-        exit(3);
-    }
-    memset(p, 0, bytes);
-    return p;
-}
-
 /* Runs a gnuplot script; -1 with *err naming the image. */
 static int gnuplot(const char *script, const char *image, char **err)
 {
@@ -186,7 +174,8 @@ typedef struct Analysis {
 static int loss_pass(Analysis *a, const uint8_t *skip, float *capture, double *loss)
 {
     const int64_t B = a->B, T = a->T, W = a->W;
-    float *cap_b = capture ? zalloc((size_t)((a->L + 1) * B * T * W) * sizeof(float)) : NULL; /* (L+1,B,T,W) */
+    /* (L+1,B,T,W) */
+    float *cap_b = capture ? rt_zalloc64((size_t)((a->L + 1) * B * T * W) * sizeof(float)) : NULL;
     double sum = 0;
     int64_t r0 = 0;
     int rc = 0;
@@ -516,7 +505,8 @@ static int read_batches(Analysis *a)
     a->tgt = calloc((size_t)want, sizeof *a->tgt);
     a->rows = calloc((size_t)want, sizeof *a->rows);
     while (!rc && a->nb < want) {
-        int32_t *tok = zalloc((size_t)(a->B * a->T) * sizeof *tok), *tgt = zalloc((size_t)(a->B * a->T) * sizeof *tgt);
+        int32_t *tok = rt_zalloc64((size_t)(a->B * a->T) * sizeof *tok),
+                *tgt = rt_zalloc64((size_t)(a->B * a->T) * sizeof *tgt);
         int rows = rt_loader_next(&l, tok, tgt);
         if (rows <= 0) {
             free(tok), free(tgt);
@@ -543,8 +533,8 @@ static int analyze(Analysis *a)
     const char *name = a->m->path ? a->m->path : "the model";
     a->pool = rt_pool_create((int)a->o->threads);
     a->arena_bytes = strata_arena_bytes(d, a->B, a->T, rt_pool_size(a->pool));
-    a->arena = zalloc((size_t)a->arena_bytes);
-    a->logits = zalloc((size_t)(a->B * a->T * a->V) * sizeof(float)); /* (B,T,V) */
+    a->arena = rt_zalloc64((size_t)a->arena_bytes);
+    a->logits = rt_zalloc64((size_t)(a->B * a->T * a->V) * sizeof(float)); /* (B,T,V) */
     a->drop_loss = malloc((size_t)(a->L + 1) * sizeof *a->drop_loss);
     float *capture = NULL;
     size_t cap_bytes = (size_t)((a->L + 1) * a->nrows * a->T * a->W) * sizeof(float);
@@ -556,7 +546,7 @@ static int analyze(Analysis *a)
                         "distance (use fewer --batches)\n",
                 a->prog, (long long)a->nrows, (double)cap_bytes / (1 << 30));
     else
-        capture = zalloc(cap_bytes); /* (L+1, nrows, T, W) */
+        capture = rt_zalloc64(cap_bytes); /* (L+1, nrows, T, W) */
     if (loss_pass(a, NULL, capture, &a->base_loss)) {
         free(capture);
         return 3;
@@ -697,8 +687,8 @@ int rt_diag_init(RtDiag *g, const RtModel *m, const RtTrainOptions *o, const cha
             rt_glob_free(paths, npaths);
         return 1;
     }
-    g->tok = zalloc((size_t)(g->B * g->T) * sizeof *g->tok);
-    int32_t *tgt = zalloc((size_t)(g->B * g->T) * sizeof *tgt);
+    g->tok = rt_zalloc64((size_t)(g->B * g->T) * sizeof *g->tok);
+    int32_t *tgt = rt_zalloc64((size_t)(g->B * g->T) * sizeof *tgt);
     rt_loader_next(&l, g->tok, tgt); /* short data: the loader repeats the last window */
     free(tgt);
     rt_loader_free(&l);
@@ -712,11 +702,11 @@ int rt_diag_init(RtDiag *g, const RtModel *m, const RtTrainOptions *o, const cha
         return 1;
     }
     if (d->width > 0 && d->nblocks > 0)
-        g->capture = zalloc((size_t)((d->nblocks + 1) * g->B * g->T * d->width) * sizeof(float));
+        g->capture = rt_zalloc64((size_t)((d->nblocks + 1) * g->B * g->T * d->width) * sizeof(float));
     else if (!o->quiet)
         fprintf(stderr, "%s: note: %s has no single residual width: diagnostics without variance\n", prog,
                 m->path ? m->path : "the model");
-    g->before = zalloc((size_t)d->params_numel * sizeof(float));
+    g->before = rt_zalloc64((size_t)d->params_numel * sizeof(float));
     g->gnorm = calloc((size_t)d->nblocks + 1, sizeof *g->gnorm);
     g->every = o->diag_every;
     return 0;

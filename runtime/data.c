@@ -253,38 +253,13 @@ void rt_glob_free(char **paths, int n)
 
 /* --- the shuffle ---------------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t xoshiro256ss(uint64_t s[4])
-{
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
-
 /* Uniform in [0, n), n >= 1, by rejection (no modulo bias). */
 static uint64_t uniform(uint64_t s[4], uint64_t n)
 {
     uint64_t limit = UINT64_MAX - (UINT64_MAX % n + 1) % n; /* largest multiple of n, minus 1 */
     uint64_t r;
     do
-        r = xoshiro256ss(s);
+        r = rt_xoshiro256ss(s);
     while (r > limit);
     return r % n;
 }
@@ -293,7 +268,7 @@ static void draw_perm(RtLoader *l, int64_t epoch)
 {
     uint64_t x = l->seed + 0x9E3779B97F4A7C15ull * (uint64_t)(epoch + 1), s[4];
     for (int i = 0; i < 4; i++)
-        s[i] = splitmix64(&x);
+        s[i] = rt_splitmix64(&x);
     for (int64_t i = 0; i < l->nwin; i++)
         l->perm[i] = (uint32_t)i;
     for (int64_t i = l->nwin - 1; i > 0; i--) {

@@ -1,6 +1,7 @@
 /* init.c - parameter initialisation (init.h): one xoshiro256** stream per
  * parameter, normals by Box-Muller in double. */
 #include "init.h"
+#include "util.h"
 
 #include <math.h>
 
@@ -8,35 +9,10 @@ typedef struct Rng {
     uint64_t s[4];
 } Rng;
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(Rng *r) /* xoshiro256** */
-{
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
 /* Uniform in (0, 1): never 0, so log() is finite. */
 static double rng_open01(Rng *r)
 {
-    return ((double)(rng_next(r) >> 11) + 0.5) * 0x1.0p-53;
+    return ((double)(rt_xoshiro256ss(r->s) >> 11) + 0.5) * 0x1.0p-53;
 }
 
 /* Standard normals, two per Box-Muller draw; *spare holds the second. */
@@ -57,7 +33,7 @@ void rt_init_param(const StrataParam *p, int64_t index, uint64_t seed, float *ou
     Rng r;
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(index + 1));
     for (int i = 0; i < 4; i++)
-        r.s[i] = splitmix64(&x);
+        r.s[i] = rt_splitmix64(&x);
     double spare = 0, std = p->init_a;
     int have = 0;
     if (p->init == STRATA_INIT_XAVIER) {

@@ -13,6 +13,7 @@
  * The source owns the tokenizer, both record sets and the permutation. */
 #define _GNU_SOURCE /* asprintf */
 #include "checkpoint.h"
+#include "util.h"
 #include "commands.h"
 #include "sample.h"
 #include "sft.h"
@@ -35,14 +36,6 @@ typedef struct SftSource {
     bool quiet;
 } SftSource;
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* The permutation of epoch s->epoch. */
 static void make_perm(SftSource *s)
 {
@@ -51,7 +44,7 @@ static void make_perm(SftSource *s)
     for (int64_t i = 0; i < n; i++)
         s->perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(splitmix64(&x) % (uint64_t)(i + 1)), t = s->perm[i];
+        int64_t j = (int64_t)(rt_splitmix64(&x) % (uint64_t)(i + 1)), t = s->perm[i];
         s->perm[i] = s->perm[j], s->perm[j] = t;
     }
 }

@@ -8,6 +8,7 @@
  * Every buffer is made and freed here per command. */
 #define _GNU_SOURCE /* asprintf */
 #include "trainer.h"
+#include "util.h"
 
 #include "analyze.h"
 #include "checkpoint.h"
@@ -199,18 +200,6 @@ static int64_t default_seq(const RtModel *m)
     return ctx;
 }
 
-static void *zalloc64(size_t n)
-{
-    size_t bytes = (n + 63) / 64 * 64;
-    void *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (!p) {
-        fprintf(stderr, "out of memory (%zu bytes)\n", n);
-        exit(3);
-    }
-    memset(p, 0, bytes);
-    return p;
-}
-
 /* --- eval ----------------------------------------------------------------- */
 
 static int cmd_eval(const RtModel *m, const char *prog, int argc, char **argv)
@@ -257,8 +246,8 @@ static int cmd_eval(const RtModel *m, const char *prog, int argc, char **argv)
     }
     RtPool *pool = rt_pool_create((int)o.threads);
     int64_t abytes = strata_arena_bytes(m->desc, o.batch, o.seq, rt_pool_size(pool));
-    void *arena = zalloc64((size_t)abytes);
-    float *logits = zalloc64((size_t)(o.batch * o.seq * m->desc->vocab) * sizeof(float)); /* (B,T,V) */
+    void *arena = rt_zalloc64((size_t)abytes);
+    float *logits = rt_zalloc64((size_t)(o.batch * o.seq * m->desc->vocab) * sizeof(float)); /* (B,T,V) */
     double loss = 0;
     int64_t ntok = 0;
     if (!rc && rt_eval_loss(m, params, &l, o.batches, pool, arena, abytes, logits, &loss, &ntok)) {
@@ -315,7 +304,7 @@ static int cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
         fprintf(stderr, "%s: out of memory\n", prog);
         exit(3);
     }
-    int32_t *seq = zalloc64((size_t)(n + o.tokens + 1) * sizeof *seq);
+    int32_t *seq = rt_zalloc64((size_t)(n + o.tokens + 1) * sizeof *seq);
     for (int64_t i = 0; i < n; i++) {
         if (ids[i] >= V) {
             fprintf(stderr, "%s: the prompt's token %lld is id %d, outside the model's vocabulary of %lld (%s)\n",
@@ -332,10 +321,10 @@ static int cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
         fwrite(o.prompt, 1, strlen(o.prompt), stdout);
     RtPool *pool = rt_pool_create((int)o.threads);
     int64_t abytes = strata_arena_bytes(m->desc, 1, T, rt_pool_size(pool));
-    void *arena = zalloc64((size_t)abytes);
-    float *logits = zalloc64((size_t)(T * V) * sizeof(float)); /* (1,T,V) */
-    double *probs = zalloc64((size_t)V * sizeof(double));
-    int32_t *work = zalloc64((size_t)V * sizeof(int32_t));
+    void *arena = rt_zalloc64((size_t)abytes);
+    float *logits = rt_zalloc64((size_t)(T * V) * sizeof(float)); /* (1,T,V) */
+    double *probs = rt_zalloc64((size_t)V * sizeof(double));
+    int32_t *work = rt_zalloc64((size_t)V * sizeof(int32_t));
     RtSampleOptions so = {.temperature = o.temperature, .top_k = o.top_k, .top_p = o.top_p};
     uint64_t rng = (uint64_t)o.seed;
     for (int64_t k = 0; !rc && k < o.tokens; k++) {

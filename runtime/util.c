@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 char *rt_fmt(const char *fmt, ...)
 {
@@ -18,4 +19,16 @@ char *rt_fmt(const char *fmt, ...)
         exit(3);
     }
     return s;
+}
+
+void *rt_zalloc64(size_t n)
+{
+    size_t bytes = (n + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (!p) {
+        fprintf(stderr, "strata: out of memory (%zu bytes)\n", n);
+        exit(3);
+    }
+    memset(p, 0, bytes ? bytes : 64);
+    return p;
 }
