@@ -5,8 +5,8 @@
  * random numbers and a batch with arbitrary tokens, runs strata_forward and
  * strata_train_step once each to warm up (page faults, OpenBLAS's threads),
  * then K times each (default 1), printing every time: these are single
- * measurements, not a statistic.  --threads is the row/kernel pool size
- * (default 1); OpenBLAS uses its own threads (OPENBLAS_NUM_THREADS). */
+ * measurements, not a statistic.  --threads is the pool size (default 1);
+ * every product, row loop and kernel runs on the pool (runtime/gemm.h). */
 #include "ad.h"
 #include "ast.h"
 #include "fuse.h"

@@ -4,17 +4,17 @@
  * (many models can live in one JIT), adds it under its own resource
  * tracker (so jit_release can drop the code) and looks them up, which is
  * when ORC generates machine code.  Symbols: the runtime kernels, the
- * thread pool and cblas_?gemm are defined as absolute addresses taken
+ * thread pool and the tiled products (gemm.h) are defined as absolute addresses taken
  * here, so the code calls exactly the copies linked into this program even
  * when the linker dropped an unreferenced shared library; everything else
  * (libm, memset, malloc) is found in the process. */
 #include "jit.h"
 
+#include "gemm.h"
 #include "kernels.h"
 #include "lower_internal.h"
 #include "pool.h"
 
-#include <cblas.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
 #include <llvm-c/OrcEE.h>
@@ -38,10 +38,7 @@ static const struct {
     KERNEL_PAIR(rt_embed),          KERNEL_PAIR(rt_embed_grad),     KERNEL_PAIR(rt_rope_table),
     KERNEL_PAIR(rt_rope),           KERNEL_PAIR(rt_attention),      KERNEL_PAIR(rt_attention_grad),
     KERNEL_PAIR(rt_cross_entropy_rows), KERNEL_PAIR(rt_cross_entropy_mean), KERNEL_PAIR(rt_cross_entropy_grad),
-    {"cblas_sgemm", (void (*)(void))cblas_sgemm},
-    {"cblas_dgemm", (void (*)(void))cblas_dgemm},
-    {"openblas_get_num_threads", (void (*)(void))openblas_get_num_threads},
-    {"openblas_set_num_threads", (void (*)(void))openblas_set_num_threads},
+    KERNEL_PAIR(rt_gemm),           {"rt_gemm_grain", (void (*)(void))rt_gemm_grain},
     {"rt_pool_run", (void (*)(void))rt_pool_run},
     {"rt_pool_size", (void (*)(void))rt_pool_size},
 };

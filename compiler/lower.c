@@ -246,7 +246,6 @@ const CgTask *cg_task(Cg *cg, const char *key, const char *name, LLVMTypeRef *ty
     return &cg->tasks[cg->ntasks++];
 }
 
-/* void rt_pool_run(RtPool *p, int64_t n, void (*fn)(void *, int64_t, int64_t, int), void *ctx) */
 /* llvm.lifetime.start / .end of an alloca, so that the ctx structs of the
  * many call sites share stack. */
 static void lifetime(Cg *cg, const char *which, LLVMValueRef size, LLVMValueRef p)
@@ -256,7 +255,8 @@ static void lifetime(Cg *cg, const char *which, LLVMValueRef size, LLVMValueRef 
     LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, &cg->ptr, 1), fn, (LLVMValueRef[]){size, p}, 2, "");
 }
 
-void cg_run_task(Cg *cg, const CgTask *t, LLVMValueRef *vals, LLVMValueRef n)
+/* void rt_pool_run(RtPool *p, int64_t n, int64_t grain, void (*fn)(void *, int64_t, int64_t, int), void *ctx) */
+void cg_run_task(Cg *cg, const CgTask *t, LLVMValueRef *vals, LLVMValueRef n, LLVMValueRef grain)
 {
     LLVMValueRef ctx = cg_alloca(cg, t->ctx_type, "ctx");
     LLVMValueRef size = cg_i64(cg, (int64_t)LLVMABISizeOfType(cg->td, t->ctx_type));
@@ -264,9 +264,9 @@ void cg_run_task(Cg *cg, const CgTask *t, LLVMValueRef *vals, LLVMValueRef n)
     unsigned nv = LLVMCountStructElementTypes(t->ctx_type);
     for (unsigned k = 0; k < nv; k++)
         LLVMBuildStore(cg->b, vals[k], LLVMBuildStructGEP2(cg->b, t->ctx_type, ctx, k, ""));
-    LLVMTypeRef params[] = {cg->ptr, cg->i64, cg->ptr, cg->ptr};
-    LLVMValueRef run = cg_extern(cg, "rt_pool_run", cg->voidt, params, 4);
-    cg_call(cg, run, (LLVMValueRef[]){cg->pool, n, t->fn, ctx}, 4);
+    LLVMTypeRef params[] = {cg->ptr, cg->i64, cg->i64, cg->ptr, cg->ptr};
+    LLVMValueRef run = cg_extern(cg, "rt_pool_run", cg->voidt, params, 5);
+    cg_call(cg, run, (LLVMValueRef[]){cg->pool, n, grain, t->fn, ctx}, 5);
     lifetime(cg, "llvm.lifetime.end", size, ctx);
 }
 

@@ -120,15 +120,16 @@ Loop cg_loop_begin(Cg *cg, LLVMValueRef from, LLVMValueRef n, LLVMValueRef acc_i
 void cg_loop_end(Cg *cg, Loop *l, LLVMValueRef acc_next);
 
 /* Parallel tasks: void name(ptr ctx, i64 begin, i64 end, i32 thread), run
- * by rt_pool_run over [0, n).  The body gets the ctx fields (types[]) as
- * values and must use nothing else of the entry point.  cg_task builds the
- * function on the first call with a key (name NULL: the key) and returns
- * the same one for that key afterwards. */
+ * by rt_pool_run over [0, n) in tiles of `grain` (an i64 value that must
+ * depend on the shape alone, never on the pool: pool.h).  The body gets
+ * the ctx fields (types[]) as values and must use nothing else of the
+ * entry point.  cg_task builds the function on the first call with a key
+ * (name NULL: the key) and returns the same one for that key afterwards. */
 typedef void CgTaskBody(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef begin, LLVMValueRef end,
                         LLVMValueRef thread);
 const CgTask *cg_task(Cg *cg, const char *key, const char *name, LLVMTypeRef *types, unsigned n, CgTaskBody *body,
                       const void *info);
-void cg_run_task(Cg *cg, const CgTask *t, LLVMValueRef *vals, LLVMValueRef n);
+void cg_run_task(Cg *cg, const CgTask *t, LLVMValueRef *vals, LLVMValueRef n, LLVMValueRef grain);
 
 /* ---- lower_abi.c ---- */
 /* Parameter offsets, block ranges and skip flags into cg. */

@@ -1,21 +1,22 @@
 /* lower_kernels.c - the ops lowered to calls out of the module
- * (lower_internal.h): MATMUL and MATMUL_GRAD_W to cblas_?gemm (row-major,
- * transposes instead of copies; the rows of the result split over the
- * pool, OpenBLAS single-threaded), EMBED ...
+ * (lower_internal.h): MATMUL and MATMUL_GRAD_W to rt_gemm_f32/_f64
+ * (runtime/gemm.h: row-major, transposes instead of copies, the rows of
+ * the result cut into tiles fixed by the shape and shared over the pool),
+ * EMBED ...
  * CE_GRAD to the rt_*_f32/_f64 kernels of runtime/kernels.h, each as a
- * task that rt_pool_run splits over the pool's threads by the kernel's
- * work unit: token rows (embed, rope, cross-entropy), columns (the
- * embedding gradient, which scatters rows) or (sequence, head) pairs
- * (attention, with one work area per thread in the arena's MEM_THREAD
- * region).  No split changes the order of a sum. */
+ * task that rt_pool_run splits over the pool's threads in tiles of the
+ * kernel's work unit, a fixed number of units per tile: token rows
+ * (embed, rope, cross-entropy), columns (the embedding gradient, which
+ * scatters rows) or (sequence, head) pairs (attention, with one work area
+ * per thread in the arena's MEM_THREAD region).  No split changes the
+ * order of a sum, and no tile depends on the thread count (pool.h). */
 #include "lower_internal.h"
 
+#include "gemm.h"
 #include "kernels.h"
 
 #include <string.h>
 
-/* CBLAS enum values (cblas.h), passed as int. */
-enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 
 static int64_t head_size(const IrNode *n)
 {
@@ -68,64 +69,50 @@ static unsigned ctx_types(Cg *cg, const char *sig, LLVMTypeRef *t)
     return n;
 }
 
-/* Runs `body` over [0, n) on the pool with the ctx values v (types: sig). */
-static void run(Cg *cg, const char *kernel, const char *sig, CgTaskBody *body, LLVMValueRef *v, LLVMValueRef n)
+/* Runs `body` over [0, n) on the pool in tiles of `grain` units (fixed by
+ * the shape: pool.h) with the ctx values v (types: sig). */
+static void run(Cg *cg, const char *kernel, const char *sig, CgTaskBody *body, LLVMValueRef *v, LLVMValueRef n,
+                LLVMValueRef grain)
 {
     char key[96];
     snprintf(key, sizeof key, "task.%s.%s", kernel, cg->prec == LOWER_F32 ? "f32" : "f64");
     LLVMTypeRef t[16];
     unsigned nt = ctx_types(cg, sig, t);
-    cg_run_task(cg, cg_task(cg, key, NULL, t, nt, body, NULL), v, n);
+    cg_run_task(cg, cg_task(cg, key, NULL, t, nt, body, NULL), v, n, grain);
 }
 
 /* ---- matrix products ---- */
 
-/* Rows [r0, r1) of C = op(A) op(B) + beta C, one cblas call on this
- * thread.  ctx: A, B, C, astride (elements from one row of op(A) to the
- * next), ta, tb, N, K, lda, ldb, ldc (all < 2^31), beta */
+SAME_TYPE(rt_gemm_f64, void (*)(int, int, int64_t, int64_t, int64_t, CR *, int64_t, CR *, int64_t, double, R *,
+                                int64_t));
+
+/* Rows [r0, r1) of C = op(A) op(B) + beta C: one rt_gemm call (gemm.h) on
+ * this thread.  ctx: A, B, C, astride (elements from one row of op(A) to
+ * the next), ta, tb, N, K, lda, ldb, ldc (all < 2^31), beta */
 static void gemm_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef t)
 {
     LLVMValueRef a = cg_elem(cg, v[0], LLVMBuildMul(cg->b, r0, v[3], ""));
     LLVMValueRef c = cg_elem(cg, v[2], LLVMBuildMul(cg->b, r0, v[10], ""));
 #define I32(x) LLVMBuildTrunc(cg->b, x, cg->i32, "")
-    LLVMValueRef args[] = {cg_i32(cg, CBLAS_ROW_MAJOR), I32(v[4]), I32(v[5]), I32(LLVMBuildSub(cg->b, r1, r0, "")),
-                           I32(v[6]), I32(v[7]), cg_real(cg, 1), a, I32(v[8]), v[1], I32(v[9]), v[11], c,
-                           I32(v[10])};
+    LLVMValueRef args[] = {I32(v[4]), I32(v[5]), LLVMBuildSub(cg->b, r1, r0, ""), v[6], v[7], a, v[8], v[1], v[9],
+                           v[11], c, v[10]};
 #undef I32
-    call(cg, cg->prec == LOWER_F32 ? "cblas_sgemm" : "cblas_dgemm", false, "iiiiiiRpipiRpi", args);
-}
-
-/* With a pool of more than one thread: OpenBLAS to one thread (once; it
- * stays so).  The pool splits the products itself (gemm below); OpenBLAS's
- * own workers would otherwise sit beside the pool's, spinning in
- * sched_yield between products, and measured on 2 cores that cost more
- * than a third of a training step (issue #3). */
-static void blas_single_thread(Cg *cg)
-{
-    LLVMValueRef size = cg_call(cg, cg_extern(cg, "rt_pool_size", cg->i32, &cg->ptr, 1), &cg->pool, 1);
-    LLVMValueRef ob = cg_call(cg, cg_extern(cg, "openblas_get_num_threads", cg->i32, NULL, 0), NULL, 0);
-    LLVMValueRef cond = LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, size, cg_i32(cg, 1), ""),
-                                     LLVMBuildICmp(cg->b, LLVMIntNE, ob, cg_i32(cg, 1), ""), "");
-    LLVMBasicBlockRef join = cg_if(cg, cond, "blas1");
-    cg_call(cg, cg_extern(cg, "openblas_set_num_threads", cg->voidt, &cg->i32, 1), (LLVMValueRef[]){cg_i32(cg, 1)},
-            1);
-    cg_endif(cg, join);
+    call(cg, "rt_gemm", true, "iiIIIpIpIRpI", args);
 }
 
 /* C (M,N) = op(A) op(B) + beta C, alpha 1; M, K are i64 values < 2^31.
- * The rows of C are split over the pool, each thread making one cblas call
- * on its rows with OpenBLAS single-threaded (a NULL or one-thread pool: one
- * call with OpenBLAS's own threads).  A split cuts rows of C only, never
- * the sums over K. */
+ * The rows of C are cut into tiles of rt_gemm_grain(M) rows, one rt_gemm
+ * call each, shared over the pool: the tiles follow M alone, so every row
+ * is computed the same way for any thread count (gemm.h).  A split cuts
+ * rows of C only, never the sums over K. */
 static void gemm(Cg *cg, bool ta, bool tb, LLVMValueRef M, int64_t N, LLVMValueRef K, LLVMValueRef A, int64_t lda,
                  LLVMValueRef Bm, int64_t ldb, LLVMValueRef C, int64_t ldc, LLVMValueRef accumulate)
 {
     LLVMValueRef beta = LLVMBuildSelect(cg->b, accumulate, cg_real(cg, 1), cg_real(cg, 0), "beta");
-    LLVMValueRef v[] = {A, Bm, C, cg_i64(cg, ta ? 1 : lda), cg_i64(cg, ta ? CBLAS_TRANS : CBLAS_NO_TRANS),
-                        cg_i64(cg, tb ? CBLAS_TRANS : CBLAS_NO_TRANS), cg_i64(cg, N), K, cg_i64(cg, lda),
-                        cg_i64(cg, ldb), cg_i64(cg, ldc), beta};
-    blas_single_thread(cg);
-    run(cg, "gemm", "pppIIIIIIIIR", gemm_task, v, M);
+    LLVMValueRef v[] = {A, Bm, C, cg_i64(cg, ta ? 1 : lda), cg_i64(cg, ta), cg_i64(cg, tb), cg_i64(cg, N), K,
+                        cg_i64(cg, lda), cg_i64(cg, ldb), cg_i64(cg, ldc), beta};
+    LLVMValueRef grain = cg_call(cg, cg_extern(cg, "rt_gemm_grain", cg->i64, &cg->i64, 1), &M, 1);
+    run(cg, "gemm", "pppIIIIIIIIR", gemm_task, v, M, grain);
 }
 
 static LLVMValueRef rows_of(Cg *cg, const IrNode *n)
@@ -171,7 +158,7 @@ static void lower_embed(Cg *cg, const IrNode *x)
     const IrNode *table = x->in[1];
     LLVMValueRef v[] = {cg_home(cg, x), cg_home(cg, x->in[0]), cg_home(cg, table), cg_i64(cg, table->rows),
                         cg_i64(cg, x->width)};
-    run(cg, "embed", "pppII", embed_task, v, cg->BT);
+    run(cg, "embed", "pppII", embed_task, v, cg->BT, cg_i64(cg, 64));
 }
 
 /* EMBED_GRAD columns [c0, c1): dtable[ids[r]][c] += g[r][c], the columns
@@ -193,7 +180,7 @@ static void lower_embed_grad(Cg *cg, const IrNode *x)
     const IrNode *g = x->in[1];
     LLVMValueRef v[] = {cg_home(cg, x),        cg_home(cg, x->in[0]), cg_home(cg, g),         rows_of(cg, g),
                         cg_i64(cg, x->rows),   cg_i64(cg, x->width),  cg_accumulates(cg, x)};
-    run(cg, "embed_grad", "pppIIIb", embed_grad_task, v, cg_i64(cg, x->width));
+    run(cg, "embed_grad", "pppIIIb", embed_grad_task, v, cg_i64(cg, x->width), cg_i64(cg, 64));
 }
 
 void lower_rope_tables(Cg *cg)
@@ -227,7 +214,7 @@ static void lower_rope(Cg *cg, const IrNode *x)
     LLVMValueRef v[] = {cg_home(cg, x),       cg_home(cg, x->in[0]), cg_table_home(cg, x),
                         cg->T,                cg_i64(cg, x->width),  cg_i64(cg, x->heads),
                         cg_i64(cg, x->op == IR_ROPE_GRAD)};
-    run(cg, "rope", "pppIIII", rope_task, v, cg->BT);
+    run(cg, "rope", "pppIIII", rope_task, v, cg->BT, cg_i64(cg, 64));
 }
 
 /* ---- attention ---- */
@@ -265,7 +252,8 @@ static void lower_attention(Cg *cg, const IrNode *x)
     LLVMValueRef v[] = {cg_home(cg, x),        cg_aux_home(cg, x),    cg_home(cg, x->in[0]), cg_home(cg, x->in[1]),
                         cg_home(cg, x->in[2]), cg->region[MEM_THREAD], work_stride(cg),     cg->T,
                         cg_i64(cg, x->width),  cg_i64(cg, x->heads)};
-    run(cg, "attention", "ppppppIIII", attention_task, v, LLVMBuildMul(cg->b, cg->B, cg_i64(cg, x->heads), ""));
+    run(cg, "attention", "ppppppIIII", attention_task, v, LLVMBuildMul(cg->b, cg->B, cg_i64(cg, x->heads), ""),
+        cg_i64(cg, 1));
 }
 
 /* ATTENTION_GRAD units.  ctx: dq, dk, dv, q, k, v, out, lse, g, work, stride, T, W, heads */
@@ -307,7 +295,7 @@ static void lower_attention_grad(Cg *cg, const IrNode *x)
                         cg_home(cg, fwd), cg_aux_home(cg, fwd), cg_home(cg, x->in[3]), cg->region[MEM_THREAD],
                         work_stride(cg), cg->T, cg_i64(cg, x->width), cg_i64(cg, x->heads)};
     run(cg, "attention_grad", "ppppppppppIIII", attention_grad_task, v,
-        LLVMBuildMul(cg->b, cg->B, cg_i64(cg, x->heads), ""));
+        LLVMBuildMul(cg->b, cg->B, cg_i64(cg, x->heads), ""), cg_i64(cg, 1));
     for (int w = 0; w < 3; w++)
         if (spare[w])
             cg_call(cg, cg_extern(cg, "free", cg->voidt, &cg->ptr, 1), &spare[w], 1);
@@ -330,7 +318,7 @@ static void lower_cross_entropy(Cg *cg, const IrNode *x)
         die("lower: %%%d: cross_entropy is not logits -> scalar", x->id);
     LLVMValueRef aux = cg_aux_home(cg, x), row_loss = cg_elem(cg, aux, cg->BT);
     LLVMValueRef v[] = {row_loss, aux, cg_home(cg, lg), cg_home(cg, x->in[1]), cg->mask, cg_i64(cg, lg->width)};
-    run(cg, "cross_entropy", "pppppI", ce_task, v, cg->BT);
+    run(cg, "cross_entropy", "pppppI", ce_task, v, cg->BT, cg_i64(cg, 16));
     call(cg, "rt_cross_entropy_mean", true, "pppI", (LLVMValueRef[]){cg_home(cg, x), row_loss, cg->mask, cg->BT});
 }
 
@@ -350,7 +338,7 @@ static void lower_ce_grad(Cg *cg, const IrNode *x)
         die("lower: %%%d: cross_entropy_grad is not (B,T,V) with a scalar gradient", x->id);
     LLVMValueRef v[] = {cg_home(cg, x),    cg_home(cg, lg), cg_home(cg, x->in[1]), cg->mask,
                         cg_aux_home(cg, ce), cg_home(cg, gn), cg->BT,              cg_i64(cg, lg->width)};
-    run(cg, "cross_entropy_grad", "ppppppII", ce_grad_task, v, cg->BT);
+    run(cg, "cross_entropy_grad", "ppppppII", ce_grad_task, v, cg->BT, cg_i64(cg, 16));
 }
 
 void lower_call_node(Cg *cg, const IrNode *x)

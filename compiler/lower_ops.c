@@ -2,8 +2,8 @@
  * (the formulas of interp.c, as LLVM IR on one element), an exp that
  * vectorises, and the loops of the ops that are not in a row kernel:
  * elementwise ops and reductions on parameter-shaped (non-token) values,
- * and SUM_ROWS (split over threads by columns, so each column's sum keeps
- * its order).  Fast-math: elementwise arithmetic may contract (FMA),
+ * and SUM_ROWS (split over threads in tiles of 64 columns, so each
+ * column's sum keeps its order).  Fast-math: elementwise arithmetic may contract (FMA),
  * reductions may also reassociate (so they vectorise); never nnan/ninf, so
  * NaN and Inf propagate as in interp.c. */
 #include "lower_internal.h"
@@ -301,7 +301,7 @@ static void lower_sum_rows(Cg *cg, const IrNode *x)
     const CgTask *task = cg_task(cg, cg->prec == LOWER_F32 ? "task.sum_rows.f32" : "task.sum_rows.f64", NULL, t,
                                  5, sum_rows_task, NULL);
     LLVMValueRef v[] = {cg_home(cg, x), cg_home(cg, a), cg->BT, cg_i64(cg, x->width), cg_accumulates(cg, x)};
-    cg_run_task(cg, task, v, cg_i64(cg, x->width));
+    cg_run_task(cg, task, v, cg_i64(cg, x->width), cg_i64(cg, 64));
 }
 
 void lower_loop_node(Cg *cg, const IrNode *x)

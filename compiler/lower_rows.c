@@ -9,7 +9,8 @@
  * member read at a later level is reread from memory when stored, else
  * kept in a row of scratch (alloca); only `stored` members are written.
  *
- * Code: a task `rows.N(ctx, r0, r1, thread)` (lower.c's cg_task) unpacks
+ * Code: a task `rows.N(ctx, r0, r1, thread)` (lower.c's cg_task), run over
+ * tiles of rows fixed by the kernel's widths (row_grain), unpacks
  * the pointers and calls `rows.N.body(outputs, inputs, constants, r0, r1)`
  * whose pointer arguments are noalias (the memory plan never overlaps a
  * kernel's outputs with its live inputs), so its column loops vectorise
@@ -342,6 +343,19 @@ static void build_body(Cg *cg, const RowPlan *p, LLVMValueRef fn)
 
 /* ---- the task and the call ---- */
 
+/* Rows per pool tile: about 16k elements of the widest member, 1 to 256
+ * rows; a function of the kernel's shape, never of the pool (pool.h). */
+static int64_t row_grain(const RowPlan *p)
+{
+    int64_t w = 1;
+    for (int j = 0; j < p->nm; j++)
+        w = p->m[j].n->width > w ? p->m[j].n->width : w;
+    for (int i = 0; i < p->nin; i++)
+        w = p->in[i].n->width > w ? p->in[i].n->width : w;
+    int64_t g = 16384 / w;
+    return g < 1 ? 1 : g > 256 ? 256 : g;
+}
+
 typedef struct RowTask {
     const RowPlan *p;
     LLVMValueRef body;
@@ -391,7 +405,7 @@ void lower_rows_kernel(Cg *cg, const IrKernel *k)
         build_body(cg, p, rt.body);
     }
     const CgTask *task = cg_task(cg, key, name, t, (unsigned)n, row_task, &rt);
-    cg_run_task(cg, task, v, cg->BT);
+    cg_run_task(cg, task, v, cg->BT, cg_i64(cg, row_grain(p)));
     free(key);
     free(t);
     free(v);

@@ -22,14 +22,17 @@
  *           work areas, packed by the compile-time memory plan
  *           (compiler/memplan.c).  Contents between calls: undefined,
  *           except the logits (see StrataStep.logits).
- * Threads: with a pool (runtime/pool.h) the row loops and the runtime
- * kernels are split over its threads by rows, columns or (sequence, head)
- * units; the split never changes the order of any sum, so results are
- * bitwise the same for every thread count.  Matrix products use OpenBLAS,
- * with its own threads.  One call at a time per pool and per arena;
+ * Threads: the row loops, the matrix products and the runtime kernels are
+ * cut into tiles of rows, columns or (sequence, head) units whose size
+ * follows the shapes alone, and a pool (runtime/pool.h) shares the tiles
+ * over its threads (no pool: all on the caller).  No tile depends on the
+ * thread count and no split changes the order of any sum, so results are
+ * bitwise the same for every thread count (issue #13).  Matrix products go
+ * through runtime/gemm.h (OpenBLAS, one thread of its own per call).  One
+ * call at a time per pool and per arena;
  * calls on disjoint arenas and pools may run concurrently.
  *
- * The generated code calls cblas_sgemm / cblas_dgemm, runtime/kernels.h,
+ * The generated code calls rt_gemm_f32 / rt_gemm_f64 (runtime/gemm.h), runtime/kernels.h,
  * rt_pool_run (runtime/pool.h) and libc/libm (memset, memmove, tanh, ...). */
 #ifndef STRATA_MODEL_ABI_H
 #define STRATA_MODEL_ABI_H

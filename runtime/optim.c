@@ -196,12 +196,8 @@ void rt_adamw_step_scaled(RtAdamW *o, float *params, const float *grads, float g
         .decay_factor = (float)(1 - lr * cf->weight_decay),
         .l2 = (float)cf->weight_decay,
     };
-    /* Small buffers on one thread: a dispatch costs microseconds. */
-    if (!pool || o->n < (int64_t)rt_pool_size(pool) << 15) {
-        step_chunk(&c, 0, o->n, 0);
-        return;
-    }
-    rt_pool_run(pool, o->n, step_chunk, &c);
+    /* Tiles of RT_STEP_TILE elements, whatever the pool (pool.h). */
+    rt_pool_run(pool, o->n, RT_STEP_TILE, step_chunk, &c);
 }
 
 /* Sum of squares of one block: lane i % 8 gets g[i]^2, lanes added in
@@ -247,10 +243,10 @@ static void norm_chunk(void *ctx, int64_t begin, int64_t end, int thread)
 double rt_grad_norm_pool(const float *g, int64_t n, RtPool *pool)
 {
     int64_t nblocks = (n + RT_NORM_BLOCK - 1) / RT_NORM_BLOCK;
-    if (!pool || rt_pool_size(pool) == 1 || nblocks < 16)
+    if (nblocks < 16) /* the same blocks in the same order, on the caller */
         return rt_grad_norm(g, n);
     NormCtx c = {g, n, xmalloc(sizeof(double) * (size_t)nblocks)};
-    rt_pool_run(pool, nblocks, norm_chunk, &c);
+    rt_pool_run(pool, nblocks, 4, norm_chunk, &c);
     double s = 0;
     for (int64_t k = 0; k < nblocks; k++) /* block order, as rt_grad_norm */
         s += c.sums[k];

@@ -26,9 +26,11 @@
  * a checkpoint saves and restores m, v and step directly.
  *
  * Threads: the step and the norm take an optional RtPool (NULL: the calling
- * thread).  The update is element-wise, so any split gives the same bits;
- * the norm sums fixed blocks of RT_NORM_BLOCK elements in block order, so
- * it too is the same with or without a pool, for any pool size. */
+ * thread).  Both are cut into tiles fixed by n alone (pool.h): the update
+ * into RT_STEP_TILE elements (each element computed at the same place in
+ * the same loop, whatever the pool), the norm into blocks of RT_NORM_BLOCK
+ * elements summed in block order, so both are the same with or without a
+ * pool, for any pool size. */
 #ifndef STRATA_OPTIM_H
 #define STRATA_OPTIM_H
 #include <stdint.h>
@@ -37,6 +39,8 @@
 
 /* Elements per block of the gradient-norm sum (see rt_grad_norm). */
 #define RT_NORM_BLOCK 4096
+/* Elements per pool tile of the update. */
+#define RT_STEP_TILE 32768
 
 typedef enum RtOptimKind {
     RT_OPTIM_ADAMW,             /* decoupled weight decay (torch.optim.AdamW) */

@@ -1,8 +1,8 @@
 /* pool.c - the persistent thread pool (pool.h).
- * A dispatch publishes (fn, ctx, n) and bumps a generation counter; each
- * worker notices the new generation (spinning briefly, then asleep on a
- * condition variable), runs its chunk and decrements `pending`; the last
- * one wakes the caller, which ran chunk 0 itself meanwhile.  Ordering: the
+ * A dispatch publishes (fn, ctx, n, grain) and bumps a generation counter;
+ * each worker notices the new generation (spinning briefly, then asleep on
+ * a condition variable), runs its chunk of tiles and decrements `pending`;
+ * the last one wakes the caller, which ran chunk 0 itself meanwhile.  Ordering: the
  * job fields are written before the generation's release store and read
  * after its acquire load; a worker reads them before it decrements, and
  * the next dispatch starts only after pending reaches 0. */
@@ -52,7 +52,7 @@ struct RtPool {
     /* The current job, published by gen. */
     void (*fn)(void *ctx, int64_t begin, int64_t end, int thread);
     void *ctx;
-    int64_t n;
+    int64_t n, grain;
 };
 
 _Noreturn static void pool_die(int line, const char *what)
@@ -119,13 +119,30 @@ static int online_cpus(void)
     return n > 0 ? (int)n : 1;
 }
 
-/* Runs chunk `thread` of the current job. */
-static void run_chunk(RtPool *p, void (*fn)(void *, int64_t, int64_t, int), void *ctx, int64_t n, int thread)
+int64_t rt_pool_tiles(int64_t n, int64_t grain)
+{
+    if (grain < 1)
+        grain = 1;
+    return n <= 0 ? 0 : (n - 1) / grain + 1;
+}
+
+/* Tiles [t0, t1) of [0, n), one call each, on `thread`. */
+static void run_tiles(void (*fn)(void *, int64_t, int64_t, int), void *ctx, int64_t n, int64_t grain, int64_t t0,
+                      int64_t t1, int thread)
+{
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t b = t * grain, e = b + grain < n ? b + grain : n;
+        fn(ctx, b, e, thread);
+    }
+}
+
+/* Runs chunk `thread` of the current job's tiles. */
+static void run_chunk(RtPool *p, void (*fn)(void *, int64_t, int64_t, int), void *ctx, int64_t n, int64_t grain,
+                      int thread)
 {
     int64_t b, e;
-    rt_pool_chunk(n, p->size, thread, &b, &e);
-    if (b < e)
-        fn(ctx, b, e, thread);
+    rt_pool_chunk(rt_pool_tiles(n, grain), p->size, thread, &b, &e);
+    run_tiles(fn, ctx, n, grain, b, e, thread);
 }
 
 static void *worker_main(void *arg)
@@ -144,7 +161,7 @@ static void *worker_main(void *arg)
         seen = g;
         if (p->stop)
             return NULL;
-        run_chunk(p, p->fn, p->ctx, p->n, w->index);
+        run_chunk(p, p->fn, p->ctx, p->n, p->grain, w->index);
         if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
             pthread_mutex_lock(&p->mu); /* the caller may be between its check and its wait */
             pthread_cond_signal(&p->done);
@@ -208,12 +225,16 @@ int rt_pool_size(const RtPool *p)
     return p ? p->size : 1;
 }
 
-void rt_pool_run(RtPool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t end, int thread), void *ctx)
+void rt_pool_run(RtPool *p, int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end, int thread),
+                 void *ctx)
 {
     if (n <= 0)
         return;
-    if (!p || p->size == 1) {
-        fn(ctx, 0, n, 0);
+    if (grain < 1)
+        grain = 1;
+    int64_t tiles = rt_pool_tiles(n, grain);
+    if (!p || p->size == 1 || tiles == 1) { /* the same tiles, on the caller */
+        run_tiles(fn, ctx, n, grain, 0, tiles, 0);
         return;
     }
     if (atomic_exchange_explicit(&p->busy, 1, memory_order_acquire))
@@ -221,13 +242,14 @@ void rt_pool_run(RtPool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int6
     p->fn = fn;
     p->ctx = ctx;
     p->n = n;
+    p->grain = grain;
     atomic_store_explicit(&p->pending, p->size - 1, memory_order_relaxed);
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
     pthread_cond_broadcast(&p->wake); /* no system call when nobody sleeps */
     pthread_mutex_unlock(&p->mu);
 
-    run_chunk(p, fn, ctx, n, 0);
+    run_chunk(p, fn, ctx, n, grain, 0);
 
     if (spin_while_pending(p) > 0) {
         pthread_mutex_lock(&p->mu);

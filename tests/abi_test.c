@@ -3,8 +3,10 @@
  * sizes, JIT-compiled in float,
  *   desc      the descriptor matches the IR (names, sizes, layout, vocab,
  *             width, blocks) and every block can be skipped both ways;
- *   threads   no pool, a 1-thread and a 2-thread pool give bitwise the
- *             same loss, logits and gradients (no split reorders a sum);
+ *   threads   no pool and pools of 1 to 16 threads give bitwise the same
+ *             loss, logits and gradients, with the host's BLAS and with a
+ *             position-sensitive product (issue #13: every split follows
+ *             the shape, never the thread count);
  *   capture   capture[0] is block 0's input, capture[l+1] block l's output,
  *             as the interpreter computes them;
  *   forward   strata_forward's logits are the train step's, bitwise, in
@@ -19,6 +21,7 @@
  * input; a block that leaks a value cannot be skipped.  And the error codes.
  * Exit 0 pass, 1 fail, 77 skip. */
 #define _POSIX_C_SOURCE 200809L /* glob */
+#include "gemm.h"
 #include "lower_case.h"
 
 #include <glob.h>
@@ -91,18 +94,79 @@ static bool same_result(const Case *c, const JitModel *m, const Result *a, const
     return ok && (!grads || memcmp(&a->loss, &b->loss, sizeof a->loss) == 0);
 }
 
-/* No pool, 1 thread, 2 threads. */
-static void check_threads(const Case *c, const JitModel *m, const char *name)
+/* ---- thread counts (issue #13) ---- */
+
+/* A position-sensitive reference product for rt_gemm_set_backend: each
+ * element of C is its exact sum (in double), scaled by 1 + 2^-12 ((i mod 5)
+ * + (M mod 3)) before it is rounded, i the row inside this call and M the
+ * call's rows.  So a row's bits depend on where it falls in a call and on
+ * the call's size, as with BLAS edge kernels, only always: any split of a
+ * product that follows the thread count changes the bits, on every host. */
+#define POS_GEMM(REAL, NAME)                                                                                      \
+    static void NAME(int ta, int tb, int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda, const REAL *B, \
+                     int64_t ldb, REAL beta, REAL *C, int64_t ldc)                                                \
+    {                                                                                                             \
+        for (int64_t i = 0; i < M; i++)                                                                           \
+            for (int64_t j = 0; j < N; j++) {                                                                     \
+                double s = 0;                                                                                     \
+                for (int64_t k = 0; k < K; k++)                                                                   \
+                    s += (double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]); \
+                s *= 1 + ldexp((double)(i % 5 + M % 3), -12);                                                   \
+                C[i * ldc + j] = (REAL)(s + (beta != 0 ? (double)beta * C[i * ldc + j] : 0.0));                   \
+            }                                                                                                     \
+    }
+POS_GEMM(float, pos_gemm_f32)
+POS_GEMM(double, pos_gemm_f64)
+static const RtGemmBackend pos_gemm = {"position-sensitive", pos_gemm_f32, pos_gemm_f64};
+
+/* The backend is what it claims: rows 0..63 of a 64-row product computed
+ * in one call and in two calls of 32 rows differ. */
+static bool pos_gemm_is_sensitive(void)
 {
-    RtPool *p1 = rt_pool_create(1), *p2 = rt_pool_create(2);
-    Result r0, r1, r2;
-    case_run(c, m, &(RunOpts){0}, &r0);
-    case_run(c, m, &(RunOpts){.pool = p1}, &r1);
-    case_run(c, m, &(RunOpts){.pool = p2}, &r2);
-    bool ok = same_result(c, m, &r0, &r1, true) && same_result(c, m, &r0, &r2, true) && rt_pool_size(p2) == 2;
-    report(ok, name, "threads", "none, 1 and 2: bitwise the same loss, logits, gradients");
-    result_free(c, &r0), result_free(c, &r1), result_free(c, &r2);
-    rt_pool_free(p1), rt_pool_free(p2);
+    enum { M = 64, N = 8, K = 16 };
+    float A[M * K], B[K * N], C1[M * N], C2[M * N];
+    for (int i = 0; i < M * K; i++)
+        A[i] = (float)((i * 37 % 17) - 8) / 8;
+    for (int i = 0; i < K * N; i++)
+        B[i] = (float)((i * 11 % 13) - 6) / 8;
+    const RtGemmBackend *old = rt_gemm_set_backend(&pos_gemm);
+    rt_gemm_f32(0, 0, M, N, K, A, K, B, N, 0, C1, N);
+    rt_gemm_f32(0, 0, M / 2, N, K, A, K, B, N, 0, C2, N);
+    rt_gemm_f32(0, 0, M / 2, N, K, A + M / 2 * K, K, B, N, 0, C2 + M / 2 * N, N);
+    rt_gemm_set_backend(old);
+    return memcmp(C1, C2, sizeof C1) != 0;
+}
+
+/* No pool and pools of 1, 2, 3, 4, 7 and 16 threads give bitwise the same
+ * loss, logits and gradients, with the host's BLAS and with the
+ * position-sensitive products (so the test fails on a split that follows
+ * the thread count even where the host's kernel happens to hide it).  At
+ * B=4, T=40 (160 rows) the products, row kernels, attention and
+ * cross-entropy all have several tiles. */
+static void check_threads(Case *c, const JitModel *m, const char *name)
+{
+    static const int sizes[] = {1, 2, 3, 4, 7, 16};
+    enum { NS = sizeof sizes / sizeof *sizes };
+    bool ok = case_batch(c, 23, 4, 40);
+    for (int backend = 0; backend < 2 && ok; backend++) {
+        const RtGemmBackend *old = rt_gemm_set_backend(backend ? &pos_gemm : NULL);
+        Result r0;
+        case_run(c, m, &(RunOpts){0}, &r0);
+        ok = r0.status == 0 && isfinite(r0.loss);
+        for (int s = 0; s < NS && ok; s++) {
+            RtPool *p = rt_pool_create(sizes[s]);
+            Result r;
+            case_run(c, m, &(RunOpts){.pool = p}, &r);
+            ok = rt_pool_size(p) == sizes[s] && same_result(c, m, &r0, &r, true);
+            result_free(c, &r);
+            rt_pool_free(p);
+        }
+        result_free(c, &r0);
+        rt_gemm_set_backend(old);
+    }
+    case_free_batch(c);
+    report(ok, name, "threads",
+           "none, 1, 2, 3, 4, 7, 16 threads, host BLAS and position-sensitive products: bitwise the same");
 }
 
 static void check_capture(const Case *c, const JitModel *m, RtPool *pool, const char *name)
@@ -205,8 +269,9 @@ static void check_model(Jit *jit, RtPool *pool, const char *path)
     char why[160];
     bool ok = check_desc(&c, &m, why, sizeof why);
     report(ok, name, "desc", why);
-    if (ok && case_batch(&c, 11, 3, 8)) {
+    if (ok)
         check_threads(&c, &m, name);
+    if (ok && case_batch(&c, 11, 3, 8)) {
         check_capture(&c, &m, pool, name);
         check_forward(&c, &m, pool, name);
         check_mask(&c, &m, pool, name);
@@ -406,6 +471,10 @@ int main(void)
         jit_free(jit);
         return 1;
     }
+    report(pos_gemm_is_sensitive(), "position-sensitive", "gemm",
+           "its rows differ between one 64-row call and two 32-row calls");
+    const char *ct = getenv("OPENBLAS_CORETYPE");
+    printf("host BLAS: OpenBLAS with OPENBLAS_CORETYPE %s (the environment as given)\n", ct ? ct : "unset");
     RtPool *pool = rt_pool_create(2);
     for (size_t i = 0; i < gl.gl_pathc; i++)
         check_model(jit, pool, gl.gl_pathv[i]);

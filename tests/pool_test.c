@@ -1,12 +1,15 @@
-/* pool_test.c - the thread pool (pool.h): sums over the range, every index
- * visited exactly once, chunks as rt_pool_chunk says and the same on every
- * dispatch, 100k small dispatches in a row, n = 0, n < threads, a NULL
- * pool, a pool of one; prints the dispatch latency (an empty job: the time
+/* pool_test.c - the thread pool (pool.h): every index visited exactly
+ * once, fn called once per tile of `grain` indices and with the same tiles
+ * for a NULL pool and pools of 1 to 16 threads (the split follows the
+ * shape, never the thread count: issue #13), tiles on the threads as
+ * rt_pool_chunk says, 100k small dispatches in a row, n = 0, n < threads;
+ * prints the dispatch latency (an empty job: the time
  * to wake the workers and wait for them).  Exit 0 pass, 1 fail. */
 #define _POSIX_C_SOURCE 200809L
 #include "pool.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -32,59 +35,78 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* One dispatch's record: what each thread got. */
+/* One dispatch's record: every call fn got, and on which thread. */
+enum { MAXCALLS = 1 << 16 };
 typedef struct Record {
     _Atomic int *visits;        /* (n) times each index was visited */
-    int64_t sum[MAXT];          /* per thread: sum of its indices */
-    int64_t begin[MAXT], end[MAXT];
-    int calls[MAXT];            /* times fn ran on each thread */
+    _Atomic int ncalls;
+    int64_t begin[MAXCALLS], end[MAXCALLS];
+    int thread[MAXCALLS];
 } Record;
 
 static void record_fn(void *ctx, int64_t begin, int64_t end, int thread)
 {
     Record *r = ctx;
-    int64_t s = 0;
-    for (int64_t i = begin; i < end; i++) {
-        s += i;
+    for (int64_t i = begin; i < end; i++)
         atomic_fetch_add_explicit(&r->visits[i], 1, memory_order_relaxed);
+    int k = atomic_fetch_add_explicit(&r->ncalls, 1, memory_order_relaxed);
+    if (k < MAXCALLS) {
+        r->begin[k] = begin;
+        r->end[k] = end;
+        r->thread[k] = thread;
     }
-    r->sum[thread] = s;
-    r->begin[thread] = begin;
-    r->end[thread] = end;
-    r->calls[thread]++;
 }
 
-/* Dispatches [0, n) and checks the sum, the visits and the chunks. */
-static void check_run(RtPool *p, int64_t n, const char *what)
+/* Dispatches [0, n) in tiles of grain and checks that fn got exactly the
+ * tiles [t g, min(n, (t+1) g)), each once, whatever the pool (issue #13:
+ * the split may not follow the thread count), and that thread i ran the
+ * tiles of rt_pool_chunk(tiles, size, i). */
+static void check_run_grain(RtPool *p, int64_t n, int64_t grain, const char *what)
 {
     int size = rt_pool_size(p);
+    int64_t g = grain < 1 ? 1 : grain, tiles = rt_pool_tiles(n, grain);
+    CHECK(tiles == (n <= 0 ? 0 : (n + g - 1) / g), "%s: rt_pool_tiles(%lld, %lld) = %lld", what, (long long)n,
+          (long long)grain, (long long)tiles);
     Record *r = calloc(1, sizeof *r);
     r->visits = calloc((size_t)(n > 0 ? n : 1), sizeof *r->visits);
-    for (int t = 0; t < MAXT; t++)
-        r->begin[t] = r->end[t] = -1;
-    rt_pool_run(p, n, record_fn, r);
-    int64_t total = 0;
-    for (int t = 0; t < size; t++) {
+    rt_pool_run(p, n, grain, record_fn, r);
+    int nc = atomic_load(&r->ncalls);
+    CHECK(nc == tiles, "%s n=%lld grain=%lld: %d calls for %lld tiles", what, (long long)n, (long long)grain, nc,
+          (long long)tiles);
+    char *seen = calloc((size_t)(tiles > 0 ? tiles : 1), 1);
+    for (int k = 0; k < nc && k < MAXCALLS && tiles > 0; k++) {
+        int64_t t = r->begin[k] / g;
+        bool exact = r->begin[k] == t * g && r->end[k] == (t * g + g < n ? t * g + g : n);
+        CHECK(exact && !seen[t], "%s n=%lld grain=%lld: call [%lld,%lld) is not tile %lld (or repeats it)", what,
+              (long long)n, (long long)grain, (long long)r->begin[k], (long long)r->end[k], (long long)t);
+        if (!exact || seen[t])
+            break;
+        seen[t] = 1;
         int64_t b, e;
-        rt_pool_chunk(n, size, t, &b, &e);
-        if (b < e) {
-            CHECK(r->calls[t] == 1, "%s n=%lld: thread %d called %d times", what, (long long)n, t, r->calls[t]);
-            CHECK(r->begin[t] == b && r->end[t] == e, "%s n=%lld: thread %d got [%lld,%lld), want [%lld,%lld)",
-                  what, (long long)n, t, (long long)r->begin[t], (long long)r->end[t], (long long)b,
-                  (long long)e);
-            total += r->sum[t];
-        } else {
-            CHECK(r->calls[t] == 0, "%s n=%lld: fn called for empty chunk %d", what, (long long)n, t);
+        int owner = -1;
+        for (int i = 0; i < size && owner < 0; i++) {
+            rt_pool_chunk(tiles, size, i, &b, &e);
+            owner = t >= b && t < e ? i : -1;
         }
+        CHECK(r->thread[k] == owner, "%s n=%lld: tile %lld on thread %d, chunk of thread %d", what, (long long)n,
+              (long long)t, r->thread[k], owner);
     }
-    CHECK(total == n * (n - 1) / 2 || n <= 0, "%s n=%lld: sum %lld", what, (long long)n, (long long)total);
     for (int64_t i = 0; i < n; i++)
         if (r->visits[i] != 1) {
             CHECK(0, "%s n=%lld: index %lld visited %d times", what, (long long)n, (long long)i, r->visits[i]);
             break;
         }
+    free(seen);
     free(r->visits);
     free(r);
+}
+
+static void check_run(RtPool *p, int64_t n, const char *what)
+{
+    int64_t grains[] = {1, 3, 64, 1000};
+    for (size_t k = 0; k < sizeof grains / sizeof *grains; k++)
+        check_run_grain(p, n, grains[k], what);
+    check_run_grain(p, n, 0, what); /* taken as 1 */
 }
 
 /* rt_pool_chunk: contiguous, covering, sizes differ by at most one,
@@ -121,7 +143,7 @@ static void test_many(RtPool *p, int dispatches, int64_t n)
     _Atomic int64_t count;
     atomic_init(&count, 0);
     for (int i = 0; i < dispatches; i++)
-        rt_pool_run(p, n, count_fn, &count);
+        rt_pool_run(p, n, 1, count_fn, &count);
     CHECK(atomic_load(&count) == (int64_t)dispatches * n, "%d dispatches of %lld: counted %lld", dispatches,
           (long long)n, (long long)atomic_load(&count));
 }
@@ -133,7 +155,7 @@ static double latency(RtPool *p, int reps)
     for (int k = 0; k < 3; k++) {
         double t0 = now_s();
         for (int i = 0; i < reps; i++)
-            rt_pool_run(p, 1024, empty_fn, NULL);
+            rt_pool_run(p, 1024, 128, empty_fn, NULL);
         double dt = (now_s() - t0) / reps;
         best = dt < best ? dt : best;
     }
@@ -155,7 +177,7 @@ static double cold_latency(RtPool *p, int reps)
     for (int i = 0; i < reps; i++) {
         nanosleep(&pause, NULL);
         double t0 = now_s();
-        rt_pool_run(p, 1024, empty_fn, NULL);
+        rt_pool_run(p, 1024, 128, empty_fn, NULL);
         t[i] = now_s() - t0;
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
@@ -171,7 +193,7 @@ int main(void)
     int cpus = rt_pool_size(probe);
     rt_pool_free(probe);
 
-    /* NULL pool: one inline call with the whole range. */
+    /* NULL pool: the same tiles, inline. */
     check_run(NULL, 1000, "NULL pool");
     check_run(NULL, 0, "NULL pool");
     CHECK(rt_pool_size(NULL) == 1, "rt_pool_size(NULL) = %d", rt_pool_size(NULL));
@@ -183,13 +205,13 @@ int main(void)
     printf("default pool: %d threads\n", rt_pool_size(dflt));
     rt_pool_free(dflt);
 
-    int sizes[] = {1, 2, 3, 4, 7};
+    int sizes[] = {1, 2, 3, 4, 7, 16};
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
         RtPool *p = rt_pool_create(sizes[s]);
         char what[32];
         snprintf(what, sizeof what, "pool of %d", sizes[s]);
         CHECK(rt_pool_size(p) == sizes[s], "%s: size %d", what, rt_pool_size(p));
-        int64_t ns[] = {0, 1, 2, 3, 5, 6, 7, 8, 100, 1001, 1 << 20};
+        int64_t ns[] = {0, 1, 2, 3, 5, 6, 7, 8, 100, 1001, 12345};
         for (int rep = 0; rep < 2; rep++) /* twice: the same chunks again */
             for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
                 check_run(p, ns[i], what);
