@@ -1,5 +1,5 @@
 /* allreduce_bench.c - seconds and bytes per second of the fp32 all-reduce
- * of runtime/collective.c, in rank order (the default, bitwise
+ * of runtime/train/collective.c, in rank order (the default, bitwise
  * reproducible) and through MPI_Allreduce, for buffers the size of a
  * model's gradients (70M floats: the LNS model at d 512, 12 layers, is
  * about 70M parameters) and of a small model (1M floats).
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "collective.h"
+#include "train/collective.h"
 
 static double now(void)
 {

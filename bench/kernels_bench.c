@@ -6,9 +6,9 @@
  * GFLOP/s counts the same nominal work for both versions: per causal
  * (query, key <= query) pair 4 hd flops forward (q.k, p v), 8 hd backward
  * (dp, dv, dq, dk); the flash backward also recomputes q.k (not counted).
- *   gcc -O3 -march=native -Iruntime bench/kernels_bench.c runtime/kernels.c -lm -lpthread */
+ *   gcc -O3 -march=native -Iruntime bench/kernels_bench.c runtime/core/kernels.c -lm -lpthread */
 #define _POSIX_C_SOURCE 200809L
-#include "kernels.h"
+#include "core/kernels.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -6,13 +6,13 @@
  * strata_train_step once each to warm up (page faults, OpenBLAS's threads),
  * then K times each (default 1), printing every time: these are single
  * measurements, not a statistic.  --threads is the pool size (default 1);
- * every product, row loop and kernel runs on the pool (runtime/gemm.h). */
-#include "ad.h"
-#include "ast.h"
-#include "fuse.h"
-#include "jit.h"
-#include "pool.h"
-#include "sema.h"
+ * every product, row loop and kernel runs on the pool (runtime/core/gemm.h). */
+#include "ir/ad.h"
+#include "front/ast.h"
+#include "ir/fuse.h"
+#include "lower/jit.h"
+#include "core/pool.h"
+#include "resolve/sema.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,7 @@
  *                     [--steps K] [--warmup W] [--threads N]
  * One step = strata_train_step + rt_grad_norm_pool + clipping to max norm 1
  * folded into rt_adamw_step_scaled (lr 3e-4, betas 0.9/0.95, eps 1e-8,
- * weight decay 0.1 on matrices only), as runtime/train.c does it and
+ * weight decay 0.1 on matrices only), as runtime/train/train.c does it and
  * bench/torch_train_bench.py does it in torch.  W
  * warm-up steps (default 2), then K timed ones (default 5): median and min.
  * Model FLOPs per step (fwd + bwd), from the parameter table:
@@ -17,13 +17,13 @@
  * peak.  The last line, "result key=value ...", is for bench/train-vs-torch.
  * Memory: everything is malloc'd in main and freed there; exit 0 ok,
  * 1 bad model or failing step, 2 usage. */
-#include "ad.h"
-#include "ast.h"
-#include "fuse.h"
-#include "jit.h"
-#include "optim.h"
-#include "pool.h"
-#include "sema.h"
+#include "ir/ad.h"
+#include "front/ast.h"
+#include "ir/fuse.h"
+#include "lower/jit.h"
+#include "train/optim.h"
+#include "core/pool.h"
+#include "resolve/sema.h"
 
 #include <cblas.h>
 #include <math.h>

@@ -6,13 +6,13 @@
  *   fuzz/fuzz_frontend -dict=fuzz/strata.dict CORPUS_DIR
  * Inputs with a '/' inside a string are skipped, so imports can only name
  * files in the working directory (run it from an empty one). */
-#include "ad.h"
-#include "ast.h"
-#include "fuse.h"
-#include "ir.h"
-#include "memplan.h"
-#include "report.h"
-#include "sema.h"
+#include "ir/ad.h"
+#include "front/ast.h"
+#include "ir/fuse.h"
+#include "ir/ir.h"
+#include "ir/memplan.h"
+#include "driver/check.h"
+#include "resolve/sema.h"
 
 #include <stdint.h>
 #include <stdio.h>

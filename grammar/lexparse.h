@@ -1,7 +1,7 @@
 /* lexparse.h - state shared by the lexer and the parser (one per file). */
 #ifndef STRATA_LEXPARSE_H
 #define STRATA_LEXPARSE_H
-#include "../compiler/ast.h"
+#include "front/ast.h"
 
 typedef struct Parser {
     Arena *arena;

@@ -1,5 +1,5 @@
 /* parser.y - grammar of the .strata model language.
- * Pure, reentrant bison parser with locations; builds the AST (compiler/ast.h)
+ * Pure, reentrant bison parser with locations; builds the AST (compiler/front/ast.h)
  * in the caller's arena.  Syntax errors are reported as
  * `file:line:col: error: unexpected X, expecting Y` and parsing resumes at the
  * next top-level item or closing brace, so one file can report several. */

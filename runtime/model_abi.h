@@ -1,4 +1,4 @@
-/* model_abi.h - model ABI v1: what a compiled model (compiler/lower.c, JIT
+/* model_abi.h - model ABI v1: what a compiled model (compiler/lower/lower.c, JIT
  * or object file) exports and how a trainer calls it.  No LLVM here: the
  * runtime and an AOT-linked trainer include this header alone.
  *
@@ -9,7 +9,7 @@
  * (the JIT renames them per compiled model; jit.h hands out pointers).
  *
  * Buffers (the caller owns them all; the module allocates nothing except
- * a rare attention gradient nobody asked for, see lower_kernels.c):
+ * a rare attention gradient nobody asked for, see lower/calls.c):
  *   params  (params_numel) REAL: every parameter at StrataParam.offset,
  *           row-major, offsets multiples of 16 REALs (64-byte aligned when
  *           the buffer is); padding between parameters is never read.
@@ -20,20 +20,20 @@
  *           (REAL-aligned works, slower): every activation of the step,
  *           the state the backward pass reuses, rotary tables and kernel
  *           work areas, packed by the compile-time memory plan
- *           (compiler/memplan.c).  Contents between calls: undefined,
+ *           (compiler/ir/memplan.c).  Contents between calls: undefined,
  *           except the logits (see StrataStep.logits).
  * Threads: the row loops, the matrix products and the runtime kernels are
  * cut into tiles of rows, columns or (sequence, head) units whose size
- * follows the shapes alone, and a pool (runtime/pool.h) shares the tiles
+ * follows the shapes alone, and a pool (runtime/core/pool.h) shares the tiles
  * over its threads (no pool: all on the caller).  No tile depends on the
  * thread count and no split changes the order of any sum, so results are
  * bitwise the same for every thread count (issue #13).  Matrix products go
- * through runtime/gemm.h (OpenBLAS, one thread of its own per call).  One
+ * through runtime/core/gemm.h (OpenBLAS, one thread of its own per call).  One
  * call at a time per pool and per arena;
  * calls on disjoint arenas and pools may run concurrently.
  *
- * The generated code calls rt_gemm_f32 / rt_gemm_f64 (runtime/gemm.h), runtime/kernels.h,
- * rt_pool_run (runtime/pool.h) and libc/libm (memset, memmove, tanh, ...). */
+ * The generated code calls rt_gemm_f32 / rt_gemm_f64 (runtime/core/gemm.h), runtime/core/kernels.h,
+ * rt_pool_run (runtime/core/pool.h) and libc/libm (memset, memmove, tanh, ...). */
 #ifndef STRATA_MODEL_ABI_H
 #define STRATA_MODEL_ABI_H
 #include <stdint.h>
@@ -98,7 +98,7 @@ typedef struct StrataModelDesc {
     const char *name;         /* the model file it was compiled from */
 } StrataModelDesc;
 
-struct RtPool; /* runtime/pool.h */
+struct RtPool; /* runtime/core/pool.h */
 
 /* One call.  REAL buffers are of the module's precision (real_bytes). */
 typedef struct StrataStep {

@@ -12,16 +12,7 @@
  * 3 out of memory or an internal error. */
 #ifndef STRATA_TRAINER_H
 #define STRATA_TRAINER_H
-#include "model_abi.h"
-
-typedef struct RtModel {
-    const StrataModelDesc *desc;  /* fp32 build (real_bytes 4) */
-    StrataStepFn train_step;      /* strata_train_step */
-    StrataStepFn forward;         /* strata_forward */
-    const char *source;           /* the model file's text, kept in checkpoints */
-    const char *path;             /* the model file's name, for messages and checkpoints */
-    const char *config_json;      /* the resolved config, e.g. {"vocab": 256, "d": 128, "L": 8, ...} */
-} RtModel;
+#include "model.h"
 
 int rt_trainer_main(const RtModel *m, int argc, char **argv);
 #endif

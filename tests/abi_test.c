@@ -21,7 +21,7 @@
  * input; a block that leaks a value cannot be skipped.  And the error codes.
  * Exit 0 pass, 1 fail, 77 skip. */
 #define _POSIX_C_SOURCE 200809L /* glob */
-#include "gemm.h"
+#include "core/gemm.h"
 #include "lower_case.h"
 
 #include <glob.h>

@@ -1,4 +1,4 @@
-/* analyze_test.c - `analyze` and `train --diag-every` (runtime/analyze.c) on
+/* analyze_test.c - `analyze` and `train --diag-every` (runtime/cmd/analyze.c) on
  * models/pre_ln.strata at a tiny size, JIT-compiled, through
  * rt_trainer_main.  Block 3 gets zero output projections (attn.wo and
  * mlp.w2), so it is an identity: its output equals its input exactly, its
@@ -6,9 +6,9 @@
  * variances, angular distances, losses and task accuracy are recomputed
  * here from the definitions with direct strata_forward calls.
  * Exit 0 pass, 1 fail, 77 skip (no JIT). */
-#include "checkpoint.h"
-#include "data.h"
-#include "init.h"
+#include "store/checkpoint.h"
+#include "data/data.h"
+#include "train/init.h"
 #include "train_case.h"
 
 #include <jansson.h>

@@ -1,4 +1,4 @@
-/* collective_test.c - runtime/collective.c.
+/* collective_test.c - runtime/train/collective.c.
  *
  * Without arguments (make check, one process started by hand): launch
  * detection from the environment, the single-process backend (collectives
@@ -29,8 +29,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "collective.h"
-#include "data.h"
+#include "train/collective.h"
+#include "data/data.h"
 
 static int fails;
 static int my_rank = -1; /* under MPI: printed before each failure */

@@ -1,4 +1,4 @@
-/* data_test.c - token shards and the batch loader (runtime/data.h): uint16
+/* data_test.c - token shards and the batch loader (runtime/data/data.h): uint16
  * and uint32 round trips in llm.c's format, the exact error of each bad
  * header, windows and shifted targets, deterministic shuffles (pinned to
  * an independent Python implementation of the scheme data.h documents),
@@ -6,7 +6,7 @@
  * globs, and the train/val split.  Files go to a fresh directory under
  * $TMPDIR.  Exit 0 pass, 1 fail. */
 #define _GNU_SOURCE
-#include "data.h"
+#include "data/data.h"
 #include "test_util.h"
 
 #include <stdio.h>

@@ -4,7 +4,7 @@
  * variance growing with the square of the scale; a stream that rotates by
  * a fixed angle per layer has angular(l, n) = n * angle / pi; and the
  * gnuplot scripts draw non-empty pictures.  Exit 0 pass, 1 fail. */
-#include "depth.h"
+#include "train/depth.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * finds the reference answer of every GSM8K test problem (first: 18).
  * Exit 0 pass, 1 fail. */
 #define _GNU_SOURCE /* getline, mkstemp, fdopen */
-#include "evaltask.h"
+#include "train/evaltask.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* export_helper.c - the C side of tests/export.test (not a test itself).
  *   export_helper ckpt MODEL.strata OUT.safetensors SEED [-D NAME=VALUE]...
  *       JIT-compiles the model and writes a checkpoint in the layout of
- *       runtime/checkpoint.h: every parameter of strata_model's table
+ *       runtime/store/checkpoint.h: every parameter of strata_model's table
  *       under its name and shape ([rows, cols], [n], [] for a scalar), F32,
  *       random (matrices U(-a, a) with a = sqrt(3 / cols), embeddings
  *       U(-1, 1), gains and scales U(0.5, 1.5), so that a scale that is
@@ -12,12 +12,12 @@
  *       strata_forward (fp32) on B x T random tokens and writes the tokens
  *       (int32) and the logits ((B, T, vocab) float32), raw little-endian.
  * Exit status: 0 done, 1 a failure (message on stderr), 2 usage. */
-#include "ad.h"
-#include "ast.h"
-#include "fuse.h"
-#include "jit.h"
-#include "safetensors.h"
-#include "sema.h"
+#include "ir/ad.h"
+#include "front/ast.h"
+#include "ir/fuse.h"
+#include "lower/jit.h"
+#include "store/safetensors.h"
+#include "resolve/sema.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  * plus adjoint identities.  Inputs come from a fixed-seed splitmix64.
  * Exit status 0 = pass, 1 = fail; one line per check. */
 #define _POSIX_C_SOURCE 200809L
-#include "interp.h"
+#include "ir/interp.h"
 
 #include <complex.h>
 #include <math.h>

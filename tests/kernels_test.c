@@ -1,5 +1,5 @@
-/* kernels_test.c - unit test of the runtime kernels (runtime/kernels.h)
- * against the fp64 reference interpreter (compiler/interp.c).  For each
+/* kernels_test.c - unit test of the runtime kernels (runtime/core/kernels.h)
+ * against the fp64 reference interpreter (compiler/ir/interp.c).  For each
  * kernel it builds a small IrGraph with the matching op, runs the
  * interpreter on random inputs, and runs the kernel in double (full range,
  * one call) and in float (the range split in two calls, as two threads
@@ -7,8 +7,8 @@
  * oracle see the same numbers.  Error = max |kernel - oracle| / max |oracle|
  * over the output; tolerances TOL_F64 and TOL_F32.  Exit 0 = pass, 1 = fail;
  * one line per check with both errors. */
-#include "interp.h"
-#include "kernels.h"
+#include "ir/interp.h"
+#include "core/kernels.h"
 
 #include <math.h>
 #include <stdlib.h>

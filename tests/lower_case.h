@@ -1,17 +1,17 @@
 /* lower_case.h - what the tests of compiled models share (lower_test.c,
  * abi_test.c): a model at a tiny size with random parameters and batches,
- * its fp64 interpreter run (compiler/interp.c, the reference), and one
+ * its fp64 interpreter run (compiler/ir/interp.c, the reference), and one
  * call of a JIT-compiled entry point through model ABI v1 with the
  * results converted to double.  Memory: case_* and result_free pair up. */
 #ifndef STRATA_LOWER_CASE_H
 #define STRATA_LOWER_CASE_H
-#include "ad.h"
-#include "ast.h"
-#include "fuse.h"
-#include "interp.h"
-#include "jit.h"
-#include "pool.h"
-#include "sema.h"
+#include "ir/ad.h"
+#include "front/ast.h"
+#include "ir/fuse.h"
+#include "ir/interp.h"
+#include "lower/jit.h"
+#include "core/pool.h"
+#include "resolve/sema.h"
 
 typedef struct Case {
     IrGraph g;

@@ -3,7 +3,7 @@
  * tiny sizes: random parameters, tokens, targets and a mask with zeros; the
  * JIT-compiled strata_train_step (model ABI v1, runtime/model_abi.h) in f64
  * and in f32 must give the loss, the logits and every parameter gradient of
- * compiler/interp.c, for two batch shapes from one compilation, with a
+ * compiler/ir/interp.c, for two batch shapes from one compilation, with a
  * two-thread pool.  A model written here, ops_zoo, adds every elementwise op
  * and reduction the language has (the model files use only some).  Also
  * writes the first model as .ll, .s and .o (lower_emit), and checks the
@@ -12,7 +12,7 @@
  * Exit 0 pass, 1 fail, 77 skip (no JIT). */
 #define _POSIX_C_SOURCE 200809L /* glob, getpid, unlink */
 #include "lower_case.h"
-#include "memplan.h"
+#include "ir/memplan.h"
 
 #include <glob.h>
 #include <math.h>
@@ -183,7 +183,7 @@ static IrNode *hand_node(IrGraph *g, IrOp op, IrNode *a, IrNode *b, bool tok, in
 
 /* An ATTENTION_GRAD whose siblings are missing: only dk is asked for, so
  * the compiled code must put dq and dv somewhere else (the spare buffers
- * of lower_kernels.c).  No model file makes one (every operand of an
+ * of lower/calls.c).  No model file makes one (every operand of an
  * attention needs its gradient there), so the graph is built here:
  * q, k, v, g = embed(tokens, table_i); out = attention(q, k, v);
  * loss = cross_entropy(out, targets) (the ABI needs logits and a loss);
@@ -275,7 +275,7 @@ static double ulps(double got, double ref, bool f32)
     return fabs(got - ref) / u;
 }
 
-/* The inline exp of lower_ops.c against libm, element by element:
+/* The inline exp of lower/arith.c against libm, element by element:
  * logits = exp(table[token]) for a table [R, W] sweeping [-110, 90] (past
  * both ends of float's range, through the denormals) plus 0, -0, +-Inf and
  * NaN, in float and double.  Errors in units in the last place of libm's

@@ -3,7 +3,7 @@
  * file and line, and two runs are drawn to PNG and SVG with gnuplot.
  * Exit 0 pass, 1 fail. */
 #define _GNU_SOURCE /* mkdtemp */
-#include "metrics.h"
+#include "train/metrics.h"
 
 #include <math.h>
 #include <stdlib.h>

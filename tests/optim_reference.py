@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# optim_reference.py OUT - the independent reference for runtime/optim.c:
+# optim_reference.py OUT - the independent reference for runtime/train/optim.c:
 # runs torch.optim.AdamW and torch.optim.Adam (fp32, CPU) for 10 steps on
 # seeded random parameters and gradients, with weight decay on some
 # segments only (one torch parameter and param group per segment), a rate

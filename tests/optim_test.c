@@ -9,8 +9,8 @@
  * parameters, moments and gradient norms to 1e-6 relative (to the largest
  * element of each tensor).  Exit 0 pass,
  * 1 fail. */
-#include "optim.h"
-#include "schedule.h"
+#include "train/optim.h"
+#include "train/schedule.h"
 
 #include <math.h>
 #include <stdio.h>

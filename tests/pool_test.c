@@ -6,7 +6,7 @@
  * prints the dispatch latency (an empty job: the time
  * to wake the workers and wait for them).  Exit 0 pass, 1 fail. */
 #define _POSIX_C_SOURCE 200809L
-#include "pool.h"
+#include "core/pool.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>

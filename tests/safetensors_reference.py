@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """safetensors_reference.py - an independent check of Strata's safetensors
-files (runtime/safetensors.c), run by tests/safetensors_test.c.
+files (runtime/store/safetensors.c), run by tests/safetensors_test.c.
 
   safetensors_reference.py check FILE   FILE was written by safetensors_test.c;
                                         its tensors and metadata must be the

@@ -1,4 +1,4 @@
-/* safetensors_test.c - checkpoint files (runtime/safetensors.h): round trip
+/* safetensors_test.c - checkpoint files (runtime/store/safetensors.h): round trip
  * of every dtype a checkpoint uses, the writer's exact bytes for a small
  * file, the exact error of each malformed header, every truncation and
  * random corruption failing cleanly, atomic replacement (disk full
@@ -10,7 +10,7 @@
  * without them it is reported as skipped and the rest still counts.
  * Exit 0 pass, 1 fail. */
 #define _GNU_SOURCE
-#include "safetensors.h"
+#include "store/safetensors.h"
 #include "test_util.h"
 
 #include <errno.h>

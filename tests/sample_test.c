@@ -1,7 +1,7 @@
-/* sample_test.c - runtime/sample.c: cross-entropy of a logits row, argmax,
+/* sample_test.c - runtime/train/sample.c: cross-entropy of a logits row, argmax,
  * temperature, top-k and top-p filtering and draws.  Expected values are
  * worked out by hand from the definitions in sample.h. */
-#include "sample.h"
+#include "train/sample.h"
 
 #include <math.h>
 #include <stdio.h>

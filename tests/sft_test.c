@@ -1,10 +1,10 @@
-/* sft_test.c - fine-tuning records to rows (runtime/sft.h), with a byte
+/* sft_test.c - fine-tuning records to rows (runtime/train/sft.h), with a byte
  * tokenizer (id = byte, EOT = 256) so expected rows can be written by hand:
  * the template, the loss mask on shifted targets (the first trained target
  * is the response's first byte, predicted from the '\n' before it), every
  * record schema, truncation and skipping with their counts, padding, and
  * the error messages.  Exit 0 pass, 1 fail. */
-#include "sft.h"
+#include "train/sft.h"
 
 #include <stdlib.h>
 #include <string.h>

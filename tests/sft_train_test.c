@@ -1,4 +1,4 @@
-/* sft_train_test.c - `sft` and `evaltask` (runtime/sftcmd.c, evalcmd.c)
+/* sft_train_test.c - `sft` and `evaltask` (runtime/cmd/sft.c, cmd/evaltask.c)
  * on models/pre_ln.strata at a tiny size with a 256-byte vocabulary,
  * JIT-compiled, through rt_trainer_main, plus direct train_step calls:
  *   - the response-only mask: prompt-side targets do not change the loss or
@@ -12,9 +12,9 @@
  *     computed here, an item where acc and acc_norm differ, a pattern model
  *     picking the continuation; gen: outputs equal argmax decoding here.
  * Exit 0 pass, 1 fail, 77 skip (no JIT). */
-#include "init.h"
-#include "sft.h"
-#include "tokenizer.h"
+#include "train/init.h"
+#include "train/sft.h"
+#include "data/tokenizer.h"
 #include "train_case.h"
 
 #include <jansson.h>

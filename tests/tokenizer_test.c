@@ -1,4 +1,4 @@
-/* tokenizer_test.c - tokenizers (runtime/tokenizer.h).  With no argument,
+/* tokenizer_test.c - tokenizers (runtime/data/tokenizer.h).  With no argument,
  * the unit tests: GPT-2 pre-token splits pinned from Python's `regex`
  * module, the raw-bytes tokenizer, heap BPE against a naive GPT-2 loop,
  * training against a naive trainer (same merges, ties included),
@@ -13,7 +13,8 @@
  * Exit 0 pass, 1 fail. */
 #define _GNU_SOURCE
 #include "test_util.h"
-#include "tokenizer.h"
+#include "cmd/commands.h"
+#include "data/tokenizer.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -859,7 +860,7 @@ static void test_train_main(void)
     tu_write(tu_path("corpus.txt"), text, len);
     char *out = tu_path("cli.json");
     char *argv1[] = {"train", "--vocab", "300", "-q", "-o", out, tu_path("corpus.txt"), NULL};
-    CHECK(rt_tokenizer_train_main(7, argv1) == 0, "train command");
+    CHECK(rt_tokenizer_main(7, argv1) == 0, "train command");
     char *err = NULL;
     RtTokenizer *t = rt_tok_load(out, &err);
     CHECK(t && rt_tok_vocab_size(t) == 300, "train command: %s", t ? "vocabulary" : err);
@@ -875,11 +876,11 @@ static void test_train_main(void)
     rt_tok_free(t);
     rt_tok_free(u);
     char *argv2[] = {"train", "--vocab", "12", tu_path("corpus.txt"), NULL};
-    CHECK(rt_tokenizer_train_main(4, argv2) == 2, "train --vocab 12: usage error");
+    CHECK(rt_tokenizer_main(4, argv2) == 2, "train --vocab 12: usage error");
     char *argv3[] = {"train", tu_path("corpus.txt"), NULL};
-    CHECK(rt_tokenizer_train_main(2, argv3) == 2, "train without --vocab: usage error");
+    CHECK(rt_tokenizer_main(2, argv3) == 2, "train without --vocab: usage error");
     char *argv4[] = {"train", "--vocab=300", "-q", "-o", out, tu_path("nothing.txt"), NULL};
-    CHECK(rt_tokenizer_train_main(6, argv4) == 1, "train on a missing file: error 1");
+    CHECK(rt_tokenizer_main(6, argv4) == 1, "train on a missing file: error 1");
     free(text);
 }
 

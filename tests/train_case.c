@@ -1,13 +1,13 @@
 /* train_case.c - the trainer tests' shared harness (see train_case.h). */
 #include "train_case.h"
 
-#include "ad.h"
-#include "ast.h"
-#include "checkpoint.h"
-#include "data.h"
-#include "fuse.h"
-#include "jit.h"
-#include "sema.h"
+#include "ir/ad.h"
+#include "front/ast.h"
+#include "store/checkpoint.h"
+#include "data/data.h"
+#include "ir/fuse.h"
+#include "lower/jit.h"
+#include "resolve/sema.h"
 
 #include <fcntl.h>
 #include <math.h>

@@ -1,11 +1,11 @@
 /* train_test.c - the training runtime (rt_trainer_main: train, eval,
  * sample) on models/pre_ln.strata at a tiny size, JIT-compiled, with
  * synthetic shards in a temporary directory; plus the statistics of the
- * parameter init (runtime/init.c).  Every expected value is computed here
+ * parameter init (runtime/train/init.c).  Every expected value is computed here
  * from definitions (formulas, argmax, a direct train_step call), never
  * taken from the code under test.  Exit 0 pass, 1 fail, 77 skip. */
-#include "checkpoint.h"
-#include "init.h"
+#include "store/checkpoint.h"
+#include "train/init.h"
 #include "train_case.h"
 
 #include <math.h>

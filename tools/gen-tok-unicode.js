@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// gen-tok-unicode.js - writes runtime/tokenizer_unicode.c, the \p{L} and
-// \p{N} code point ranges that the GPT-2 pre-tokenizer (runtime/tokenizer.c)
+// gen-tok-unicode.js - writes runtime/data/tokenizer_unicode.c, the \p{L} and
+// \p{N} code point ranges that the GPT-2 pre-tokenizer (runtime/data/tokenizer.c)
 // classifies with, from the Unicode tables of the node that runs it (its
 // ICU; process.versions.unicode names the version).
-//   node tools/gen-tok-unicode.js > runtime/tokenizer_unicode.c
+//   node tools/gen-tok-unicode.js > runtime/data/tokenizer_unicode.c
 'use strict';
 const L = 1, N = 2;
 const ranges = [];

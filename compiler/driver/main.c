@@ -1,0 +1,402 @@
+/* main.c - the `strata` command: argument parsing and the pass pipeline
+ * (load -> parse -> resolve -> [autodiff] -> report or check); train, eval,
+ * sample and building a trainer executable are in driver/train.c.
+ * Exit codes: 0 success, 1 bad input (model file, -D, preset), 2 usage,
+ * 3 out of memory or an internal error. */
+#include "ir/ad.h"
+#include "front/ast.h"
+#include "cmd/commands.h"
+#include "driver/train.h"
+#include "driver/export.h"
+#include "ir/fuse.h"
+#include "ir/memplan.h"
+#include "train/metrics.h"
+#include "ir/gradcheck.h"
+#include "ir/ir.h"
+#include "lower/lower.h"
+#include "driver/check.h"
+#include "resolve/sema.h"
+#include "driver/sweep.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "dev"
+#endif
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: strata COMMAND MODEL.strata [options]\n"
+            "\n"
+            "commands:\n"
+            "  check       parse, check and resolve a model; print its per-layer plan,\n"
+            "              parameter table, parameter count, FLOPs per token and memory\n"
+            "  gradcheck   compare every parameter's autodiff gradient with central finite\n"
+            "              differences, in fp64, on a tiny configuration of the model\n"
+            "  export      write a checkpoint as a Hugging Face LLaMA directory:\n"
+            "              strata export MODEL.strata --ckpt CKPT -o DIR [-D ...] [--preset NAME]\n"
+            "  plot        draw the loss curves of one or several runs:\n"
+            "              strata plot -o loss.png|loss.svg RUN/metrics.jsonl...\n"
+            "  data        tokenize text or JSONL files into train/validation token shards:\n"
+            "              strata data --tokenizer FILE|--bytes -o PREFIX FILE...\n"
+            "  tokenizer   train|encode|decode|info (strata tokenizer --help):\n"
+            "              strata tokenizer train --vocab N -o tok.json CORPUS...\n"
+            "  build       compile the model into a standalone trainer executable that\n"
+            "              needs no LLVM: strata build MODEL -o TRAINER [--cpu NAME]\n"
+            "              (then TRAINER train|eval|sample ...); with --emit=llvm|asm|obj\n"
+            "              [--f64] write the compiled training step alone\n"
+            "  train, eval, sample\n"
+            "              JIT-compile the model (fp32) and run the trainer in process:\n"
+            "              strata train MODEL.strata [-D ...] [--preset NAME] --data GLOB ...\n"
+            "              (every option after the model but -D and --preset goes to the\n"
+            "              trainer; strata train MODEL --help lists them; --quiet also\n"
+            "              hides the compile-time line)\n"
+            "  sft, evaltask\n"
+            "              the same for fine-tuning on JSONL records (sft --init CKPT --data\n"
+            "              FILE.jsonl) and task accuracy (evaltask --ckpt CKPT --task FILE\n"
+            "              --kind mc|gen)\n"
+            "  analyze     depth diagnostics of a checkpoint (variance, angular distance,\n"
+            "              layer removal): strata analyze MODEL [-D ...] --ckpt CKPT --data GLOB\n"
+            "  sweep       train several models or -D variants alike and report on them:\n"
+            "              strata sweep --out DIR --models A,B [--vary L=12,24] -- TRAIN_OPTS\n"
+            "\n"
+            "options:\n"
+            "  -D NAME=VALUE    override a config constant (repeatable)\n"
+            "  --preset NAME    set vocab, d, ffn, heads, L, rope to a published size:\n"
+            "                  ");
+    for (const char *const *p = sema_preset_names(); *p; p++)
+        fprintf(out, " %s", *p);
+    fprintf(out,
+            "\n"
+            "  --batch N        batch size (check: memory estimate, default 8;\n"
+            "                   gradcheck: default 2)\n"
+            "  --seq T          sequence length (check: default the config's ctx, else 256;\n"
+            "                   gradcheck: default 5)\n"
+            "  --dump=STAGE     print a stage instead: ast, ir, grad (IR with backward\n"
+            "                   pass), fused (the kernels after fusion), memory (the\n"
+            "                   buffer plan of a training step, fp32)\n"
+            "  --samples K      gradcheck: elements checked per tensor (default 6)\n"
+            "  --tol X          gradcheck: largest relative error accepted (default 1e-6)\n"
+            "  --seed N         gradcheck: random parameters and batch (default 1)\n"
+            "  --export FILE    gradcheck: write the point, loss and gradients as JSON\n"
+            "  --emit=KIND      build: llvm (text IR), asm or obj (an object exporting\n"
+            "                   strata_train_step, strata_forward and strata_model: model\n"
+            "                   ABI v1, runtime/model_abi.h)\n"
+            "  -o FILE          build: where to write it (the trainer, or with --emit the\n"
+            "                   compiled step); the trainer is linked by the C compiler\n"
+            "                   configure found ($STRATA_CC overrides) with libstrata_rt.a\n"
+            "                   ($STRATA_RUNTIME_DIR overrides where it is looked for)\n"
+            "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
+            "  --f64            build: double precision (default float)\n"
+            "  -h, --help       this text;  --version  the version\n"
+            "\n"
+            "gradcheck sets vocab=11 d=16 heads=2 ffn=24 L=4 ctx=5 where the config has\n"
+            "them, before -D.  Exit status: 0 ok, 1 bad input or failed check, 2 usage,\n"
+            "3 internal error.\n");
+}
+
+typedef struct Args {
+    const char *model, *dump;
+    SemaOptions opt;
+    int64_t batch, seq, samples, seed;
+    double tol;
+    const char *export_path;
+    const char *emit, *output, *cpu;
+    bool f64;
+} Args;
+
+static bool parse_count(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < 1 || v > (1LL << 32))
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Returns 0 on success, else the exit status for a usage error. */
+static int parse_args(int argc, char **argv, Args *a, const char **defines)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        const char *val = NULL;
+        static const char *const with_value[] = {"-D", "--preset", "--batch", "--seq", "--samples", "--tol",
+                                                 "--seed", "--export", "-o", "--cpu", NULL};
+        for (int k = 0; with_value[k]; k++)
+            if (!strcmp(s, with_value[k])) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "strata: error: %s needs a value\n", s);
+                    return 2;
+                }
+                val = argv[++i];
+            }
+        if (!strcmp(s, "-D")) {
+            defines[a->opt.ndefines++] = val;
+        } else if (!strncmp(s, "-D", 2)) {
+            defines[a->opt.ndefines++] = s + 2;
+        } else if (!strcmp(s, "--preset")) {
+            a->opt.preset = val;
+        } else if (!strcmp(s, "--batch") || !strcmp(s, "--seq") || !strcmp(s, "--samples") ||
+                   !strcmp(s, "--seed")) {
+            int64_t *dst = !strcmp(s, "--batch") ? &a->batch : !strcmp(s, "--seq") ? &a->seq
+                         : !strcmp(s, "--samples") ? &a->samples : &a->seed;
+            if (!parse_count(val, dst)) {
+                fprintf(stderr, "strata: error: %s expects a positive whole number, got '%s'\n", s, val);
+                return 2;
+            }
+        } else if (!strcmp(s, "--export")) {
+            a->export_path = val;
+        } else if (!strcmp(s, "-o")) {
+            a->output = val;
+        } else if (!strcmp(s, "--cpu")) {
+            a->cpu = val;
+        } else if (!strcmp(s, "--f64")) {
+            a->f64 = true;
+        } else if (!strncmp(s, "--emit=", 7)) {
+            a->emit = s + 7;
+            if (strcmp(a->emit, "llvm") && strcmp(a->emit, "asm") && strcmp(a->emit, "obj")) {
+                fprintf(stderr, "strata: error: --emit expects llvm, asm or obj, got '%s'\n", a->emit);
+                return 2;
+            }
+        } else if (!strcmp(s, "--tol")) {
+            char *end;
+            a->tol = strtod(val, &end);
+            if (*end || !(a->tol > 0)) {
+                fprintf(stderr, "strata: error: --tol expects a positive number, got '%s'\n", val);
+                return 2;
+            }
+        } else if (!strncmp(s, "--dump=", 7)) {
+            a->dump = s + 7;
+            if (strcmp(a->dump, "ast") && strcmp(a->dump, "ir") && strcmp(a->dump, "grad") &&
+                strcmp(a->dump, "fused") && strcmp(a->dump, "memory")) {
+                fprintf(stderr, "strata: error: --dump expects ast, ir, grad, fused or memory, got '%s'\n",
+                        a->dump);
+                return 2;
+            }
+        } else if (s[0] == '-' && s[1]) {
+            fprintf(stderr, "strata: error: unknown option '%s' (see strata --help)\n", s);
+            return 2;
+        } else if (a->model) {
+            fprintf(stderr, "strata: error: more than one model file given ('%s' and '%s')\n", a->model, s);
+            return 2;
+        } else {
+            a->model = s;
+        }
+    }
+    if (!a->model) {
+        fprintf(stderr, "strata: error: no model file given\n");
+        usage(stderr);
+        return 2;
+    }
+    a->opt.defines = defines;
+    return 0;
+}
+
+static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "L=4", "ctx=5"};
+
+/* strata build: lower the training step and write it out, or link a
+ * trainer executable around it. */
+static bool build(const IrGraph *g, const Args *a, const char *source)
+{
+    if (!a->emit)
+        return drv_build_trainer(g, &(DrvBuild){.model = a->model, .source = source, .cpu = a->cpu,
+                                                .output = a->output});
+    LowerOptions lo = {.precision = a->f64 ? LOWER_F64 : LOWER_F32, .cpu = a->cpu, .opt_level = 2};
+    char *err = NULL;
+    LowerModule *m = lower_module(g, &lo, &err);
+    if (!m) {
+        fprintf(stderr, "strata: error: %s\n", err ? err : "cannot set up the LLVM target");
+        free(err);
+        return false;
+    }
+    LowerEmitKind kind = !strcmp(a->emit, "llvm") ? LOWER_EMIT_LLVM : !strcmp(a->emit, "asm") ? LOWER_EMIT_ASM
+                                                                                         : LOWER_EMIT_OBJ;
+    bool ok = lower_emit(m, kind, a->output, &err);
+    if (!ok) {
+        fprintf(stderr, "strata: error: cannot write %s: %s\n", a->output, err ? err : "?");
+        free(err);
+    }
+    lower_module_free(m);
+    return ok;
+}
+
+static int run(const char *cmd, int argc, char **argv)
+{
+    bool grad = !strcmp(cmd, "gradcheck");
+    bool is_build = !strcmp(cmd, "build");
+    Args a = {.batch = grad ? 2 : 8, .samples = 6, .seed = 1, .tol = 1e-6};
+    const char **defines = xcalloc((size_t)argc + 1, sizeof *defines);
+    int rc = parse_args(argc, argv, &a, defines);
+    if (rc) {
+        free(defines);
+        return rc;
+    }
+    if (is_build && (!a.output || (a.f64 && !a.emit))) {
+        fprintf(stderr, "strata: error: %s\n",
+                a.output ? "--f64 needs --emit=llvm|asm|obj: a trainer executable is fp32"
+                         : "build needs -o FILE: strata build MODEL -o TRAINER for a trainer executable, "
+                           "or --emit=llvm|asm|obj -o FILE for the compiled training step alone");
+        free(defines);
+        return 2;
+    }
+    if (grad) {
+        a.opt.soft = tiny_defaults;
+        a.opt.nsoft = (int)(sizeof tiny_defaults / sizeof *tiny_defaults);
+        if (!a.seq)
+            a.seq = 5;
+    }
+    Diag d;
+    diag_init(&d, stderr);
+    const char *why = NULL;
+    SrcFile *src = src_read(a.model, &why);
+    if (!src) {
+        fprintf(stderr, "strata: error: cannot read %s: %s\n", a.model, why);
+        free(defines);
+        return 1;
+    }
+    Program prog = {0};
+    IrGraph g;
+    ir_init(&g);
+    g.model_name = a.model;
+    const char *source = src->text; /* owned by prog after ast_load */
+    bool ok = ast_load(&prog, &d, src);
+    if (ok && a.dump && !strcmp(a.dump, "ast")) {
+        ast_dump(stdout, prog.items);
+        goto out;
+    }
+    if (ok)
+        ok = sema_resolve(&prog, &a.opt, &d, &g);
+    if (!ok)
+        goto out;
+    if (!a.seq) {
+        a.seq = 256;
+        for (int i = 0; i < g.config.n; i++) {
+            IrConfig *c = g.config.v[i];
+            if (!strcmp(c->name, "ctx") && c->value >= 1 && c->value < 1e9)
+                a.seq = (int64_t)c->value;
+        }
+    }
+    bool train_graph = !a.dump || strcmp(a.dump, "ir");
+    MemPlan mp = {0};
+    if (train_graph) {
+        ad_build(&g);
+        if (!ir_verify(&g, stderr))
+            die("autodiff built an invalid graph");
+        fuse_graph(&g);
+        memplan_build(&mp, &g, a.batch, a.seq, 4);
+    }
+    if (is_build) {
+        ok = build(&g, &a, source);
+    } else if (a.dump && !strcmp(a.dump, "fused")) {
+        fuse_dump(stdout, &g);
+    } else if (a.dump && !strcmp(a.dump, "memory")) {
+        memplan_dump(stdout, &mp, &g);
+    } else if (a.dump) {
+        ir_dump(stdout, &g);
+    } else if (grad) {
+        printf("gradcheck %s: fp64 reference interpreter, batch %lld x %lld tokens\n", a.model,
+               (long long)a.batch, (long long)a.seq);
+        for (int i = 0; i < g.config.n; i++) {
+            IrConfig *c = g.config.v[i];
+            printf("%s%s=%g", i ? " " : "config: ", c->name, c->value);
+        }
+        printf("\n");
+        GradcheckOptions go = {(int)a.batch, (int)a.seq, (int)a.samples, a.tol, (uint64_t)a.seed, a.export_path};
+        ok = gradcheck_run(&g, &go, stdout);
+    } else {
+        report_print(stdout, &g, &mp, a.batch, a.seq);
+    }
+    memplan_free(&mp);
+out:
+    diag_finish(&d);
+    ir_free(&g);
+    ast_program_free(&prog);
+    free(defines);
+    return ok ? 0 : 1;
+}
+
+/* strata plot -o IMAGE [--title T] METRICS... */
+static int cmd_plot(int argc, char **argv)
+{
+    const char *image = NULL, *title = "loss";
+    const char **files = xcalloc((size_t)argc + 1, sizeof *files);
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--title")) && i + 1 < argc) {
+            if (argv[i][1] == 'o')
+                image = argv[++i];
+            else
+                title = argv[++i];
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "strata: error: plot: unknown option '%s'\n", argv[i]);
+            free(files);
+            return 2;
+        } else {
+            files[n++] = argv[i];
+        }
+    }
+    if (!image || n == 0) {
+        fprintf(stderr, "strata: error: usage: strata plot -o IMAGE.png|.svg [--title T] METRICS.jsonl...\n");
+        free(files);
+        return 2;
+    }
+    RtCurve *c = xcalloc((size_t)n, sizeof *c);
+    char *err = NULL;
+    int loaded = 0;
+    while (loaded < n && rt_curve_load(&c[loaded], files[loaded], &err) == 0)
+        loaded++;
+    int rc = loaded < n;
+    if (rc == 0 && rt_plot_curves(c, n, image, title, &err))
+        rc = 1;
+    if (rc)
+        fprintf(stderr, "strata: error: %s\n", err ? err : "plot failed");
+    else
+        printf("wrote %s\n", image);
+    for (int i = 0; i < loaded; i++)
+        rt_curve_free(&c[i]);
+    free(c);
+    free(err);
+    free(files);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("strata %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    if (!strcmp(argv[1], "plot"))
+        return cmd_plot(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "export"))
+        return export_main(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "data"))
+        return rt_data_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "tokenizer"))
+        return rt_tokenizer_main(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "check") || !strcmp(argv[1], "gradcheck") || !strcmp(argv[1], "build"))
+        return run(argv[1], argc - 2, argv + 2);
+    if (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "sample"))
+        return drv_run_trainer(argv[1], argc - 2, argv + 2);
+    if (!strcmp(argv[1], "sft") || !strcmp(argv[1], "evaltask")) /* fine-tuning, task accuracy */
+        return drv_run_trainer(argv[1], argc - 2, argv + 2);
+    if (!strcmp(argv[1], "analyze")) /* depth diagnostics of a checkpoint */
+        return drv_run_trainer(argv[1], argc - 2, argv + 2);
+    if (!strcmp(argv[1], "sweep"))
+        return sweep_main(argc - 2, argv + 2);
+    fprintf(stderr, "strata: error: unknown command '%s' (see strata --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,30 @@
+/* train.h - the two ways `strata` turns a model into a trainer:
+ *   drv_run_trainer    `strata train|eval|sample MODEL [...]`: compile the
+ *                      fp32 model in process (jit.h) and hand the rest of
+ *                      the command line to rt_trainer_main (runtime/trainer.h);
+ *   drv_build_trainer  `strata build MODEL -o TRAINER`: an object file of the
+ *                      model, a generated main() and the runtime library,
+ *                      linked by the C compiler into an executable that needs
+ *                      no LLVM.
+ * Both are called from main.c; neither keeps memory after it returns. */
+#ifndef STRATA_DRIVER_TRAIN_H
+#define STRATA_DRIVER_TRAIN_H
+#include "ir/ir.h"
+
+/* argv: the arguments after the command.  Returns the exit status (the
+ * trainer's, or 1 bad model, 2 usage, 3 cannot compile). */
+int drv_run_trainer(const char *cmd, int argc, char **argv);
+
+typedef struct DrvBuild {
+    const char *model;    /* the model file as given (messages, RtModel.path) */
+    const char *source;   /* its text, embedded in the trainer */
+    const char *cpu;      /* target CPU, NULL = this host */
+    const char *output;   /* the executable to write */
+} DrvBuild;
+
+/* g went through ad_build and fuse_graph.  False after printing an error. */
+bool drv_build_trainer(const IrGraph *g, const DrvBuild *b);
+
+/* The resolved config as a JSON object {"name": value, ...}, malloc'd. */
+char *drv_config_json(const IrGraph *g);
+#endif

@@ -1,0 +1,394 @@
+/* memplan.c - liveness-based buffer reuse over the kernel schedule.
+ * A buffer is born at the kernel that writes it and dies after the last
+ * kernel that reads it (a backward op that reuses a forward node's saved
+ * state reads that node too); the loss and the logits live to the end.
+ * Offsets come from a best-fit free list in schedule order, one per region
+ * (memplan.h), so a kernel's outputs never overlap the inputs it is still
+ * reading.  Sizes here are per unit of the region (per token, ...). */
+#include "ir/memplan.h"
+
+#include "core/kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN 64 /* bytes: a cache line, and AVX-512 friendly */
+
+int64_t memplan_value_bytes(const IrNode *n, int64_t B, int64_t T, int64_t elem)
+{
+    return (n->tok ? B * T : n->rows) * n->width * elem;
+}
+
+/* Per token: ATTENTION the log-sum-exp of each head's score row;
+ * CROSS_ENTROPY the log-sum-exp of the logits row, then the row's loss. */
+static int64_t aux_per_token(const IrNode *n)
+{
+    return n->op == IR_ATTENTION ? n->heads : n->op == IR_CROSS_ENTROPY ? 2 : 0;
+}
+
+int64_t memplan_aux_bytes(const IrNode *n, int64_t B, int64_t T, int64_t elem)
+{
+    return B * T * aux_per_token(n) * elem;
+}
+
+static int64_t head_size(const IrNode *n)
+{
+    return n->heads > 0 ? n->width / n->heads : n->width;
+}
+
+int64_t memplan_table_numel(const IrNode *n, int64_t T)
+{
+    return n->op == IR_ROPE || n->op == IR_ROPE_GRAD ? T * head_size(n) : 0;
+}
+
+int64_t memplan_work_numel(const IrNode *n)
+{
+    if (n->op == IR_ATTENTION)
+        return rt_attention_work_numel(head_size(n));
+    if (n->op == IR_ATTENTION_GRAD)
+        return rt_attention_grad_work_numel(head_size(n));
+    return 0;
+}
+
+void memplan_attention_group(const IrGraph *g, const IrNode *x, const IrNode *sib[3])
+{
+    sib[0] = sib[1] = sib[2] = NULL;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *s = g->nodes.v[i];
+        if (s->op == IR_ATTENTION_GRAD && s->heads == x->heads && !memcmp(s->in, x->in, sizeof s->in) &&
+            s->which >= 0 && s->which <= 2 && !sib[s->which])
+            sib[s->which] = s;
+    }
+}
+
+static int64_t round_up(int64_t x)
+{
+    return (x + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+/* ---- free list ---- */
+
+typedef struct Block {
+    int64_t off, size;
+} Block;
+
+typedef struct FreeList {
+    Block *b;
+    int n, cap;
+    int64_t end;          /* region high-water mark */
+} FreeList;
+
+static int64_t fl_alloc(FreeList *f, int64_t size)
+{
+    int best = -1;
+    for (int i = 0; i < f->n; i++)
+        if (f->b[i].size >= size && (best < 0 || f->b[i].size < f->b[best].size))
+            best = i;
+    if (best < 0) {
+        /* Grow the region, absorbing a free block that ends at its top. */
+        for (int i = 0; i < f->n; i++)
+            if (f->b[i].off + f->b[i].size == f->end) {
+                int64_t off = f->b[i].off;
+                f->end = off + size;
+                f->b[i] = f->b[--f->n];
+                return off;
+            }
+        int64_t off = f->end;
+        f->end += size;
+        return off;
+    }
+    int64_t off = f->b[best].off;
+    f->b[best].off += size;
+    f->b[best].size -= size;
+    if (f->b[best].size == 0)
+        f->b[best] = f->b[--f->n];
+    return off;
+}
+
+static void fl_release(FreeList *f, int64_t off, int64_t size)
+{
+    /* Coalesce with neighbours. */
+    for (int i = 0; i < f->n; i++) {
+        if (f->b[i].off + f->b[i].size == off) {
+            off = f->b[i].off;
+            size += f->b[i].size;
+            f->b[i--] = f->b[--f->n];
+        } else if (off + size == f->b[i].off) {
+            size += f->b[i].size;
+            f->b[i--] = f->b[--f->n];
+        }
+    }
+    if (f->n == f->cap) {
+        f->cap = f->cap ? 2 * f->cap : 64;
+        f->b = xrealloc(f->b, (size_t)f->cap * sizeof *f->b);
+    }
+    f->b[f->n++] = (Block){off, size};
+}
+
+/* ---- items: the buffers to place ---- */
+
+typedef struct Item {
+    const IrNode *n;
+    bool aux;             /* the node's aux state, not its value */
+    MemRegion region;     /* MEM_ROWS or MEM_FIXED */
+    int64_t size;         /* bytes per unit, rounded */
+    int birth, death;     /* kernels */
+} Item;
+
+typedef struct Items {
+    Item *v;
+    int n;
+} Items;
+
+/* A gradient goes straight into the gradient buffer when one parameter
+ * owns it, nothing else reads it, and its kernel can add to what is there
+ * (StrataStep.accumulate): a matrix product (beta), the embedding scatter
+ * and the sum over tokens.  Others are planned and copied out after. */
+static void find_homes(MemLayout *ly, const IrGraph *g, const int *readers)
+{
+    int *owners = xcalloc((size_t)g->nodes.n, sizeof *owners);
+    for (int p = 0; p < g->grads.n; p++)
+        if (g->grads.v[p])
+            owners[((IrNode *)g->grads.v[p])->id]++;
+    for (int p = 0; p < g->grads.n; p++) {
+        const IrNode *x = g->grads.v[p];
+        if (x && owners[x->id] == 1 && readers[x->id] == 0 && x != g->loss && x != g->logits &&
+            (x->op == IR_MATMUL_GRAD_W || x->op == IR_EMBED_GRAD || x->op == IR_SUM_ROWS))
+            ly->home[x->id] = g->params.v[p];
+    }
+    free(owners);
+}
+
+/* Births, deaths and sizes of every buffer, in node order. */
+static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
+{
+    int n = g->nodes.n, nk = g->kernels.n;
+    int *last = xmalloc((size_t)n * sizeof *last), *first = xmalloc((size_t)n * sizeof *first);
+    for (int i = 0; i < n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        last[i] = first[i] = x->kernel;
+        if (x->op == IR_ATTENTION_GRAD && x->kernel >= 0) { /* written with its group */
+            const IrNode *sib[3];
+            memplan_attention_group(g, x, sib);
+            for (int w = 0; w < 3; w++)
+                if (sib[w] && sib[w]->kernel < first[i])
+                    first[i] = sib[w]->kernel;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        for (int a = 0; a < ir_op_info[x->op].arity; a++)
+            if (last[x->in[a]->id] < x->kernel)
+                last[x->in[a]->id] = x->kernel;
+        if (x->saved && last[x->saved->id] < x->kernel)
+            last[x->saved->id] = x->kernel;
+    }
+    if (g->loss)
+        last[g->loss->id] = nk;
+    if (g->logits)
+        last[g->logits->id] = nk;
+    Items it = {xmalloc((size_t)(2 * n + 1) * sizeof *it.v), 0};
+    for (int i = 0; i < n && nk > 0; i++) {
+        const IrNode *x = g->nodes.v[i];
+        if (x->kernel < 0 || !x->stored || ly->home[i])
+            continue;
+        MemRegion r = x->tok ? MEM_ROWS : MEM_FIXED;
+        int64_t unit = x->tok ? x->width * elem : memplan_value_bytes(x, 1, 1, elem);
+        it.v[it.n++] = (Item){x, false, r, round_up(unit), first[i], last[i]};
+        if (aux_per_token(x))
+            it.v[it.n++] = (Item){x, true, MEM_ROWS, round_up(aux_per_token(x) * elem), first[i], last[i]};
+    }
+    free(last);
+    free(first);
+    return it;
+}
+
+/* Places the items of region r, kernel by kernel: births first, then the
+ * deaths of that kernel, so outputs never overlap live inputs. */
+static void place(MemLayout *ly, const Items *it, MemRegion r, int nk)
+{
+    FreeList fl = {0};
+    for (int k = 0; k <= nk; k++) {
+        for (int j = 0; j < it->n; j++) {
+            const Item *m = &it->v[j];
+            if (m->region != r || m->birth != k)
+                continue;
+            MemSlot *s = m->aux ? &ly->aux[m->n->id] : &ly->value[m->n->id];
+            *s = (MemSlot){r, fl_alloc(&fl, m->size)};
+            ly->total_bytes[r] += m->size;
+            ly->nbuffers += !m->aux;
+        }
+        for (int j = 0; j < it->n; j++) {
+            const Item *m = &it->v[j];
+            if (m->region == r && m->death == k)
+                fl_release(&fl, (m->aux ? ly->aux : ly->value)[m->n->id].off, m->size);
+        }
+    }
+    ly->unit_bytes[r] = fl.end;
+    free(fl.b);
+}
+
+/* No two buffers whose lifetimes [birth, death] intersect may overlap.  A
+ * violation is a bug here, never bad input. */
+static void verify(const MemLayout *ly, const Items *it)
+{
+    for (int i = 0; i < it->n; i++) {
+        const Item *a = &it->v[i];
+        MemSlot sa = a->aux ? ly->aux[a->n->id] : ly->value[a->n->id];
+        if (sa.off + a->size > ly->unit_bytes[a->region])
+            die("memplan: %%%d ends past its region", a->n->id);
+        for (int j = i + 1; j < it->n; j++) {
+            const Item *b = &it->v[j];
+            MemSlot sb = b->aux ? ly->aux[b->n->id] : ly->value[b->n->id];
+            if (a->region == b->region && a->birth <= b->death && b->birth <= a->death && sa.off < sb.off + b->size &&
+                sb.off < sa.off + a->size)
+                die("memplan: %%%d and %%%d are live together and overlap", a->n->id, b->n->id);
+        }
+    }
+}
+
+/* One cos/sin table per distinct (head size, base), and the work area. */
+static void place_shared(MemLayout *ly, const IrGraph *g, int64_t elem)
+{
+    int64_t work = 0;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        int64_t w = memplan_work_numel(x) * elem;
+        work = w > work ? w : work;
+        if (!memplan_table_numel(x, 1) || x->kernel < 0)
+            continue;
+        for (int j = 0; j < i && ly->table[i].region == MEM_NONE; j++) {
+            const IrNode *y = g->nodes.v[j];
+            if (ly->table[j].region != MEM_NONE && head_size(y) == head_size(x) && y->num == x->num)
+                ly->table[i] = ly->table[j];
+        }
+        if (ly->table[i].region == MEM_NONE) {
+            int64_t sz = round_up(memplan_table_numel(x, 1) * elem);
+            ly->table[i] = (MemSlot){MEM_SEQ, ly->unit_bytes[MEM_SEQ]};
+            ly->unit_bytes[MEM_SEQ] += sz;
+            ly->total_bytes[MEM_SEQ] += sz;
+        }
+    }
+    ly->work = (MemSlot){work ? MEM_THREAD : MEM_NONE, 0};
+    ly->unit_bytes[MEM_THREAD] = ly->total_bytes[MEM_THREAD] = round_up(work);
+}
+
+void memplan_layout(MemLayout *ly, const IrGraph *g, int64_t elem)
+{
+    int n = g->nodes.n;
+    memset(ly, 0, sizeof *ly);
+    ly->value = xcalloc((size_t)n + 1, sizeof *ly->value);
+    ly->aux = xcalloc((size_t)n + 1, sizeof *ly->aux);
+    ly->table = xcalloc((size_t)n + 1, sizeof *ly->table);
+    ly->home = xcalloc((size_t)n + 1, sizeof *ly->home);
+    int *readers = xcalloc((size_t)n + 1, sizeof *readers);
+    for (int i = 0; i < n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        for (int a = 0; a < ir_op_info[x->op].arity; a++)
+            readers[x->in[a]->id]++;
+        if (x->saved)
+            readers[x->saved->id]++;
+    }
+    find_homes(ly, g, readers);
+    free(readers);
+    Items it = collect(ly, g, elem);
+    place(ly, &it, MEM_ROWS, g->kernels.n);
+    place(ly, &it, MEM_FIXED, g->kernels.n);
+    verify(ly, &it);
+    free(it.v);
+    place_shared(ly, g, elem);
+}
+
+void memplan_layout_free(MemLayout *ly)
+{
+    free(ly->value);
+    free(ly->aux);
+    free(ly->table);
+    free(ly->home);
+    memset(ly, 0, sizeof *ly);
+}
+
+/* Units of a region for a shape (MEM_THREAD: one thread). */
+static int64_t units(MemRegion r, int64_t B, int64_t T)
+{
+    return r == MEM_ROWS ? B * T : r == MEM_SEQ ? T : 1;
+}
+
+int64_t memplan_region_start(const MemLayout *ly, MemRegion r, int64_t B, int64_t T)
+{
+    int64_t off = 0;
+    for (MemRegion q = MEM_ROWS; q < r; q++)
+        off += ly->unit_bytes[q] * units(q, B, T);
+    return off;
+}
+
+int64_t memplan_arena_bytes(const MemLayout *ly, int64_t B, int64_t T, int nthreads)
+{
+    return memplan_region_start(ly, MEM_THREAD, B, T) + ly->unit_bytes[MEM_THREAD] * (nthreads > 1 ? nthreads : 1);
+}
+
+int64_t memplan_slot_offset(const MemLayout *ly, MemSlot s, int64_t B, int64_t T)
+{
+    if (s.region == MEM_NONE)
+        return -1;
+    return memplan_region_start(ly, s.region, B, T) + s.off * units(s.region, B, T);
+}
+
+/* Largest sum of buffers live at one kernel, for a shape. */
+static int64_t peak_live(const MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem)
+{
+    const MemLayout *ly = &mp->layout;
+    Items it = collect(ly, g, elem);
+    int64_t peak = 0, shared = ly->unit_bytes[MEM_SEQ] * T + ly->unit_bytes[MEM_THREAD];
+    for (int k = 0; k <= g->kernels.n; k++) {
+        int64_t live = shared;
+        for (int j = 0; j < it.n; j++)
+            if (it.v[j].birth <= k && k <= it.v[j].death)
+                live += it.v[j].size * units(it.v[j].region, B, T);
+        peak = live > peak ? live : peak;
+    }
+    free(it.v);
+    return peak;
+}
+
+void memplan_build(MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem)
+{
+    int n = g->nodes.n;
+    memset(mp, 0, sizeof *mp);
+    memplan_layout(&mp->layout, g, elem);
+    const MemLayout *ly = &mp->layout;
+    mp->offset = xmalloc((size_t)n * sizeof *mp->offset);
+    mp->aux_offset = xmalloc((size_t)n * sizeof *mp->aux_offset);
+    for (int i = 0; i < n; i++) {
+        mp->offset[i] = memplan_slot_offset(ly, ly->value[i], B, T);
+        mp->aux_offset[i] = memplan_slot_offset(ly, ly->aux[i], B, T);
+    }
+    mp->arena_bytes = memplan_arena_bytes(ly, B, T, 1);
+    for (MemRegion r = MEM_ROWS; r < MEM_NREGIONS; r++)
+        mp->total_bytes += ly->total_bytes[r] * units(r, B, T);
+    mp->peak_live = peak_live(mp, g, B, T, elem);
+    mp->nbuffers = ly->nbuffers;
+}
+
+void memplan_dump(FILE *out, const MemPlan *mp, const IrGraph *g)
+{
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        if (mp->offset[i] < 0)
+            continue;
+        fprintf(out, "%%%d %s @ %lld", x->id, ir_op_info[x->op].text, (long long)mp->offset[i]);
+        if (mp->aux_offset[i] >= 0)
+            fprintf(out, " aux @ %lld", (long long)mp->aux_offset[i]);
+        fputc('\n', out);
+    }
+    fprintf(out, "%d buffers, %lld bytes without reuse, peak live %lld, arena %lld\n", mp->nbuffers,
+            (long long)mp->total_bytes, (long long)mp->peak_live, (long long)mp->arena_bytes);
+}
+
+void memplan_free(MemPlan *mp)
+{
+    memplan_layout_free(&mp->layout);
+    free(mp->offset);
+    free(mp->aux_offset);
+    memset(mp, 0, sizeof *mp);
+}

@@ -1,0 +1,293 @@
+/* abi.c - the compile-time side of model ABI v1 (model_abi.h): the
+ * parameter layout, which runs of the schedule belong to each block and
+ * whether a block can be skipped, the StrataStep type as LLVM sees it, and
+ * the strata_model descriptor constant.  The LLVM struct types mirror the
+ * C structs field by field; lower_step_type and lower_emit_desc check the
+ * offsets against offsetof, so a change to model_abi.h that is not made
+ * here too is caught when a model is compiled. */
+#include "lower/cg.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PARAM_ALIGN 16 /* REALs: 64 bytes in float */
+
+int64_t lower_max_width(const IrGraph *g)
+{
+    int64_t w = 1;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        if (x->tok && x->width > w)
+            w = x->width;
+    }
+    return w;
+}
+
+/* ---- block ranges and skipping ---- */
+
+static bool backward_node(const IrGraph *g, const IrNode *x)
+{
+    return g->nforward > 0 && x->id >= g->nforward;
+}
+
+/* The kernels of block l in one pass, if they are one run of the
+ * schedule (fuse.c makes them so); else an empty range. */
+static KRange block_range(const IrGraph *g, int l, bool bwd)
+{
+    KRange r = {-1, -1};
+    for (int k = 0; k < g->kernels.n; k++) {
+        const IrNode *f = ((IrKernel *)g->kernels.v[k])->nodes.v[0];
+        if (f->block == l && backward_node(g, f) == bwd) {
+            if (r.k0 < 0)
+                r.k0 = k;
+            else if (r.k1 != k)
+                return (KRange){0, 0}; /* a gap */
+            r.k1 = k + 1;
+        }
+    }
+    return r.k0 < 0 ? (KRange){0, 0} : r;
+}
+
+static bool in_range(KRange r, int k)
+{
+    return k >= r.k0 && k < r.k1;
+}
+
+/* Every value computed in `r` is read only inside r or `also`, except
+ * `out` and (with grads_ok) parameter gradients, which a skip sets. */
+static bool sealed_range(const IrGraph *g, KRange r, KRange also, const IrNode *out, bool grads_ok)
+{
+    bool *grad = xcalloc((size_t)g->nodes.n, sizeof *grad), ok = true;
+    for (int p = 0; p < g->grads.n; p++)
+        if (g->grads.v[p])
+            grad[((IrNode *)g->grads.v[p])->id] = grads_ok;
+    for (int i = 0; i < g->nodes.n && ok; i++) {
+        const IrNode *y = g->nodes.v[i];
+        for (int a = 0; a <= ir_op_info[y->op].arity && ok; a++) {
+            const IrNode *x = a < ir_op_info[y->op].arity ? y->in[a] : y->saved;
+            if (x && in_range(r, x->kernel) && !in_range(r, y->kernel) && !in_range(also, y->kernel) && x != out &&
+                !grad[x->id])
+                ok = false;
+        }
+    }
+    free(grad);
+    return ok;
+}
+
+static uint8_t block_skip(const IrGraph *g, const IrBlock *b, const BlockInfo *bi)
+{
+    const IrNode *in = b->in, *out = b->out;
+    if (!in || !out || in == out || in->width != out->width || !in->tok || bi->fwd.k0 == bi->fwd.k1 ||
+        !in_range(bi->fwd, out->kernel) || in->kernel >= bi->fwd.k0 || !sealed_range(g, bi->fwd, bi->bwd, out, false))
+        return 0;
+    uint8_t s = STRATA_SKIP_FORWARD;
+    const IrNode *din = b->d_in, *dout = b->d_out;
+    if (g->nforward == 0 || !dout || !din)
+        return s;
+    if (bi->bwd.k0 == bi->bwd.k1)
+        return din == dout ? s | STRATA_SKIP_TRAIN : s;
+    if (dout->kernel < 0 || dout->kernel >= bi->bwd.k0)
+        return s;
+    if ((din == dout || in_range(bi->bwd, din->kernel)) && sealed_range(g, bi->bwd, (KRange){0, 0}, din, true))
+        s |= STRATA_SKIP_TRAIN;
+    return s;
+}
+
+/* Residual width shared by every block's in and out, else 0. */
+static int64_t residual_width(const IrGraph *g)
+{
+    int64_t w = -1;
+    for (int l = 0; l < g->blocks.n; l++) {
+        const IrBlock *b = g->blocks.v[l];
+        if (!b->in || !b->out || (w >= 0 && (b->in->width != w || b->out->width != w)))
+            return 0;
+        w = b->in->width;
+    }
+    return w < 0 ? 0 : w;
+}
+
+void lower_abi_plan(Cg *cg)
+{
+    const IrGraph *g = cg->g;
+    cg->param_off = xcalloc((size_t)g->params.n + 1, sizeof *cg->param_off);
+    int64_t off = 0;
+    for (int p = 0; p < g->params.n; p++) {
+        cg->param_off[p] = off;
+        off += (((IrParam *)g->params.v[p])->numel + PARAM_ALIGN - 1) / PARAM_ALIGN * PARAM_ALIGN;
+    }
+    cg->params_numel = off;
+    cg->blocks = xcalloc((size_t)g->blocks.n + 1, sizeof *cg->blocks);
+    for (int l = 0; l < g->blocks.n; l++) {
+        BlockInfo *bi = &cg->blocks[l];
+        bi->fwd = block_range(g, l, false);
+        bi->bwd = block_range(g, l, true);
+        bi->skip = block_skip(g, g->blocks.v[l], bi);
+    }
+    cg->width = residual_width(g);
+    cg->attn_grad_done = xcalloc((size_t)g->nodes.n + 1, sizeof *cg->attn_grad_done);
+}
+
+/* ---- struct types ---- */
+
+/* Dies unless LLVM lays out `t` at the C offsets off[]. */
+static void check_layout(Cg *cg, LLVMTypeRef t, const size_t *off, unsigned n, size_t size, const char *name)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (LLVMOffsetOfElement(cg->td, t, i) != off[i])
+            die("lower: %s field %u is at %llu for LLVM, %zu in model_abi.h", name, i,
+                (unsigned long long)LLVMOffsetOfElement(cg->td, t, i), off[i]);
+    if (LLVMABISizeOfType(cg->td, t) != size)
+        die("lower: %s is %llu bytes for LLVM, %zu in model_abi.h", name,
+            (unsigned long long)LLVMABISizeOfType(cg->td, t), size);
+}
+
+LLVMTypeRef lower_step_type(Cg *cg)
+{
+    LLVMTypeRef p = cg->ptr, i64 = cg->i64;
+    LLVMTypeRef f[] = {p, p, p, i64, p, p, p, i64, i64, p, p, p, p, p, cg->i32};
+    static const size_t off[] = {
+        offsetof(StrataStep, params),  offsetof(StrataStep, grads),       offsetof(StrataStep, arena),
+        offsetof(StrataStep, arena_bytes), offsetof(StrataStep, tokens),  offsetof(StrataStep, targets),
+        offsetof(StrataStep, mask),    offsetof(StrataStep, B),           offsetof(StrataStep, T),
+        offsetof(StrataStep, loss),    offsetof(StrataStep, logits),      offsetof(StrataStep, capture),
+        offsetof(StrataStep, skip),    offsetof(StrataStep, pool),        offsetof(StrataStep, accumulate)};
+    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 15, false);
+    check_layout(cg, t, off, 15, sizeof(StrataStep), "StrataStep");
+    return t;
+}
+
+static LLVMTypeRef param_type(Cg *cg)
+{
+    LLVMTypeRef i64 = cg->i64, i32 = cg->i32, d = cg->f64;
+    LLVMTypeRef f[] = {cg->ptr, LLVMArrayType2(i64, 2), i64, i64, d, d, d, i32, i32, i32, i32};
+    static const size_t off[] = {offsetof(StrataParam, name),   offsetof(StrataParam, dims),
+                                 offsetof(StrataParam, numel),  offsetof(StrataParam, offset),
+                                 offsetof(StrataParam, init_a), offsetof(StrataParam, init_b),
+                                 offsetof(StrataParam, init_c), offsetof(StrataParam, ndim),
+                                 offsetof(StrataParam, init),   offsetof(StrataParam, role),
+                                 offsetof(StrataParam, block)};
+    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 11, false);
+    check_layout(cg, t, off, 11, sizeof(StrataParam), "StrataParam");
+    return t;
+}
+
+static LLVMTypeRef desc_type(Cg *cg)
+{
+    LLVMTypeRef p = cg->ptr, i64 = cg->i64;
+    LLVMTypeRef f[] = {cg->i32, cg->i32, i64, i64, p, i64, i64, p, i64, i64, i64, i64, i64, i64, i64, p};
+    static const size_t off[] = {
+        offsetof(StrataModelDesc, magic),          offsetof(StrataModelDesc, abi_version),
+        offsetof(StrataModelDesc, real_bytes),     offsetof(StrataModelDesc, nparams),
+        offsetof(StrataModelDesc, params),         offsetof(StrataModelDesc, params_numel),
+        offsetof(StrataModelDesc, nblocks),        offsetof(StrataModelDesc, block_skip),
+        offsetof(StrataModelDesc, width),          offsetof(StrataModelDesc, vocab),
+        offsetof(StrataModelDesc, arena_rows_bytes), offsetof(StrataModelDesc, arena_seq_bytes),
+        offsetof(StrataModelDesc, arena_fixed_bytes), offsetof(StrataModelDesc, arena_thread_bytes),
+        offsetof(StrataModelDesc, logits_row_offset), offsetof(StrataModelDesc, name)};
+    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 16, false);
+    check_layout(cg, t, off, 16, sizeof(StrataModelDesc), "StrataModelDesc");
+    return t;
+}
+
+/* ---- the descriptor ---- */
+
+static LLVMValueRef private_const(Cg *cg, LLVMValueRef init, const char *name)
+{
+    LLVMValueRef gv = LLVMAddGlobal(cg->mod, LLVMTypeOf(init), name);
+    LLVMSetInitializer(gv, init);
+    LLVMSetGlobalConstant(gv, true);
+    LLVMSetLinkage(gv, LLVMPrivateLinkage);
+    LLVMSetUnnamedAddress(gv, LLVMGlobalUnnamedAddr);
+    return gv;
+}
+
+static LLVMValueRef const_string(Cg *cg, const char *s)
+{
+    return private_const(cg, LLVMConstStringInContext(cg->ctx, s, (unsigned)strlen(s), false), "str");
+}
+
+static LLVMValueRef const_i(LLVMTypeRef t, int64_t v)
+{
+    return LLVMConstInt(t, (unsigned long long)v, true);
+}
+
+static LLVMValueRef param_table(Cg *cg, LLVMTypeRef pt)
+{
+    const IrGraph *g = cg->g;
+    int n = g->params.n;
+    LLVMValueRef *rows = xcalloc((size_t)n + 1, sizeof *rows);
+    for (int i = 0; i < n; i++) {
+        const IrParam *p = g->params.v[i];
+        /* Only the numbers the rule uses (StrataInitKind); the others are 0. */
+        IrInitKind k = p->init.kind;
+        bool uses_a = k != INIT_ZEROS && k != INIT_ONES, uses_bc = k == INIT_TRUNC_NORMAL;
+        LLVMValueRef dims[] = {const_i(cg->i64, p->ndim > 0 ? p->dims[0] : 0),
+                               const_i(cg->i64, p->ndim > 1 ? p->dims[1] : 0)};
+        LLVMValueRef f[] = {const_string(cg, p->name),  LLVMConstArray2(cg->i64, dims, 2),
+                            const_i(cg->i64, p->numel), const_i(cg->i64, cg->param_off[i]),
+                            LLVMConstReal(cg->f64, uses_a ? p->init.a : 0),
+                            LLVMConstReal(cg->f64, uses_bc ? p->init.b : 0),
+                            LLVMConstReal(cg->f64, uses_bc ? p->init.c : 0), const_i(cg->i32, p->ndim),
+                            const_i(cg->i32, (int64_t)p->init.kind), const_i(cg->i32, (int64_t)p->role),
+                            const_i(cg->i32, p->block)};
+        rows[i] = LLVMConstNamedStruct(pt, f, 11);
+    }
+    LLVMValueRef table = private_const(cg, LLVMConstArray2(pt, rows, (uint64_t)n), "params");
+    free(rows);
+    return table;
+}
+
+static LLVMValueRef skip_table(Cg *cg)
+{
+    int n = cg->g->blocks.n;
+    LLVMValueRef *v = xcalloc((size_t)n + 1, sizeof *v);
+    for (int l = 0; l < n; l++)
+        v[l] = LLVMConstInt(cg->i8, cg->blocks[l].skip, false);
+    LLVMValueRef t = private_const(cg, LLVMConstArray2(cg->i8, v, (uint64_t)n), "block_skip");
+    free(v);
+    return t;
+}
+
+/* The enums of model_abi.h number what ir.h numbers. */
+_Static_assert((int)STRATA_INIT_CONSTANT == (int)INIT_CONSTANT && (int)STRATA_INIT_XAVIER == (int)INIT_XAVIER,
+               "StrataInitKind and IrInitKind differ");
+_Static_assert((int)STRATA_ROLE_SCALAR == (int)PARAM_SCALAR && (int)STRATA_ROLE_EMBEDDING == (int)PARAM_EMBEDDING,
+               "StrataParamRole and IrParamRole differ");
+
+void lower_emit_desc(Cg *cg)
+{
+    const IrGraph *g = cg->g;
+    const MemLayout *ly = cg->ly;
+    LLVMTypeRef pt = LLVMStructCreateNamed(cg->ctx, "StrataParam");
+    LLVMTypeRef dt = LLVMStructCreateNamed(cg->ctx, "StrataModelDesc");
+    LLVMTypeRef pl = param_type(cg), dl = desc_type(cg);
+    LLVMTypeRef pf[11], df[16];
+    LLVMGetStructElementTypes(pl, pf);
+    LLVMGetStructElementTypes(dl, df);
+    LLVMStructSetBody(pt, pf, 11, false);
+    LLVMStructSetBody(dt, df, 16, false);
+    const char *name = g->model_name ? g->model_name : "strata";
+    LLVMValueRef f[] = {const_i(cg->i32, STRATA_MODEL_MAGIC),
+                        const_i(cg->i32, STRATA_ABI_VERSION),
+                        const_i(cg->i64, cg->elem),
+                        const_i(cg->i64, g->params.n),
+                        param_table(cg, pt),
+                        const_i(cg->i64, cg->params_numel),
+                        const_i(cg->i64, g->blocks.n),
+                        skip_table(cg),
+                        const_i(cg->i64, cg->width),
+                        const_i(cg->i64, g->logits->width),
+                        const_i(cg->i64, ly->unit_bytes[MEM_ROWS]),
+                        const_i(cg->i64, ly->unit_bytes[MEM_SEQ]),
+                        const_i(cg->i64, ly->unit_bytes[MEM_FIXED]),
+                        const_i(cg->i64, ly->unit_bytes[MEM_THREAD]),
+                        const_i(cg->i64, ly->value[g->logits->id].off),
+                        const_string(cg, name)};
+    if (ly->value[g->logits->id].region != MEM_ROWS)
+        die("lower: the logits are not a planned token value");
+    LLVMValueRef gv = LLVMAddGlobal(cg->mod, dt, LOWER_DESC_SYMBOL);
+    LLVMSetInitializer(gv, LLVMConstNamedStruct(dt, f, 16));
+    LLVMSetGlobalConstant(gv, true);
+    LLVMSetLinkage(gv, LLVMExternalLinkage);
+}

@@ -1,0 +1,194 @@
+/* jit.c - ORC LLJIT through the LLVM-C API (jit.h).
+ * One LLJIT for this host; each jit_compile builds its module in a fresh
+ * thread-safe context, renames the ABI's three symbols to unique names
+ * (many models can live in one JIT), adds it under its own resource
+ * tracker (so jit_release can drop the code) and looks them up, which is
+ * when ORC generates machine code.  Symbols: the runtime kernels, the
+ * thread pool and the tiled products (gemm.h) are defined as absolute addresses taken
+ * here, so the code calls exactly the copies linked into this program even
+ * when the linker dropped an unreferenced shared library; everything else
+ * (libm, memset, malloc) is found in the process. */
+#include "lower/jit.h"
+
+#include "core/gemm.h"
+#include "core/kernels.h"
+#include "lower/cg.h"
+#include "core/pool.h"
+
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/OrcEE.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct Jit {
+    LLVMOrcLLJITRef lljit;
+    pthread_mutex_t lock;  /* around adding modules and looking up symbols */
+    unsigned long serial;  /* makes each entry point's name unique */
+};
+
+/* Functions the generated code calls that this program provides. */
+#define KERNEL_PAIR(name) {#name "_f32", (void (*)(void))name##_f32}, {#name "_f64", (void (*)(void))name##_f64}
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} host_symbols[] = {
+    KERNEL_PAIR(rt_embed),          KERNEL_PAIR(rt_embed_grad),     KERNEL_PAIR(rt_rope_table),
+    KERNEL_PAIR(rt_rope),           KERNEL_PAIR(rt_attention),      KERNEL_PAIR(rt_attention_grad),
+    KERNEL_PAIR(rt_cross_entropy_rows), KERNEL_PAIR(rt_cross_entropy_mean), KERNEL_PAIR(rt_cross_entropy_grad),
+    KERNEL_PAIR(rt_gemm),           {"rt_gemm_grain", (void (*)(void))rt_gemm_grain},
+    {"rt_pool_run", (void (*)(void))rt_pool_run},
+    {"rt_pool_size", (void (*)(void))rt_pool_size},
+};
+
+static bool failed(LLVMErrorRef e, char **err)
+{
+    if (!e)
+        return false;
+    *err = lower_error_message(e);
+    return true;
+}
+
+static bool define_host_symbols(Jit *j, char **err)
+{
+    size_t n = sizeof host_symbols / sizeof *host_symbols;
+    LLVMOrcCSymbolMapPair pairs[sizeof host_symbols / sizeof *host_symbols];
+    for (size_t i = 0; i < n; i++) {
+        LLVMJITSymbolFlags flags = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0};
+        pairs[i].Name = LLVMOrcLLJITMangleAndIntern(j->lljit, host_symbols[i].name);
+        pairs[i].Sym = (LLVMJITEvaluatedSymbol){(LLVMOrcExecutorAddress)(uintptr_t)host_symbols[i].fn, flags};
+    }
+    LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->lljit);
+    return !failed(LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(pairs, n)), err);
+}
+
+Jit *jit_create(char **err)
+{
+    *err = NULL;
+    LowerOptions host = {.precision = LOWER_F64, .cpu = NULL};
+    LLVMTargetMachineRef tm = lower_target_machine(&host, err);
+    if (!tm)
+        return NULL;
+    Jit *j = xcalloc(1, sizeof *j);
+    LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+    /* The host CPU and its features (the default builder would too, but
+     * this keeps the JIT's code generator identical to lower's). */
+    LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
+    if (failed(LLVMOrcCreateLLJIT(&j->lljit, builder), err)) {
+        free(j);
+        return NULL;
+    }
+    LLVMOrcDefinitionGeneratorRef gen;
+    bool ok = !failed(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
+                          &gen, LLVMOrcLLJITGetGlobalPrefix(j->lljit), NULL, NULL),
+                      err);
+    if (ok)
+        LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->lljit), gen); /* the dylib owns it */
+    if (!ok || !define_host_symbols(j, err)) {
+        LLVMErrorRef e = LLVMOrcDisposeLLJIT(j->lljit);
+        if (e)
+            LLVMConsumeError(e);
+        free(j);
+        return NULL;
+    }
+    pthread_mutex_init(&j->lock, NULL);
+    return j;
+}
+
+/* The ABI's symbols, in the order of JitModel's fields. */
+static const char *const abi_symbols[] = {LOWER_TRAIN_ENTRY, LOWER_FORWARD_ENTRY, LOWER_DESC_SYMBOL};
+
+/* Adds the module under a new tracker and looks the renamed symbols up
+ * (compiling the module). */
+static bool add_and_lookup(Jit *j, LLVMOrcThreadSafeModuleRef tsm, char names[3][64], JitModel *out, char **err)
+{
+    LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(j->lljit));
+    LLVMOrcExecutorAddress addr[3] = {0, 0, 0};
+    bool ok = !failed(LLVMOrcLLJITAddLLVMIRModuleWithRT(j->lljit, rt, tsm), err);
+    for (int k = 0; k < 3 && ok; k++)
+        ok = !failed(LLVMOrcLLJITLookup(j->lljit, &addr[k], names[k]), err);
+    if (!ok) {
+        LLVMErrorRef e = LLVMOrcResourceTrackerRemove(rt);
+        if (e)
+            LLVMConsumeError(e);
+        LLVMOrcReleaseResourceTracker(rt);
+        return false;
+    }
+    out->tracker = rt;
+    out->train_step = (StrataStepFn)(uintptr_t)addr[0];
+    out->forward = (StrataStepFn)(uintptr_t)addr[1];
+    out->desc = (const StrataModelDesc *)(uintptr_t)addr[2];
+    return true;
+}
+
+/* Gives the module's ABI symbols names unique in this JIT. */
+static void rename_symbols(Jit *j, LLVMModuleRef mod, char names[3][64])
+{
+    ++j->serial;
+    for (int k = 0; k < 3; k++) {
+        snprintf(names[k], 64, "%s.%lu", abi_symbols[k], j->serial);
+        LLVMValueRef v = k < 2 ? LLVMGetNamedFunction(mod, abi_symbols[k]) : LLVMGetNamedGlobal(mod, abi_symbols[k]);
+        if (!v)
+            die("jit: the module has no %s", abi_symbols[k]);
+        LLVMSetValueName2(v, names[k], strlen(names[k]));
+    }
+}
+
+bool jit_compile(Jit *j, const IrGraph *g, const LowerOptions *o, JitModel *out, char **err)
+{
+    double t0 = lower_now();
+    *err = NULL;
+    *out = (JitModel){.precision = o->precision};
+    LowerOptions lo = *o;
+    lo.cpu = NULL;
+    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+    LowerModule *m = lower_module_in(LLVMOrcThreadSafeContextGetContext(tsc), false, g, &lo, err);
+    if (!m) {
+        LLVMOrcDisposeThreadSafeContext(tsc);
+        return false;
+    }
+    out->stats.lower_s = m->lower_s;
+    out->stats.opt_s = m->opt_s;
+
+    pthread_mutex_lock(&j->lock);
+    char names[3][64];
+    rename_symbols(j, m->mod, names);
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m->mod, tsc);
+    m->mod = NULL; /* the thread-safe module owns it now, and keeps tsc alive */
+    LLVMOrcDisposeThreadSafeContext(tsc);
+    lower_module_free(m);
+    double t1 = lower_now();
+    bool ok = add_and_lookup(j, tsm, names, out, err);
+    pthread_mutex_unlock(&j->lock);
+    double t2 = lower_now();
+    out->stats.codegen_s = t2 - t1;
+    out->stats.total_s = t2 - t0;
+    return ok;
+}
+
+void jit_release(Jit *j, JitModel *m)
+{
+    if (!m->tracker)
+        return;
+    pthread_mutex_lock(&j->lock);
+    LLVMOrcResourceTrackerRef rt = m->tracker;
+    LLVMErrorRef e = LLVMOrcResourceTrackerRemove(rt);
+    if (e)
+        LLVMConsumeError(e);
+    LLVMOrcReleaseResourceTracker(rt);
+    pthread_mutex_unlock(&j->lock);
+    *m = (JitModel){.precision = m->precision};
+}
+
+void jit_free(Jit *j)
+{
+    if (!j)
+        return;
+    LLVMErrorRef e = LLVMOrcDisposeLLJIT(j->lljit);
+    if (e)
+        LLVMConsumeError(e);
+    pthread_mutex_destroy(&j->lock);
+    free(j);
+}

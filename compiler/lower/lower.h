@@ -1,0 +1,57 @@
+/* lower.h - LLVM lowering of the tensor IR (forward and backward pass).
+ * lower_module turns an IrGraph that went through ad_build and fuse_graph
+ * into an LLVM module implementing model ABI v1 (runtime/model_abi.h: the
+ * strata_model descriptor and the strata_train_step / strata_forward entry
+ * points), for float or double; lower_emit writes it as text IR, assembly
+ * or an object file; jit.h compiles it in process.
+ *
+ * What the code does: each fused kernel (fuse.h) of the schedule runs in
+ * order; a row kernel is one loop over the B*T token rows that computes
+ * every member for the row (values only its own row loop needs stay in
+ * registers or a row of scratch) and writes only the stored ones; matrix
+ * products call rt_gemm_f32/_f64 (runtime/core/gemm.h) tile by tile; attention, rotary embedding, embedding and
+ * cross-entropy call runtime/core/kernels.h.  Row loops and runtime kernels run
+ * on the StrataStep's thread pool.  Every stored value lives in the arena
+ * at the offset of the compile-time memory plan (memplan.h), which is
+ * affine in B*T and T, so B and T stay run-time values.
+ *
+ * This header does not expose LLVM: only lower*.c and jit.c include llvm-c.
+ * Memory: a LowerModule owns its LLVM context, module and target machine. */
+#ifndef STRATA_LOWER_H
+#define STRATA_LOWER_H
+#include "ir/ir.h"
+#include "model_abi.h"
+
+#define LOWER_TRAIN_ENTRY "strata_train_step"
+#define LOWER_FORWARD_ENTRY "strata_forward"
+#define LOWER_DESC_SYMBOL "strata_model"
+
+typedef enum LowerPrecision {
+    LOWER_F32,            /* REAL = float */
+    LOWER_F64,            /* REAL = double */
+} LowerPrecision;
+
+typedef struct LowerOptions {
+    LowerPrecision precision;
+    const char *cpu;      /* target CPU, e.g. "x86-64-v3"; NULL = this host (with its features) */
+    int opt_level;        /* 0 = no optimisation passes, else default<O2> */
+    bool libm_exp;        /* exp through llvm.exp (a libm call per element) instead of the
+                             inline polynomial that vectorises (for measurements) */
+} LowerOptions;
+
+typedef enum LowerEmitKind {
+    LOWER_EMIT_LLVM,      /* textual LLVM IR (.ll) */
+    LOWER_EMIT_ASM,       /* assembly (.s) */
+    LOWER_EMIT_OBJ,       /* object file (.o) */
+} LowerEmitKind;
+
+typedef struct LowerModule LowerModule;
+
+/* Lowers, verifies and optimises g.  Returns NULL with a malloc'd message in
+ * *err when the target cannot be set up (e.g. an unknown cpu); a graph the
+ * lowering cannot handle is an internal bug (die). */
+LowerModule *lower_module(const IrGraph *g, const LowerOptions *o, char **err);
+/* Writes the module to path; false with a malloc'd message in *err. */
+bool lower_emit(LowerModule *m, LowerEmitKind kind, const char *path, char **err);
+void lower_module_free(LowerModule *m);
+#endif

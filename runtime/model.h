@@ -1,0 +1,32 @@
+/* model.h - a compiled model as the runtime sees it: the descriptor and
+ * entry points of model ABI v1 (model_abi.h) with the source it came from,
+ * and what every command needs from a checkpoint of it.  A standalone
+ * trainer's generated main fills an RtModel with the linked-in model; the
+ * JIT (`strata train MODEL ...`) fills one with the compiled code.
+ * Implemented in runtime/train/model.c. */
+#ifndef STRATA_MODEL_H
+#define STRATA_MODEL_H
+#include <stdint.h>
+
+#include "model_abi.h"
+
+struct json_t; /* jansson's */
+
+typedef struct RtModel {
+    const StrataModelDesc *desc;  /* fp32 build (real_bytes 4) */
+    StrataStepFn train_step;      /* strata_train_step */
+    StrataStepFn forward;         /* strata_forward */
+    const char *source;           /* the model file's text, kept in checkpoints */
+    const char *path;             /* the model file's name, for messages and checkpoints */
+    const char *config_json;      /* the resolved config, e.g. {"vocab": 256, "d": 128, "L": 8, ...} */
+} RtModel;
+
+/* A checkpoint's weights in a new 64-byte-aligned buffer (free it) and its
+ * strata.state (NULL if none; json_decref it); NULL with a message that
+ * starts with prog if the file does not fit the model. */
+float *rt_load_weights(const RtModel *m, const char *prog, const char *path, struct json_t **state);
+/* The config's "ctx", else 256. */
+int64_t rt_default_seq(const RtModel *m);
+/* An integer of a checkpoint's state, else dflt. */
+int64_t rt_state_int(struct json_t *state, const char *key, int64_t dflt);
+#endif

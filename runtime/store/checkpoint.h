@@ -1,0 +1,59 @@
+/* checkpoint.h - a training run's checkpoint: ONE safetensors file
+ * (safetensors.h), OUT/checkpoint.safetensors, replaced atomically.
+ *
+ * Tensors, all F32, little-endian, row-major:
+ *   NAME           every parameter under its StrataParam.name, with its
+ *                  shape: a matrix [rows, cols], a vector [n], a scalar []
+ *   optim.m.NAME   the optimizer's first moment of that parameter (same shape)
+ *   optim.v.NAME   the second moment (same shape)
+ * (A file written without optimizer state, e.g. by an exporter, is a valid
+ * --init / eval / sample checkpoint; --resume needs the moments.)
+ * Metadata (__metadata__, strings):
+ *   format             "pt" (what Hugging Face loaders expect)
+ *   strata.abi         "1" (model ABI version)
+ *   strata.model       the model file's text
+ *   strata.model_path  the model file's name
+ *   strata.config      the resolved config as JSON ({"vocab": 32, "d": 16, ...})
+ *   strata.state       the training state as a JSON object: "step" (updates
+ *                      done), "optim_step" (the optimizer's t), "epoch" and
+ *                      "pos" (the data loader's state), "seed", "tokens"
+ *                      (trained on), "skipped" (NaN steps skipped),
+ *                      "tokenizer" (path or ""), and every training option
+ *                      under its flag's name without dashes, "-" as "_"
+ *                      ("batch", "seq", "lr", "min_lr_ratio", "data", ...;
+ *                      see train.h).  Reals are written with 17 significant
+ *                      digits, so they read back bit-exactly.
+ * Errors are malloc'd messages naming the checkpoint file and the tensor. */
+#ifndef STRATA_CHECKPOINT_H
+#define STRATA_CHECKPOINT_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model_abi.h"
+#include "store/safetensors.h"
+
+#define RT_CKPT_NAME "checkpoint.safetensors"
+
+typedef struct RtCkptInfo {
+    const char *source;       /* strata.model (NULL: "") */
+    const char *model_path;   /* strata.model_path */
+    const char *config_json;  /* strata.config */
+    const char *state_json;   /* strata.state */
+} RtCkptInfo;
+
+/* The shape a parameter has in a checkpoint; returns ndim (0, 1 or 2). */
+int rt_ckpt_shape(const StrataParam *p, int64_t shape[2]);
+/* Writes params (and m, v unless NULL), each desc->params_numel floats at
+ * the parameters' offsets, with the metadata, atomically.  0 or -1. */
+int rt_ckpt_write(const char *path, const StrataModelDesc *d, const float *params, const float *m, const float *v,
+                  const RtCkptInfo *info, char **err);
+/* Copies every parameter into params (params_numel floats; padding left
+ * alone).  The file must hold exactly the model's parameters, F32, with
+ * the model's shapes, plus optionally optim.m.* / optim.v.* tensors:
+ * a missing tensor, an extra one or a shape mismatch is an error naming
+ * the file, the tensor and both shapes.  0 or -1. */
+int rt_ckpt_read_params(const RtSafetensors *st, const StrataModelDesc *d, float *params, char **err);
+/* Copies the moments into m and v (params_numel floats each); every
+ * parameter's optim.m.NAME and optim.v.NAME must be there.  0 or -1. */
+int rt_ckpt_read_moments(const RtSafetensors *st, const StrataModelDesc *d, float *m, float *v, char **err);
+#endif

@@ -1,0 +1,933 @@
+/* train.c - `train` (train.h): options and their defaults, the state kept
+ * in checkpoints, resume, the step loop, validation.
+ * Entry points: rt_train_defaults, rt_train (the shard source),
+ * rt_train_source (any RtBatchSource, e.g. sft's), rt_eval_loss.  rt_train owns
+ * every buffer it makes (parameters, gradients, moments, arena, batches)
+ * and frees them before returning.
+ * Data parallelism (collective.h, rt_comm_world): with N ranks every rank
+ * draws the same global batch and trains on its B/N rows; the gradients and
+ * the loss are all-reduced once per step (after local accumulation), so
+ * every rank applies the same update; rank 0 alone logs, validates and
+ * writes metrics and checkpoints; all start from rank 0's weights. */
+#define _GNU_SOURCE /* asprintf */
+#include "train/train.h"
+
+#include "train/diag.h"
+#include "store/checkpoint.h"
+#include "train/collective.h"
+#include "train/init.h"
+#include "train/metrics.h"
+#include "train/optim.h"
+#include "train/sample.h"
+#include "train/schedule.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const RtOptSpec rt_train_specs[RT_N_TRAIN_OPTS] = {
+#define X(f, n, k, s, a, h) {#f, n, k, s, (int)offsetof(RtTrainOptions, f), a, h},
+    RT_TRAIN_OPTIONS(X)
+#undef X
+};
+
+void rt_train_defaults(RtTrainOptions *o)
+{
+    *o = (RtTrainOptions){.out = "run", .schedule = "cosine", .optim = "adamw", .on_nan = "stop",
+                          .batch = 16, .seq = -1, .steps = 1000, .accum = 1, .warmup = -1, .seed = 1,
+                          .threads = 0, .log_every = 10, .val_every = 100, .val_batches = 20, .ckpt_every = 500,
+                          .lr = 1e-3, .min_lr_ratio = 0.1, .decay_frac = 0.2, .beta1 = 0.9, .beta2 = 0.95,
+                          .eps = 1e-8, .wd = 0.1, .clip = 1.0};
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* --- the state in checkpoints --------------------------------------------- */
+
+typedef struct TrainState {
+    int64_t step;        /* updates done */
+    int64_t optim_step;  /* RtAdamW.step */
+    int64_t epoch, pos;  /* loader state */
+    int64_t tokens;      /* trained on */
+    int64_t skipped;     /* NaN steps skipped */
+    int64_t ranks;       /* processes that wrote it (data parallelism; 1 without MPI) */
+} TrainState;
+
+static char *state_json(const RtTrainOptions *o, const TrainState *s, const char *cmd)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "command", json_string(cmd));
+    json_object_set_new(j, "step", json_integer(s->step));
+    json_object_set_new(j, "optim_step", json_integer(s->optim_step));
+    json_object_set_new(j, "epoch", json_integer(s->epoch));
+    json_object_set_new(j, "pos", json_integer(s->pos));
+    json_object_set_new(j, "tokens", json_integer(s->tokens));
+    json_object_set_new(j, "skipped", json_integer(s->skipped));
+    json_object_set_new(j, "ranks", json_integer(s->ranks));
+    for (int i = 0; i < RT_N_TRAIN_OPTS; i++) {
+        const RtOptSpec *sp = &rt_train_specs[i];
+        const char *at = (const char *)o + sp->offset;
+        if (!sp->saved)
+            continue;
+        json_t *v = NULL;
+        switch (sp->kind) {
+        case RT_OPT_STR: {
+            const char *str = *(const char *const *)at;
+            v = str ? json_string(str) : json_null();
+            break;
+        }
+        case RT_OPT_INT: v = json_integer(*(const int64_t *)at); break;
+        case RT_OPT_REAL: v = json_real(*(const double *)at); break;
+        case RT_OPT_FLAG: v = json_boolean(*(const int *)at); break;
+        }
+        json_object_set_new(j, sp->key, v ? v : json_null());
+    }
+    char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(j);
+    return text;
+}
+
+static int state_int(json_t *j, const char *key, int64_t *out, const char *path)
+{
+    json_t *v = json_object_get(j, key);
+    if (!json_is_integer(v)) {
+        fprintf(stderr, "%s: strata.state: \"%s\" is missing or not an integer\n", path, key);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* Takes the options not given on the command line from the state; a given
+ * --batch, --seq, --seed or --data that differs is an error. */
+static int state_restore(json_t *j, RtTrainOptions *o, TrainState *s, const char *path, const char *cmd)
+{
+    json_t *c = json_object_get(j, "command"); /* absent: a `train` run */
+    const char *was = json_is_string(c) ? json_string_value(c) : "train";
+    if (strcmp(was, cmd)) {
+        fprintf(stderr, "%s: the checkpoint is from a `%s` run; resume it with %s, not %s\n", path, was, was, cmd);
+        return -1;
+    }
+    if (state_int(j, "step", &s->step, path) || state_int(j, "optim_step", &s->optim_step, path) ||
+        state_int(j, "epoch", &s->epoch, path) || state_int(j, "pos", &s->pos, path) ||
+        state_int(j, "tokens", &s->tokens, path) || state_int(j, "skipped", &s->skipped, path))
+        return -1;
+    json_t *nr = json_object_get(j, "ranks"); /* absent: a checkpoint from before MPI */
+    s->ranks = json_is_integer(nr) ? json_integer_value(nr) : 1;
+    if (s->step < 0 || s->optim_step < 0 || s->tokens < 0 || s->skipped < 0 || s->ranks < 1) {
+        fprintf(stderr, "%s: strata.state: step %lld, optim_step %lld, tokens %lld, skipped %lld, ranks %lld: "
+                "counts must be >= 0 and ranks >= 1 (a damaged checkpoint?)\n", path, (long long)s->step,
+                (long long)s->optim_step, (long long)s->tokens, (long long)s->skipped, (long long)s->ranks);
+        return -1;
+    }
+    for (int i = 0; i < RT_N_TRAIN_OPTS; i++) {
+        const RtOptSpec *sp = &rt_train_specs[i];
+        char *at = (char *)o + sp->offset;
+        json_t *v = json_object_get(j, sp->key);
+        if (!sp->saved || !v)
+            continue;
+        bool strict = i == RT_TOPT_batch || i == RT_TOPT_seq || i == RT_TOPT_seed || i == RT_TOPT_data;
+        bool bad = false, differs = false;
+        char saved[64] = "";
+        const char *saved_s = saved;
+        switch (sp->kind) {
+        case RT_OPT_STR:
+            bad = !json_is_string(v) && !json_is_null(v);
+            saved_s = json_is_string(v) ? json_string_value(v) : "(none)";
+            if (!bad && o->given[i]) {
+                const char *g = *(const char **)at;
+                differs = !json_is_string(v) || !g || strcmp(g, json_string_value(v));
+            } else if (!bad)
+                *(const char **)at = json_is_string(v) ? json_string_value(v) : NULL;
+            break;
+        case RT_OPT_INT:
+            bad = !json_is_integer(v);
+            if (bad)
+                break;
+            snprintf(saved, sizeof saved, "%lld", (long long)json_integer_value(v));
+            if (o->given[i])
+                differs = *(int64_t *)at != json_integer_value(v);
+            else
+                *(int64_t *)at = json_integer_value(v);
+            break;
+        case RT_OPT_REAL:
+            bad = !json_is_number(v);
+            if (!bad && !o->given[i])
+                *(double *)at = json_number_value(v);
+            break;
+        case RT_OPT_FLAG:
+            bad = !json_is_boolean(v);
+            if (!bad && !o->given[i])
+                *(int *)at = json_is_true(v);
+            break;
+        }
+        if (bad) {
+            fprintf(stderr, "%s: strata.state: \"%s\" has the wrong type\n", path, sp->key);
+            return -1;
+        }
+        if (strict && o->given[i] && differs) {
+            char given[64];
+            const char *given_s = given;
+            if (sp->kind == RT_OPT_INT)
+                snprintf(given, sizeof given, "%lld", (long long)*(int64_t *)at);
+            else
+                given_s = *(const char **)at ? *(const char **)at : "(none)";
+            fprintf(stderr, "%s: %s %s conflicts with the checkpoint's %s %s (a resumed run keeps it)\n", path,
+                    sp->flag, given_s, sp->flag, saved_s);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The config's "ctx", or -1. */
+static int64_t config_ctx(const char *config_json)
+{
+    if (!config_json)
+        return -1;
+    json_t *j = json_loads(config_json, 0, NULL);
+    json_t *v = j ? json_object_get(j, "ctx") : NULL;
+    int64_t ctx = json_is_integer(v) ? json_integer_value(v) : -1;
+    json_decref(j);
+    return ctx;
+}
+
+/* --- validation ----------------------------------------------------------- */
+
+int rt_eval_loss(const RtModel *m, const float *params, RtLoader *l, int64_t batches, RtPool *pool, void *arena,
+                 int64_t arena_bytes, float *logits, double *loss, int64_t *ntok)
+{
+    const int64_t B = l->B, T = l->T, V = m->desc->vocab;
+    int32_t *tok = malloc((size_t)(B * T) * sizeof *tok), *tgt = malloc((size_t)(B * T) * sizeof *tgt);
+    if (!tok || !tgt) {
+        fprintf(stderr, "out of memory\n");
+        exit(3);
+    }
+    rt_loader_reset(l);
+    double sum = 0;
+    int64_t n = 0, k = 0;
+    int rows, rc = 0;
+    while ((batches <= 0 || k < batches) && (rows = rt_loader_next(l, tok, tgt)) > 0) {
+        StrataStep s = {.params = (void *)params, .arena = arena, .arena_bytes = arena_bytes, .tokens = tok,
+                        .B = B, .T = T, .logits = logits, .pool = pool};
+        if (m->forward(&s) != STRATA_OK) {
+            rc = -1;
+            break;
+        }
+        for (int64_t r = 0; r < (int64_t)rows * T; r++) /* (B,T,V) logits, first `rows` sequences */
+            sum += rt_xent_row(logits + r * V, V, tgt[r]);
+        n += (int64_t)rows * T;
+        k++;
+    }
+    free(tok), free(tgt);
+    *loss = n ? sum / (double)n : NAN;
+    *ntok = n;
+    return rc;
+}
+
+/* --- the shard source of `train` ------------------------------------------ */
+
+typedef struct ShardSource {
+    char **paths, **vpaths;
+    int npaths, nvpaths;
+    RtLoader train, val;   /* random windows; sequential for validation */
+    bool have_train, have_val;
+} ShardSource;
+
+static int shard_open_one(const RtModel *m, const RtTrainOptions *o, const char *prog, const char *glob,
+                          char ***paths, int *n, RtLoader *l, RtLoaderMode mode)
+{
+    char *err = NULL;
+    if (rt_glob(glob, paths, n, &err) ||
+        rt_loader_init(l, (const char *const *)*paths, *n, (int)o->batch, (int)o->seq, mode, (uint64_t)o->seed,
+                       &err))
+        goto fail;
+    if (rt_loader_check_vocab(l, m->desc->vocab, &err)) {
+        rt_loader_free(l); /* the caller frees only loaders that opened cleanly */
+        goto fail;
+    }
+    return 0;
+fail:
+    fprintf(stderr, "%s: %s\n", prog, err ? err : "cannot read the data");
+    free(err);
+    return -1;
+}
+
+static void shard_close(RtBatchSource *s)
+{
+    ShardSource *ss = s->ctx;
+    if (ss->have_train)
+        rt_loader_free(&ss->train);
+    if (ss->have_val)
+        rt_loader_free(&ss->val);
+    if (ss->paths)
+        rt_glob_free(ss->paths, ss->npaths);
+    if (ss->vpaths)
+        rt_glob_free(ss->vpaths, ss->nvpaths);
+    *ss = (ShardSource){0};
+}
+
+static int shard_open(RtBatchSource *s, const RtModel *m, const RtTrainOptions *o, const char *prog, bool *has_val)
+{
+    ShardSource *ss = s->ctx;
+    int rc = shard_open_one(m, o, prog, o->data, &ss->paths, &ss->npaths, &ss->train, RT_LOADER_RANDOM);
+    ss->have_train = !rc;
+    if (!rc && o->val)
+        rc = shard_open_one(m, o, prog, o->val, &ss->vpaths, &ss->nvpaths, &ss->val, RT_LOADER_SEQUENTIAL);
+    ss->have_val = !rc && o->val;
+    if (rc)
+        shard_close(s);
+    *has_val = ss->have_val;
+    return rc;
+}
+
+static void shard_next(RtBatchSource *s, int32_t *tok, int32_t *tgt, float *mask)
+{
+    (void)mask;
+    rt_loader_next(&((ShardSource *)s->ctx)->train, tok, tgt);
+}
+
+static void shard_get_state(RtBatchSource *s, int64_t *epoch, int64_t *pos)
+{
+    RtLoaderState ls = rt_loader_state(&((ShardSource *)s->ctx)->train);
+    *epoch = ls.epoch, *pos = ls.pos;
+}
+
+static int shard_set_state(RtBatchSource *s, int64_t epoch, int64_t pos, char **err)
+{
+    return rt_loader_set_state(&((ShardSource *)s->ctx)->train, (RtLoaderState){epoch, pos}, err);
+}
+
+static int shard_val_loss(RtBatchSource *s, const RtModel *m, const float *params, int64_t batches, RtPool *pool,
+                          void *arena, int64_t arena_bytes, float *logits, double *loss, int64_t *ntok)
+{
+    return rt_eval_loss(m, params, &((ShardSource *)s->ctx)->val, batches, pool, arena, arena_bytes, logits, loss,
+                        ntok);
+}
+
+/* --- the run -------------------------------------------------------------- */
+
+typedef struct Run {
+    const RtModel *m;
+    RtTrainOptions *o;
+    const char *prog;
+    char *ckpt_path, *metrics_path;
+    char *data_err;
+    RtBatchSource *src;  /* the batches: shards (train) or records (sft) */
+    bool have_src, have_val;
+    RtPool *pool;
+    float *params, *grads, *logits;
+    void *arena;
+    int64_t arena_bytes;
+    int32_t *tok, *tgt;
+    float *mask;         /* (B,T) loss weights of a masked source, else NULL */
+    RtAdamW opt;
+    bool have_opt;
+    RtLrSchedule sched;
+    RtMetrics metrics;
+    bool have_metrics;
+    TrainState st;
+    int64_t last_ckpt;   /* step of the last checkpoint written or resumed from, -1 none */
+    json_t *state;       /* the resumed state (its strings back options) */
+    RtComm *comm;        /* the job: rank, size (size 1 without MPI) */
+    RtBatchSlice slice;  /* this rank's rows of every global batch */
+    bool lead;           /* rank 0: logs, validates, writes metrics and checkpoints */
+    double t_reduce;     /* seconds in the gradient and loss all-reduce */
+} Run;
+
+static void *xalloc(size_t n)
+{
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!p) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        exit(3);
+    }
+    memset(p, 0, (n + 63) / 64 * 64);
+    return p;
+}
+
+static int save(Run *r)
+{
+    r->st.ranks = r->comm->size;
+    if (!r->lead) { /* rank 0 writes it */
+        r->last_ckpt = r->st.step;
+        return 0;
+    }
+    r->st.optim_step = r->opt.step;
+    r->src->get_state(r->src, &r->st.epoch, &r->st.pos);
+    char *js = state_json(r->o, &r->st, r->src->cmd), *err = NULL;
+    RtCkptInfo info = {.source = r->m->source, .model_path = r->m->path, .config_json = r->m->config_json,
+                       .state_json = js};
+    int rc = js ? rt_ckpt_write(r->ckpt_path, r->m->desc, r->params, r->opt.m, r->opt.v, &info, &err) : -1;
+    free(js);
+    if (rc) {
+        fprintf(stderr, "%s: %s\n", r->prog, err ? err : "cannot encode the training state");
+        free(err);
+        return -1;
+    }
+    r->last_ckpt = r->st.step;
+    return 0;
+}
+
+static int validate(Run *r)
+{
+    double loss;
+    int64_t n;
+    if (r->src->val_loss(r->src, r->m, r->params, r->o->val_batches, r->pool, r->arena, r->arena_bytes, r->logits,
+                         &loss, &n)) {
+        fprintf(stderr, "%s: the forward pass failed during validation\n", r->prog);
+        return -1;
+    }
+    rt_metrics_val(&r->metrics, r->st.step, loss);
+    if (!r->o->quiet)
+        fprintf(stderr, "val step %lld | loss %.4f | ppl %.2f\n", (long long)r->st.step, loss, exp(loss));
+    return 0;
+}
+
+static void fmt_eta(char *buf, size_t n, double s)
+{
+    if (!(s >= 0) || s > 1e8)
+        snprintf(buf, n, "?");
+    else if (s >= 3600)
+        snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else
+        snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
+
+/* Options: defaults, ranges, the schedule.  2 (usage) or 0. */
+static int check_options(Run *r)
+{
+    RtTrainOptions *o = r->o;
+    const char *bad = NULL;
+    char need[64];
+    snprintf(need, sizeof need, "--data %s is required", r->src->data_arg);
+    if (!o->data)
+        bad = need;
+    else if (o->batch < 1 || o->batch > INT32_MAX)
+        bad = "--batch must be between 1 and 2147483647";
+    else if (o->seq < 1 || o->seq > INT32_MAX)
+        bad = "--seq must be between 1 and 2147483647";
+    else if (o->steps < 0)
+        bad = "--steps must be >= 0";
+    else if (o->accum < 1)
+        bad = "--accum must be at least 1";
+    else if (!(o->lr >= 0) || !(o->min_lr_ratio >= 0 && o->min_lr_ratio <= 1))
+        bad = "--lr must be >= 0 and --min-lr-ratio in [0, 1]";
+    else if (o->warmup < 0)
+        bad = "--warmup must be >= 0";
+    else if (o->log_every < 1 || o->val_every < 1 || o->ckpt_every < 1)
+        bad = "--log-every, --val-every and --ckpt-every must be at least 1";
+    else if (o->val_batches < 0)
+        bad = "--val-batches must be >= 0";
+    else if (!(o->clip >= 0))
+        bad = "--clip must be >= 0";
+    else if (o->exit_after < 0)
+        bad = "--exit-after must be >= 0";
+    else if (strcmp(o->on_nan, "stop") && strcmp(o->on_nan, "skip"))
+        bad = "--on-nan must be stop or skip";
+    else if (strcmp(o->optim, "adamw") && strcmp(o->optim, "adam"))
+        bad = "--optim must be adamw or adam";
+    else if (o->resume && o->init)
+        bad = "--resume and --init cannot be used together";
+    if (!bad) {
+        r->sched = (RtLrSchedule){.max_lr = o->lr, .min_ratio = o->min_lr_ratio, .warmup = o->warmup,
+                                  .total = o->steps > 0 ? o->steps : 1, .decay_frac = o->decay_frac};
+        if (rt_lr_kind_parse(o->schedule, &r->sched.kind))
+            bad = "--schedule must be cosine, linear, constant or wsd";
+        else
+            bad = rt_lr_check(&r->sched);
+    }
+    if (bad) {
+        if (r->lead)
+            fprintf(stderr, "%s %s: %s\n", r->prog, r->src->cmd, bad);
+        return 2;
+    }
+    char *err = NULL; /* data parallelism: B/N rows per rank */
+    if (rt_batch_slice(o->batch, r->comm->rank, r->comm->size, &r->slice, &err)) {
+        if (r->lead)
+            fprintf(stderr, "%s %s: --batch: %s\n", r->prog, r->src->cmd, err);
+        free(err);
+        return 2;
+    }
+    return 0;
+}
+
+/* Rank 0's checkpoint, for --resume: opens it (*ck, *have_ck) and restores
+ * the options and the state from it.  An exit status, or -1 to go on. */
+static int read_resume(Run *r, RtSafetensors *ck, bool *have_ck)
+{
+    char *err = NULL;
+    if (access(r->ckpt_path, F_OK)) {
+        fprintf(stderr, "%s: --resume: no checkpoint %s to resume from (%s)\n", r->prog, r->ckpt_path,
+                strerror(errno));
+        return 1;
+    }
+    if (rt_st_open(ck, r->ckpt_path, &err)) {
+        fprintf(stderr, "%s: %s\n", r->prog, err);
+        free(err);
+        return 1;
+    }
+    *have_ck = true;
+    const char *sj = rt_st_meta(ck, "strata.state");
+    json_error_t je;
+    r->state = sj ? json_loads(sj, 0, &je) : NULL;
+    if (!json_is_object(r->state)) {
+        fprintf(stderr, "%s: %s: no training state (metadata strata.state) to resume from\n", r->prog,
+                r->ckpt_path);
+        return 1;
+    }
+    return state_restore(r->state, r->o, &r->st, r->ckpt_path, r->src->cmd) ? 1 : -1;
+}
+
+/* Rank 0's verdict (an exit status, or -1) and its text (malloc'd, NULL
+ * for none) on every rank; returns the verdict. */
+static int share_verdict(Run *r, int rc, char **text)
+{
+    if (r->comm->size == 1)
+        return rc;
+    int64_t h[2] = {rc, *text ? (int64_t)strlen(*text) + 1 : 0};
+    rt_comm_bcast(r->comm, h, sizeof h, 0);
+    if (!r->lead && h[1] > 0)
+        *text = xalloc((size_t)h[1]);
+    if (h[1] > 0)
+        rt_comm_bcast(r->comm, *text, (size_t)h[1], 0);
+    return (int)h[0];
+}
+
+/* Everything before the first step.  An exit status, or -1 to go on. */
+static int setup(Run *r)
+{
+    RtTrainOptions *o = r->o;
+    const StrataModelDesc *d = r->m->desc;
+    if (d->real_bytes != 4) {
+        fprintf(stderr, "%s: the trainer needs a float (fp32) build of the model\n", r->prog);
+        return 1;
+    }
+    if (asprintf(&r->ckpt_path, "%s/%s", o->out, RT_CKPT_NAME) < 0 ||
+        asprintf(&r->metrics_path, "%s/metrics.jsonl", o->out) < 0)
+        return 3;
+    RtSafetensors ck = {0};
+    bool have_ck = false;
+    char *err = NULL;
+    if (o->resume) { /* rank 0 reads the checkpoint; the others get its state */
+        int ra = r->lead ? read_resume(r, &ck, &have_ck) : -1;
+        char *text = r->lead && ra < 0 ? json_dumps(r->state, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        ra = share_verdict(r, ra, &text);
+        if (ra < 0 && !r->lead) {
+            r->state = json_loads(text, 0, NULL);
+            if (!json_is_object(r->state) || state_restore(r->state, o, &r->st, r->ckpt_path, r->src->cmd))
+                ra = 1;
+        }
+        free(text);
+        if (ra >= 0) {
+            if (have_ck)
+                rt_st_close(&ck);
+            return ra;
+        }
+        r->last_ckpt = r->st.step;
+        if (r->lead && r->st.ranks != r->comm->size)
+            fprintf(stderr,
+                    "%s: note: %s was written by %lld rank(s), resumed with %d: the same global batches, "
+                    "equal to rounding (bit-exact needs %lld)\n",
+                    r->prog, r->ckpt_path, (long long)r->st.ranks, r->comm->size, (long long)r->st.ranks);
+    }
+    if (o->seq < 0) {
+        int64_t ctx = config_ctx(r->m->config_json);
+        o->seq = ctx > 0 ? ctx : 256;
+    }
+    if (o->warmup < 0)
+        o->warmup = o->steps / 10;
+    int rc = check_options(r);
+    if (rc) {
+        if (have_ck)
+            rt_st_close(&ck);
+        return rc;
+    }
+    if (r->lead && mkdir(o->out, 0777) && errno != EEXIST) {
+        fprintf(stderr, "%s: cannot create %s: %s\n", r->prog, o->out, strerror(errno));
+        rc = 1;
+    }
+    RtTrainOptions mine = *o; /* only rank 0 validates */
+    if (!r->lead)
+        mine.val = NULL;
+    if (!rc && r->src->open(r->src, r->m, &mine, r->prog, &r->have_val))
+        rc = 1;
+    r->have_src = !rc;
+    if (rc) {
+        if (have_ck)
+            rt_st_close(&ck);
+        return rc;
+    }
+    /* Buffers. */
+    int64_t B = o->batch, T = o->seq, n = d->params_numel;
+    r->pool = rt_pool_create((int)o->threads);
+    /* Rank 0 validates (and --diag-every runs) at the global B; the steps take B/N rows. */
+    r->arena_bytes = strata_arena_bytes(d, r->lead ? B : r->slice.rows, T, rt_pool_size(r->pool));
+    r->params = xalloc((size_t)n * sizeof(float));
+    r->grads = xalloc((size_t)n * sizeof(float));
+    r->arena = xalloc((size_t)r->arena_bytes);
+    r->tok = xalloc((size_t)(B * T) * sizeof(int32_t)); /* (B,T) the global batch, every rank */
+    r->tgt = xalloc((size_t)(B * T) * sizeof(int32_t));
+    if (r->have_val)
+        r->logits = xalloc((size_t)(B * T * d->vocab) * sizeof(float));
+    if (r->src->masked)
+        r->mask = xalloc((size_t)(B * T) * sizeof(float));
+    /* Optimizer: weight decay on matrices unless --decay-all. */
+    RtSegment *segs = calloc((size_t)d->nparams + 1, sizeof *segs);
+    for (int64_t i = 0; i < d->nparams; i++)
+        segs[i] = (RtSegment){d->params[i].offset, d->params[i].numel,
+                              o->decay_all || d->params[i].role == STRATA_ROLE_MATRIX};
+    RtAdamWConfig oc = {.kind = strcmp(o->optim, "adam") ? RT_OPTIM_ADAMW : RT_OPTIM_ADAM, .beta1 = o->beta1,
+                        .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->wd};
+    rc = rt_adamw_init(&r->opt, n, segs, (int)d->nparams, oc) ? 2 : 0;
+    free(segs);
+    r->have_opt = !rc;
+    /* Weights (rank 0's; the others get them in share_start). */
+    if (!rc && o->resume) {
+        if ((r->lead && (rt_ckpt_read_params(&ck, d, r->params, &err) ||
+                         rt_ckpt_read_moments(&ck, d, r->opt.m, r->opt.v, &err))) ||
+            r->src->set_state(r->src, r->st.epoch, r->st.pos, &err))
+            rc = 1;
+        r->opt.step = r->st.optim_step;
+    } else if (!rc && o->init && r->lead) {
+        if (rt_st_open(&ck, o->init, &err) == 0) {
+            have_ck = true;
+            if (rt_ckpt_read_params(&ck, d, r->params, &err))
+                rc = 1;
+        } else
+            rc = 1;
+    } else if (!rc && r->lead)
+        rt_init_params(d, r->params, (uint64_t)o->seed);
+    if (have_ck)
+        rt_st_close(&ck);
+    if (rc == 1) {
+        fprintf(stderr, "%s: %s\n", r->prog, err ? err : "cannot read the checkpoint");
+        free(err);
+        return 1;
+    }
+    if (rc || !r->lead)
+        return rc ? rc : -1;
+    /* Metrics: a fresh run starts a new file, a resumed one appends. */
+    if (!o->resume)
+        unlink(r->metrics_path);
+    if (rt_metrics_open(&r->metrics, r->metrics_path, &err)) {
+        fprintf(stderr, "%s: %s\n", r->prog, err);
+        free(err);
+        return 1;
+    }
+    r->have_metrics = true;
+    return -1;
+}
+
+static void teardown(Run *r)
+{
+    char *err = NULL;
+    if (r->have_metrics && rt_metrics_close(&r->metrics, &err)) {
+        fprintf(stderr, "%s: %s\n", r->prog, err);
+        free(err);
+    }
+    if (r->have_opt)
+        rt_adamw_free(&r->opt);
+    if (r->have_src)
+        r->src->close(r->src);
+    rt_pool_free(r->pool);
+    free(r->params), free(r->grads), free(r->arena), free(r->tok), free(r->tgt), free(r->logits), free(r->mask);
+    free(r->ckpt_path), free(r->metrics_path);
+    json_decref(r->state);
+}
+
+/* The NaN message's tail: where the last good weights are. */
+static void nothing_saved(Run *r)
+{
+    if (r->last_ckpt >= 0)
+        fprintf(stderr, "nothing saved (last checkpoint: %s at step %lld)\n", r->ckpt_path, (long long)r->last_ckpt);
+    else
+        fprintf(stderr, "nothing saved (no checkpoint written by this run)\n");
+}
+
+/* One step's gradient: accum batches, their mean loss.  0, or -1 if the
+ * model refused the call. */
+static int gradient(Run *r, double *loss)
+{
+    const RtTrainOptions *o = r->o;
+    const int64_t off = r->slice.first * o->seq; /* this rank's rows of the (B,T) batch */
+    double sum = 0;
+    for (int64_t k = 0; k < o->accum; k++) {
+        double l = 0;
+        r->src->next(r->src, r->tok, r->tgt, r->mask); /* the global batch */
+        StrataStep s = {.params = r->params, .grads = r->grads, .arena = r->arena, .arena_bytes = r->arena_bytes,
+                        .tokens = r->tok + off, .targets = r->tgt + off, .mask = r->mask ? r->mask + off : NULL,
+                        .B = r->slice.rows, .T = o->seq, .loss = &l, .pool = r->pool, .accumulate = k > 0};
+        int st = r->m->train_step(&s);
+        if (st != STRATA_OK) {
+            fprintf(stderr, "%s: the model's train step failed (status %d)\n", r->prog, st);
+            return -1;
+        }
+        sum += l;
+    }
+    const int64_t parts = o->accum * r->comm->size; /* micro-batches in the step, all ranks */
+    if (r->comm->size > 1) { /* sums in rank order: the same bits on every rank */
+        const double t = now();
+        rt_comm_allreduce_sum_f32(r->comm, r->grads, r->m->desc->params_numel);
+        rt_comm_allreduce_sum_f64(r->comm, &sum, 1);
+        r->t_reduce += now() - t;
+    }
+    if (parts > 1) {
+        float scale = (float)(1.0 / (double)parts);
+        for (int64_t i = 0; i < r->m->desc->params_numel; i++)
+            r->grads[i] *= scale;
+    }
+    *loss = sum / (double)parts;
+    return 0;
+}
+
+/* After an error on this rank alone (a failed step, checkpoint or
+ * validation): with other ranks, stop them all (they would wait for this
+ * one in the next all-reduce); alone, return to exit normally. */
+static void stop_job(Run *r, int rc)
+{
+    if (r->comm->size > 1)
+        rt_comm_abort(r->comm, rc, "stopping all %d ranks (exit %d)", r->comm->size, rc);
+}
+
+/* Every rank's setup outcome: -1 on every rank when all are ready, else the
+ * status of the first rank that failed (it printed why), on every rank. */
+static int agree(Run *r, int rc)
+{
+    RtComm *c = r->comm;
+    if (c->size == 1)
+        return rc;
+    double *v = xalloc((size_t)c->size * sizeof *v); /* (ranks) 1 ready, else status + 2 */
+    v[c->rank] = rc + 2;
+    rt_comm_allreduce_sum_f64(c, v, c->size);
+    int out = -1;
+    for (int q = 0; q < c->size && out < 0; q++)
+        if (v[q] >= 2) {
+            out = (int)v[q] - 2;
+            if (r->lead && q != 0)
+                fprintf(stderr, "%s: rank %d could not start (exit %d); stopping all %d ranks\n", r->prog, q, out,
+                        c->size);
+        }
+    free(v);
+    return out;
+}
+
+/* Every rank starts from rank 0's weights (on --resume also its moments
+ * and state): broadcast, then checked by hash, as is every rank's copy of
+ * the options (one command line for the whole job). */
+static void share_start(Run *r)
+{
+    RtComm *c = r->comm;
+    if (c->size == 1)
+        return;
+    const size_t bytes = (size_t)r->m->desc->params_numel * sizeof(float);
+    rt_comm_bcast(c, r->params, bytes, 0);
+    if (r->o->resume) {
+        rt_comm_bcast(c, r->opt.m, bytes, 0);
+        rt_comm_bcast(c, r->opt.v, bytes, 0);
+        rt_comm_bcast(c, &r->st, sizeof r->st, 0);
+        r->opt.step = r->st.optim_step;
+    }
+    uint64_t h = rt_comm_hash(r->params, bytes) ^ 3 * rt_comm_hash(r->opt.m, bytes) ^
+                 5 * rt_comm_hash(r->opt.v, bytes);
+    if (!rt_comm_same_u64(c, h))
+        rt_comm_abort(c, 3, "internal error: the weights differ from rank 0's after the broadcast");
+    char *js = state_json(r->o, &r->st, r->src->cmd);
+    if (!js)
+        rt_comm_abort(c, 3, "out of memory");
+    int same = rt_comm_same_u64(c, rt_comm_hash(js, strlen(js)));
+    if (!same)
+        rt_comm_abort(c, 2, "the ranks were started with different options (every rank needs rank 0's command "
+                            "line); this rank's: %.600s", js);
+    free(js);
+}
+
+/* Pool threads per rank when --threads is not given: the CPUs this process
+ * may run on, shared by the ranks on this machine. */
+static int64_t rank_threads(const RtComm *c)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t n = (cpus > 0 ? cpus : 1) / c->local_size;
+#ifdef CPU_COUNT
+    cpu_set_t set; /* mpirun may bind each rank to a core */
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0 && CPU_COUNT(&set) < n)
+        n = CPU_COUNT(&set);
+#endif
+    return n > 0 ? n : 1;
+}
+
+int rt_train(const RtModel *m, RtTrainOptions *o, const char *prog)
+{
+    ShardSource ss = {0};
+    RtBatchSource src = {.cmd = "train", .data_arg = "GLOB", .ctx = &ss, .open = shard_open, .next = shard_next,
+                         .get_state = shard_get_state, .set_state = shard_set_state, .val_loss = shard_val_loss,
+                         .close = shard_close};
+    return rt_train_source(m, o, &src, prog);
+}
+
+int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, const char *prog)
+{
+    static RtComm solo = {.size = 1, .local_size = 1, .backend = RT_COMM_SINGLE, .ordered = 1,
+                          .seg = RT_COMM_SEG_DEFAULT}; /* no rt_comm_init: one process */
+    RtComm *comm = rt_comm_world() ? rt_comm_world() : &solo;
+    char *rank_prog = NULL; /* "PROG: rank R": every message names its rank */
+    if (comm->size > 1 && asprintf(&rank_prog, "%s: rank %d", prog, comm->rank) >= 0)
+        prog = rank_prog;
+    const bool talk = !o->quiet;
+    if (comm->rank != 0) { /* rank 0 logs and runs the diagnostics */
+        o->quiet = 1;
+        if (o->diag_every > 0)
+            o->diag_every = 0;
+    }
+    if (comm->local_size > 1 && !o->given[RT_TOPT_threads] && o->threads <= 0)
+        o->threads = rank_threads(comm);
+    Run r = {.m = m, .o = o, .prog = prog, .src = src, .last_ckpt = -1, .comm = comm, .lead = comm->rank == 0};
+    int rc = setup(&r);
+    RtDiag diag = {0}; /* --diag-every (analyze.c) */
+    if (rc < 0 && (rc = rt_diag_init(&diag, m, o, prog)) == 0)
+        rc = -1;
+    rc = agree(&r, rc); /* every rank ready, or all stop */
+    if (rc >= 0) {
+        rt_diag_free(&diag);
+        teardown(&r);
+        free(rank_prog);
+        return rc;
+    }
+    share_start(&r);
+    rc = 0;
+    const int64_t n = m->desc->params_numel, step_tokens = o->batch * o->seq * o->accum;
+    const bool tty = isatty(2);
+    const double t_start = now();
+    int64_t done_here = 0, consecutive = 0, skipped_here = 0, log_tokens = r.st.tokens;
+    double log_t = t_start, t_steps = 0;
+    if (r.st.step >= o->steps && !o->quiet)
+        fprintf(stderr, "%s: %s is already at step %lld of %lld\n", prog, r.ckpt_path, (long long)r.st.step,
+                (long long)o->steps);
+    while (r.st.step < o->steps) {
+        const double t0 = now();
+        const int64_t k = r.st.step;
+        double loss = 0;
+        if (gradient(&r, &loss)) {
+            rc = 3;
+            stop_job(&r, rc);
+            break;
+        }
+        double gnorm = rt_grad_norm_pool(r.grads, n, r.pool), lr = rt_lr(&r.sched, k);
+        bool bad = !isfinite(loss) || !isfinite(gnorm);
+        if (bad) {
+            const char *what = !isfinite(loss) ? "loss" : "gradient norm";
+            const char *val = isnan(!isfinite(loss) ? loss : gnorm) ? "nan" : "inf";
+            if (tty && !o->quiet)
+                fputc('\n', stderr);
+            if (!strcmp(o->on_nan, "stop")) { /* every rank sees the same loss and norm */
+                if (r.lead) {
+                    fprintf(stderr, "%s: step %lld: %s is %s; stopping, ", prog, (long long)k + 1, what, val);
+                    nothing_saved(&r);
+                }
+                rc = 1;
+                break;
+            }
+            consecutive++, skipped_here++, r.st.skipped++;
+            if (r.lead)
+                fprintf(stderr, "%s: step %lld: %s is %s; update skipped\n", prog, (long long)k + 1, what, val);
+            if (consecutive >= 10) {
+                if (r.lead) {
+                    fprintf(stderr, "%s: step %lld: 10 consecutive steps skipped; stopping, ", prog,
+                            (long long)k + 1);
+                    nothing_saved(&r);
+                }
+                rc = 1;
+                break;
+            }
+        } else {
+            consecutive = 0;
+            rt_diag_grads(&diag, k + 1, r.params, r.grads);
+            /* Clipping folded into the update: one threaded pass. */
+            float clip = o->clip > 0 ? rt_clip_factor(o->clip, gnorm) : 1.0f;
+            rt_adamw_step_scaled(&r.opt, r.params, r.grads, clip, lr, r.pool);
+        }
+        r.st.step++;
+        r.st.tokens += step_tokens;
+        done_here++;
+        if (rt_diag_update(&diag, r.st.step, r.params, r.pool, r.arena, r.arena_bytes)) {
+            rc = 3;
+            stop_job(&r, rc);
+            break;
+        }
+        const double t1 = now(), tps = (double)step_tokens / (t1 - t0 > 0 ? t1 - t0 : 1e-9);
+        t_steps += t1 - t0;
+        if (r.have_metrics)
+            rt_metrics_train(&r.metrics, r.st.step, loss, lr, gnorm, r.st.tokens, tps, t1 - t_start);
+        if (!o->quiet && (r.st.step % o->log_every == 0 || r.st.step == o->steps || r.st.step == 1)) {
+            char eta[32];
+            fmt_eta(eta, sizeof eta, (t1 - t_start) / (double)done_here * (double)(o->steps - r.st.step));
+            /* The rate since the last progress line. */
+            double rate = (double)(r.st.tokens - log_tokens) / (t1 - log_t > 0 ? t1 - log_t : 1e-9);
+            log_tokens = r.st.tokens, log_t = t1;
+            fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | gnorm %.2f | %.0f tok/s | ETA %s%s",
+                    tty ? "\r" : "", (long long)r.st.step, (long long)o->steps, loss, lr, gnorm, rate, eta,
+                    tty ? "\033[K" : "\n");
+        }
+        const bool last = r.st.step == o->steps, stop_here = o->exit_after > 0 && done_here >= o->exit_after;
+        if (r.have_val && (r.st.step % o->val_every == 0 || last)) {
+            if (tty && !o->quiet)
+                fputc('\n', stderr);
+            if (validate(&r)) {
+                rc = 3;
+                stop_job(&r, rc);
+                break;
+            }
+        }
+        if ((r.st.step % o->ckpt_every == 0 || last || stop_here) && save(&r)) {
+            rc = 1;
+            stop_job(&r, rc);
+            break;
+        }
+        if (stop_here && !last) {
+            if (!o->quiet)
+                fprintf(stderr, "%s--exit-after %lld: stopped at step %lld, checkpoint %s\n", tty ? "\n" : "",
+                        (long long)o->exit_after, (long long)r.st.step, r.ckpt_path);
+            break;
+        }
+    }
+    if (rc == 0 && r.last_ckpt != r.st.step && !(o->exit_after > 0 && done_here >= o->exit_after) && save(&r)) {
+        rc = 1; /* --steps 0: the initial weights */
+        stop_job(&r, rc);
+    }
+    if (tty && !o->quiet && done_here > 0 && rc == 0)
+        fputc('\n', stderr);
+    if (rc == 0 && r.comm->size > 1) { /* every rank ends with the same weights: checked */
+        uint64_t h = rt_comm_hash(r.params, (size_t)n * sizeof(float));
+        int same = rt_comm_same_u64(r.comm, h);
+        if (talk)
+            fprintf(stderr, "%s: parameters at step %lld: fnv1a-64 %016llx\n", prog, (long long)r.st.step,
+                    (unsigned long long)h);
+        if (!same)
+            rt_comm_abort(r.comm, 3, "internal error: the ranks' parameters differ at step %lld",
+                          (long long)r.st.step);
+        if (r.lead && talk && done_here > 0 && t_steps > 0)
+            fprintf(stderr, "%s: all-reduce: %.1f%% of step time (%.3f of %.3f ms per step, %d ranks)\n", prog,
+                    100 * r.t_reduce / t_steps, 1e3 * r.t_reduce / (double)done_here,
+                    1e3 * t_steps / (double)done_here, r.comm->size);
+    }
+    if (rc == 0 && skipped_here > 0 && r.lead)
+        fprintf(stderr, "%s: %lld step(s) skipped for a NaN/inf loss or gradient (%lld in the whole run)\n", prog,
+                (long long)skipped_here, (long long)r.st.skipped);
+    rt_diag_free(&diag);
+    teardown(&r);
+    free(rank_prog);
+    return rc;
+}
