@@ -19,7 +19,12 @@ typedef struct RtModel {
     const char *source;           /* the model file's text, kept in checkpoints */
     const char *path;             /* the model file's name, for messages and checkpoints */
     const char *config_json;      /* the resolved config, e.g. {"vocab": 256, "d": 128, "L": 8, ...} */
+    int32_t precision;            /* StrataStep.precision of every call the runtime makes (STRATA_PRECISION_*) */
 } RtModel;
+
+/* "fp32" or "bf16" -> STRATA_PRECISION_*, else -1. */
+int rt_precision_parse(const char *s);
+const char *rt_precision_name(int precision);
 
 /* A checkpoint's weights in a new 64-byte-aligned buffer (free it) and its
  * strata.state (NULL if none; json_decref it); NULL with a message that

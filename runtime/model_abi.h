@@ -28,17 +28,18 @@
  * over its threads (no pool: all on the caller).  No tile depends on the
  * thread count and no split changes the order of any sum, so results are
  * bitwise the same for every thread count (issue #13).  Matrix products go
- * through runtime/core/gemm.h (OpenBLAS, one thread of its own per call).  One
- * call at a time per pool and per arena;
+ * through the matrix-product layer (runtime/core/gemm.h), which picks a
+ * backend per shape on the host and cuts them into strips the same way.
+ * One call at a time per pool and per arena;
  * calls on disjoint arenas and pools may run concurrently.
  *
- * The generated code calls rt_gemm_f32 / rt_gemm_f64 (runtime/core/gemm.h), runtime/core/kernels.h,
+ * The generated code calls rt_matmul_f32 / rt_matmul_f64 (runtime/core/gemm.h), runtime/core/kernels.h,
  * rt_pool_run (runtime/core/pool.h) and libc/libm (memset, memmove, tanh, ...). */
 #ifndef STRATA_MODEL_ABI_H
 #define STRATA_MODEL_ABI_H
 #include <stdint.h>
 
-#define STRATA_ABI_VERSION 1
+#define STRATA_ABI_VERSION 2
 #define STRATA_MODEL_MAGIC 0x41525453u /* "STRA" as little-endian bytes */
 
 /* Parameter initialisation rules (the same numbering as IrInitKind). */
@@ -120,7 +121,16 @@ typedef struct StrataStep {
                                  none added) while the gradient passes through unchanged */
     struct RtPool *pool;      /* NULL: everything on the calling thread */
     int32_t accumulate;       /* train step: 0 grads = gradient, 1 grads += gradient */
+    int32_t precision;        /* STRATA_PRECISION_*: of the matrix products (fp32 modules) */
 } StrataStep;
+
+/* StrataStep.precision: the matrix products' operands in fp32, or rounded
+ * to bf16 with fp32 accumulation (runtime/core/gemm.h); everything else
+ * (norms, softmax, the loss, the optimizer, master weights) stays fp32. */
+enum StrataPrecision {
+    STRATA_PRECISION_FP32 = 0,
+    STRATA_PRECISION_BF16 = 1,
+};
 
 /* Return codes of the entry points. */
 enum StrataStatus {

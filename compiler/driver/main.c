@@ -17,6 +17,7 @@
 #include "driver/check.h"
 #include "resolve/sema.h"
 #include "driver/sweep.h"
+#include "driver/tune.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -62,6 +63,9 @@ static void usage(FILE *out)
             "              layer removal): strata analyze MODEL [-D ...] --ckpt CKPT --data GLOB\n"
             "  sweep       train several models or -D variants alike and report on them:\n"
             "              strata sweep --out DIR --models A,B [--vary L=12,24] -- TRAIN_OPTS\n"
+            "  tune        time every matrix-product backend on the model's products\n"
+            "              (--batch, --seq) and cache the fastest for this CPU model:\n"
+            "              strata tune MODEL [-D ...] [--batch B] [--seq T] [--precision P]\n"
             "\n"
             "options:\n"
             "  -D NAME=VALUE    override a config constant (repeatable)\n"
@@ -91,6 +95,7 @@ static void usage(FILE *out)
             "                   ($STRATA_RUNTIME_DIR overrides where it is looked for)\n"
             "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
             "  --f64            build: double precision (default float)\n"
+            "  --precision P    tune: fp32, bf16 or both (default both)\n"
             "  -h, --help       this text;  --version  the version\n"
             "\n"
             "gradcheck sets vocab=11 d=16 heads=2 ffn=24 L=4 ctx=5 where the config has\n"
@@ -104,7 +109,7 @@ typedef struct Args {
     int64_t batch, seq, samples, seed;
     double tol;
     const char *export_path;
-    const char *emit, *output, *cpu;
+    const char *emit, *output, *cpu, *precision;
     bool f64;
 } Args;
 
@@ -126,7 +131,7 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
         const char *s = argv[i];
         const char *val = NULL;
         static const char *const with_value[] = {"-D", "--preset", "--batch", "--seq", "--samples", "--tol",
-                                                 "--seed", "--export", "-o", "--cpu", NULL};
+                                                 "--seed", "--export", "-o", "--cpu", "--precision", NULL};
         for (int k = 0; with_value[k]; k++)
             if (!strcmp(s, with_value[k])) {
                 if (i + 1 >= argc) {
@@ -155,6 +160,12 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
             a->output = val;
         } else if (!strcmp(s, "--cpu")) {
             a->cpu = val;
+        } else if (!strcmp(s, "--precision")) {
+            a->precision = val;
+            if (strcmp(val, "fp32") && strcmp(val, "bf16") && strcmp(val, "both")) {
+                fprintf(stderr, "strata: error: --precision expects fp32, bf16 or both, got '%s'\n", val);
+                return 2;
+            }
         } else if (!strcmp(s, "--f64")) {
             a->f64 = true;
         } else if (!strncmp(s, "--emit=", 7)) {
@@ -298,6 +309,9 @@ static int run(const char *cmd, int argc, char **argv)
         memplan_dump(stdout, &mp, &g);
     } else if (a.dump) {
         ir_dump(stdout, &g);
+    } else if (!strcmp(cmd, "tune")) {
+        const char *pr = a.precision ? a.precision : "both";
+        ok = tune_run(stdout, &g, a.batch, a.seq, strcmp(pr, "bf16") != 0, strcmp(pr, "fp32") != 0, 3) == 0;
     } else if (grad) {
         printf("gradcheck %s: fp64 reference interpreter, batch %lld x %lld tokens\n", a.model,
                (long long)a.batch, (long long)a.seq);
@@ -310,6 +324,7 @@ static int run(const char *cmd, int argc, char **argv)
         ok = gradcheck_run(&g, &go, stdout);
     } else {
         report_print(stdout, &g, &mp, a.batch, a.seq);
+        tune_report(stdout, &g, a.batch, a.seq);
     }
     memplan_free(&mp);
 out:
@@ -387,7 +402,8 @@ int main(int argc, char **argv)
         return rt_data_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "tokenizer"))
         return rt_tokenizer_main(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "check") || !strcmp(argv[1], "gradcheck") || !strcmp(argv[1], "build"))
+    if (!strcmp(argv[1], "check") || !strcmp(argv[1], "gradcheck") || !strcmp(argv[1], "build") ||
+        !strcmp(argv[1], "tune"))
         return run(argv[1], argc - 2, argv + 2);
     if (!strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "sample"))
         return drv_run_trainer(argv[1], argc - 2, argv + 2);

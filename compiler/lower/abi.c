@@ -145,15 +145,16 @@ static void check_layout(Cg *cg, LLVMTypeRef t, const size_t *off, unsigned n, s
 LLVMTypeRef lower_step_type(Cg *cg)
 {
     LLVMTypeRef p = cg->ptr, i64 = cg->i64;
-    LLVMTypeRef f[] = {p, p, p, i64, p, p, p, i64, i64, p, p, p, p, p, cg->i32};
+    LLVMTypeRef f[] = {p, p, p, i64, p, p, p, i64, i64, p, p, p, p, p, cg->i32, cg->i32};
     static const size_t off[] = {
         offsetof(StrataStep, params),  offsetof(StrataStep, grads),       offsetof(StrataStep, arena),
         offsetof(StrataStep, arena_bytes), offsetof(StrataStep, tokens),  offsetof(StrataStep, targets),
         offsetof(StrataStep, mask),    offsetof(StrataStep, B),           offsetof(StrataStep, T),
         offsetof(StrataStep, loss),    offsetof(StrataStep, logits),      offsetof(StrataStep, capture),
-        offsetof(StrataStep, skip),    offsetof(StrataStep, pool),        offsetof(StrataStep, accumulate)};
-    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 15, false);
-    check_layout(cg, t, off, 15, sizeof(StrataStep), "StrataStep");
+        offsetof(StrataStep, skip),    offsetof(StrataStep, pool),        offsetof(StrataStep, accumulate),
+        offsetof(StrataStep, precision)};
+    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 16, false);
+    check_layout(cg, t, off, 16, sizeof(StrataStep), "StrataStep");
     return t;
 }
 

@@ -1,7 +1,8 @@
 /* calls.c - the ops lowered to calls out of the module
- * (lower/cg.h): MATMUL and MATMUL_GRAD_W to rt_gemm_f32/_f64
- * (runtime/core/gemm.h: row-major, transposes instead of copies, the rows of
- * the result cut into tiles fixed by the shape and shared over the pool),
+ * (lower/cg.h): MATMUL and MATMUL_GRAD_W to rt_matmul_f32/_f64, the
+ * matrix-product layer (runtime/core/gemm.h: row-major, transposes instead
+ * of copies; it picks the backend and cuts C into strips fixed by the
+ * shape, shared over the pool),
  * EMBED ...
  * CE_GRAD to the rt_*_f32/_f64 kernels of runtime/core/kernels.h, each as a
  * task that rt_pool_run splits over the pool's threads in tiles of the
@@ -83,36 +84,21 @@ static void run(Cg *cg, const char *kernel, const char *sig, CgTaskBody *body, L
 
 /* ---- matrix products ---- */
 
-SAME_TYPE(rt_gemm_f64, void (*)(int, int, int64_t, int64_t, int64_t, CR *, int64_t, CR *, int64_t, double, R *,
-                                int64_t));
+SAME_TYPE(rt_matmul_f64, void (*)(struct RtPool *, int, int64_t, int64_t, int64_t, CR *, int64_t, CR *, int64_t, double,
+                                  R *, int64_t));
 
-/* Rows [r0, r1) of C = op(A) op(B) + beta C: one rt_gemm call (gemm.h) on
- * this thread.  ctx: A, B, C, astride (elements from one row of op(A) to
- * the next), ta, tb, N, K, lda, ldb, ldc (all < 2^31), beta */
-static void gemm_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef r0, LLVMValueRef r1, LLVMValueRef t)
-{
-    LLVMValueRef a = cg_elem(cg, v[0], LLVMBuildMul(cg->b, r0, v[3], ""));
-    LLVMValueRef c = cg_elem(cg, v[2], LLVMBuildMul(cg->b, r0, v[10], ""));
-#define I32(x) LLVMBuildTrunc(cg->b, x, cg->i32, "")
-    LLVMValueRef args[] = {I32(v[4]), I32(v[5]), LLVMBuildSub(cg->b, r1, r0, ""), v[6], v[7], a, v[8], v[1], v[9],
-                           v[11], c, v[10]};
-#undef I32
-    call(cg, "rt_gemm", true, "iiIIIpIpIRpI", args);
-}
-
-/* C (M,N) = op(A) op(B) + beta C, alpha 1; M, K are i64 values < 2^31.
- * The rows of C are cut into tiles of rt_gemm_grain(M) rows, one rt_gemm
- * call each, shared over the pool: the tiles follow M alone, so every row
- * is computed the same way for any thread count (gemm.h).  A split cuts
- * rows of C only, never the sums over K. */
+/* C (M,N) = op(A) op(B) + beta C, alpha 1; M, K are i64 values < 2^31: one
+ * call of the matrix-product layer (runtime/core/gemm.h), which picks the
+ * backend and cuts C into strips fixed by the shape over the pool.  bf16
+ * steps set RT_GEMM_BF16 (cg->gemm_flags). */
 static void gemm(Cg *cg, bool ta, bool tb, LLVMValueRef M, int64_t N, LLVMValueRef K, LLVMValueRef A, int64_t lda,
                  LLVMValueRef Bm, int64_t ldb, LLVMValueRef C, int64_t ldc, LLVMValueRef accumulate)
 {
     LLVMValueRef beta = LLVMBuildSelect(cg->b, accumulate, cg_real(cg, 1), cg_real(cg, 0), "beta");
-    LLVMValueRef v[] = {A, Bm, C, cg_i64(cg, ta ? 1 : lda), cg_i64(cg, ta), cg_i64(cg, tb), cg_i64(cg, N), K,
-                        cg_i64(cg, lda), cg_i64(cg, ldb), cg_i64(cg, ldc), beta};
-    LLVMValueRef grain = cg_call(cg, cg_extern(cg, "rt_gemm_grain", cg->i64, &cg->i64, 1), &M, 1);
-    run(cg, "gemm", "pppIIIIIIIIR", gemm_task, v, M, grain);
+    LLVMValueRef flags = LLVMBuildOr(cg->b, cg->gemm_flags, cg_i32(cg, (ta ? RT_GEMM_TA : 0) | (tb ? RT_GEMM_TB : 0)), "");
+    LLVMValueRef args[] = {cg->pool, flags, M, cg_i64(cg, N), K, A, cg_i64(cg, lda), Bm, cg_i64(cg, ldb), beta, C,
+                           cg_i64(cg, ldc)};
+    call(cg, "rt_matmul", true, "piIIIpIpIRpI", args);
 }
 
 static LLVMValueRef rows_of(Cg *cg, const IrNode *n)

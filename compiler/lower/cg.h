@@ -67,6 +67,7 @@ typedef struct Cg {
     LLVMValueRef fn;
     bool train;                /* strata_train_step, else strata_forward */
     LLVMValueRef params, grads, arena, tokens, targets, mask, B, T, BT, pool, acc, logits, capture, skip;
+    LLVMValueRef gemm_flags;   /* i32: RT_GEMM_BF16 for a bf16 step, else 0 */
     LLVMValueRef region[MEM_NREGIONS]; /* start of each arena region */
     bool *attn_grad_done;      /* per node id: an ATTENTION_GRAD emitted with its group */
 } Cg;

@@ -38,7 +38,7 @@ static const struct {
     KERNEL_PAIR(rt_embed),          KERNEL_PAIR(rt_embed_grad),     KERNEL_PAIR(rt_rope_table),
     KERNEL_PAIR(rt_rope),           KERNEL_PAIR(rt_attention),      KERNEL_PAIR(rt_attention_grad),
     KERNEL_PAIR(rt_cross_entropy_rows), KERNEL_PAIR(rt_cross_entropy_mean), KERNEL_PAIR(rt_cross_entropy_grad),
-    KERNEL_PAIR(rt_gemm),           {"rt_gemm_grain", (void (*)(void))rt_gemm_grain},
+    KERNEL_PAIR(rt_matmul),
     {"rt_pool_run", (void (*)(void))rt_pool_run},
     {"rt_pool_size", (void (*)(void))rt_pool_size},
 };

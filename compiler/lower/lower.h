@@ -9,7 +9,7 @@
  * order; a row kernel is one loop over the B*T token rows that computes
  * every member for the row (values only its own row loop needs stay in
  * registers or a row of scratch) and writes only the stored ones; matrix
- * products call rt_gemm_f32/_f64 (runtime/core/gemm.h) tile by tile; attention, rotary embedding, embedding and
+ * products call rt_matmul_f32/_f64 (runtime/core/gemm.h); attention, rotary embedding, embedding and
  * cross-entropy call runtime/core/kernels.h.  Row loops and runtime kernels run
  * on the StrataStep's thread pool.  Every stored value lives in the arena
  * at the offset of the compile-time memory plan (memplan.h), which is

@@ -11,6 +11,8 @@
  * are copied (or added) there.  cg_home says where any value lives. */
 #include "lower/cg.h"
 
+#include "core/gemm.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -263,6 +265,11 @@ static void load_step(Cg *cg, LLVMValueRef s)
     cg->capture = field(cg, s, 11, p, "capture");
     cg->pool = field(cg, s, 13, p, "pool");
     cg->acc = LLVMBuildICmp(cg->b, LLVMIntNE, field(cg, s, 14, cg->i32, "accumulate"), cg_i32(cg, 0), "acc");
+    /* the products' flags: RT_GEMM_BF16 when precision is bf16 (fp32 modules) */
+    LLVMValueRef bf16 = LLVMBuildICmp(cg->b, LLVMIntEQ, field(cg, s, 15, cg->i32, "precision"),
+                                      cg_i32(cg, STRATA_PRECISION_BF16), "");
+    cg->gemm_flags = cg->prec == LOWER_F32 ? LLVMBuildSelect(cg->b, bf16, cg_i32(cg, RT_GEMM_BF16), cg_i32(cg, 0), "")
+                                           : cg_i32(cg, 0);
     if (!cg->train)
         cg->acc = LLVMConstInt(cg->i1, 0, false);
     LLVMValueRef bad = LLVMBuildOr(cg->b, is_null(cg, cg->params), is_null(cg, cg->tokens), "");

@@ -178,7 +178,8 @@ static int loss_pass(Analysis *a, const uint8_t *skip, float *capture, double *l
     int rc = 0;
     for (int64_t k = 0; k < a->nb; k++) {
         StrataStep s = {.params = a->params, .arena = a->arena, .arena_bytes = a->arena_bytes, .tokens = a->tok[k],
-                        .B = B, .T = T, .logits = a->logits, .capture = cap_b, .skip = skip, .pool = a->pool};
+                        .B = B, .T = T, .logits = a->logits, .capture = cap_b, .skip = skip, .pool = a->pool,
+                        .precision = a->m->precision};
         int st = a->m->forward(&s);
         if (st != STRATA_OK) {
             fprintf(stderr, "%s: the model's forward pass failed (status %d)\n", a->prog, st);
@@ -239,7 +240,7 @@ static int task_pass(Analysis *a, const RtMcTask *t, RtTokenizer *tok, const uin
             if (nch > 0 && w > 0) {
                 StrataStep st = {.params = a->params, .arena = a->arena, .arena_bytes = a->arena_bytes,
                                  .tokens = seq + start, .B = 1, .T = w, .logits = a->logits, .skip = skip,
-                                 .pool = a->pool};
+                                 .pool = a->pool, .precision = a->m->precision};
                 if (a->m->forward(&st) != STRATA_OK) {
                     fprintf(stderr, "%s: the model's forward pass failed\n", a->prog);
                     free(seq), free(ll), free(ctx);

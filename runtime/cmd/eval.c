@@ -12,9 +12,9 @@
 #include <stdlib.h>
 
 typedef struct EvalOptions {
-    const char *ckpt, *data;
+    const char *ckpt, *data, *precision;
     int64_t batch, seq, batches, threads;
-    bool given[6];
+    bool given[7];
 } EvalOptions;
 
 static const RtOptSpec eval_specs[] = {
@@ -24,6 +24,8 @@ static const RtOptSpec eval_specs[] = {
     {"seq", "--seq", RT_OPT_INT, 0, offsetof(EvalOptions, seq), "T", "tokens per window (the checkpoint's)"},
     {"batches", "--batches", RT_OPT_INT, 0, offsetof(EvalOptions, batches), "N", "batches, 0 = all (0)"},
     {"threads", "--threads", RT_OPT_INT, 0, offsetof(EvalOptions, threads), "N", "pool threads (all CPUs)"},
+    {"precision", "--precision", RT_OPT_STR, 0, offsetof(EvalOptions, precision), "P",
+     "matrix products: fp32|bf16 (fp32)"},
 };
 
 int rt_cmd_eval(const RtModel *m, const char *prog, int argc, char **argv)
@@ -36,6 +38,12 @@ int rt_cmd_eval(const RtModel *m, const char *prog, int argc, char **argv)
         fprintf(stderr, "%s eval: --ckpt CKPT and --data GLOB are required\n", prog);
         return 2;
     }
+    RtModel mp = *m;
+    if ((mp.precision = rt_precision_parse(o.precision ? o.precision : "fp32")) < 0) {
+        fprintf(stderr, "%s eval: --precision must be fp32 or bf16\n", prog);
+        return 2;
+    }
+    m = &mp;
     json_t *state;
     float *params = rt_load_weights(m, prog, o.ckpt, &state);
     if (!params)

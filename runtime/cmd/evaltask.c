@@ -175,7 +175,7 @@ static int mc_forward(Ctx *c, McRow *rows, int k, double *loglik)
         for (int64_t t = 0; t < T; t++)
             c->rows[i * T + t] = t < rows[i].n - 1 ? rows[i].ids[t] : c->eot; /* (k,T), padded at the end */
     StrataStep s = {.params = c->params, .arena = c->arena, .arena_bytes = c->arena_bytes, .tokens = c->rows,
-                    .B = k, .T = T, .logits = c->logits, .pool = c->pool};
+                    .B = k, .T = T, .logits = c->logits, .pool = c->pool, .precision = c->m->precision};
     if (c->m->forward(&s) != STRATA_OK)
         return -1;
     for (int i = 0; i < k; i++) {
@@ -401,7 +401,8 @@ static int gen_decode(Ctx *c, GenRow *rows, int k, const char *stop)
                 c->rows[a * T + t] = t < w ? r->ids[r->n - w + t] : c->eot;
         }
         StrataStep s = {.params = c->params, .arena = c->arena, .arena_bytes = c->arena_bytes, .tokens = c->rows,
-                        .B = na, .T = T, .logits = c->logits, .pool = c->pool};
+                        .B = na, .T = T, .logits = c->logits, .pool = c->pool,
+                        .precision = c->m->precision};
         if (c->m->forward(&s) != STRATA_OK)
             return -1;
         for (int a = 0; a < na; a++) {

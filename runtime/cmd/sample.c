@@ -101,7 +101,7 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
     for (int64_t k = 0; !rc && k < o.tokens; k++) {
         int64_t w = n < T ? n : T;
         StrataStep s = {.params = params, .arena = arena, .arena_bytes = abytes, .tokens = seq + n - w, .B = 1,
-                        .T = w, .logits = logits, .pool = pool};
+                        .T = w, .logits = logits, .pool = pool, .precision = m->precision};
         if (m->forward(&s) != STRATA_OK) {
             fprintf(stderr, "%s: the model's forward pass failed\n", prog);
             rc = 3;

@@ -199,7 +199,7 @@ static int sft_val_loss(RtBatchSource *src, const RtModel *m, const float *param
         int64_t rows = s->val.n - first < B ? s->val.n - first : B;
         rt_sft_batch(&s->val, first, B, T, s->eot, tok, tgt, mask); /* rows past `rows` wrap; not counted */
         StrataStep st = {.params = (void *)params, .arena = arena, .arena_bytes = arena_bytes, .tokens = tok,
-                         .B = B, .T = T, .logits = logits, .pool = pool};
+                         .B = B, .T = T, .logits = logits, .pool = pool, .precision = m->precision};
         if (m->forward(&st) != STRATA_OK) {
             rc = -1;
             break;

@@ -109,7 +109,8 @@ int rt_diag_update(RtDiag *g, int64_t step, const float *params, RtPool *pool, v
     json_object_set_new(j, "step", json_integer(step));
     if (g->capture) {
         StrataStep s = {.params = (void *)params, .arena = arena, .arena_bytes = arena_bytes, .tokens = g->tok,
-                        .B = g->B, .T = g->T, .capture = g->capture, .pool = pool};
+                        .B = g->B, .T = g->T, .capture = g->capture, .pool = pool,
+                        .precision = g->m->precision};
         int st = g->m->forward(&s);
         if (st != STRATA_OK) {
             fprintf(stderr, "%s: the forward pass of the diagnostics failed (status %d)\n", g->prog, st);

@@ -53,3 +53,13 @@ int64_t rt_default_seq(const RtModel *m)
     json_decref(j);
     return ctx;
 }
+
+int rt_precision_parse(const char *s)
+{
+    return !s ? -1 : !strcmp(s, "fp32") ? STRATA_PRECISION_FP32 : !strcmp(s, "bf16") ? STRATA_PRECISION_BF16 : -1;
+}
+
+const char *rt_precision_name(int precision)
+{
+    return precision == STRATA_PRECISION_BF16 ? "bf16" : "fp32";
+}

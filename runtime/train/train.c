@@ -41,7 +41,7 @@ const RtOptSpec rt_train_specs[RT_N_TRAIN_OPTS] = {
 
 void rt_train_defaults(RtTrainOptions *o)
 {
-    *o = (RtTrainOptions){.out = "run", .schedule = "cosine", .optim = "adamw", .on_nan = "stop",
+    *o = (RtTrainOptions){.out = "run", .schedule = "cosine", .optim = "adamw", .on_nan = "stop", .precision = "fp32",
                           .batch = 16, .seq = -1, .steps = 1000, .accum = 1, .warmup = -1, .seed = 1,
                           .threads = 0, .log_every = 10, .val_every = 100, .val_batches = 20, .ckpt_every = 500,
                           .lr = 1e-3, .min_lr_ratio = 0.1, .decay_frac = 0.2, .beta1 = 0.9, .beta2 = 0.95,
@@ -222,7 +222,7 @@ int rt_eval_loss(const RtModel *m, const float *params, RtLoader *l, int64_t bat
     int rows, rc = 0;
     while ((batches <= 0 || k < batches) && (rows = rt_loader_next(l, tok, tgt)) > 0) {
         StrataStep s = {.params = (void *)params, .arena = arena, .arena_bytes = arena_bytes, .tokens = tok,
-                        .B = B, .T = T, .logits = logits, .pool = pool};
+                        .B = B, .T = T, .logits = logits, .pool = pool, .precision = m->precision};
         if (m->forward(&s) != STRATA_OK) {
             rc = -1;
             break;
@@ -438,6 +438,8 @@ static int check_options(Run *r)
         bad = "--exit-after must be >= 0";
     else if (strcmp(o->on_nan, "stop") && strcmp(o->on_nan, "skip"))
         bad = "--on-nan must be stop or skip";
+    else if (rt_precision_parse(o->precision) < 0)
+        bad = "--precision must be fp32 or bf16";
     else if (strcmp(o->optim, "adamw") && strcmp(o->optim, "adam"))
         bad = "--optim must be adamw or adam";
     else if (o->resume && o->init)
@@ -670,7 +672,8 @@ static int gradient(Run *r, double *loss)
         r->src->next(r->src, r->tok, r->tgt, r->mask); /* the global batch */
         StrataStep s = {.params = r->params, .grads = r->grads, .arena = r->arena, .arena_bytes = r->arena_bytes,
                         .tokens = r->tok + off, .targets = r->tgt + off, .mask = r->mask ? r->mask + off : NULL,
-                        .B = r->slice.rows, .T = o->seq, .loss = &l, .pool = r->pool, .accumulate = k > 0};
+                        .B = r->slice.rows, .T = o->seq, .loss = &l, .pool = r->pool, .accumulate = k > 0,
+                        .precision = r->m->precision};
         int st = r->m->train_step(&s);
         if (st != STRATA_OK) {
             fprintf(stderr, "%s: the model's train step failed (status %d)\n", r->prog, st);
@@ -794,8 +797,12 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
     }
     if (comm->local_size > 1 && !o->given[RT_TOPT_threads] && o->threads <= 0)
         o->threads = rank_threads(comm);
+    RtModel mp = *m; /* with the run's --precision, once setup has resolved it */
+    m = &mp;
     Run r = {.m = m, .o = o, .prog = prog, .src = src, .last_ckpt = -1, .comm = comm, .lead = comm->rank == 0};
     int rc = setup(&r);
+    if (rt_precision_parse(o->precision) >= 0)
+        mp.precision = rt_precision_parse(o->precision);
     RtDiag diag = {0}; /* --diag-every (analyze.c) */
     if (rc < 0 && (rc = rt_diag_init(&diag, m, o, prog)) == 0)
         rc = -1;

@@ -1,0 +1,85 @@
+/* tune.c - the matrix products of a model as the matrix-product layer
+ * (runtime/core/gemm.h) will run them: `strata check` lists each distinct
+ * product with the backend it gets on this host, and `strata tune` times
+ * every candidate backend on them and caches the winners (the tuning
+ * table of this CPU model), which every later run then uses.
+ * Entry points: tune_products, tune_report, tune_run. */
+#include "driver/tune.h"
+
+#include "core/cpu.h"
+#include "core/gemm.h"
+#include "core/gemm_kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* One product of the training step: flags (RT_GEMM_TA/TB), M, N, K for a
+ * batch of B x T tokens. */
+static void add(int64_t (*p)[4], int *n, int cap, int64_t flags, int64_t M, int64_t N, int64_t K)
+{
+    for (int i = 0; i < *n; i++)
+        if (p[i][0] == flags && p[i][1] == M && p[i][2] == N && p[i][3] == K)
+            return;
+    if (*n < cap) {
+        p[*n][0] = flags, p[*n][1] = M, p[*n][2] = N, p[*n][3] = K;
+        (*n)++;
+    }
+}
+
+int tune_products(const IrGraph *g, int64_t B, int64_t T, int64_t (*p)[4], int cap)
+{
+    int n = 0;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        if (x->op == IR_MATMUL) {
+            const IrNode *a = x->in[0];
+            add(p, &n, cap, x->trans_b ? RT_GEMM_TB : 0, x->tok ? B * T : x->rows, x->width, a->width);
+        } else if (x->op == IR_MATMUL_GRAD_W) {
+            const IrNode *a = x->in[0], *b = x->in[1];
+            add(p, &n, cap, RT_GEMM_TA, a->width, b->width, a->tok ? B * T : a->rows);
+        }
+    }
+    return n;
+}
+
+void tune_report(FILE *out, const IrGraph *g, int64_t B, int64_t T)
+{
+    int64_t p[64][4];
+    int n = tune_products(g, B, T, p, 64);
+    if (n == 0)
+        return;
+    const RtCpu *cpu = rt_cpu();
+    fprintf(out, "\nmatrix products (batch %lld x %lld) on this host (%s%s%s; runtime/core/gemm.h):\n",
+            (long long)B, (long long)T, cpu->brand[0] ? cpu->brand : cpu->vendor, ", ", rt_cpu_isa_name(cpu));
+    for (int i = 0; i < n; i++) {
+        char f32[96], bf16[96], shape[64];
+        rt_gemm_describe((int)p[i][0], p[i][1], p[i][2], p[i][3], f32, sizeof f32);
+        rt_gemm_describe((int)p[i][0] | RT_GEMM_BF16, p[i][1], p[i][2], p[i][3], bf16, sizeof bf16);
+        snprintf(shape, sizeof shape, "%lld x %lld x %lld%s", (long long)p[i][1], (long long)p[i][2],
+                 (long long)p[i][3], p[i][0] & RT_GEMM_TA ? " (A^T)" : p[i][0] & RT_GEMM_TB ? " (B^T)" : "");
+        fprintf(out, "  %-28s fp32: %-26s bf16: %s\n", shape, f32, bf16);
+    }
+}
+
+int tune_run(FILE *out, const IrGraph *g, int64_t B, int64_t T, bool fp32, bool bf16, int reps)
+{
+    int64_t p[128][4];
+    int n = tune_products(g, B, T, p, 64);
+    if (bf16)
+        for (int i = 0, m = n; i < m; i++) {
+            memcpy(p[n], p[i], sizeof p[i]);
+            p[n++][0] |= RT_GEMM_BF16;
+        }
+    int first = fp32 ? 0 : n / 2;
+    const RtCpu *cpu = rt_cpu();
+    fprintf(out, "strata: timing %d matrix products (batch %lld x %lld) on one thread, %s (%s), best of %d:\n",
+            n - first, (long long)B, (long long)T, cpu->brand[0] ? cpu->brand : cpu->vendor, rt_cpu_isa_name(cpu),
+            reps);
+    char *err = NULL;
+    if (rt_gemm_tune((const int64_t(*)[4])(p + first), n - first, reps, out, &err)) {
+        fprintf(stderr, "strata: error: %s\n", err ? err : "tuning failed");
+        free(err);
+        return 1;
+    }
+    return 0;
+}

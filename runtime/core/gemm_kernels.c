@@ -1,0 +1,513 @@
+/* gemm_kernels.c - Strata's own blocked matrix products (gemm.h's "strata"
+ * backend): one tile C[i0:i1, j0:j1] (+)= op(A) op(B) on the calling
+ * thread, in BLIS's loop order: for each KC slice of the sum, pack a
+ * KC x NC block of op(B) into NR-wide strips, then for each MC rows pack
+ * op(A) into MR-tall strips and run the MR x NR micro-kernel over them.
+ *
+ * Kernels, picked by cpuid (cpu.h), never by the environment:
+ *   fp32  AVX-512 12x32, AVX2+FMA 6x16, and a portable 4x8 one;
+ *   bf16  operands rounded to bf16 (round to nearest even) as they are
+ *         packed, pairs of k interleaved; AVX-512 BF16 (VDPBF16PS) 12x32,
+ *         else the same pairs widened to fp32 and added odd then even, as
+ *         VDPBF16PS does, with FMA (the products of two bf16 are exact in
+ *         fp32), so both give the same sums but for denormals (VDPBF16PS
+ *         flushes them).  fp32 accumulation throughout.
+ * An element of C is beta C plus the KC slices' sums added in order, each
+ * slice summed in k order: where it sits in the tile changes nothing, so
+ * the bits depend on K and the kernel alone (issue #13).
+ * Work buffers are per thread (thread-local, freed when the thread ends). */
+#include "core/gemm_kernels.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define STRATA_X86 1
+#endif
+
+enum { KC = 256, MC = 96, NC = 1024 };
+
+/* ---- per-thread work buffers ---- */
+
+typedef struct Work {
+    void *ap, *bp;          /* packed A (MC x KC) and B (KC x NC) blocks */
+    float *edge;            /* one MR x NR tile for the edges */
+} Work;
+
+static pthread_key_t work_key;
+static pthread_once_t work_once = PTHREAD_ONCE_INIT;
+
+static void work_free(void *p)
+{
+    Work *w = p;
+    free(w->ap), free(w->bp), free(w->edge), free(w);
+}
+
+static void work_init(void)
+{
+    pthread_key_create(&work_key, work_free);
+}
+
+static void *xaligned(size_t n)
+{
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!p) {
+        fprintf(stderr, "strata: out of memory (%zu bytes for matrix products)\n", n);
+        exit(3);
+    }
+    return p;
+}
+
+/* Big enough for every kernel: MR <= 12, NR <= 32, 4-byte elements (bf16
+ * pairs take the space of one float per k). */
+static Work *work(void)
+{
+    pthread_once(&work_once, work_init);
+    Work *w = pthread_getspecific(work_key);
+    if (!w) {
+        w = calloc(1, sizeof *w);
+        if (!w) {
+            fprintf(stderr, "strata: out of memory\n");
+            exit(3);
+        }
+        w->ap = xaligned((size_t)(MC + 12) * (KC + 2) * 4);
+        w->bp = xaligned((size_t)(NC + 32) * (KC + 2) * 4);
+        w->edge = xaligned(12 * 32 * 4);
+        pthread_setspecific(work_key, w);
+    }
+    return w;
+}
+
+/* ---- operands ---- */
+
+/* fp32 -> bf16, round to nearest even; NaN stays a (quiet) NaN. */
+static inline uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+float rt_bf16_round(float f)
+{
+    uint32_t u = (uint32_t)to_bf16(f) << 16;
+    float r;
+    memcpy(&r, &u, 4);
+    return r;
+}
+
+/* The packers read their operand along its rows (contiguous memory) and
+ * scatter into the strips.  A strip of a block of rows r0.. of X, where
+ * X[r][k] = p[r rs + k ks] (rs, ks: the strides of the operand as it is
+ * stored), for `rows` valid rows of the strip's R and kc columns from k0:
+ * out[k R + r] = X[r][k0 + k], zero for r >= rows. */
+static void strip_f32(float *out, const float *p, int64_t rs, int64_t ks, int64_t rows, int R, int64_t kc)
+{
+    if (ks == 1) { /* each row contiguous in k */
+        for (int r = 0; r < R; r++) {
+            const float *row = p + r * rs;
+            if (r < rows)
+                for (int64_t k = 0; k < kc; k++)
+                    out[k * R + r] = row[k];
+            else
+                for (int64_t k = 0; k < kc; k++)
+                    out[k * R + r] = 0.0f;
+        }
+    } else { /* rs == 1: each k's R values contiguous */
+        for (int64_t k = 0; k < kc; k++) {
+            const float *col = p + k * ks;
+            for (int r = 0; r < R; r++)
+                out[k * R + r] = r < rows ? col[r] : 0.0f;
+        }
+    }
+}
+
+/* The same for bf16 pairs: out[(k/2) 2R + 2r + (k%2)] = bf16(X[r][k0+k]),
+ * zero for r >= rows and for an odd kc's last k + 1. */
+static void strip_bf16(uint16_t *out, const float *p, int64_t rs, int64_t ks, int64_t rows, int R, int64_t kc)
+{
+    int64_t kp = (kc + 1) / 2 * 2;
+    for (int r = 0; r < R; r++) {
+        const float *row = p + r * rs;
+        for (int64_t k = 0; k < kp; k++)
+            out[(k / 2) * 2 * R + 2 * r + (k & 1)] = r < rows && k < kc ? to_bf16(row[k * ks]) : 0;
+    }
+}
+
+/* Block op(A)[i0.., k0..] (mc x kc) into MR-row strips; op(B)[k0.., j0..]
+ * (kc x nc) into NR-column strips (op(B)^T's rows are B's columns). */
+static void pack_a(void *ap, bool bf16, const RtGemmTile *g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int MR)
+{
+    int64_t rs = g->ta ? 1 : g->lda, ks = g->ta ? g->lda : 1, kp = bf16 ? (kc + 1) / 2 * 2 : kc;
+    for (int64_t s = 0; s < mc; s += MR) {
+        const float *p = g->A + (i0 + s) * rs + k0 * ks;
+        int64_t rows = mc - s < MR ? mc - s : MR;
+        if (bf16)
+            strip_bf16((uint16_t *)ap + s / MR * kp * MR, p, rs, ks, rows, MR, kc);
+        else
+            strip_f32((float *)ap + s / MR * kc * MR, p, rs, ks, rows, MR, kc);
+    }
+}
+
+static void pack_b(void *bp, bool bf16, const RtGemmTile *g, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int NR)
+{
+    int64_t rs = g->tb ? g->ldb : 1, ks = g->tb ? 1 : g->ldb, kp = bf16 ? (kc + 1) / 2 * 2 : kc;
+    for (int64_t s = 0; s < nc; s += NR) {
+        const float *p = g->B + (j0 + s) * rs + k0 * ks;
+        int64_t cols = nc - s < NR ? nc - s : NR;
+        if (bf16)
+            strip_bf16((uint16_t *)bp + s / NR * kp * NR, p, rs, ks, cols, NR, kc);
+        else
+            strip_f32((float *)bp + s / NR * kc * NR, p, rs, ks, cols, NR, kc);
+    }
+}
+
+/* Adds an MR x NR result (row stride NR) into C's m x n corner:
+ * C = acc + beta C (first slice) or C += acc. */
+static void store_edge(float *C, int64_t ldc, const float *acc, int NR, int64_t m, int64_t n, float beta, bool first)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float *c = &C[i * ldc + j];
+            float v = acc[i * NR + j];
+            *c = first ? (beta != 0 ? v + beta * *c : v) : *c + v;
+        }
+}
+
+/* ---- micro-kernels: acc (MR x NR) = sum over kc of Ap strip x Bp strip;
+ * then C (m x n valid) = acc + beta C or C += acc.  C == NULL: write the
+ * full MR x NR to `edge` (row stride NR) instead. ---- */
+
+typedef void Ukr(int64_t kc, const void *ap, const void *bp, float *C, int64_t ldc, float beta, bool first);
+
+/* portable 4 x 8 */
+static void ukr_generic(int64_t kc, const void *apv, const void *bpv, float *C, int64_t ldc, float beta, bool first)
+{
+    const float *ap = apv, *bp = bpv;
+    float acc[4][8] = {{0}};
+    for (int64_t k = 0; k < kc; k++, ap += 4, bp += 8)
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 8; j++)
+                acc[i][j] += ap[i] * bp[j];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 8; j++) {
+            float *c = &C[i * ldc + j];
+            *c = first ? (beta != 0 ? acc[i][j] + beta * *c : acc[i][j]) : *c + acc[i][j];
+        }
+}
+
+/* portable bf16 4 x 8: widen, odd then even */
+static inline float bf_lo(uint32_t p)
+{
+    uint32_t u = p << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float bf_hi(uint32_t p)
+{
+    uint32_t u = p & 0xffff0000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void ukr_generic_bf16(int64_t kc, const void *apv, const void *bpv, float *C, int64_t ldc, float beta,
+                             bool first)
+{
+    const uint32_t *ap = apv, *bp = bpv;
+    float acc[4][8] = {{0}};
+    for (int64_t p = 0; p < (kc + 1) / 2; p++, ap += 4, bp += 8)
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 8; j++) {
+                acc[i][j] = __builtin_fmaf(bf_hi(ap[i]), bf_hi(bp[j]), acc[i][j]);
+                acc[i][j] = __builtin_fmaf(bf_lo(ap[i]), bf_lo(bp[j]), acc[i][j]);
+            }
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 8; j++) {
+            float *c = &C[i * ldc + j];
+            *c = first ? (beta != 0 ? acc[i][j] + beta * *c : acc[i][j]) : *c + acc[i][j];
+        }
+}
+
+#ifdef STRATA_X86
+#define T_AVX2 __attribute__((target("avx2,fma")))
+#define T_512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+#define T_BF16 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,fma")))
+
+/* AVX2 6 x 16: 12 accumulators */
+T_AVX2 static void ukr_avx2(int64_t kc, const void *apv, const void *bpv, float *C, int64_t ldc, float beta,
+                            bool first)
+{
+    const float *ap = apv, *bp = bpv;
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < kc; k++, ap += 6, bp += 16) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8), a;
+#define ROW(i, x0, x1)                         \
+    a = _mm256_broadcast_ss(ap + i);           \
+    x0 = _mm256_fmadd_ps(a, b0, x0);           \
+    x1 = _mm256_fmadd_ps(a, b1, x1);
+        ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31) ROW(4, c40, c41) ROW(5, c50, c51)
+#undef ROW
+    }
+    __m256 acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+    __m256 vb = _mm256_set1_ps(beta);
+    for (int i = 0; i < 6; i++)
+        for (int h = 0; h < 2; h++) {
+            float *c = C + i * ldc + 8 * h;
+            __m256 v = acc[2 * i + h];
+            if (first)
+                v = beta != 0 ? _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), v) : v;
+            else
+                v = _mm256_add_ps(_mm256_loadu_ps(c), v);
+            _mm256_storeu_ps(c, v);
+        }
+}
+
+/* AVX-512: 12 x 32, 24 accumulators (acc[2 i + h]: row i, columns 16 h..);
+ * the store of an AVX-512 micro-kernel's result. */
+T_512 static inline void store512(const __m512 *acc, float *C, int64_t ldc, float beta, bool first)
+{
+    __m512 vb = _mm512_set1_ps(beta);
+    for (int i = 0; i < 12; i++)
+        for (int h = 0; h < 2; h++) {
+            float *c = C + i * ldc + 16 * h;
+            __m512 v = acc[2 * i + h];
+            if (first)
+                v = beta != 0 ? _mm512_fmadd_ps(vb, _mm512_loadu_ps(c), v) : v;
+            else
+                v = _mm512_add_ps(_mm512_loadu_ps(c), v);
+            _mm512_storeu_ps(c, v);
+        }
+}
+
+T_512 static void ukr_avx512(int64_t kc, const void *apv, const void *bpv, float *C, int64_t ldc, float beta,
+                             bool first)
+{
+    const float *ap = apv, *bp = bpv;
+    __m512 acc[24];
+    for (int q = 0; q < 24; q++)
+        acc[q] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++, ap += 12, bp += 32) {
+        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) {
+            __m512 a = _mm512_set1_ps(ap[i]);
+            acc[2 * i] = _mm512_fmadd_ps(a, b0, acc[2 * i]);
+            acc[2 * i + 1] = _mm512_fmadd_ps(a, b1, acc[2 * i + 1]);
+        }
+    }
+    store512(acc, C, ldc, beta, first);
+}
+
+/* AVX-512 BF16: 12 x 32 over pairs of k (VDPBF16PS). */
+T_BF16 static void ukr_avx512_bf16(int64_t kc, const void *apv, const void *bpv, float *C, int64_t ldc, float beta,
+                                   bool first)
+{
+    const uint32_t *ap = apv;
+    const uint16_t *bp = bpv;
+    __m512 acc[24];
+    for (int q = 0; q < 24; q++)
+        acc[q] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < (kc + 1) / 2; p++, ap += 12, bp += 64) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)bp);
+        __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(bp + 32));
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[i]);
+            acc[2 * i] = _mm512_dpbf16_ps(acc[2 * i], a, b0);
+            acc[2 * i + 1] = _mm512_dpbf16_ps(acc[2 * i + 1], a, b1);
+        }
+    }
+    store512(acc, C, ldc, beta, first);
+}
+
+/* AVX-512 without BF16: the pairs widened (odd then even, as VDPBF16PS). */
+T_512 static void ukr_avx512_bf16_emul(int64_t kc, const void *apv, const void *bpv, float *C, int64_t ldc,
+                                       float beta, bool first)
+{
+    const uint32_t *ap = apv;
+    const uint16_t *bp = bpv;
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    __m512 acc[24];
+    for (int q = 0; q < 24; q++)
+        acc[q] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < (kc + 1) / 2; p++, ap += 12, bp += 64) {
+        __m512i b0 = _mm512_load_si512((const void *)bp), b1 = _mm512_load_si512((const void *)(bp + 32));
+        __m512 b0o = _mm512_castsi512_ps(_mm512_and_si512(b0, hi)), b0e = _mm512_castsi512_ps(_mm512_slli_epi32(b0, 16));
+        __m512 b1o = _mm512_castsi512_ps(_mm512_and_si512(b1, hi)), b1e = _mm512_castsi512_ps(_mm512_slli_epi32(b1, 16));
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) {
+            __m512i a = _mm512_set1_epi32((int)ap[i]);
+            __m512 ao = _mm512_castsi512_ps(_mm512_and_si512(a, hi)), ae = _mm512_castsi512_ps(_mm512_slli_epi32(a, 16));
+            acc[2 * i] = _mm512_fmadd_ps(ae, b0e, _mm512_fmadd_ps(ao, b0o, acc[2 * i]));
+            acc[2 * i + 1] = _mm512_fmadd_ps(ae, b1e, _mm512_fmadd_ps(ao, b1o, acc[2 * i + 1]));
+        }
+    }
+    store512(acc, C, ldc, beta, first);
+}
+
+/* AVX2 without AVX-512: bf16 pairs widened, 6 x 16. */
+T_AVX2 static void ukr_avx2_bf16_emul(int64_t kc, const void *apv, const void *bpv, float *C, int64_t ldc,
+                                      float beta, bool first)
+{
+    const uint32_t *ap = apv;
+    const uint16_t *bp = bpv;
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 acc[12];
+    for (int q = 0; q < 12; q++)
+        acc[q] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < (kc + 1) / 2; p++, ap += 6, bp += 32) {
+        __m256i b0 = _mm256_load_si256((const void *)bp), b1 = _mm256_load_si256((const void *)(bp + 16));
+        __m256 b0o = _mm256_castsi256_ps(_mm256_and_si256(b0, hi)), b0e = _mm256_castsi256_ps(_mm256_slli_epi32(b0, 16));
+        __m256 b1o = _mm256_castsi256_ps(_mm256_and_si256(b1, hi)), b1e = _mm256_castsi256_ps(_mm256_slli_epi32(b1, 16));
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; i++) {
+            __m256i a = _mm256_set1_epi32((int)ap[i]);
+            __m256 ao = _mm256_castsi256_ps(_mm256_and_si256(a, hi)), ae = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+            acc[2 * i] = _mm256_fmadd_ps(ae, b0e, _mm256_fmadd_ps(ao, b0o, acc[2 * i]));
+            acc[2 * i + 1] = _mm256_fmadd_ps(ae, b1e, _mm256_fmadd_ps(ao, b1o, acc[2 * i + 1]));
+        }
+    }
+    __m256 vb = _mm256_set1_ps(beta);
+    for (int i = 0; i < 6; i++)
+        for (int h = 0; h < 2; h++) {
+            float *c = C + i * ldc + 8 * h;
+            __m256 v = acc[2 * i + h];
+            if (first)
+                v = beta != 0 ? _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), v) : v;
+            else
+                v = _mm256_add_ps(_mm256_loadu_ps(c), v);
+            _mm256_storeu_ps(c, v);
+        }
+}
+#endif
+
+/* ---- kernel table ---- */
+
+typedef struct Kernel {
+    const char *name;
+    int MR, NR;
+    bool bf16;              /* packs bf16 pairs */
+    Ukr *ukr;
+} Kernel;
+
+static const Kernel k_generic = {"generic", 4, 8, false, ukr_generic};
+static const Kernel k_generic_bf16 = {"generic-bf16", 4, 8, true, ukr_generic_bf16};
+#ifdef STRATA_X86
+static const Kernel k_avx2 = {"avx2", 6, 16, false, ukr_avx2};
+static const Kernel k_avx512 = {"avx512", 12, 32, false, ukr_avx512};
+static const Kernel k_avx512_bf16 = {"avx512_bf16", 12, 32, true, ukr_avx512_bf16};
+static const Kernel k_avx512_bf16e = {"avx512-bf16emul", 12, 32, true, ukr_avx512_bf16_emul};
+static const Kernel k_avx2_bf16e = {"avx2-bf16emul", 6, 16, true, ukr_avx2_bf16_emul};
+#endif
+
+/* Every kernel this build has, for tests; `needs` says what the CPU must have. */
+typedef struct Named {
+    const Kernel *k;
+    bool (*runs)(const RtCpu *);
+} Named;
+static bool any_cpu(const RtCpu *c) { (void)c; return true; }
+#ifdef STRATA_X86
+static bool has_avx2(const RtCpu *c) { return c->avx2 && c->fma; }
+static bool has_512(const RtCpu *c) { return c->avx512; }
+static bool has_bf16(const RtCpu *c) { return c->avx512_bf16; }
+#endif
+static const Named all_kernels[] = {
+    {&k_generic, any_cpu}, {&k_generic_bf16, any_cpu},
+#ifdef STRATA_X86
+    {&k_avx2, has_avx2}, {&k_avx2_bf16e, has_avx2}, {&k_avx512, has_512}, {&k_avx512_bf16e, has_512},
+    {&k_avx512_bf16, has_bf16},
+#endif
+};
+
+static const Kernel *kernel_for(const RtCpu *cpu, bool bf16)
+{
+#ifdef STRATA_X86
+    if (bf16)
+        return cpu->avx512_bf16 ? &k_avx512_bf16 : cpu->avx512 ? &k_avx512_bf16e
+             : cpu->avx2 && cpu->fma ? &k_avx2_bf16e : &k_generic_bf16;
+    return cpu->avx512 ? &k_avx512 : cpu->avx2 && cpu->fma ? &k_avx2 : &k_generic;
+#else
+    (void)cpu;
+    return bf16 ? &k_generic_bf16 : &k_generic;
+#endif
+}
+
+const char *rt_gemm_kernel_name(const RtCpu *cpu, bool bf16)
+{
+    return kernel_for(cpu, bf16)->name;
+}
+
+/* ---- the tile ---- */
+
+static void tile(const Kernel *kn, const RtGemmTile *g);
+
+void rt_gemm_tile_strata(const RtCpu *cpu, bool bf16, const RtGemmTile *g)
+{
+    tile(kernel_for(cpu, bf16), g);
+}
+
+int rt_gemm_tile_named(const char *name, const RtGemmTile *g)
+{
+    for (size_t i = 0; i < sizeof all_kernels / sizeof *all_kernels; i++)
+        if (!strcmp(all_kernels[i].k->name, name)) {
+            if (!all_kernels[i].runs(rt_cpu()))
+                return 0;
+            tile(all_kernels[i].k, g);
+            return 1;
+        }
+    return -1;
+}
+
+static void tile(const Kernel *kn, const RtGemmTile *g)
+{
+    const int MR = kn->MR, NR = kn->NR;
+    const size_t esz = kn->bf16 ? 2 : 4; /* bytes per packed element */
+    Work *w = work();
+    int64_t M = g->i1 - g->i0, N = g->j1 - g->j0;
+    if (M <= 0 || N <= 0)
+        return;
+    if (g->K == 0) { /* C = beta C */
+        for (int64_t i = g->i0; i < g->i1; i++)
+            for (int64_t j = g->j0; j < g->j1; j++)
+                g->C[i * g->ldc + j] = g->beta != 0 ? g->beta * g->C[i * g->ldc + j] : 0.0f;
+        return;
+    }
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        int64_t nc = N - jc < NC ? N - jc : NC, j0 = g->j0 + jc;
+        for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
+            int64_t kc = g->K - k0 < KC ? g->K - k0 : KC, kstep = kn->bf16 ? (kc + 1) / 2 * 2 : kc;
+            bool first = k0 == 0;
+            pack_b(w->bp, kn->bf16, g, k0, kc, j0, nc, NR);
+            for (int64_t ic = 0; ic < M; ic += MC) {
+                int64_t mc = M - ic < MC ? M - ic : MC, i0 = g->i0 + ic;
+                pack_a(w->ap, kn->bf16, g, i0, mc, k0, kc, MR);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    /* a strip: kc rows of NR floats, or kc/2 pairs of NR bf16 pairs */
+                    const char *bs = (const char *)w->bp + (size_t)(jr / NR) * (size_t)(kstep * NR) * esz;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        const char *as = (const char *)w->ap + (size_t)(ir / MR) * (size_t)(kstep * MR) * esz;
+                        int64_t m = mc - ir < MR ? mc - ir : MR, n = nc - jr < NR ? nc - jr : NR;
+                        float *c = g->C + (i0 + ir) * g->ldc + j0 + jr;
+                        if (m == MR && n == NR) {
+                            kn->ukr(kc, as, bs, c, g->ldc, g->beta, first);
+                        } else {
+                            kn->ukr(kc, as, bs, w->edge, NR, 0.0f, true);
+                            store_edge(c, g->ldc, w->edge, NR, m, n, g->beta, first);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
