@@ -37,6 +37,8 @@ def parse_args(argv):
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--combos", nargs="+", default=["1,1", "1,2", "2,1", "2,2"],
                    help="thread combinations TORCH,OPENBLAS to try")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast of the forward (torch.autocast on the CPU), fp32 master weights and AdamW")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.scheme = os.path.splitext(os.path.basename(a.model))[0]
@@ -128,7 +130,11 @@ def worker(a):
     for k in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(tokens, targets)
+        if a.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(tokens, targets)
+        else:
+            loss = model(tokens, targets)
         loss.backward()
         t1 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -169,9 +175,12 @@ def main():
     argv = ["--model", a.model]
     for name in ("d", "L", "heads", "ffn", "vocab", "seq", "batch", "steps", "warmup"):
         argv += ["--" + name, str(getattr(a, name))]
-    print("torch %s, %s d %d L %d heads %d ffn %d vocab %d, batch %d x %d, %d warm-up + %d steps, OMP_WAIT_POLICY=%s"
+    if a.bf16:
+        argv.append("--bf16")
+    print("torch %s, %s d %d L %d heads %d ffn %d vocab %d, batch %d x %d, %d warm-up + %d steps, %s, "
+          "OMP_WAIT_POLICY=%s"
           % (torch.__version__, a.scheme, a.d, a.L, a.heads, a.ffn, a.vocab, a.batch, a.seq, a.warmup, a.steps,
-             os.environ.get("OMP_WAIT_POLICY", "PASSIVE")))
+             "bf16 autocast" if a.bf16 else "fp32", os.environ.get("OMP_WAIT_POLICY", "PASSIVE")))
     best, best_combo = None, None
     for combo in a.combos:
         r = run_combo(a, argv, combo)

@@ -1,5 +1,6 @@
 /* train_bench.c - times full training steps of a JIT-compiled model against
- * the machine's measured cblas_sgemm rate (make bench; issue #3).
+ * the host's GEMM-only roofline measured in the same run (make bench;
+ * issues #3, #15).
  *   bench/train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T]
  *                     [--steps K] [--warmup W] [--threads N]
  * One step = strata_train_step + rt_grad_norm_pool + clipping to max norm 1
@@ -11,10 +12,13 @@
  *   matmul    = 6 * (elements of every STRATA_ROLE_MATRIX parameter) * B*T
  *   attention = 12 * L * d * T * B*T   (QK^T and PV over all T keys, as in
  *               PaLM's MFU; a causal kernel does about half of it)
- * The sgemm rate is measured here, in this process, with OpenBLAS's own
- * threads: C(BT, rows) = X(BT, cols) W(rows, cols)^T for every distinct
- * matrix shape of the model; the best is "peak".  Roofline = matmul FLOPs /
- * peak.  The last line, "result key=value ...", is for bench/train-vs-torch.
+ * The roofline is measured here, in this process: every distinct matrix
+ * product of the step (forward and backward, ir_matmul_products) timed
+ * through the matrix-product layer (runtime/core/gemm.h) with every backend
+ * that does the step's precision, on the same pool; roofline = the sum of
+ * each product's best time over its occurrences.  The line per product
+ * shows every backend's rate and marks the one the step uses.  The last
+ * line, "result key=value ...", is for bench/train-vs-torch.
  * Memory: everything is malloc'd in main and freed there; exit 0 ok,
  * 1 bad model or failing step, 2 usage. */
 #include "ir/ad.h"
@@ -22,10 +26,11 @@
 #include "ir/fuse.h"
 #include "lower/jit.h"
 #include "train/optim.h"
+#include "core/cpu.h"
+#include "core/gemm.h"
 #include "core/pool.h"
 #include "resolve/sema.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +46,7 @@ static double now(void)
 typedef struct Args {
     const char *model;
     const char *defines[64];
-    int ndefines, batch, seq, threads, steps, warmup;
+    int ndefines, batch, seq, threads, steps, warmup, bf16;
 } Args;
 
 static bool parse(int argc, char **argv, Args *a)
@@ -58,6 +63,8 @@ static bool parse(int argc, char **argv, Args *a)
             a->seq = atoi(argv[++i]);
         else if (!strcmp(s, "--threads") && v)
             a->threads = atoi(argv[++i]);
+        else if (!strcmp(s, "--precision") && v && (!strcmp(v, "fp32") || !strcmp(v, "bf16")))
+            a->bf16 = !strcmp(argv[++i], "bf16");
         else if (!strcmp(s, "--steps") && v)
             a->steps = atoi(argv[++i]);
         else if (!strcmp(s, "--warmup") && v)
@@ -141,64 +148,88 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Best time of C(M,N) = A(M,K) B(N,K)^T, repeated until 0.3 s have gone
- * (at least 3 runs, the first one not counted). */
-static double time_sgemm(int M, int N, int K)
+/* Best time of one product through the matrix-product layer with backend
+ * b on the pool, as the step runs it: repeated until 0.3 s have gone (at
+ * least 3 runs, the first one not counted). */
+static double time_product(const RtGemmBackend *b, RtPool *pool, int flags, int64_t M, int64_t N, int64_t K)
 {
-    float *A = bench_calloc((size_t)M * K, sizeof *A), *B = bench_calloc((size_t)N * K, sizeof *B);
-    float *C = bench_calloc((size_t)M * N, sizeof *C);
+    float *A = bench_calloc((size_t)(M * K), sizeof *A), *B = bench_calloc((size_t)(N * K), sizeof *B);
+    float *C = bench_calloc((size_t)(M * N), sizeof *C);
     uint64_t s = 7;
-    for (size_t i = 0; i < (size_t)M * K; i++)
+    for (int64_t i = 0; i < M * K; i++)
         A[i] = (float)((double)lcg(&s) * 0x1.0p-53 - 0.5);
-    for (size_t i = 0; i < (size_t)N * K; i++)
+    for (int64_t i = 0; i < N * K; i++)
         B[i] = (float)((double)lcg(&s) * 0x1.0p-53 - 0.5);
+    const RtGemmBackend *old = rt_gemm_set_backend(b);
+    int64_t lda = flags & RT_GEMM_TA ? M : K, ldb = flags & RT_GEMM_TB ? K : N;
     double best = INFINITY, start = now();
     for (int r = 0; r < 4 || (r < 200 && now() - start < 0.3); r++) {
         double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+        rt_matmul_f32(pool, flags, M, N, K, A, lda, B, ldb, 0.0f, C, N);
         double t = now() - t0;
         if (r > 0 && t < best)
             best = t;
     }
+    rt_gemm_set_backend(old);
     free(A), free(B), free(C);
     return best;
 }
 
-/* The model's FLOPs and the sgemm rates of its matrix shapes. */
+/* The model's FLOPs, and the matrix products of one step, each timed with
+ * every backend of this build that does the step's precision, on the
+ * pool: the roofline is the sum of each product's best time (times the
+ * number of its occurrences), the host's best GEMM-only step. */
 typedef struct Work {
     double matmul, attention;  /* FLOPs per step, fwd + bwd */
-    double peak;               /* best measured sgemm FLOP/s */
-    double shaped_s;           /* sum over matrices of 3 x its forward sgemm time */
+    double roofline_s;         /* the step's products at their best backend's speed */
+    double chosen_s;           /* the same at the backends the step uses */
+    double peak;               /* the best rate of any backend on any product, FLOP/s */
 } Work;
 
-static Work measure_work(const StrataModelDesc *d, int64_t BT, int64_t T)
+static Work measure_work(const IrGraph *g, const StrataModelDesc *d, RtPool *pool, int64_t B, int64_t T, int bf16)
 {
     Work w = {0};
-    int64_t shapes[64][2];
-    double secs[64];
-    int nshapes = 0;
-    for (int i = 0; i < d->nparams; i++) {
-        const StrataParam *q = &d->params[i];
-        if (q->role != STRATA_ROLE_MATRIX || q->ndim != 2)
-            continue;
-        w.matmul += 6.0 * (double)q->numel * (double)BT;
-        int k = 0;
-        while (k < nshapes && (shapes[k][0] != q->dims[0] || shapes[k][1] != q->dims[1]))
-            k++;
-        if (k == nshapes && nshapes < 64) {
-            shapes[k][0] = q->dims[0], shapes[k][1] = q->dims[1];
-            secs[k] = time_sgemm((int)BT, (int)q->dims[0], (int)q->dims[1]);
-            double rate = 2.0 * (double)BT * (double)q->dims[0] * (double)q->dims[1] / secs[k];
-            printf("sgemm %lld x %lld x %lld: %.2f ms, %.1f GFLOP/s\n", (long long)BT, (long long)q->dims[0],
-                   (long long)q->dims[1], 1e3 * secs[k], 1e-9 * rate);
-            if (rate > w.peak)
-                w.peak = rate;
-            nshapes++;
-        }
-        if (k < nshapes)
-            w.shaped_s += 3.0 * secs[k];
-    }
+    int64_t BT = B * T;
+    for (int i = 0; i < d->nparams; i++)
+        if (d->params[i].role == STRATA_ROLE_MATRIX && d->params[i].ndim == 2)
+            w.matmul += 6.0 * (double)d->params[i].numel * (double)BT;
     w.attention = 12.0 * (double)d->nblocks * (double)d->width * (double)T * (double)BT;
+    int64_t p[128][5];
+    int n = ir_matmul_products(g, B, T, p, 128);
+    const RtCpu *cpu = rt_cpu();
+    printf("matrix products (%s; host %s, %s; GFLOP/s of each backend on %d pool threads, * = the step's):\n",
+           bf16 ? "bf16" : "fp32", cpu->brand[0] ? cpu->brand : cpu->vendor, rt_cpu_isa_name(cpu),
+           rt_pool_size(pool));
+    for (int k = 0; k < n; k++) {
+        int flags = (p[k][0] ? RT_GEMM_TA : 0) | (p[k][1] ? RT_GEMM_TB : 0) | (bf16 ? RT_GEMM_BF16 : 0);
+        int64_t M = p[k][2], N = p[k][3], K = p[k][4], count = 0;
+        for (int i = 0; i < g->nodes.n; i++) { /* occurrences in the step */
+            const IrNode *x = g->nodes.v[i];
+            bool ta = x->op == IR_MATMUL_GRAD_W;
+            if ((x->op == IR_MATMUL || ta) && (ta ? x->in[0]->width : x->tok ? BT : x->rows) == M &&
+                x->width == N && (ta ? (x->in[0]->tok ? BT : x->in[0]->rows) : x->in[0]->width) == K &&
+                (ta || x->trans_b == (bool)p[k][1]) && ta == (bool)p[k][0])
+                count++;
+        }
+        const RtGemmBackend *chosen = rt_gemm_choose(flags, M, N, K, NULL);
+        double flops = 2.0 * (double)M * (double)N * (double)K, best = INFINITY, mine = INFINITY;
+        printf("  %lld x %lld x %lld%s x%lld:", (long long)M, (long long)N, (long long)K,
+               p[k][0] ? " (A^T)" : p[k][1] ? " (B^T)" : "", (long long)count);
+        for (const RtGemmBackend *const *b = rt_gemm_backends(); *b; b++) {
+            if (bf16 && !(*b)->bf16)
+                continue;
+            double t = time_product(*b, pool, flags, M, N, K);
+            printf(" %s%s %.1f", (*b)->name, *b == chosen ? "*" : "", 1e-9 * flops / t);
+            best = t < best ? t : best;
+            if (*b == chosen)
+                mine = t;
+            if (flops / t > w.peak)
+                w.peak = flops / t;
+        }
+        printf("\n");
+        w.roofline_s += (double)count * best;
+        w.chosen_s += (double)count * mine;
+    }
     return w;
 }
 
@@ -217,7 +248,7 @@ int main(int argc, char **argv)
     Args a;
     if (!parse(argc, argv, &a)) {
         fprintf(stderr, "usage: train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T] "
-                        "[--steps K] [--warmup W] [--threads N]\n");
+                        "[--steps K] [--warmup W] [--threads N] [--precision fp32|bf16]\n");
         return 2;
     }
     IrGraph g;
@@ -250,10 +281,9 @@ int main(int argc, char **argv)
     RtPool *pool = rt_pool_create(a.threads);
     int64_t B = a.batch, T = a.seq, BT = B * T, n = d->params_numel;
     int64_t bytes = strata_arena_bytes(d, B, T, rt_pool_size(pool));
-    printf("batch %lld x %lld, %d pool threads, OpenBLAS %d threads (%s), arena %.1f MiB\n", (long long)B,
-           (long long)T, rt_pool_size(pool), openblas_get_num_threads(), openblas_get_config(),
-           (double)bytes / (1 << 20));
-    Work w = measure_work(d, BT, T);
+    printf("batch %lld x %lld, %d pool threads, %s products, arena %.1f MiB\n", (long long)B, (long long)T,
+           rt_pool_size(pool), a.bf16 ? "bf16" : "fp32", (double)bytes / (1 << 20));
+    Work w = measure_work(&g, d, pool, B, T, a.bf16);
 
     float *params = bench_calloc((size_t)n, sizeof *params), *grads = bench_calloc((size_t)n, sizeof *grads);
     init_params(d, params);
@@ -277,7 +307,8 @@ int main(int argc, char **argv)
 
     double loss = 0, first_loss = 0;
     StrataStep st = {.params = params, .grads = grads, .arena = arena, .arena_bytes = bytes, .tokens = tokens,
-                     .targets = targets, .B = B, .T = T, .loss = &loss, .pool = pool};
+                     .targets = targets, .B = B, .T = T, .loss = &loss, .pool = pool,
+                     .precision = a.bf16 ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32};
     double *total = bench_calloc((size_t)a.steps, sizeof *total), *fb = bench_calloc((size_t)a.steps, sizeof *fb);
     double *upd = bench_calloc((size_t)a.steps, sizeof *upd);
     for (int k = 0; k < a.warmup + a.steps; k++) {
@@ -307,16 +338,16 @@ int main(int argc, char **argv)
     printf("FLOPs per step: matmul 6*N*BT %.3f G (N = %.0f matrix elements), attention 12*L*d*T*BT %.3f G, "
            "total %.3f G\n",
            1e-9 * w.matmul, w.matmul / 6.0 / (double)BT, 1e-9 * w.attention, 1e-9 * flops);
-    printf("achieved %.1f GFLOP/s total (%.1f matmul-only), sgemm peak %.1f GFLOP/s: %.1f%% of peak\n", 1e-9 * rate,
-           1e-9 * w.matmul / med, 1e-9 * w.peak, 100 * rate / w.peak);
-    printf("roofline (matmul FLOPs / sgemm peak) %.1f ms; at each shape's own sgemm rate %.1f ms; "
-           "median step is %.2fx the roofline\n",
-           1e3 * w.matmul / w.peak, 1e3 * w.shaped_s, med / (w.matmul / w.peak));
+    printf("achieved %.1f GFLOP/s total (%.1f matmul-only); the best product rate measured %.1f GFLOP/s\n",
+           1e-9 * rate, 1e-9 * w.matmul / med, 1e-9 * w.peak);
+    printf("roofline (every product at its best backend, nothing else) %.1f ms: the median step is at %.1f%% of "
+           "it; the products at the step's backends take %.1f ms\n",
+           1e3 * w.roofline_s, 100 * w.roofline_s / med, 1e3 * w.chosen_s);
     printf("loss %.6f -> %.6f\n", first_loss, loss);
-    printf("result median_ms=%.2f min_ms=%.2f tokens_s=%.0f gflops=%.2f peak_gflops=%.2f peak_pct=%.1f "
-           "roofline_ms=%.2f compile_s=%.3f loss0=%.6f loss=%.6f\n",
-           1e3 * med, 1e3 * best, tps, 1e-9 * rate, 1e-9 * w.peak, 100 * rate / w.peak, 1e3 * w.matmul / w.peak,
-           m.stats.total_s, first_loss, loss);
+    printf("result median_ms=%.2f min_ms=%.2f tokens_s=%.0f gflops=%.2f peak_gflops=%.2f roofline_pct=%.1f "
+           "roofline_ms=%.2f chosen_ms=%.2f compile_s=%.3f loss0=%.6f loss=%.6f isa=%s\n",
+           1e3 * med, 1e3 * best, tps, 1e-9 * rate, 1e-9 * w.peak, 100 * w.roofline_s / med, 1e3 * w.roofline_s,
+           1e3 * w.chosen_s, m.stats.total_s, first_loss, loss, rt_cpu_isa_name(rt_cpu()));
 
     rt_adamw_free(&opt);
     rt_pool_free(pool);

@@ -13,31 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One product of the training step: flags (RT_GEMM_TA/TB), M, N, K for a
- * batch of B x T tokens. */
-static void add(int64_t (*p)[4], int *n, int cap, int64_t flags, int64_t M, int64_t N, int64_t K)
-{
-    for (int i = 0; i < *n; i++)
-        if (p[i][0] == flags && p[i][1] == M && p[i][2] == N && p[i][3] == K)
-            return;
-    if (*n < cap) {
-        p[*n][0] = flags, p[*n][1] = M, p[*n][2] = N, p[*n][3] = K;
-        (*n)++;
-    }
-}
-
 int tune_products(const IrGraph *g, int64_t B, int64_t T, int64_t (*p)[4], int cap)
 {
-    int n = 0;
-    for (int i = 0; i < g->nodes.n; i++) {
-        const IrNode *x = g->nodes.v[i];
-        if (x->op == IR_MATMUL) {
-            const IrNode *a = x->in[0];
-            add(p, &n, cap, x->trans_b ? RT_GEMM_TB : 0, x->tok ? B * T : x->rows, x->width, a->width);
-        } else if (x->op == IR_MATMUL_GRAD_W) {
-            const IrNode *a = x->in[0], *b = x->in[1];
-            add(p, &n, cap, RT_GEMM_TA, a->width, b->width, a->tok ? B * T : a->rows);
-        }
+    int64_t q[128][5];
+    int n = ir_matmul_products(g, B, T, q, cap < 128 ? cap : 128);
+    for (int i = 0; i < n; i++) {
+        p[i][0] = (q[i][0] ? RT_GEMM_TA : 0) | (q[i][1] ? RT_GEMM_TB : 0);
+        p[i][1] = q[i][2], p[i][2] = q[i][3], p[i][3] = q[i][4];
     }
     return n;
 }

@@ -134,10 +134,19 @@ static void strip_f32(float *out, const float *p, int64_t rs, int64_t ks, int64_
 static void strip_bf16(uint16_t *out, const float *p, int64_t rs, int64_t ks, int64_t rows, int R, int64_t kc)
 {
     int64_t kp = (kc + 1) / 2 * 2;
-    for (int r = 0; r < R; r++) {
-        const float *row = p + r * rs;
-        for (int64_t k = 0; k < kp; k++)
-            out[(k / 2) * 2 * R + 2 * r + (k & 1)] = r < rows && k < kc ? to_bf16(row[k * ks]) : 0;
+    if (ks == 1) { /* each row contiguous in k */
+        for (int r = 0; r < R; r++) {
+            const float *row = p + r * rs;
+            for (int64_t k = 0; k < kp; k++)
+                out[(k / 2) * 2 * R + 2 * r + (k & 1)] = r < rows && k < kc ? to_bf16(row[k]) : 0;
+        }
+    } else { /* rs == 1: each k's R values contiguous */
+        for (int64_t k = 0; k < kp; k++) {
+            const float *col = p + k * ks;
+            uint16_t *o = out + (k / 2) * 2 * R + (k & 1);
+            for (int r = 0; r < R; r++)
+                o[2 * r] = r < rows && k < kc ? to_bf16(col[r]) : 0;
+        }
     }
 }
 
