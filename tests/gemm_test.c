@@ -212,6 +212,35 @@ static void test_threads(void)
     printf("ok   threads: every backend, no pool and 1, 2, 3, 7 threads, row and column strips: the same bits\n");
 }
 
+/* The strata backend's products (one operand packed once for every strip)
+ * against the same strips computed one by one with its strip function:
+ * packing moves values, so the bits must agree. */
+static void test_shared_packing(void)
+{
+    const RtGemmBackend *st = rt_gemm_backend_named("strata");
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int w = 0; w < 2; w++) {
+            Prob p = w ? make(RT_GEMM_TA | RT_GEMM_TB, 1100, 300, 600) : make(0, 90, 2100, 530);
+            float *c = product(&p, st, 2, 1, bf16), *r = malloc(sizeof(float) * (size_t)(p.M * p.ldc + 1));
+            memcpy(r, p.C0, sizeof(float) * (size_t)(p.M * p.ldc));
+            RtGemmSplit sp = rt_gemm_plan(p.M, p.N);
+            int ta = p.flags & RT_GEMM_TA ? 1 : 0, tb = p.flags & RT_GEMM_TB ? 1 : 0;
+            for (int64_t s = 0; s < sp.count; s++) {
+                int64_t lo = s * sp.size, len = sp.rows ? p.M : p.N, hi = lo + sp.size < len ? lo + sp.size : len;
+                int64_t i0 = sp.rows ? lo : 0, m = sp.rows ? hi - lo : p.M, j0 = sp.rows ? 0 : lo;
+                int64_t n = sp.rows ? p.N : hi - lo;
+                (bf16 ? st->bf16 : st->f32)(ta, tb, m, n, p.K, p.A + (ta ? i0 : i0 * p.lda), p.lda,
+                                            p.B + (tb ? j0 * p.ldb : j0), p.ldb, 1, r + i0 * p.ldc + j0, p.ldc);
+            }
+            CHECK(!memcmp(c, r, sizeof(float) * (size_t)(p.M * p.ldc)),
+                  "strata %s %lldx%lldx%lld: the shared packing changed the bits", bf16 ? "bf16" : "fp32",
+                  (long long)p.M, (long long)p.N, (long long)p.K);
+            free(c), free(r);
+            unmake(&p);
+        }
+    printf("ok   strata: one operand packed once for all strips = strip by strip, bitwise (fp32, bf16)\n");
+}
+
 static void test_kernels(void)
 {
     static const char *names[] = {"generic",       "avx2",          "avx512",       "generic-bf16",
@@ -299,6 +328,7 @@ int main(void)
     test_bf16_round();
     test_backends();
     test_threads();
+    test_shared_packing();
     test_kernels();
     test_tuning();
     printf("%d of %d checks passed\n", checks - failures, checks);

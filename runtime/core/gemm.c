@@ -231,6 +231,13 @@ static void run(RtPool *pool, Job *j)
     if (j->M <= 0 || j->N <= 0)
         return;
     j->sp = rt_gemm_plan(j->M, j->N);
+    if (j->b == &be_strata && !j->f64) { /* its shared side packed once for all strips */
+        RtGemmTile g = {.ta = j->flags & RT_GEMM_TA ? 1 : 0, .tb = j->flags & RT_GEMM_TB ? 1 : 0, .K = j->K,
+                        .A = j->A, .B = j->B, .lda = j->lda, .ldb = j->ldb, .beta = (float)j->beta, .C = j->C,
+                        .ldc = j->ldc, .i0 = 0, .i1 = j->M, .j0 = 0, .j1 = j->N};
+        rt_gemm_product_strata(pool, rt_cpu(), j->flags & RT_GEMM_BF16, &g, j->sp);
+        return;
+    }
     rt_pool_run(pool, j->sp.count, 1, strips, j);
 }
 

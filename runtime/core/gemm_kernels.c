@@ -30,7 +30,7 @@
 #define STRATA_X86 1
 #endif
 
-enum { KC = 256, MC = 96, NC = 1024 };
+enum { KC = 512, MC = 96, NC = 1024 };
 
 /* ---- per-thread work buffers ---- */
 
@@ -85,14 +85,28 @@ static Work *work(void)
 
 /* ---- operands ---- */
 
-/* fp32 -> bf16, round to nearest even; NaN stays a (quiet) NaN. */
+/* fp32 -> bf16, round to nearest even; NaN stays a (quiet) NaN.  Without
+ * branches, so that the packing loops vectorise. */
+static inline uint32_t bf16_bits(uint32_t u)
+{
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1)) >> 16, quiet = (u >> 16) | 0x40;
+    return (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+}
+
 static inline uint16_t to_bf16(float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+    return (uint16_t)bf16_bits(u);
+}
+
+/* Two floats as one bf16 pair: a in the low half, b in the high. */
+static inline uint32_t bf16_pair(float a, float b)
+{
+    uint32_t ua, ub;
+    memcpy(&ua, &a, 4);
+    memcpy(&ub, &b, 4);
+    return bf16_bits(ua) | bf16_bits(ub) << 16;
 }
 
 float rt_bf16_round(float f)
@@ -120,7 +134,10 @@ static void strip_f32(float *out, const float *p, int64_t rs, int64_t ks, int64_
                 for (int64_t k = 0; k < kc; k++)
                     out[k * R + r] = 0.0f;
         }
-    } else { /* rs == 1: each k's R values contiguous */
+    } else if (rows == R) { /* rs == 1: each k's R values contiguous */
+        for (int64_t k = 0; k < kc; k++)
+            memcpy(out + k * R, p + k * ks, (size_t)R * 4);
+    } else {
         for (int64_t k = 0; k < kc; k++) {
             const float *col = p + k * ks;
             for (int r = 0; r < R; r++)
@@ -131,21 +148,35 @@ static void strip_f32(float *out, const float *p, int64_t rs, int64_t ks, int64_
 
 /* The same for bf16 pairs: out[(k/2) 2R + 2r + (k%2)] = bf16(X[r][k0+k]),
  * zero for r >= rows and for an odd kc's last k + 1. */
-static void strip_bf16(uint16_t *out, const float *p, int64_t rs, int64_t ks, int64_t rows, int R, int64_t kc)
+static void strip_bf16(uint16_t *out16, const float *p, int64_t rs, int64_t ks, int64_t rows, int R, int64_t kc)
 {
-    int64_t kp = (kc + 1) / 2 * 2;
+    uint32_t *out = (uint32_t *)out16; /* pair q of row r at out[q R + r] */
+    int64_t full = kc / 2;             /* pairs with both halves */
     if (ks == 1) { /* each row contiguous in k */
         for (int r = 0; r < R; r++) {
             const float *row = p + r * rs;
-            for (int64_t k = 0; k < kp; k++)
-                out[(k / 2) * 2 * R + 2 * r + (k & 1)] = r < rows && k < kc ? to_bf16(row[k]) : 0;
+            if (r >= rows) {
+                for (int64_t q = 0; q < (kc + 1) / 2; q++)
+                    out[q * R + r] = 0;
+                continue;
+            }
+            for (int64_t q = 0; q < full; q++)
+                out[q * R + r] = bf16_pair(row[2 * q], row[2 * q + 1]);
+            if (kc & 1)
+                out[full * R + r] = bf16_pair(row[kc - 1], 0.0f);
         }
     } else { /* rs == 1: each k's R values contiguous */
-        for (int64_t k = 0; k < kp; k++) {
-            const float *col = p + k * ks;
-            uint16_t *o = out + (k / 2) * 2 * R + (k & 1);
-            for (int r = 0; r < R; r++)
-                o[2 * r] = r < rows && k < kc ? to_bf16(col[r]) : 0;
+        for (int64_t q = 0; q < (kc + 1) / 2; q++) {
+            const float *c0 = p + 2 * q * ks, *c1 = c0 + ks;
+            bool two = 2 * q + 1 < kc;
+            uint32_t *o = out + q * R;
+            if (rows == R && two) {
+                for (int r = 0; r < R; r++)
+                    o[r] = bf16_pair(c0[r], c1[r]);
+            } else {
+                for (int r = 0; r < R; r++)
+                    o[r] = r < rows ? bf16_pair(c0[r], two ? c1[r] : 0.0f) : 0;
+            }
         }
     }
 }
@@ -459,11 +490,19 @@ const char *rt_gemm_kernel_name(const RtCpu *cpu, bool bf16)
 
 /* ---- the tile ---- */
 
-static void tile(const Kernel *kn, const RtGemmTile *g);
+/* A product's operand packed once for all its strips (rt_gemm_product):
+ * slice t of KC sums starts at t Rpad KC elements, and within it strip q
+ * of R rows (A) or columns (B) at q kstep R; Rpad = R-rounded rows. */
+typedef struct Shared {
+    const void *a, *b;     /* packed op(A) or op(B), NULL: packed per tile */
+    int64_t apad, bpad;    /* M and N rounded up to MR and NR */
+} Shared;
+
+static void tile(const Kernel *kn, const RtGemmTile *g, const Shared *sh);
 
 void rt_gemm_tile_strata(const RtCpu *cpu, bool bf16, const RtGemmTile *g)
 {
-    tile(kernel_for(cpu, bf16), g);
+    tile(kernel_for(cpu, bf16), g, NULL);
 }
 
 int rt_gemm_tile_named(const char *name, const RtGemmTile *g)
@@ -472,13 +511,13 @@ int rt_gemm_tile_named(const char *name, const RtGemmTile *g)
         if (!strcmp(all_kernels[i].k->name, name)) {
             if (!all_kernels[i].runs(rt_cpu()))
                 return 0;
-            tile(all_kernels[i].k, g);
+            tile(all_kernels[i].k, g, NULL);
             return 1;
         }
     return -1;
 }
 
-static void tile(const Kernel *kn, const RtGemmTile *g)
+static void tile(const Kernel *kn, const RtGemmTile *g, const Shared *sh)
 {
     const int MR = kn->MR, NR = kn->NR;
     const size_t esz = kn->bf16 ? 2 : 4; /* bytes per packed element */
@@ -492,20 +531,28 @@ static void tile(const Kernel *kn, const RtGemmTile *g)
                 g->C[i * g->ldc + j] = g->beta != 0 ? g->beta * g->C[i * g->ldc + j] : 0.0f;
         return;
     }
+    const char *sa = sh ? sh->a : NULL, *sb = sh ? sh->b : NULL;
     for (int64_t jc = 0; jc < N; jc += NC) {
         int64_t nc = N - jc < NC ? N - jc : NC, j0 = g->j0 + jc;
         for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
             int64_t kc = g->K - k0 < KC ? g->K - k0 : KC, kstep = kn->bf16 ? (kc + 1) / 2 * 2 : kc;
             bool first = k0 == 0;
-            pack_b(w->bp, kn->bf16, g, k0, kc, j0, nc, NR);
+            /* B's strips of this slice: shared (j0 is NR-aligned), or packed here */
+            const char *bslice = sb ? sb + (size_t)(k0 * sh->bpad) * esz + (size_t)(j0 / NR) * (size_t)(kstep * NR) * esz
+                                    : (const char *)w->bp;
+            if (!sb)
+                pack_b(w->bp, kn->bf16, g, k0, kc, j0, nc, NR);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = M - ic < MC ? M - ic : MC, i0 = g->i0 + ic;
-                pack_a(w->ap, kn->bf16, g, i0, mc, k0, kc, MR);
+                const char *aslice = sa ? sa + (size_t)(k0 * sh->apad) * esz + (size_t)(i0 / MR) * (size_t)(kstep * MR) * esz
+                                        : (const char *)w->ap;
+                if (!sa)
+                    pack_a(w->ap, kn->bf16, g, i0, mc, k0, kc, MR);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     /* a strip: kc rows of NR floats, or kc/2 pairs of NR bf16 pairs */
-                    const char *bs = (const char *)w->bp + (size_t)(jr / NR) * (size_t)(kstep * NR) * esz;
+                    const char *bs = bslice + (size_t)(jr / NR) * (size_t)(kstep * NR) * esz;
                     for (int64_t ir = 0; ir < mc; ir += MR) {
-                        const char *as = (const char *)w->ap + (size_t)(ir / MR) * (size_t)(kstep * MR) * esz;
+                        const char *as = aslice + (size_t)(ir / MR) * (size_t)(kstep * MR) * esz;
                         int64_t m = mc - ir < MR ? mc - ir : MR, n = nc - jr < NR ? nc - jr : NR;
                         float *c = g->C + (i0 + ir) * g->ldc + j0 + jr;
                         if (m == MR && n == NR) {
@@ -519,4 +566,131 @@ static void tile(const Kernel *kn, const RtGemmTile *g)
             }
         }
     }
+}
+
+/* ---- a whole product ---- */
+
+/* The shared operand's buffer: the calling thread's, grown as needed. */
+static pthread_key_t shared_key;
+static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
+
+typedef struct SharedBuf {
+    void *p;
+    size_t bytes;
+} SharedBuf;
+
+static void shared_free(void *v)
+{
+    SharedBuf *b = v;
+    free(b->p), free(b);
+}
+
+static void shared_init(void)
+{
+    pthread_key_create(&shared_key, shared_free);
+}
+
+static void *shared_buffer(size_t bytes)
+{
+    pthread_once(&shared_once, shared_init);
+    SharedBuf *b = pthread_getspecific(shared_key);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b) {
+            fprintf(stderr, "strata: out of memory\n");
+            exit(3);
+        }
+        pthread_setspecific(shared_key, b);
+    }
+    if (b->bytes < bytes) {
+        free(b->p);
+        b->p = xaligned(bytes);
+        b->bytes = (bytes + 63) / 64 * 64;
+    }
+    return b->p;
+}
+
+typedef struct Product {
+    const Kernel *kn;
+    RtGemmTile g;          /* the whole product */
+    RtGemmSplit sp;
+    Shared sh;
+    void *packed;          /* sh.a or sh.b, writable */
+    int64_t strips_per_slice; /* of the shared side */
+} Product;
+
+/* Packs units [u0, u1) of the shared side: unit u is strip u % n of slice
+ * u / n (n = strips_per_slice). */
+static void pack_units(void *ctx, int64_t u0, int64_t u1, int thread)
+{
+    const Product *P = ctx;
+    const Kernel *kn = P->kn;
+    const RtGemmTile *g = &P->g;
+    const size_t esz = kn->bf16 ? 2 : 4;
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t t = u / P->strips_per_slice, q = u % P->strips_per_slice, k0 = t * KC;
+        int64_t kc = g->K - k0 < KC ? g->K - k0 : KC, kstep = kn->bf16 ? (kc + 1) / 2 * 2 : kc;
+        if (P->sp.rows) { /* B shared: columns q NR.. */
+            int64_t rs = g->tb ? g->ldb : 1, ks = g->tb ? 1 : g->ldb, j = q * kn->NR;
+            int64_t cols = g->j1 - j < kn->NR ? g->j1 - j : kn->NR;
+            char *dst = (char *)P->packed + (size_t)(k0 * P->sh.bpad) * esz + (size_t)(q * kstep * kn->NR) * esz;
+            if (kn->bf16)
+                strip_bf16((uint16_t *)dst, g->B + j * rs + k0 * ks, rs, ks, cols, kn->NR, kc);
+            else
+                strip_f32((float *)dst, g->B + j * rs + k0 * ks, rs, ks, cols, kn->NR, kc);
+        } else { /* A shared: rows q MR.. */
+            int64_t rs = g->ta ? 1 : g->lda, ks = g->ta ? g->lda : 1, i = q * kn->MR;
+            int64_t rows = g->i1 - i < kn->MR ? g->i1 - i : kn->MR;
+            char *dst = (char *)P->packed + (size_t)(k0 * P->sh.apad) * esz + (size_t)(q * kstep * kn->MR) * esz;
+            if (kn->bf16)
+                strip_bf16((uint16_t *)dst, g->A + i * rs + k0 * ks, rs, ks, rows, kn->MR, kc);
+            else
+                strip_f32((float *)dst, g->A + i * rs + k0 * ks, rs, ks, rows, kn->MR, kc);
+        }
+    }
+}
+
+/* Strips [s0, s1) of C, with the shared side packed. */
+static void strip_units(void *ctx, int64_t s0, int64_t s1, int thread)
+{
+    const Product *P = ctx;
+    int64_t len = P->sp.rows ? P->g.i1 : P->g.j1;
+    for (int64_t s = s0; s < s1; s++) {
+        RtGemmTile t = P->g;
+        int64_t lo = s * P->sp.size, hi = lo + P->sp.size < len ? lo + P->sp.size : len;
+        if (P->sp.rows)
+            t.i0 = lo, t.i1 = hi;
+        else
+            t.j0 = lo, t.j1 = hi;
+        tile(P->kn, &t, &P->sh);
+    }
+}
+
+void rt_gemm_product_strata(RtPool *pool, const RtCpu *cpu, bool bf16, const RtGemmTile *g, RtGemmSplit sp)
+{
+    const Kernel *kn = kernel_for(cpu, bf16);
+    Product P = {.kn = kn, .g = *g, .sp = sp};
+    int64_t M = g->i1 - g->i0, N = g->j1 - g->j0;
+    if (M <= 0 || N <= 0)
+        return;
+    if (sp.count <= 1 || g->K == 0 || g->i0 != 0 || g->j0 != 0) { /* one strip: nothing to share */
+        strip_units(&P, 0, sp.count > 0 ? sp.count : 1, 0);
+        return;
+    }
+    const size_t esz = kn->bf16 ? 2 : 4;
+    int64_t slices = (g->K + KC - 1) / KC, klast = g->K - (slices - 1) * KC;
+    int64_t kpad = (slices - 1) * KC + (kn->bf16 ? (klast + 1) / 2 * 2 : klast);
+    int R = sp.rows ? kn->NR : kn->MR;
+    int64_t side = sp.rows ? N : M;
+    P.strips_per_slice = (side + R - 1) / R;
+    int64_t pad = P.strips_per_slice * R;
+    P.packed = shared_buffer((size_t)(pad * kpad) * esz);
+    if (sp.rows)
+        P.sh.b = P.packed, P.sh.bpad = pad;
+    else
+        P.sh.a = P.packed, P.sh.apad = pad;
+    /* units of about 16k packed elements: a fixed split, as everything */
+    int64_t grain = (16384 / ((int64_t)R * KC)) > 1 ? 16384 / ((int64_t)R * KC) : 1;
+    rt_pool_run(pool, slices * P.strips_per_slice, grain, pack_units, &P);
+    rt_pool_run(pool, sp.count, 1, strip_units, &P);
 }

@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include "core/cpu.h"
+#include "core/gemm.h"
+#include "core/pool.h"
 
 /* One tile: C[i0:i1, j0:j1] = op(A) op(B) + beta C over the full K, for
  * C (M, N) = op(A) (M, K) op(B) (K, N), row-major: op(A)[i][k] is
@@ -27,6 +29,12 @@ typedef struct RtGemmTile {
 /* The tile with the best kernel of cpu: fp32, or bf16 operands (rounded
  * to nearest even) with fp32 accumulation. */
 void rt_gemm_tile_strata(const RtCpu *cpu, bool bf16, const RtGemmTile *g);
+/* A whole product (g's i0 = j0 = 0, i1 = M, j1 = N) cut into the strips of
+ * sp on the pool: the operand that every strip uses (op(A) for column
+ * strips, op(B) for row strips) is packed once, in parallel, into a buffer
+ * of the calling thread, then each strip packs only its own side.  The
+ * same bits as tile by tile: packing moves values, it computes nothing. */
+void rt_gemm_product_strata(RtPool *pool, const RtCpu *cpu, bool bf16, const RtGemmTile *g, RtGemmSplit sp);
 /* That kernel's name ("avx512", "avx512_bf16", "avx2-bf16emul", ...). */
 const char *rt_gemm_kernel_name(const RtCpu *cpu, bool bf16);
 /* Tests: the tile with the kernel named `name` (fp32 or bf16 by its kind):
