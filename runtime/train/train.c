@@ -577,15 +577,19 @@ static int prepare_dir(Run *r)
         return 1;
     }
     r->have_dir = true;
-    long long bytes = 0;
-    int stale = rt_atomic_clean_stale(r->ckpt_path, &bytes);
-    if (stale > 0 && !o->quiet)
-        fprintf(stderr, "%s: note: removed %d temporary checkpoint file%s of killed runs from %s (%.1f MB)\n",
-                r->prog, stale, stale == 1 ? "" : "s", o->out, (double)bytes / 1e6);
-    if (o->resume)
-        return -1;
     char *diag = rt_fmt("%s/diagnostics.jsonl", o->out);
     const char *files[3] = {r->ckpt_path, r->metrics_path, diag}, *found[3];
+    long long bytes = 0, b;
+    int stale = 0; /* the temporary files of the checkpoint and of the logs' trims */
+    for (int i = 0; i < 3; i++, bytes += b)
+        stale += rt_atomic_clean_stale(files[i], &b);
+    if (stale > 0 && !o->quiet)
+        fprintf(stderr, "%s: note: removed %d temporary file%s of killed runs from %s (%.1f MB)\n", r->prog, stale,
+                stale == 1 ? "" : "s", o->out, (double)bytes / 1e6);
+    if (o->resume) {
+        free(diag);
+        return -1;
+    }
     int n = 0;
     for (int i = 0; i < 3; i++) {
         struct stat st;
