@@ -12,6 +12,11 @@
  * (epoch, pos), the step number, the options) is in the checkpoint, and no
  * other state exists, so a resumed run is bit-identical to one that never
  * stopped (for any --threads: the kernels' sums do not depend on it).
+ * What makes the run what it is is in the checkpoint too, and --resume
+ * checks it: the model (ident.h), the data's identity (RtBatchSource.data_id)
+ * and --batch, --seq, --seed; --force-resume overrides.  The run directory
+ * (--out) is locked while a run uses it (store/rundir.h); a fresh run
+ * refuses one that holds a run unless --overwrite.
  *
  * Options: RT_TRAIN_OPTIONS lists every flag of `train` once (name, kind,
  * whether the checkpoint's state keeps it, help); runtime/cmd/train.c
