@@ -439,12 +439,17 @@ static void test_split(void)
     test_set_marks(&r, ids);
     uint64_t first_id = r.id;
     rt_split_result_free(&r);
-    /* Fewer shards than last time: the leftover of the earlier set goes. */
+    /* Fewer shards than last time: the leftover of the earlier set goes,
+     * and so do temporary files of a killed split (a pid that cannot run). */
+    FILE *tf = fopen(tu_path("corpus_train_000007.bin.tmp.2147483646"), "w");
+    if (tf)
+        fclose(tf);
     o = (RtSplitOptions){.val_tokens = 50, .shard_tokens = 500};
     CHECK(rt_data_split(prefix, ids, N, &o, &r, &err) == 0, "split: %s", err);
     CHECK(r.ntrain == 2 && r.val_tokens == 50 && r.train_tokens == 950 && r.removed == 1,
           "the earlier set's third shard was not removed (removed %d)", r.removed);
     CHECK(access(tu_path("corpus_train_000002.bin"), F_OK) != 0, "corpus_train_000002.bin is still there");
+    CHECK(access(tu_path("corpus_train_000007.bin.tmp.2147483646"), F_OK) != 0, "a dead split's temp file is left");
     CHECK(r.id != first_id, "two layouts of one corpus got the same set id");
     test_set_refusals(&r);
     rt_split_result_free(&r);

@@ -671,6 +671,27 @@ static int remove_old_train(const char *prefix, int64_t keep, char **err)
     return n;
 }
 
+/* Deletes the temporary files that killed runs of strata data left under
+ * PREFIX (PREFIX_train_NNNNNN.bin.tmp.PID, ...; dead PIDs only). */
+static void clean_stale_set(const char *prefix)
+{
+    char *pattern = rt_fmt("%s_*.bin.tmp.*", prefix);
+    glob_t g;
+    if (glob(pattern, GLOB_NOSORT, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            char *stem = rt_fmt("%s", g.gl_pathv[i]);
+            *strstr(stem + strlen(prefix), ".tmp.") = 0;
+            rt_atomic_clean_stale(stem, NULL);
+            free(stem);
+        }
+        globfree(&g);
+    }
+    free(pattern);
+    char *manifest = rt_fmt("%s.manifest.json", prefix);
+    rt_atomic_clean_stale(manifest, NULL);
+    free(manifest);
+}
+
 int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSplitOptions *o, RtSplitResult *r,
                   char **err)
 {
@@ -744,6 +765,7 @@ int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSpl
     }
     r->id = id ? id : 1;
     /* 1. Every shard under its temporary name (a kill leaves only those). */
+    clean_stale_set(prefix);
     int64_t staged = 0;
     int rc = 0;
     for (int64_t k = 0; k <= nshards && !rc; k++) {
@@ -751,7 +773,6 @@ int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSpl
         marks[k] = (ShardMark){.set_id = r->id, .role = k < nshards ? RT_SHARD_TRAIN : RT_SHARD_VAL,
                                .index = k < nshards ? (int)k : 0, .count = k < nshards ? (int)nshards : 1,
                                .crc = marks[k].crc};
-        rt_atomic_clean_stale(path, NULL);
         rc = rt_atomic_open(&files[k], path, err);
         if (!rc) {
             staged = k + 1;
