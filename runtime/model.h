@@ -20,6 +20,12 @@ typedef struct RtModel {
     const char *path;             /* the model file's name, for messages and checkpoints */
     const char *config_json;      /* the resolved config, e.g. {"vocab": 256, "d": 128, "L": 8, ...} */
     int32_t precision;            /* StrataStep.precision of every call the runtime makes (STRATA_PRECISION_*) */
+    /* What the model is, kept in checkpoints and compared by --resume
+     * (compiler/driver/ident.h); NULL when not known (then the config and
+     * source stand in for them). */
+    const char *model_id;         /* 16 hex digits: hash of the resolved config, parameters and graph */
+    const char *sources_json;     /* every source file, imports included: {"name": "text", ...} */
+    const char *defines_json;     /* {"defines": ["d=32", ...], "preset": null} as given */
 } RtModel;
 
 /* "fp32" or "bf16" -> STRATA_PRECISION_*, else -1. */
@@ -28,7 +34,9 @@ const char *rt_precision_name(int precision);
 
 /* A checkpoint's weights in a new 64-byte-aligned buffer (free it) and its
  * strata.state (NULL if none; json_decref it); NULL with a message that
- * starts with prog if the file does not fit the model. */
+ * starts with prog if the file does not fit the model or holds a NaN or an
+ * infinity.  A checkpoint of another model with the same shapes gets a
+ * warning (train/ident.h). */
 float *rt_load_weights(const RtModel *m, const char *prog, const char *path, struct json_t **state);
 /* The config's "ctx", else 256. */
 int64_t rt_default_seq(const RtModel *m);

@@ -321,6 +321,92 @@ static void test_glob(void)
     free(err);
 }
 
+/* llm.c's reserved header words as strata data marks them (data.h),
+ * read with stdio, and the manifest's lines. */
+static void test_set_marks(const RtSplitResult *r, const int32_t *ids)
+{
+    for (int k = 0; k <= r->ntrain; k++) {
+        const char *p = k < r->ntrain ? r->train_paths[k] : r->val_path;
+        int32_t h[10];
+        FILE *f = fopen(p, "rb");
+        CHECK(f && fread(h, 4, 10, f) == 10, "%s: no header", p);
+        if (f)
+            fclose(f);
+        uint64_t id = (uint64_t)(uint32_t)h[4] | (uint64_t)(uint32_t)h[5] << 32;
+        CHECK(h[3] == 0x54525453 && id == r->id, "%s: mark %x, set %llx (want %llx)", p, h[3],
+              (unsigned long long)id, (unsigned long long)r->id);
+        CHECK(h[6] == (k < r->ntrain ? 1 : 2) && h[7] == (k < r->ntrain ? k : 0) &&
+                  h[8] == (k < r->ntrain ? r->ntrain : 1),
+              "%s: role %d, shard %d of %d", p, h[6], h[7], h[8]);
+    }
+    /* The CRC-32 of the first train shard's tokens, by the bitwise
+     * definition (reflected polynomial 0xEDB88320), not by zlib. */
+    uint32_t crc = 0xFFFFFFFFu;
+    for (int i = 0; i < 300; i++)
+        for (int b = 0; b < 2; b++) {
+            crc ^= (uint32_t)(ids[i] >> (8 * b)) & 0xFF;
+            for (int k = 0; k < 8; k++)
+                crc = crc >> 1 ^ (crc & 1 ? 0xEDB88320u : 0);
+        }
+    crc ^= 0xFFFFFFFFu;
+    int32_t h9 = 0;
+    FILE *f = fopen(r->train_paths[0], "rb");
+    if (f) {
+        fseek(f, 36, SEEK_SET);
+        CHECK(fread(&h9, 4, 1, f) == 1, "short header");
+        fclose(f);
+    }
+    CHECK((uint32_t)h9 == crc, "header CRC-32 %08x, the definition gives %08x", (uint32_t)h9, crc);
+    size_t n;
+    char *man = tu_slurp(r->manifest_path, &n), want[64];
+    snprintf(want, sizeof want, "\"id\": \"%016llx\"", (unsigned long long)r->id);
+    CHECK(man && strstr(man, want) && strstr(man, "\"file\": \"corpus_train_000002.bin\"") &&
+              strstr(man, "\"file\": \"corpus_val.bin\"") && strstr(man, "\"train_tokens\": 900"),
+          "manifest %s: %s", r->manifest_path, man ? man : "(none)");
+    free(man);
+    RtLoader l;
+    char *err = NULL;
+    CHECK(rt_loader_init(&l, (const char *const *)r->train_paths, r->ntrain, 2, 10, RT_LOADER_RANDOM, 1, &err) == 0,
+          "loader on a whole set: %s", err);
+    CHECK(rt_loader_check_vocab(&l, 4000, &err) == 0 && l.id != 0, "scan of a whole set: %s", err);
+    rt_loader_free(&l);
+}
+
+/* What the loader refuses: a set's shard without its manifest, with a
+ * manifest of another set, or with bytes that do not match its CRC. */
+static void test_set_refusals(const RtSplitResult *r)
+{
+    RtLoader l;
+    char *err = NULL, *man = tu_path("corpus.manifest.json"), *moved = tu_path("moved.json");
+    const char *one[1] = {r->train_paths[0]};
+    CHECK(rename(man, moved) == 0, "rename the manifest");
+    CHECK(rt_loader_init(&l, one, 1, 2, 10, RT_LOADER_RANDOM, 1, &err) == -1 && err &&
+              strstr(err, "corpus_train_000000.bin: belongs to shard set") && strstr(err, "is missing"),
+          "no manifest: %s", err ? err : "accepted");
+    free(err);
+    err = NULL;
+    FILE *f = fopen(man, "w");
+    fprintf(f, "{\"id\": \"00000000000000aa\"}\n");
+    fclose(f);
+    CHECK(rt_loader_init(&l, one, 1, 2, 10, RT_LOADER_RANDOM, 1, &err) == -1 && err &&
+              strstr(err, "describes set 00000000000000aa") && strstr(err, "mix two corpora"),
+          "another set's manifest: %s", err ? err : "accepted");
+    free(err);
+    err = NULL;
+    CHECK(rename(moved, man) == 0, "rename the manifest back");
+    f = fopen(r->train_paths[1], "r+b"); /* one token changed, the header kept */
+    fseek(f, 1024 + 10, SEEK_SET);
+    fputc(0x7f, f);
+    fclose(f);
+    const char *both[2] = {r->train_paths[0], r->train_paths[1]};
+    CHECK(rt_loader_init(&l, both, 2, 2, 10, RT_LOADER_RANDOM, 1, &err) == 0, "%s", err);
+    CHECK(rt_loader_check_vocab(&l, 1 << 20, &err) == -1 && err && strstr(err, "corpus_train_000001.bin: the tokens' "
+                                                                            "CRC-32 is"),
+          "edited shard: %s", err ? err : "accepted");
+    free(err);
+    rt_loader_free(&l);
+}
+
 static void test_split(void)
 {
     enum { N = 1000 };
@@ -332,9 +418,9 @@ static void test_split(void)
     RtSplitResult r;
     RtSplitOptions o = {.val_fraction = 0.1, .shard_tokens = 300};
     CHECK(rt_data_split(prefix, ids, N, &o, &r, &err) == 0, "split: %s", err);
-    CHECK(r.ntrain == 3 && r.train_tokens == 900 && r.val_tokens == 100 && r.width == 2 && !r.stale,
-          "split: %d shards, %lld + %lld tokens, width %d, stale %d", r.ntrain, (long long)r.train_tokens,
-          (long long)r.val_tokens, r.width, r.stale);
+    CHECK(r.ntrain == 3 && r.train_tokens == 900 && r.val_tokens == 100 && r.width == 2 && !r.removed,
+          "split: %d shards, %lld + %lld tokens, width %d, removed %d", r.ntrain, (long long)r.train_tokens,
+          (long long)r.val_tokens, r.width, r.removed);
     /* Train shards hold the corpus in order, val its last 100 tokens. */
     int64_t at = 0;
     for (int k = 0; k <= r.ntrain; k++) {
@@ -350,11 +436,22 @@ static void test_split(void)
     }
     CHECK(strstr(r.train_paths[2], "/corpus_train_000002.bin") && strstr(r.val_path, "/corpus_val.bin"),
           "names %s %s", r.train_paths[2], r.val_path);
+    test_set_marks(&r, ids);
+    uint64_t first_id = r.id;
     rt_split_result_free(&r);
-    /* Fewer shards than last time: the leftover is flagged. */
+    /* Fewer shards than last time: the leftover of the earlier set goes,
+     * and so do temporary files of a killed split (a pid that cannot run). */
+    FILE *tf = fopen(tu_path("corpus_train_000007.bin.tmp.2147483646"), "w");
+    if (tf)
+        fclose(tf);
     o = (RtSplitOptions){.val_tokens = 50, .shard_tokens = 500};
     CHECK(rt_data_split(prefix, ids, N, &o, &r, &err) == 0, "split: %s", err);
-    CHECK(r.ntrain == 2 && r.val_tokens == 50 && r.train_tokens == 950 && r.stale, "stale shard not flagged");
+    CHECK(r.ntrain == 2 && r.val_tokens == 50 && r.train_tokens == 950 && r.removed == 1,
+          "the earlier set's third shard was not removed (removed %d)", r.removed);
+    CHECK(access(tu_path("corpus_train_000002.bin"), F_OK) != 0, "corpus_train_000002.bin is still there");
+    CHECK(access(tu_path("corpus_train_000007.bin.tmp.2147483646"), F_OK) != 0, "a dead split's temp file is left");
+    CHECK(r.id != first_id, "two layouts of one corpus got the same set id");
+    test_set_refusals(&r);
     rt_split_result_free(&r);
     /* A large id makes every shard uint32. */
     ids[N - 1] = 100000;

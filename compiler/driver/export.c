@@ -21,6 +21,7 @@
 
 #include "front/ast.h"
 #include "ir/ir.h"
+#include "store/checkpoint.h"
 #include "store/safetensors.h"
 #include "store/atomic_file.h"
 #include "resolve/sema.h"
@@ -478,7 +479,8 @@ static float **read_params(const RtSafetensors *st, const IrGraph *g, char **err
         const IrParam *p = g->params.v[i];
         int64_t shape[2] = {p->dims[0], p->dims[1]};
         vals[i] = xmalloc((size_t)(p->numel > 0 ? p->numel : 1) * sizeof(float));
-        if (rt_st_read(st, p->name, RT_F32, shape, p->ndim, vals[i], err)) {
+        if (rt_st_read(st, p->name, RT_F32, shape, p->ndim, vals[i], err) ||
+            rt_ckpt_check_finite(st->path, p->name, vals[i], p->numel, err)) {
             for (int k = 0; k <= i; k++)
                 free(vals[k]);
             free(vals);

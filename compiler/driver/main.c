@@ -212,10 +212,10 @@ static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "
 
 /* strata build: lower the training step and write it out, or link a
  * trainer executable around it. */
-static bool build(const IrGraph *g, const Args *a, const char *source)
+static bool build(const IrGraph *g, const Args *a, const char *source, const DrvIdent *id)
 {
     if (!a->emit)
-        return drv_build_trainer(g, &(DrvBuild){.model = a->model, .source = source, .cpu = a->cpu,
+        return drv_build_trainer(g, &(DrvBuild){.model = a->model, .source = source, .ident = id, .cpu = a->cpu,
                                                 .output = a->output});
     LowerOptions lo = {.precision = a->f64 ? LOWER_F64 : LOWER_F32, .cpu = a->cpu, .opt_level = 2};
     char *err = NULL;
@@ -282,8 +282,13 @@ static int run(const char *cmd, int argc, char **argv)
     }
     if (ok)
         ok = sema_resolve(&prog, &a.opt, &d, &g);
+    if (ok && !grad)
+        ok = drv_check_ctx(&g);
     if (!ok)
         goto out;
+    DrvIdent id = {0};
+    if (is_build)
+        drv_ident_make(&id, &prog, &a.opt, &g); /* of the forward graph, before autodiff */
     if (!a.seq) {
         a.seq = 256;
         for (int i = 0; i < g.config.n; i++) {
@@ -302,7 +307,7 @@ static int run(const char *cmd, int argc, char **argv)
         memplan_build(&mp, &g, a.batch, a.seq, 4);
     }
     if (is_build) {
-        ok = build(&g, &a, source);
+        ok = build(&g, &a, source, &id);
     } else if (a.dump && !strcmp(a.dump, "fused")) {
         fuse_dump(stdout, &g);
     } else if (a.dump && !strcmp(a.dump, "memory")) {
@@ -327,6 +332,7 @@ static int run(const char *cmd, int argc, char **argv)
         tune_report(stdout, &g, a.batch, a.seq);
     }
     memplan_free(&mp);
+    drv_ident_free(&id);
 out:
     diag_finish(&d);
     ir_free(&g);

@@ -9,6 +9,7 @@
  * Both are called from main.c; neither keeps memory after it returns. */
 #ifndef STRATA_DRIVER_TRAIN_H
 #define STRATA_DRIVER_TRAIN_H
+#include "driver/ident.h"
 #include "ir/ir.h"
 
 /* argv: the arguments after the command.  Returns the exit status (the
@@ -18,6 +19,7 @@ int drv_run_trainer(const char *cmd, int argc, char **argv);
 typedef struct DrvBuild {
     const char *model;    /* the model file as given (messages, RtModel.path) */
     const char *source;   /* its text, embedded in the trainer */
+    const DrvIdent *ident; /* the model's identity, sources and -D values, embedded too */
     const char *cpu;      /* target CPU, NULL = this host */
     const char *output;   /* the executable to write */
 } DrvBuild;
@@ -27,4 +29,8 @@ bool drv_build_trainer(const IrGraph *g, const DrvBuild *b);
 
 /* The resolved config as a JSON object {"name": value, ...}, malloc'd. */
 char *drv_config_json(const IrGraph *g);
+
+/* A config constant ctx (the default window) must be a whole number >= 1;
+ * false after saying so (-D ctx=0 would otherwise fall back to 256). */
+bool drv_check_ctx(const IrGraph *g);
 #endif

@@ -320,7 +320,9 @@ static void data_usage(FILE *out)
             "                   [--val-fraction F | --val-tokens N] [--shard-tokens N] [-q|-v]\n"
             "                   -o PREFIX FILE...\n"
             "  Tokenizes the files and writes llm.c token shards PREFIX_train_NNNNNN.bin\n"
-            "  (the first part of the corpus) and PREFIX_val.bin (the last part).\n"
+            "  (the first part of the corpus) and PREFIX_val.bin (the last part), then\n"
+            "  PREFIX.manifest.json; train shards of an earlier set under PREFIX are\n"
+            "  removed, so PREFIX_train_*.bin never mixes two corpora.\n"
             "  --tokenizer FILE   a tokenizer of `strata tokenizer train`\n"
             "  --bytes            raw bytes, vocabulary 256\n"
             "  --gpt2 DIR         GPT-2's DIR/encoder.json and DIR/vocab.bpe\n"
@@ -471,6 +473,10 @@ int rt_data_main(int argc, char **argv)
                    c.docs - d0 == 1 ? "" : "s", (long long)(c.ids.n - n0));
     }
     double t1 = now_s();
+    so.tokenizer = tok_file ? tok_file : gpt2_dir ? gpt2_dir : "bytes";
+    so.vocab = rt_tok_vocab_size(c.tok);
+    so.inputs = files;
+    so.ninputs = nfile;
     if (make_parent(prefix, &err) != 0 || rt_data_split(prefix, c.ids.v, c.ids.n, &so, &sr, &err) != 0)
         goto fail;
     double t2 = now_s();
@@ -490,11 +496,12 @@ int rt_data_main(int argc, char **argv)
                c.ids.n ? (double)c.bytes / (double)c.ids.n : 0.0, t2 - t0, t1 - t0,
                t1 > t0 ? (double)c.bytes / 1e6 / (t1 - t0) : 0.0);
     }
-    if (sr.stale)
-        fprintf(stderr,
-                "strata: warning: %s_train_%06d.bin is left from an earlier run: a glob of the train shards "
-                "would take it; delete it\n",
-                prefix, sr.ntrain);
+    if (!quiet)
+        printf("wrote %s: shard set %016llx\n", sr.manifest_path, (unsigned long long)sr.id);
+    if (sr.removed > 0)
+        fprintf(stderr, "strata: note: removed %d train shard%s of an earlier set (%s_train_%06d.bin and up), so a "
+                "glob of %s_train_*.bin takes this set alone\n", sr.removed, sr.removed == 1 ? "" : "s", prefix,
+                sr.ntrain, prefix);
     status = 0;
     goto done;
 usage:

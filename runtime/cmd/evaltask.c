@@ -84,7 +84,7 @@ static void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
     if (!p) {
-        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        fprintf(stderr, "strata: out of memory (%zu bytes)\n", n);
         exit(3);
     }
     return p;
@@ -95,7 +95,7 @@ static void *xalloc64(size_t n)
     size_t bytes = (n + 63) / 64 * 64;
     void *p = aligned_alloc(64, bytes ? bytes : 64);
     if (!p) {
-        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        fprintf(stderr, "strata: out of memory (%zu bytes)\n", n);
         exit(3);
     }
     memset(p, 0, bytes ? bytes : 64);
@@ -106,7 +106,7 @@ static int64_t encode(Ctx *c, const char *text, size_t len, int32_t **ids)
 {
     int64_t n = rt_tok_encode_ordinary(c->tok, text, len, ids);
     if (n < 0) {
-        fprintf(stderr, "out of memory\n");
+        fprintf(stderr, "strata: out of memory\n");
         exit(3);
     }
     return n;
@@ -138,7 +138,7 @@ static void mc_row(Ctx *c, const char *context, const char *choice, McRow *r)
         sp--; /* trailing spaces go with the choice */
     char *whole = NULL;
     if (asprintf(&whole, "%s%s", context, choice) < 0) {
-        fprintf(stderr, "out of memory\n");
+        fprintf(stderr, "strata: out of memory\n");
         exit(3);
     }
     int32_t *ctx_ids = NULL, *all = NULL;
@@ -308,7 +308,7 @@ static int gen_load(Ctx *c, GenItem **items, int64_t *n)
                 cap_items = cap_items ? 2 * cap_items : 64;
                 *items = realloc(*items, (size_t)cap_items * sizeof **items);
                 if (!*items) {
-                    fprintf(stderr, "out of memory\n");
+                    fprintf(stderr, "strata: out of memory\n");
                     exit(3);
                 }
             }
@@ -336,13 +336,13 @@ static char *gen_prompt(const EvalTaskOptions *o, const GenItem *items, int64_t 
                                i < o->fewshot ? "\n\n" : "")
                     : asprintf(&part, "%s%s%s", it->input, ref, i < o->fewshot ? "\n\n" : "");
         if (k < 0) {
-            fprintf(stderr, "out of memory\n");
+            fprintf(stderr, "strata: out of memory\n");
             exit(3);
         }
         if (len + (size_t)k + 1 > cap)
             s = realloc(s, cap = (len + (size_t)k + 1) * 2);
         if (!s) {
-            fprintf(stderr, "out of memory\n");
+            fprintf(stderr, "strata: out of memory\n");
             exit(3);
         }
         memcpy(s + len, part, (size_t)k + 1);
@@ -368,7 +368,7 @@ static void text_add(GenRow *r, const char *b, size_t n)
         r->cap = (r->len + n + 1) * 2;
         r->text = realloc(r->text, r->cap);
         if (!r->text) {
-            fprintf(stderr, "out of memory\n");
+            fprintf(stderr, "strata: out of memory\n");
             exit(3);
         }
     }

@@ -15,6 +15,7 @@
 #include "store/checkpoint.h"
 #include "core/util.h"
 #include "cmd/commands.h"
+#include "train/collective.h"
 #include "train/sample.h"
 #include "train/sft.h"
 #include "train/train.h"
@@ -144,6 +145,19 @@ static int sft_open(RtBatchSource *src, const RtModel *m, const RtTrainOptions *
     s->epoch = s->pos = 0;
     make_perm(s);
     *has_val = s->have_val;
+    /* The data's identity: every kept record's tokens and response mask. */
+    uint64_t id = RT_FNV64_INIT;
+    int64_t ntok = 0;
+    for (int64_t i = 0; i < s->train.n; i++) {
+        const RtSftExample *e = &s->train.ex[i];
+        id = rt_fnv64(id, &e->n, sizeof e->n);
+        id = rt_fnv64(id, e->tokens, (size_t)e->n * sizeof *e->tokens);
+        id = rt_fnv64(id, e->response, (size_t)e->n);
+        ntok += e->n;
+    }
+    src->data_id = id ? id : 1;
+    snprintf(src->data_what, sizeof src->data_what, "%lld records, %lld tokens", (long long)s->train.n,
+             (long long)ntok);
     return 0;
 }
 
@@ -189,7 +203,7 @@ static int sft_val_loss(RtBatchSource *src, const RtModel *m, const float *param
     int32_t *tok = malloc((size_t)(B * T) * sizeof *tok), *tgt = malloc((size_t)(B * T) * sizeof *tgt);
     float *mask = malloc((size_t)(B * T) * sizeof *mask);
     if (!tok || !tgt || !mask) {
-        fprintf(stderr, "out of memory\n");
+        fprintf(stderr, "strata: out of memory\n");
         exit(3);
     }
     double sum = 0;
@@ -251,6 +265,10 @@ int rt_sft_main(const RtModel *m, const char *prog, int argc, char **argv)
     int rc = rt_parse_opts(prog, "sft", specs, RT_N_TRAIN_OPTS, &o, o.given, argc, argv);
     if (rc)
         return rc == 1 ? 0 : rc;
+    RtComm *comm = rt_comm_world();
+    if (!o.init && !o.resume && (!comm || comm->rank == 0))
+        fprintf(stderr, "%s sft: note: no --init: fine-tuning starts from random weights (give --init CKPT to "
+                "fine-tune a trained checkpoint)\n", prog);
     char *init_tok = NULL;
     if (!o.given[RT_TOPT_tokenizer] && o.init && (init_tok = ckpt_tokenizer(o.init)))
         o.tokenizer = init_tok; /* recorded in this run's state too */

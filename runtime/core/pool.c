@@ -108,7 +108,7 @@ static int spin_while_pending(const RtPool *p)
     return x;
 }
 
-static int online_cpus(void)
+int rt_pool_cpus(void)
 {
 #ifdef CPU_COUNT
     cpu_set_t set;
@@ -172,9 +172,11 @@ static void *worker_main(void *arg)
 
 RtPool *rt_pool_create(int nthreads)
 {
-    int cpus = online_cpus();
+    int cpus = rt_pool_cpus();
     if (nthreads <= 0)
         nthreads = cpus;
+    if (nthreads > RT_POOL_MAX_THREADS)
+        nthreads = RT_POOL_MAX_THREADS;
     RtPool *p = calloc(1, sizeof *p);
     if (p) {
         p->threads = calloc((size_t)nthreads, sizeof *p->threads);

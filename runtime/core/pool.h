@@ -34,10 +34,16 @@ typedef struct RtPool RtPool;
  * out of memory exits (3); if the system refuses to start a thread the
  * pool keeps the ones it has (rt_pool_size tells). */
 RtPool *rt_pool_create(int nthreads);
+/* The most threads a command accepts (--threads): past the hardware
+ * threads of any machine today (768 on two 192-core CPUs with SMT), so a
+ * larger count is a typo, not a wish.  rt_pool_create caps at it too. */
+#define RT_POOL_MAX_THREADS 1024
 /* Stops and joins the workers; NULL is a no-op. */
 void rt_pool_free(RtPool *p);
 /* Threads, caller included; 1 for a NULL pool. */
 int rt_pool_size(const RtPool *p);
+/* The CPUs this process may run on: the threads of rt_pool_create(0). */
+int rt_pool_cpus(void);
 /* Runs fn(ctx, begin, end, thread) once for every tile [begin, end) of
  * [0, n) (grain indices each, the last one shorter), the tiles of chunk i
  * (rt_pool_chunk of the tile count) on thread i in order, and returns

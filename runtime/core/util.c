@@ -32,3 +32,13 @@ void *rt_zalloc64(size_t n)
     memset(p, 0, bytes ? bytes : 64);
     return p;
 }
+
+uint64_t rt_fnv64(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull; /* FNV 64 prime */
+    }
+    return h;
+}

@@ -5,7 +5,9 @@
  * line and exits 3, as everywhere in the runtime.
  * rt_splitmix64 and rt_xoshiro256ss: the generators behind the data order
  * (data.c), parameter init (init.c) and the SFT record order (cmd/sft.c);
- * their outputs are part of those files' documented, resumable behaviour. */
+ * their outputs are part of those files' documented, resumable behaviour.
+ * rt_fnv64: FNV-1a (64-bit) of bytes, for the identities a checkpoint
+ * records (of the data, of a shard set); not for security. */
 #ifndef STRATA_UTIL_H
 #define STRATA_UTIL_H
 
@@ -14,6 +16,10 @@
 
 char *rt_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *rt_zalloc64(size_t n);
+
+#define RT_FNV64_INIT 0xcbf29ce484222325ull /* FNV-1a 64 offset basis */
+/* FNV-1a 64 of p[0..n), continuing from h (RT_FNV64_INIT to start). */
+uint64_t rt_fnv64(uint64_t h, const void *p, size_t n);
 
 /* splitmix64: advances *x and returns the next output. */
 static inline uint64_t rt_splitmix64(uint64_t *x)

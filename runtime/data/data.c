@@ -18,6 +18,9 @@
 
 #include "store/atomic_file.h"
 
+#include <jansson.h>
+#include <zlib.h>
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "data.c reads mapped tokens in host order, which must be little-endian"
 #endif
@@ -90,6 +93,19 @@ static int shard_check(RtShard *s, const uint8_t *p, size_t len, char **err)
         return -1;
     }
     s->ntok = count;
+    if (le32(p + 12) == RT_SHARD_MARK) { /* a shard of a set strata data wrote */
+        s->set_id = (uint64_t)(uint32_t)le32(p + 16) | (uint64_t)(uint32_t)le32(p + 20) << 32;
+        s->set_role = le32(p + 24);
+        s->set_index = le32(p + 28);
+        s->set_count = le32(p + 32);
+        s->set_crc = (uint32_t)le32(p + 36);
+        if (!s->set_id || (s->set_role != RT_SHARD_TRAIN && s->set_role != RT_SHARD_VAL) || s->set_count < 1 ||
+            s->set_index < 0 || s->set_index >= s->set_count) {
+            *err = rt_fmt("%s: the header's shard-set mark is damaged (role %d, shard %d of %d)", path, s->set_role,
+                          s->set_index, s->set_count);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -158,7 +174,16 @@ int rt_shard_width(const int32_t *ids, int64_t n)
     return max <= 65535 ? 2 : 4;
 }
 
-int rt_shard_write(const char *path, const int32_t *ids, int64_t n, int width, char **err)
+/* The mark of a set's shard in a header (data.h); set_id 0: none. */
+typedef struct ShardMark {
+    uint64_t set_id;
+    int role, index, count;
+    uint32_t crc;
+} ShardMark;
+
+/* Checks ids for a shard of the given width (0: the ids' own); the width,
+ * or -1 with *err. */
+static int shard_width_for(const char *path, const int32_t *ids, int64_t n, int width, char **err)
 {
     if (n < 0 || n > RT_SHARD_MAX_TOKENS) {
         *err = rt_fmt("%s: %lld tokens do not fit one shard (at most %lld)", path, (long long)n,
@@ -177,11 +202,64 @@ int rt_shard_write(const char *path, const int32_t *ids, int64_t n, int width, c
         *err = rt_fmt("%s: token width %d (must be 2 or 4)", path, width);
         return -1;
     }
+    return width;
+}
+
+enum { CHUNK = 1 << 16 };
+
+/* ids[0..m) as little-endian tokens of the width into buf; the bytes. */
+static size_t pack(uint8_t *buf, const int32_t *ids, int64_t m, int width)
+{
+    for (int64_t k = 0; k < m; k++) {
+        uint32_t v = (uint32_t)ids[k];
+        uint8_t *p = buf + k * width;
+        p[0] = (uint8_t)v;
+        p[1] = (uint8_t)(v >> 8);
+        if (width == 4) {
+            p[2] = (uint8_t)(v >> 16);
+            p[3] = (uint8_t)(v >> 24);
+        }
+    }
+    return (size_t)(m * width);
+}
+
+/* CRC-32 of the tokens' bytes as a shard of that width holds them. */
+static uint32_t ids_crc(const int32_t *ids, int64_t n, int width, uint8_t *buf)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (int64_t i = 0; i < n; i += CHUNK)
+        crc = crc32_z(crc, buf, pack(buf, ids + i, n - i < CHUNK ? n - i : CHUNK, width));
+    return (uint32_t)crc;
+}
+
+/* Writes a shard into a, opened by rt_atomic_open; the caller commits or
+ * aborts it.  buf: CHUNK * 4 bytes. */
+static void shard_put(RtAtomicFile *a, const int32_t *ids, int64_t n, int width, const ShardMark *mark,
+                      uint8_t *buf)
+{
     uint8_t header[RT_SHARD_HEADER_BYTES] = {0};
     put_le32(header, width == 2 ? RT_SHARD_MAGIC_U16 : RT_SHARD_MAGIC_U32);
     put_le32(header + 4, width == 2 ? RT_SHARD_VERSION_U16 : RT_SHARD_VERSION_U32);
     put_le32(header + 8, (int32_t)n);
-    enum { CHUNK = 1 << 16 };
+    if (mark && mark->set_id) {
+        put_le32(header + 12, RT_SHARD_MARK);
+        put_le32(header + 16, (int32_t)(uint32_t)mark->set_id);
+        put_le32(header + 20, (int32_t)(uint32_t)(mark->set_id >> 32));
+        put_le32(header + 24, mark->role);
+        put_le32(header + 28, mark->index);
+        put_le32(header + 32, mark->count);
+        put_le32(header + 36, (int32_t)mark->crc);
+    }
+    rt_atomic_write(a, header, sizeof header);
+    for (int64_t i = 0; i < n; i += CHUNK)
+        rt_atomic_write(a, buf, pack(buf, ids + i, n - i < CHUNK ? n - i : CHUNK, width));
+}
+
+int rt_shard_write(const char *path, const int32_t *ids, int64_t n, int width, char **err)
+{
+    width = shard_width_for(path, ids, n, width, err);
+    if (width < 0)
+        return -1;
     uint8_t *buf = malloc(CHUNK * 4);
     RtAtomicFile a;
     if (!buf) {
@@ -192,21 +270,7 @@ int rt_shard_write(const char *path, const int32_t *ids, int64_t n, int width, c
         free(buf);
         return -1;
     }
-    rt_atomic_write(&a, header, sizeof header);
-    for (int64_t i = 0; i < n; i += CHUNK) {
-        int64_t m = n - i < CHUNK ? n - i : CHUNK;
-        for (int64_t k = 0; k < m; k++) {
-            uint32_t v = (uint32_t)ids[i + k];
-            uint8_t *p = buf + k * width;
-            p[0] = (uint8_t)v;
-            p[1] = (uint8_t)(v >> 8);
-            if (width == 4) {
-                p[2] = (uint8_t)(v >> 16);
-                p[3] = (uint8_t)(v >> 24);
-            }
-        }
-        rt_atomic_write(&a, buf, (size_t)(m * width));
-    }
+    shard_put(&a, ids, n, width, NULL, buf);
     free(buf);
     return rt_atomic_commit(&a, err);
 }
@@ -292,6 +356,69 @@ void rt_loader_free(RtLoader *l)
     memset(l, 0, sizeof *l);
 }
 
+/* PREFIX.manifest.json of a set's shard PREFIX_train_NNNNNN.bin or
+ * PREFIX_val.bin (malloc'd), or NULL for another name. */
+static char *manifest_of(const char *path)
+{
+    size_t n = strlen(path), k = strlen("_train_000000.bin");
+    if (n > 8 && !strcmp(path + n - 8, "_val.bin"))
+        return rt_fmt("%.*s.manifest.json", (int)(n - 8), path);
+    if (n > k && !strncmp(path + n - k, "_train_", 7) && !strcmp(path + n - 4, ".bin") &&
+        strspn(path + n - k + 7, "0123456789") == 6)
+        return rt_fmt("%.*s.manifest.json", (int)(n - k), path);
+    return NULL;
+}
+
+/* The "id" of a manifest, 0 when unreadable (*why says so). */
+static uint64_t manifest_id(const char *mpath, const char **why)
+{
+    json_error_t je;
+    json_t *j = json_load_file(mpath, 0, &je);
+    json_t *id = json_object_get(j, "id");
+    uint64_t v = 0;
+    if (json_is_string(id))
+        v = strtoull(json_string_value(id), NULL, 16);
+    *why = !j ? (access(mpath, F_OK) ? "is missing" : "is not valid JSON") : !v ? "has no \"id\"" : NULL;
+    json_decref(j);
+    return v;
+}
+
+/* Every shard of a set that strata data wrote needs its set's manifest
+ * beside it, naming the same set: otherwise it is left from an earlier
+ * set under the same prefix, or from a `strata data` that was killed. */
+static int check_sets(const RtLoader *l, char **err)
+{
+    char *last = NULL; /* the manifest read last and its id: shards of one set come together */
+    uint64_t last_id = 0;
+    const char *why = NULL;
+    int rc = 0;
+    for (int i = 0; i < l->nshard && !rc; i++) {
+        const RtShard *s = &l->shard[i];
+        char *mpath = s->set_id ? manifest_of(s->path) : NULL;
+        if (!mpath)
+            continue;
+        if (!last || strcmp(last, mpath)) {
+            free(last);
+            last = rt_fmt("%s", mpath);
+            last_id = manifest_id(mpath, &why);
+        }
+        if (!last_id) {
+            *err = rt_fmt("%s: belongs to shard set %016llx, but its manifest %s %s: a `strata data` that was "
+                          "interrupted? (run it again)", s->path, (unsigned long long)s->set_id, mpath, why);
+            rc = -1;
+        } else if (last_id != s->set_id) {
+            *err = rt_fmt("%s: belongs to shard set %016llx, but %s describes set %016llx: the file is left from "
+                          "another `strata data` with that prefix, and a glob would mix two corpora (delete it, "
+                          "or run strata data again)", s->path, (unsigned long long)s->set_id, mpath,
+                          (unsigned long long)last_id);
+            rc = -1;
+        }
+        free(mpath);
+    }
+    free(last);
+    return rc;
+}
+
 int rt_loader_init(RtLoader *l, const char *const *paths, int n, int B, int T, RtLoaderMode mode,
                    uint64_t seed, char **err)
 {
@@ -328,6 +455,10 @@ int rt_loader_init(RtLoader *l, const char *const *paths, int n, int B, int T, R
         l->ntok += N;
         if (N > l->shard[longest].ntok)
             longest = i;
+    }
+    if (check_sets(l, err) != 0) {
+        rt_loader_free(l);
+        return -1;
     }
     l->nwin = l->first[n];
     if (l->nwin == 0) {
@@ -430,10 +561,19 @@ int64_t rt_loader_batches(const RtLoader *l)
     return (l->nwin + l->B - 1) / l->B;
 }
 
-int rt_loader_check_vocab(const RtLoader *l, int64_t vocab, char **err)
+int rt_loader_check_vocab(RtLoader *l, int64_t vocab, char **err)
 {
+    uint64_t id = RT_FNV64_INIT;
     for (int i = 0; i < l->nshard; i++) {
         const RtShard *s = &l->shard[i];
+        uint32_t crc = (uint32_t)crc32_z(crc32(0L, Z_NULL, 0), s->tok, (size_t)(s->ntok * s->width));
+        if (s->set_id && crc != s->set_crc) {
+            *err = rt_fmt("%s: the tokens' CRC-32 is %08x but strata data wrote %08x in the header: the file was "
+                          "damaged or edited since", s->path, crc, s->set_crc);
+            return -1;
+        }
+        int64_t what[3] = {s->ntok, s->width, crc};
+        id = rt_fnv64(id, what, sizeof what);
         if (s->width == 2 && vocab > 65535)
             continue;
         for (int64_t k = 0; k < s->ntok; k++) {
@@ -445,6 +585,7 @@ int rt_loader_check_vocab(const RtLoader *l, int64_t vocab, char **err)
             }
         }
     }
+    l->id = id ? id : 1;
     return 0;
 }
 
@@ -453,8 +594,102 @@ int rt_loader_check_vocab(const RtLoader *l, int64_t vocab, char **err)
 void rt_split_result_free(RtSplitResult *r)
 {
     free(r->val_path);
+    free(r->manifest_path);
     rt_glob_free(r->train_paths, r->ntrain);
     memset(r, 0, sizeof *r);
+}
+
+/* The file name without its directory. */
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* PREFIX.manifest.json's text (malloc'd): see data.h.  marks and tokens:
+ * the train shards', then the val shard's. */
+static char *manifest_text(const RtSplitResult *r, const RtSplitOptions *o, const ShardMark *marks,
+                           const int64_t *tokens)
+{
+    json_t *j = json_object(), *train = json_array();
+    char hex[24];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)r->id);
+    json_object_set_new(j, "format", json_string("strata shard set"));
+    json_object_set_new(j, "version", json_integer(1));
+    json_object_set_new(j, "id", json_string(hex));
+    json_object_set_new(j, "tokenizer", o->tokenizer ? json_string(o->tokenizer) : json_null());
+    json_object_set_new(j, "vocab", o->vocab > 0 ? json_integer(o->vocab) : json_null());
+    json_object_set_new(j, "width", json_integer(r->width));
+    json_object_set_new(j, "train_tokens", json_integer(r->train_tokens));
+    json_object_set_new(j, "val_tokens", json_integer(r->val_tokens));
+    for (int k = 0; k <= r->ntrain; k++) {
+        json_t *f = json_object();
+        snprintf(hex, sizeof hex, "%08x", marks[k].crc);
+        json_object_set_new(f, "file", json_string(base_name(k < r->ntrain ? r->train_paths[k] : r->val_path)));
+        json_object_set_new(f, "tokens", json_integer(tokens[k]));
+        json_object_set_new(f, "crc32", json_string(hex));
+        if (k < r->ntrain)
+            json_array_append_new(train, f);
+        else
+            json_object_set_new(j, "val", f);
+    }
+    json_object_set_new(j, "train", train);
+    json_t *in = json_array();
+    for (int i = 0; i < o->ninputs; i++)
+        json_array_append_new(in, json_string(o->inputs[i]));
+    json_object_set_new(j, "inputs", in);
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    return text;
+}
+
+/* Deletes PREFIX_train_NNNNNN.bin for NNNNNN >= keep: the train shards of
+ * an earlier, larger set.  The number deleted, or -1 with *err. */
+static int remove_old_train(const char *prefix, int64_t keep, char **err)
+{
+    char *pattern = rt_fmt("%s_train_[0-9][0-9][0-9][0-9][0-9][0-9].bin", prefix);
+    glob_t g;
+    int n = 0, rc = glob(pattern, 0, NULL, &g);
+    free(pattern);
+    if (rc == GLOB_NOMATCH)
+        return 0;
+    if (rc != 0) {
+        *err = rt_fmt("%s_train_*.bin: cannot list the directory", prefix);
+        return -1;
+    }
+    for (size_t i = 0; i < g.gl_pathc && n >= 0; i++) {
+        const char *f = g.gl_pathv[i];
+        if (strtoll(f + strlen(prefix) + 7, NULL, 10) < keep)
+            continue; /* replaced by rename */
+        if (unlink(f) != 0) {
+            *err = rt_fmt("%s: cannot remove this train shard of an earlier set: %s", f, strerror(errno));
+            n = -1;
+        } else
+            n++;
+    }
+    globfree(&g);
+    return n;
+}
+
+/* Deletes the temporary files that killed runs of strata data left under
+ * PREFIX (PREFIX_train_NNNNNN.bin.tmp.PID, ...; dead PIDs only). */
+static void clean_stale_set(const char *prefix)
+{
+    char *pattern = rt_fmt("%s_*.bin.tmp.*", prefix);
+    glob_t g;
+    if (glob(pattern, GLOB_NOSORT, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            char *stem = rt_fmt("%s", g.gl_pathv[i]);
+            *strstr(stem + strlen(prefix), ".tmp.") = 0;
+            rt_atomic_clean_stale(stem, NULL);
+            free(stem);
+        }
+        globfree(&g);
+    }
+    free(pattern);
+    char *manifest = rt_fmt("%s.manifest.json", prefix);
+    rt_atomic_clean_stale(manifest, NULL);
+    free(manifest);
 }
 
 int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSplitOptions *o, RtSplitResult *r,
@@ -501,37 +736,80 @@ int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSpl
     }
     r->width = width;
     r->train_paths = calloc((size_t)nshards, sizeof *r->train_paths);
-    if (!r->train_paths || asprintf(&r->val_path, "%s_val.bin", prefix) < 0) {
-        r->val_path = NULL;
+    /* (nshards + 1) each: the train shards, then val */
+    ShardMark *marks = calloc((size_t)nshards + 1, sizeof *marks);
+    int64_t *at = calloc((size_t)nshards + 1, sizeof *at), *len = calloc((size_t)nshards + 1, sizeof *len);
+    RtAtomicFile *files = calloc((size_t)nshards + 1, sizeof *files);
+    uint8_t *buf = malloc(CHUNK * 4);
+    if (!r->train_paths || !marks || !at || !len || !files || !buf) {
+        free(marks), free(at), free(len), free(files), free(buf);
         rt_split_result_free(r);
         *err = rt_fmt("%s: out of memory", prefix);
         return -1;
     }
-    for (int64_t k = 0; k < nshards; k++) {
-        char *p;
-        if (asprintf(&p, "%s_train_%06lld.bin", prefix, (long long)k) < 0) {
-            rt_split_result_free(r);
-            *err = rt_fmt("%s: out of memory", prefix);
-            return -1;
-        }
-        r->train_paths[k] = p;
-        r->ntrain = (int)k + 1;
-        int64_t at = k * per, m = ntrain_tok - at < per ? ntrain_tok - at : per;
-        if (rt_shard_write(p, ids + at, m, width, err) != 0) {
-            rt_split_result_free(r);
-            return -1;
-        }
-        r->train_tokens += m;
+    r->val_path = rt_fmt("%s_val.bin", prefix);
+    r->manifest_path = rt_fmt("%s.manifest.json", prefix);
+    for (int64_t k = 0; k < nshards; k++)
+        r->train_paths[k] = rt_fmt("%s_train_%06lld.bin", prefix, (long long)k);
+    r->ntrain = (int)nshards;
+    r->train_tokens = ntrain_tok;
+    r->val_tokens = nval;
+    /* The set's id: its layout and every shard's CRC-32. */
+    uint64_t id = rt_fnv64(RT_FNV64_INIT, "strata shard set 1", 18);
+    for (int64_t k = 0; k <= nshards; k++) {
+        at[k] = k < nshards ? k * per : ntrain_tok;
+        len[k] = k < nshards ? (ntrain_tok - at[k] < per ? ntrain_tok - at[k] : per) : nval;
+        marks[k].crc = ids_crc(ids + at[k], len[k], width, buf);
+        int64_t what[4] = {k < nshards ? RT_SHARD_TRAIN : RT_SHARD_VAL, len[k], width, marks[k].crc};
+        id = rt_fnv64(id, what, sizeof what);
     }
-    if (rt_shard_write(r->val_path, ids + ntrain_tok, nval, width, err) != 0) {
+    r->id = id ? id : 1;
+    /* 1. Every shard under its temporary name (a kill leaves only those). */
+    clean_stale_set(prefix);
+    int64_t staged = 0;
+    int rc = 0;
+    for (int64_t k = 0; k <= nshards && !rc; k++) {
+        const char *path = k < nshards ? r->train_paths[k] : r->val_path;
+        marks[k] = (ShardMark){.set_id = r->id, .role = k < nshards ? RT_SHARD_TRAIN : RT_SHARD_VAL,
+                               .index = k < nshards ? (int)k : 0, .count = k < nshards ? (int)nshards : 1,
+                               .crc = marks[k].crc};
+        rc = rt_atomic_open(&files[k], path, err);
+        if (!rc) {
+            staged = k + 1;
+            shard_put(&files[k], ids + at[k], len[k], width, &marks[k], buf);
+            rc = rt_atomic_close(&files[k], err);
+            if (rc)
+                staged = k; /* rt_atomic_close freed it */
+        }
+    }
+    /* 2. The old set goes: its manifest first (a shard without its manifest
+     * is refused), then its surplus train shards; 3. the new shards in. */
+    int removed = 0;
+    if (!rc && unlink(r->manifest_path) != 0 && errno != ENOENT) {
+        *err = rt_fmt("%s: cannot remove the manifest of the earlier set: %s", r->manifest_path, strerror(errno));
+        rc = -1;
+    }
+    if (!rc && (removed = remove_old_train(prefix, nshards, err)) < 0)
+        rc = -1;
+    for (int64_t k = 0; k < staged; k++) {
+        if (rc)
+            rt_atomic_abort(&files[k]);
+        else
+            rc = rt_atomic_commit(&files[k], err);
+    }
+    /* 4. The manifest: now the set is whole. */
+    char *text = rc ? NULL : manifest_text(r, o, marks, len);
+    if (!rc && !text) {
+        *err = rt_fmt("%s: out of memory", r->manifest_path);
+        rc = -1;
+    }
+    if (!rc)
+        rc = rt_atomic_write_file(r->manifest_path, text, strlen(text), err);
+    free(text), free(marks), free(at), free(len), free(files), free(buf);
+    if (rc) {
         rt_split_result_free(r);
         return -1;
     }
-    r->val_tokens = nval;
-    char *next;
-    if (asprintf(&next, "%s_train_%06lld.bin", prefix, (long long)nshards) >= 0) {
-        r->stale = access(next, F_OK) == 0;
-        free(next);
-    }
+    r->removed = removed;
     return 0;
 }

@@ -8,7 +8,14 @@
  *     [1] version  1 with magic 20240520 (GPT-2 shards),
  *                  7 with magic 20240801 (LLaMA-3 shards)
  *     [2] number of tokens N (0 <= N < 2^31)
- *     [3..255] reserved, written as 0, not checked (llm.c ignores them)
+ *     [3..255] reserved (llm.c ignores them); 0, except in the shards of
+ *              a set that `strata data` wrote (rt_data_split), which
+ *              carry its mark:
+ *     [3] RT_SHARD_MARK
+ *     [4] [5] the set's id, low and high 32 bits
+ *     [6] role: 1 a train shard, 2 the validation shard
+ *     [7] [8] index k of the K shards of that role (val: 0 of 1)
+ *     [9] CRC-32 (zlib's) of the N tokens' bytes
  *   then N tokens, uint16 or uint32 by the magic; the file is exactly
  *   1024 + N * width bytes.
  * Only these two (magic, version) pairs exist; anything else is refused.
@@ -36,6 +43,17 @@
  * batch; the last batch may be partial; then the loader is exhausted until
  * rt_loader_reset.
  *
+ * Shard sets: rt_data_split writes PREFIX_train_NNNNNN.bin, PREFIX_val.bin
+ * and, last, PREFIX.manifest.json (the set's id, the tokenizer, every
+ * shard's name, tokens and CRC-32), staging every shard under a temporary
+ * name first and removing the train shards of an older set under the same
+ * PREFIX, so a glob of PREFIX_train_*.bin never takes two corpora.  A
+ * killed `strata data` leaves the older set (and temporary files) or a set
+ * without its manifest.  rt_loader_init refuses a marked shard whose
+ * manifest (found by its name) is missing or names another set;
+ * rt_loader_check_vocab refuses one whose bytes do not match its CRC-32.
+ * Shards without the mark (llm.c's) are taken as they are.
+ *
  * Shards are memory-mapped read-only; the loader owns the maps.  Errors are
  * malloc'd messages naming the file ("data/train_000.bin: header says 1000
  * tokens but the file holds 998"). */
@@ -51,6 +69,9 @@
 #define RT_SHARD_MAGIC_U32 20240801   /* llm.c "llama-3" */
 #define RT_SHARD_VERSION_U32 7
 #define RT_SHARD_MAX_TOKENS 2147483647LL  /* header[2] is an int32 */
+#define RT_SHARD_MARK 0x54525453          /* header[3] of a set's shards: "STRT" */
+#define RT_SHARD_TRAIN 1                  /* header[6] */
+#define RT_SHARD_VAL 2
 /* Train shard size of rt_data_split when not given (llm.c uses 1e8). */
 #define RT_SHARD_TOKENS_DEFAULT 10000000LL
 
@@ -63,6 +84,11 @@ typedef struct RtShard {
     int width;           /* bytes per token: 2 or 4 */
     int64_t ntok;        /* N */
     const void *tok;     /* (N) uint16 or uint32, map + 1024 */
+    /* The mark of a set's shard (header[3..9]); set_id 0 without one. */
+    uint64_t set_id;
+    int set_role;        /* RT_SHARD_TRAIN or RT_SHARD_VAL */
+    int set_index, set_count;
+    uint32_t set_crc;    /* CRC-32 of the tokens when written */
 } RtShard;
 
 /* Maps and checks a shard; 0, or -1 with *err. */
@@ -109,10 +135,13 @@ typedef struct RtLoader {
     uint32_t *perm;      /* (W) random mode: window order of epoch perm_epoch */
     int64_t perm_epoch;  /* -1: perm not drawn yet */
     int64_t epoch, pos;  /* the state (RtLoaderState) */
+    uint64_t id;         /* rt_loader_check_vocab: identity of the data (FNV-1a 64 of every shard's
+                            tokens, width and CRC-32, in order); 0 before */
 } RtLoader;
 
 /* Maps the n shards (paths) and prepares batches of B windows of T + 1
- * tokens.  Fails when a shard is bad or no shard holds T + 1 tokens. */
+ * tokens.  Fails when a shard is bad, no shard holds T + 1 tokens, or a
+ * set's shard has no manifest of its set beside it (see above). */
 int rt_loader_init(RtLoader *l, const char *const *paths, int n, int B, int T, RtLoaderMode mode,
                    uint64_t seed, char **err);
 void rt_loader_free(RtLoader *l);
@@ -130,8 +159,9 @@ int rt_loader_set_state(RtLoader *l, RtLoaderState s, char **err);
 /* Batches in one sequential pass: ceil(W / B); full ones: floor(W / B). */
 int64_t rt_loader_batches(const RtLoader *l);
 /* Scans every token of every shard; -1 with *err naming the file and the
- * position of the first id >= vocab. */
-int rt_loader_check_vocab(const RtLoader *l, int64_t vocab, char **err);
+ * position of the first id >= vocab, or a set's shard whose bytes do not
+ * match the CRC-32 in its header (damaged or edited since).  Sets l->id. */
+int rt_loader_check_vocab(RtLoader *l, int64_t vocab, char **err);
 
 /* --- corpus -> shards ----------------------------------------------------- */
 
@@ -139,6 +169,10 @@ typedef struct RtSplitOptions {
     int64_t val_tokens;    /* tokens of the val shard when > 0 ... */
     double val_fraction;   /* ... else this fraction of the corpus, rounded down (0 < f < 1) */
     int64_t shard_tokens;  /* tokens per train shard (the last may hold fewer); <= 0: the default */
+    const char *tokenizer; /* for the manifest: the tokenizer's name (NULL: none recorded) */
+    int64_t vocab;         /* its vocabulary size (0: not recorded) */
+    const char *const *inputs; /* for the manifest: the input files (ninputs) */
+    int ninputs;
 } RtSplitOptions;
 
 typedef struct RtSplitResult {
@@ -148,14 +182,17 @@ typedef struct RtSplitResult {
     int ntrain;
     int64_t train_tokens;
     int width;             /* bytes per token of every shard written */
-    int stale;             /* PREFIX_train_<ntrain>.bin exists: left by an earlier split, a glob would take it */
+    char *manifest_path;   /* PREFIX.manifest.json */
+    uint64_t id;           /* the set's id */
+    int removed;           /* train shards of an earlier set under PREFIX deleted */
 } RtSplitResult;
 
 /* Splits a corpus: the last val tokens become PREFIX_val.bin, the rest
  * (in order) PREFIX_train_NNNNNN.bin shards of shard_tokens each (the
  * convention of the shared tinyshakespeare data: first 90% train, last 10%
- * validation).  All shards get the width the whole corpus needs.  Each file
- * is written atomically.  Fails unless both parts get at least 2 tokens. */
+ * validation).  All shards get the width the whole corpus needs.  The set
+ * is written as a whole (see "Shard sets" above), with its manifest last.
+ * Fails unless both parts get at least 2 tokens. */
 int rt_data_split(const char *prefix, const int32_t *ids, int64_t n, const RtSplitOptions *o, RtSplitResult *r,
                   char **err);
 void rt_split_result_free(RtSplitResult *r);

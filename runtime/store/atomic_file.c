@@ -4,8 +4,10 @@
 #include "store/atomic_file.h"
 #include "core/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,8 +104,10 @@ static int sync_dir(const char *path, char **err)
     return rc;
 }
 
-int rt_atomic_commit(RtAtomicFile *a, char **err)
+int rt_atomic_close(RtAtomicFile *a, char **err)
 {
+    if (!a->f)
+        return 0;
     int e = a->failed;
     if (!e && fflush(a->f) != 0)
         e = errno ? errno : EIO;
@@ -117,6 +121,13 @@ int rt_atomic_commit(RtAtomicFile *a, char **err)
         rt_atomic_abort(a);
         return -1;
     }
+    return 0;
+}
+
+int rt_atomic_commit(RtAtomicFile *a, char **err)
+{
+    if (rt_atomic_close(a, err) != 0)
+        return -1;
     if (rename(a->tmp, a->path) != 0) {
         *err = rt_fmt("%s: cannot rename %s over it: %s", a->path, a->tmp, strerror(errno));
         rt_atomic_abort(a);
@@ -134,4 +145,41 @@ int rt_atomic_write_file(const char *path, const void *p, size_t n, char **err)
         return -1;
     rt_atomic_write(&a, p, n);
     return rt_atomic_commit(&a, err);
+}
+
+int rt_atomic_clean_stale(const char *path, long long *bytes)
+{
+    if (bytes)
+        *bytes = 0;
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? rt_fmt("%.*s", (int)(slash == path ? 1 : slash - path), path) : rt_fmt(".");
+    const char *base = slash ? slash + 1 : path;
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        /* BASE.tmp.<pid>, pid all digits, not this process */
+        if (strncmp(e->d_name, base, blen) || strncmp(e->d_name + blen, ".tmp.", 5))
+            continue;
+        const char *digits = e->d_name + blen + 5;
+        char *end;
+        errno = 0;
+        long pid = strtol(digits, &end, 10);
+        if (!*digits || *end || errno || pid <= 0 || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* alive (or another user's): it may still be writing */
+        char *f = rt_fmt("%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(f, &st) == 0 && S_ISREG(st.st_mode) && unlink(f) == 0) {
+            n++;
+            if (bytes)
+                *bytes += (long long)st.st_size;
+        }
+        free(f);
+    }
+    if (d)
+        closedir(d);
+    free(dir);
+    return n;
 }

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE /* asprintf */
 #include "store/checkpoint.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,9 @@ int rt_ckpt_write(const char *path, const StrataModelDesc *d, const float *param
                              {"strata.model", info->source},
                              {"strata.model_path", info->model_path},
                              {"strata.config", info->config_json},
+                             {"strata.model_id", info->model_id},
+                             {"strata.sources", info->sources_json},
+                             {"strata.defines", info->defines_json},
                              {"strata.state", info->state_json}};
     for (size_t k = 0; k < sizeof meta / sizeof *meta && !rc; k++)
         rc = rt_st_add_meta(&w, meta[k][0], meta[k][1] ? meta[k][1] : "", err);
@@ -99,6 +103,24 @@ static const RtStTensor *find_like(const RtSafetensors *st, const char *name, co
     return t;
 }
 
+int rt_ckpt_check_finite(const char *path, const char *name, const float *x, int64_t n, char **err)
+{
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) {
+            bad++;
+            if (first < 0)
+                first = i;
+        }
+    if (!bad)
+        return 0;
+    if (asprintf(err, "%s: tensor '%s' holds %s at element %lld (%lld of its %lld values are NaN or infinite): "
+                      "the checkpoint is unusable; take an earlier one", path, name,
+                 isnan(x[first]) ? "NaN" : "an infinity", (long long)first, (long long)bad, (long long)n) < 0)
+        *err = NULL;
+    return -1;
+}
+
 /* The parameter called name, or -1. */
 static int64_t param_index(const StrataModelDesc *d, const char *name)
 {
@@ -129,6 +151,8 @@ int rt_ckpt_read_params(const RtSafetensors *st, const StrataModelDesc *d, float
         if (!t)
             return -1;
         memcpy(params + p->offset, t->data, (size_t)p->numel * sizeof(float));
+        if (rt_ckpt_check_finite(st->path, p->name, params + p->offset, p->numel, err))
+            return -1;
     }
     return 0;
 }
@@ -144,10 +168,12 @@ int rt_ckpt_read_moments(const RtSafetensors *st, const StrataModelDesc *d, floa
                 return -1;
             }
             const RtStTensor *t = find_like(st, name, p, err);
+            if (t)
+                memcpy((k ? v : m) + p->offset, t->data, (size_t)p->numel * sizeof(float));
+            bool ok = t && !rt_ckpt_check_finite(st->path, name, (k ? v : m) + p->offset, p->numel, err);
             free(name);
-            if (!t)
+            if (!ok)
                 return -1;
-            memcpy((k ? v : m) + p->offset, t->data, (size_t)p->numel * sizeof(float));
         }
     }
     return 0;

@@ -3,8 +3,10 @@
 #define _GNU_SOURCE /* asprintf, getline */
 #include "train/metrics.h"
 #include "core/util.h"
+#include "store/atomic_file.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <jansson.h>
 #include <math.h>
@@ -14,12 +16,12 @@
 
 int rt_metrics_open(RtMetrics *m, const char *path, char **err)
 {
-    m->f = fopen(path, "a");
-    if (!m->f) {
+    *m = (RtMetrics){.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666)};
+    if (m->fd < 0) {
         *err = rt_fmt("%s: %s", path, strerror(errno));
         return -1;
     }
-    m->path = strdup(path);
+    m->path = rt_fmt("%s", path);
     return 0;
 }
 
@@ -32,38 +34,125 @@ static void num(FILE *f, const char *key, double x, bool last)
         fprintf(f, "\"%s\": null%s", key, last ? "}\n" : ", ");
 }
 
-void rt_metrics_train(RtMetrics *m, int64_t step, double loss, double lr, double grad_norm, int64_t tokens,
-                      double tokens_per_s, double elapsed_s)
+/* Writes the row in buf (len bytes) with one write(2) where it can. */
+static int put_row(RtMetrics *m, const char *buf, size_t len, char **err)
 {
-    fprintf(m->f, "{\"step\": %lld, ", (long long)step);
-    num(m->f, "loss", loss, false);
-    num(m->f, "lr", lr, false);
-    num(m->f, "grad_norm", grad_norm, false);
-    fprintf(m->f, "\"tokens\": %lld, ", (long long)tokens);
-    num(m->f, "tokens_per_s", tokens_per_s, false);
-    num(m->f, "elapsed_s", elapsed_s, true);
-    fflush(m->f);
+    for (size_t done = 0; !m->error && done < len;) {
+        ssize_t w = write(m->fd, buf + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            m->error = w < 0 ? errno : ENOSPC;
+        else
+            done += (size_t)w;
+    }
+    if (m->error) {
+        *err = rt_fmt("%s: cannot write: %s", m->path, strerror(m->error));
+        return -1;
+    }
+    return 0;
 }
 
-void rt_metrics_val(RtMetrics *m, int64_t step, double val_loss)
+int rt_metrics_train(RtMetrics *m, int64_t step, double loss, double lr, double grad_norm, int64_t tokens,
+                     double tokens_per_s, double elapsed_s, char **err)
 {
-    fprintf(m->f, "{\"step\": %lld, ", (long long)step);
-    num(m->f, "val_loss", val_loss, false);
-    num(m->f, "val_ppl", exp(val_loss), true);
-    fflush(m->f);
+    char row[512];
+    FILE *f = fmemopen(row, sizeof row, "w");
+    if (!f) {
+        *err = rt_fmt("%s: out of memory", m->path);
+        return -1;
+    }
+    fprintf(f, "{\"step\": %lld, ", (long long)step);
+    num(f, "loss", loss, false);
+    num(f, "lr", lr, false);
+    num(f, "grad_norm", grad_norm, false);
+    fprintf(f, "\"tokens\": %lld, ", (long long)tokens);
+    num(f, "tokens_per_s", tokens_per_s, false);
+    num(f, "elapsed_s", elapsed_s, true);
+    long len = ftell(f);
+    fclose(f);
+    return put_row(m, row, (size_t)len, err);
+}
+
+int rt_metrics_val(RtMetrics *m, int64_t step, double val_loss, char **err)
+{
+    char row[256];
+    FILE *f = fmemopen(row, sizeof row, "w");
+    if (!f) {
+        *err = rt_fmt("%s: out of memory", m->path);
+        return -1;
+    }
+    fprintf(f, "{\"step\": %lld, ", (long long)step);
+    num(f, "val_loss", val_loss, false);
+    num(f, "val_ppl", exp(val_loss), true);
+    long len = ftell(f);
+    fclose(f);
+    return put_row(m, row, (size_t)len, err);
 }
 
 int rt_metrics_close(RtMetrics *m, char **err)
 {
-    int bad = !m->f || ferror(m->f);
-    if (m->f && fclose(m->f) != 0)
-        bad = 1;
+    int bad = m->error;
+    if (m->fd >= 0 && close(m->fd) != 0 && !bad)
+        bad = errno ? errno : EIO;
     if (bad)
-        *err = rt_fmt("%s: write error (disk full?)", m->path ? m->path : "metrics");
+        *err = rt_fmt("%s: write error: %s", m->path ? m->path : "metrics", strerror(bad));
     free(m->path);
-    m->f = NULL;
-    m->path = NULL;
+    *m = (RtMetrics){.fd = -1};
     return bad ? -1 : 0;
+}
+
+/* Whether a line of a log stays when it is cut back to `step`: JSON whose
+ * "step" (if any) is at most step.  Lines that are not JSON (a row cut
+ * short, or one glued to the next by an older resume) go; blank lines
+ * stay. */
+static bool keep_row(const char *line, size_t len, int64_t step)
+{
+    json_t *o = json_loadb(line, len, 0, NULL);
+    json_t *s = json_object_get(o, "step");
+    bool keep = (o || line[strspn(line, " \t\r\n")] == 0) && !(json_is_integer(s) && json_integer_value(s) > step);
+    json_decref(o);
+    return keep;
+}
+
+int rt_metrics_trim(const char *path, int64_t step, int64_t *dropped, char **err)
+{
+    if (dropped)
+        *dropped = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        *err = rt_fmt("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *keep = NULL, *line = NULL;
+    size_t keep_len = 0, cap = 0;
+    FILE *k = open_memstream(&keep, &keep_len);
+    int64_t gone = 0;
+    ssize_t len;
+    while (k && (len = getline(&line, &cap, f)) >= 0) {
+        bool whole = len > 0 && line[len - 1] == '\n';
+        if (!whole || !keep_row(line, (size_t)len, step))
+            gone++;
+        else
+            fwrite(line, 1, (size_t)len, k);
+    }
+    int rc = 0;
+    if (!k || ferror(f)) {
+        *err = rt_fmt("%s: %s", path, k ? "read error" : "out of memory");
+        rc = -1;
+    }
+    fclose(f);
+    free(line);
+    if (k)
+        fclose(k);
+    if (!rc && gone > 0)
+        rc = rt_atomic_write_file(path, keep, keep_len, err);
+    free(keep);
+    if (!rc && dropped)
+        *dropped = gone;
+    return rc;
 }
 
 static void push(int64_t **s, double **v, int64_t *n, int64_t step, double x)
@@ -116,6 +205,11 @@ int rt_curve_load(RtCurve *c, const char *path, char **err)
         json_error_t je;
         json_t *o = json_loadb(line, (size_t)len, 0, &je);
         json_t *step = o ? json_object_get(o, "step") : NULL;
+        if (!o && line[len - 1] != '\n') { /* the last line, cut short by a kill */
+            fprintf(stderr, "strata: note: %s:%ld: skipped a partial last line (a run killed while writing it)\n",
+                    path, lineno);
+            break;
+        }
         if (!o || !json_is_object(o) || !json_is_integer(step)) {
             *err = o ? rt_fmt("%s:%ld: a metrics row needs an integer \"step\"", path, lineno)
                      : rt_fmt("%s:%ld: bad JSON: %s", path, lineno, je.text);

@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include "store/checkpoint.h"
+#include "train/ident.h"
 
 #include <jansson.h>
 
@@ -33,6 +34,10 @@ float *rt_load_weights(const RtModel *m, const char *prog, const char *path, jso
         rt_st_close(&st);
         return NULL;
     }
+    char *diff = rt_model_diff(&st, m);
+    if (diff)
+        fprintf(stderr, "%s: warning: %s was written by another model: %s\n", prog, path, diff);
+    free(diff);
     const char *sj = rt_st_meta(&st, "strata.state");
     *state = sj ? json_loads(sj, 0, NULL) : NULL;
     rt_st_close(&st);

@@ -1,6 +1,8 @@
 /* options.c - the option parser of the runtime's commands (options.h):
- * "--flag value", "--flag=value" and flags; integers and reals checked. */
+ * "--flag value", "--flag=value" and flags; integers and reals checked,
+ * and every command's --threads against the pool's cap. */
 #include "train/options.h"
+#include "core/pool.h"
 
 #include <errno.h>
 #include <math.h>
@@ -60,6 +62,11 @@ int rt_parse_opts(const char *prog, const char *cmd, const RtOptSpec *specs, int
             long long x = strtoll(v, &end, 10);
             if (!*v || *end || errno) {
                 fprintf(stderr, "%s %s: %s: '%s' is not an integer\n", prog, cmd, sp->flag, v);
+                return 2;
+            }
+            if (!strcmp(sp->flag, "--threads") && (x < 0 || x > RT_POOL_MAX_THREADS)) {
+                fprintf(stderr, "%s %s: --threads %lld: give 0 (all CPUs) up to %d\n", prog, cmd, x,
+                        RT_POOL_MAX_THREADS);
                 return 2;
             }
             *(int64_t *)at = x;

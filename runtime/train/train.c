@@ -13,8 +13,12 @@
 #include "train/train.h"
 
 #include "train/diag.h"
+#include "core/util.h"
+#include "store/atomic_file.h"
 #include "store/checkpoint.h"
+#include "store/rundir.h"
 #include "train/collective.h"
+#include "train/ident.h"
 #include "train/init.h"
 #include "train/metrics.h"
 #include "train/optim.h"
@@ -66,10 +70,13 @@ typedef struct TrainState {
     int64_t ranks;       /* processes that wrote it (data parallelism; 1 without MPI) */
 } TrainState;
 
-static char *state_json(const RtTrainOptions *o, const TrainState *s, const char *cmd)
+/* The state and options as the checkpoint keeps them (checkpoint.h), with
+ * the source's data identity; for_ranks: what every rank of a job must
+ * agree on (all but the thread count, which is each machine's). */
+static char *state_json(const RtTrainOptions *o, const TrainState *s, const RtBatchSource *src, bool for_ranks)
 {
     json_t *j = json_object();
-    json_object_set_new(j, "command", json_string(cmd));
+    json_object_set_new(j, "command", json_string(src->cmd));
     json_object_set_new(j, "step", json_integer(s->step));
     json_object_set_new(j, "optim_step", json_integer(s->optim_step));
     json_object_set_new(j, "epoch", json_integer(s->epoch));
@@ -80,7 +87,7 @@ static char *state_json(const RtTrainOptions *o, const TrainState *s, const char
     for (int i = 0; i < RT_N_TRAIN_OPTS; i++) {
         const RtOptSpec *sp = &rt_train_specs[i];
         const char *at = (const char *)o + sp->offset;
-        if (!sp->saved)
+        if (!sp->saved || (for_ranks && i == RT_TOPT_threads))
             continue;
         json_t *v = NULL;
         switch (sp->kind) {
@@ -95,16 +102,22 @@ static char *state_json(const RtTrainOptions *o, const TrainState *s, const char
         }
         json_object_set_new(j, sp->key, v ? v : json_null());
     }
+    if (src->data_id) {
+        char hex[24];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)src->data_id);
+        json_object_set_new(j, "data_id", json_string(hex));
+        json_object_set_new(j, "data_what", json_string(src->data_what));
+    }
     char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     json_decref(j);
     return text;
 }
 
-static int state_int(json_t *j, const char *key, int64_t *out, const char *path)
+static int state_int(json_t *j, const char *key, int64_t *out, const char *path, const char *prog)
 {
     json_t *v = json_object_get(j, key);
     if (!json_is_integer(v)) {
-        fprintf(stderr, "%s: strata.state: \"%s\" is missing or not an integer\n", path, key);
+        fprintf(stderr, "%s: %s: strata.state: \"%s\" is missing or not an integer\n", prog, path, key);
         return -1;
     }
     *out = json_integer_value(v);
@@ -112,24 +125,28 @@ static int state_int(json_t *j, const char *key, int64_t *out, const char *path)
 }
 
 /* Takes the options not given on the command line from the state; a given
- * --batch, --seq, --seed or --data that differs is an error. */
-static int state_restore(json_t *j, RtTrainOptions *o, TrainState *s, const char *path, const char *cmd)
+ * --batch, --seq or --seed that differs is an error (a warning with
+ * --force-resume), and so is another --data unless the state has the
+ * data's identity (then setup compares the data themselves). */
+static int state_restore(json_t *j, RtTrainOptions *o, TrainState *s, const char *path, const char *cmd,
+                         const char *prog, bool talk)
 {
     json_t *c = json_object_get(j, "command"); /* absent: a `train` run */
     const char *was = json_is_string(c) ? json_string_value(c) : "train";
     if (strcmp(was, cmd)) {
-        fprintf(stderr, "%s: the checkpoint is from a `%s` run; resume it with %s, not %s\n", path, was, was, cmd);
+        fprintf(stderr, "%s: %s: the checkpoint is from a `%s` run; resume it with %s, not %s\n", prog, path, was,
+                was, cmd);
         return -1;
     }
-    if (state_int(j, "step", &s->step, path) || state_int(j, "optim_step", &s->optim_step, path) ||
-        state_int(j, "epoch", &s->epoch, path) || state_int(j, "pos", &s->pos, path) ||
-        state_int(j, "tokens", &s->tokens, path) || state_int(j, "skipped", &s->skipped, path))
+    if (state_int(j, "step", &s->step, path, prog) || state_int(j, "optim_step", &s->optim_step, path, prog) ||
+        state_int(j, "epoch", &s->epoch, path, prog) || state_int(j, "pos", &s->pos, path, prog) ||
+        state_int(j, "tokens", &s->tokens, path, prog) || state_int(j, "skipped", &s->skipped, path, prog))
         return -1;
     json_t *nr = json_object_get(j, "ranks"); /* absent: a checkpoint from before MPI */
     s->ranks = json_is_integer(nr) ? json_integer_value(nr) : 1;
     if (s->step < 0 || s->optim_step < 0 || s->tokens < 0 || s->skipped < 0 || s->ranks < 1) {
-        fprintf(stderr, "%s: strata.state: step %lld, optim_step %lld, tokens %lld, skipped %lld, ranks %lld: "
-                "counts must be >= 0 and ranks >= 1 (a damaged checkpoint?)\n", path, (long long)s->step,
+        fprintf(stderr, "%s: %s: strata.state: step %lld, optim_step %lld, tokens %lld, skipped %lld, ranks %lld: "
+                "counts must be >= 0 and ranks >= 1 (a damaged checkpoint?)\n", prog, path, (long long)s->step,
                 (long long)s->optim_step, (long long)s->tokens, (long long)s->skipped, (long long)s->ranks);
         return -1;
     }
@@ -139,7 +156,8 @@ static int state_restore(json_t *j, RtTrainOptions *o, TrainState *s, const char
         json_t *v = json_object_get(j, sp->key);
         if (!sp->saved || !v)
             continue;
-        bool strict = i == RT_TOPT_batch || i == RT_TOPT_seq || i == RT_TOPT_seed || i == RT_TOPT_data;
+        bool strict = i == RT_TOPT_batch || i == RT_TOPT_seq || i == RT_TOPT_seed ||
+                      (i == RT_TOPT_data && !json_is_string(json_object_get(j, "data_id")));
         bool bad = false, differs = false;
         char saved[64] = "";
         const char *saved_s = saved;
@@ -175,7 +193,7 @@ static int state_restore(json_t *j, RtTrainOptions *o, TrainState *s, const char
             break;
         }
         if (bad) {
-            fprintf(stderr, "%s: strata.state: \"%s\" has the wrong type\n", path, sp->key);
+            fprintf(stderr, "%s: %s: strata.state: \"%s\" has the wrong type\n", prog, path, sp->key);
             return -1;
         }
         if (strict && o->given[i] && differs) {
@@ -185,24 +203,29 @@ static int state_restore(json_t *j, RtTrainOptions *o, TrainState *s, const char
                 snprintf(given, sizeof given, "%lld", (long long)*(int64_t *)at);
             else
                 given_s = *(const char **)at ? *(const char **)at : "(none)";
-            fprintf(stderr, "%s: %s %s conflicts with the checkpoint's %s %s (a resumed run keeps it)\n", path,
-                    sp->flag, given_s, sp->flag, saved_s);
+            if (o->force_resume) {
+                if (talk)
+                    fprintf(stderr, "%s: warning: --force-resume: %s %s instead of the checkpoint's %s %s\n", prog,
+                            sp->flag, given_s, sp->flag, saved_s);
+                continue;
+            }
+            fprintf(stderr, "%s: %s: %s %s conflicts with the checkpoint's %s %s (a resumed run keeps it; "
+                    "--force-resume overrides)\n", prog, path, sp->flag, given_s, sp->flag, saved_s);
             return -1;
         }
     }
     return 0;
 }
 
-/* The config's "ctx", or -1. */
-static int64_t config_ctx(const char *config_json)
+/* Whether the config has a "ctx", and its value in *ctx. */
+static bool config_ctx(const char *config_json, double *ctx)
 {
-    if (!config_json)
-        return -1;
-    json_t *j = json_loads(config_json, 0, NULL);
+    json_t *j = config_json ? json_loads(config_json, 0, NULL) : NULL;
     json_t *v = j ? json_object_get(j, "ctx") : NULL;
-    int64_t ctx = json_is_integer(v) ? json_integer_value(v) : -1;
+    bool has = json_is_number(v);
+    *ctx = has ? json_number_value(v) : 0;
     json_decref(j);
-    return ctx;
+    return has;
 }
 
 /* --- validation ----------------------------------------------------------- */
@@ -213,7 +236,7 @@ int rt_eval_loss(const RtModel *m, const float *params, RtLoader *l, int64_t bat
     const int64_t B = l->B, T = l->T, V = m->desc->vocab;
     int32_t *tok = malloc((size_t)(B * T) * sizeof *tok), *tgt = malloc((size_t)(B * T) * sizeof *tgt);
     if (!tok || !tgt) {
-        fprintf(stderr, "out of memory\n");
+        fprintf(stderr, "strata: out of memory\n");
         exit(3);
     }
     rt_loader_reset(l);
@@ -291,6 +314,11 @@ static int shard_open(RtBatchSource *s, const RtModel *m, const RtTrainOptions *
     if (rc)
         shard_close(s);
     *has_val = ss->have_val;
+    if (!rc) {
+        s->data_id = ss->train.id;
+        snprintf(s->data_what, sizeof s->data_what, "%d shard%s, %lld tokens", ss->train.nshard,
+                 ss->train.nshard == 1 ? "" : "s", (long long)ss->train.ntok);
+    }
     return rc;
 }
 
@@ -346,17 +374,29 @@ typedef struct Run {
     RtBatchSlice slice;  /* this rank's rows of every global batch */
     bool lead;           /* rank 0: logs, validates, writes metrics and checkpoints */
     double t_reduce;     /* seconds in the gradient and loss all-reduce */
+    RtRunDir dir;        /* rank 0: --out, made if missing and locked */
+    bool have_dir;
+    bool wrote;          /* this run wrote a checkpoint or a metrics row */
 } Run;
 
 static void *xalloc(size_t n)
 {
     void *p = aligned_alloc(64, (n + 63) / 64 * 64);
     if (!p) {
-        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        fprintf(stderr, "strata: out of memory (%zu bytes)\n", n);
         exit(3);
     }
     memset(p, 0, (n + 63) / 64 * 64);
     return p;
+}
+
+/* The tail of a message that stops a run: where the last good weights are. */
+static void nothing_saved(Run *r)
+{
+    if (r->last_ckpt >= 0)
+        fprintf(stderr, "nothing saved (last checkpoint: %s at step %lld)\n", r->ckpt_path, (long long)r->last_ckpt);
+    else
+        fprintf(stderr, "nothing saved (no checkpoint written by this run)\n");
 }
 
 static int save(Run *r)
@@ -368,20 +408,35 @@ static int save(Run *r)
     }
     r->st.optim_step = r->opt.step;
     r->src->get_state(r->src, &r->st.epoch, &r->st.pos);
-    char *js = state_json(r->o, &r->st, r->src->cmd), *err = NULL;
+    char *js = state_json(r->o, &r->st, r->src, false), *err = NULL;
     RtCkptInfo info = {.source = r->m->source, .model_path = r->m->path, .config_json = r->m->config_json,
-                       .state_json = js};
+                       .state_json = js, .model_id = r->m->model_id, .sources_json = r->m->sources_json,
+                       .defines_json = r->m->defines_json};
     int rc = js ? rt_ckpt_write(r->ckpt_path, r->m->desc, r->params, r->opt.m, r->opt.v, &info, &err) : -1;
     free(js);
     if (rc) {
-        fprintf(stderr, "%s: %s\n", r->prog, err ? err : "cannot encode the training state");
+        fprintf(stderr, "%s: %s; stopping at step %lld, ", r->prog, err ? err : "cannot encode the training state",
+                (long long)r->st.step);
+        nothing_saved(r);
         free(err);
         return -1;
     }
     r->last_ckpt = r->st.step;
+    r->wrote = true;
     return 0;
 }
 
+/* A metrics row that could not be written (a full disk): the run stops
+ * there, keeping its last checkpoint. */
+static void metrics_failed(Run *r, char *err)
+{
+    fprintf(stderr, "%s: %s; stopping at step %lld, ", r->prog, err, (long long)r->st.step);
+    nothing_saved(r);
+    free(err);
+}
+
+/* 0; -1 when the forward pass failed, -2 when the metrics row could not
+ * be written (both reported). */
 static int validate(Run *r)
 {
     double loss;
@@ -391,7 +446,12 @@ static int validate(Run *r)
         fprintf(stderr, "%s: the forward pass failed during validation\n", r->prog);
         return -1;
     }
-    rt_metrics_val(&r->metrics, r->st.step, loss);
+    char *err = NULL;
+    if (rt_metrics_val(&r->metrics, r->st.step, loss, &err)) {
+        metrics_failed(r, err);
+        return -2;
+    }
+    r->wrote = true;
     if (!r->o->quiet)
         fprintf(stderr, "val step %lld | loss %.4f | ppl %.2f\n", (long long)r->st.step, loss, exp(loss));
     return 0;
@@ -491,7 +551,114 @@ static int read_resume(Run *r, RtSafetensors *ck, bool *have_ck)
                 r->ckpt_path);
         return 1;
     }
-    return state_restore(r->state, r->o, &r->st, r->ckpt_path, r->src->cmd) ? 1 : -1;
+    if (state_restore(r->state, r->o, &r->st, r->ckpt_path, r->src->cmd, r->prog, !r->o->quiet))
+        return 1;
+    char *diff = rt_model_diff(ck, r->m); /* the model: another file, -D value, preset */
+    if (diff && r->o->force_resume)
+        fprintf(stderr, "%s: warning: --force-resume: %s is of another model: %s\n", r->prog, r->ckpt_path, diff);
+    else if (diff)
+        fprintf(stderr, "%s: %s: --resume with another model than the checkpoint's: %s; give the checkpoint's model "
+                "file, -D values and preset (its metadata strata.model, strata.sources, strata.config, "
+                "strata.defines), or --force-resume to go on with this model\n", r->prog, r->ckpt_path, diff);
+    bool refuse = diff && !r->o->force_resume;
+    free(diff);
+    return refuse ? 1 : -1;
+}
+
+/* Rank 0, before anything is read or written in --out: makes and locks the
+ * directory, deletes temporary checkpoint files of killed runs, and
+ * refuses to start afresh over a run unless --overwrite (which deletes
+ * that run's files).  An exit status, or -1 to go on. */
+static int prepare_dir(Run *r)
+{
+    const RtTrainOptions *o = r->o;
+    char *err = NULL;
+    if (rt_rundir_open(&r->dir, o->out, &err)) {
+        fprintf(stderr, "%s: %s\n", r->prog, err);
+        free(err);
+        return 1;
+    }
+    r->have_dir = true;
+    char *diag = rt_fmt("%s/diagnostics.jsonl", o->out);
+    const char *files[3] = {r->ckpt_path, r->metrics_path, diag}, *found[3];
+    long long bytes = 0, b;
+    int stale = 0; /* the temporary files of the checkpoint and of the logs' trims */
+    for (int i = 0; i < 3; i++, bytes += b)
+        stale += rt_atomic_clean_stale(files[i], &b);
+    if (stale > 0 && !o->quiet)
+        fprintf(stderr, "%s: note: removed %d temporary file%s of killed runs from %s (%.1f MB)\n", r->prog, stale,
+                stale == 1 ? "" : "s", o->out, (double)bytes / 1e6);
+    if (o->resume) {
+        free(diag);
+        return -1;
+    }
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        if (stat(files[i], &st) == 0 && S_ISREG(st.st_mode))
+            found[n++] = files[i];
+    }
+    int rc = -1;
+    if (n > 0 && !o->overwrite) {
+        fprintf(stderr, "%s: %s holds a run already (%s%s%s%s%s): give --resume to continue it, --overwrite to "
+                "start afresh (deleting it), or another --out\n", r->prog, o->out, found[0], n > 1 ? ", " : "",
+                n > 1 ? found[1] : "", n > 2 ? ", " : "", n > 2 ? found[2] : "");
+        rc = 1;
+    }
+    for (int i = 0; i < n && rc < 0; i++) {
+        if (unlink(found[i]) != 0) {
+            fprintf(stderr, "%s: --overwrite: cannot delete %s: %s\n", r->prog, found[i], strerror(errno));
+            rc = 1;
+        } else if (!o->quiet)
+            fprintf(stderr, "%s: note: --overwrite: deleted %s\n", r->prog, found[i]);
+    }
+    free(diag);
+    return rc;
+}
+
+/* --resume: the logs cut back to the checkpoint's step, so the steps
+ * that run again are not logged twice.  0, or -1 (reported). */
+static int trim_logs(Run *r)
+{
+    char *diag = rt_fmt("%s/diagnostics.jsonl", r->o->out);
+    const char *logs[2] = {r->metrics_path, diag};
+    int rc = 0;
+    for (int i = 0; i < 2 && !rc; i++) {
+        int64_t dropped = 0;
+        char *err = NULL;
+        if (rt_metrics_trim(logs[i], r->st.step, &dropped, &err)) {
+            fprintf(stderr, "%s: %s\n", r->prog, err);
+            free(err);
+            rc = -1;
+        } else if (dropped > 0 && !r->o->quiet)
+            fprintf(stderr, "%s: note: %s: dropped %lld line%s logged after the checkpoint's step %lld\n", r->prog,
+                    logs[i], (long long)dropped, dropped == 1 ? "" : "s", (long long)r->st.step);
+    }
+    free(diag);
+    return rc;
+}
+
+/* The source's data against the identity the checkpoint recorded.  An
+ * exit status, or -1 to go on. */
+static int check_data(Run *r)
+{
+    json_t *id = json_object_get(r->state, "data_id"), *what = json_object_get(r->state, "data_what");
+    if (!json_is_string(id) || !r->src->data_id)
+        return -1; /* a checkpoint from before data identities */
+    char now[24];
+    snprintf(now, sizeof now, "%016llx", (unsigned long long)r->src->data_id);
+    if (!strcmp(now, json_string_value(id)))
+        return -1;
+    const char *was_what = json_is_string(what) ? json_string_value(what) : "?";
+    if (r->o->force_resume) {
+        fprintf(stderr, "%s: warning: --force-resume: the data differ from the checkpoint's (%s, id %s then; %s, id %s "
+                "now)\n", r->prog, was_what, json_string_value(id), r->src->data_what, now);
+        return -1;
+    }
+    fprintf(stderr, "%s: %s: --resume on other data than the checkpoint's: it trained on %s (id %s), --data %s holds "
+            "%s (id %s) now; resume on the same data, or give --force-resume to go on with these\n", r->prog,
+            r->ckpt_path, was_what, json_string_value(id), r->o->data, r->src->data_what, now);
+    return 1;
 }
 
 /* Rank 0's verdict (an exit status, or -1) and its text (malloc'd, NULL
@@ -521,19 +688,34 @@ static int setup(Run *r)
     if (asprintf(&r->ckpt_path, "%s/%s", o->out, RT_CKPT_NAME) < 0 ||
         asprintf(&r->metrics_path, "%s/metrics.jsonl", o->out) < 0)
         return 3;
+    if (o->resume && o->overwrite) {
+        if (r->lead)
+            fprintf(stderr, "%s %s: --resume and --overwrite cannot be used together\n", r->prog, r->src->cmd);
+        return 2;
+    }
+    if (o->force_resume && !o->resume) {
+        if (r->lead)
+            fprintf(stderr, "%s %s: --force-resume goes with --resume\n", r->prog, r->src->cmd);
+        return 2;
+    }
     RtSafetensors ck = {0};
     bool have_ck = false;
     char *err = NULL;
+    int ra = r->lead ? prepare_dir(r) : -1; /* the others never touch --out */
     if (o->resume) { /* rank 0 reads the checkpoint; the others get its state */
-        int ra = r->lead ? read_resume(r, &ck, &have_ck) : -1;
+        if (ra < 0 && r->lead)
+            ra = read_resume(r, &ck, &have_ck);
         char *text = r->lead && ra < 0 ? json_dumps(r->state, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         ra = share_verdict(r, ra, &text);
         if (ra < 0 && !r->lead) {
             r->state = json_loads(text, 0, NULL);
-            if (!json_is_object(r->state) || state_restore(r->state, o, &r->st, r->ckpt_path, r->src->cmd))
+            if (!json_is_object(r->state) ||
+                state_restore(r->state, o, &r->st, r->ckpt_path, r->src->cmd, r->prog, false))
                 ra = 1;
         }
         free(text);
+        if (ra < 0 && r->lead && trim_logs(r))
+            ra = 1;
         if (ra >= 0) {
             if (have_ck)
                 rt_st_close(&ck);
@@ -545,11 +727,28 @@ static int setup(Run *r)
                     "%s: note: %s was written by %lld rank(s), resumed with %d: the same global batches, "
                     "equal to rounding (bit-exact needs %lld)\n",
                     r->prog, r->ckpt_path, (long long)r->st.ranks, r->comm->size, (long long)r->st.ranks);
-    }
-    if (o->seq < 0) {
-        int64_t ctx = config_ctx(r->m->config_json);
-        o->seq = ctx > 0 ? ctx : 256;
-    }
+        const int cpus = rt_pool_cpus();
+        if (!o->given[RT_TOPT_threads] && o->threads > cpus) { /* the run's threads, up to this machine's */
+            if (r->lead && !o->quiet)
+                fprintf(stderr, "%s: note: the checkpoint's run had %lld threads; %d here (the same bits)\n",
+                        r->prog, (long long)o->threads, cpus);
+            o->threads = cpus;
+        }
+    } else if (ra >= 0)
+        return ra;
+    double ctx;
+    if (o->seq < 0 && config_ctx(r->m->config_json, &ctx)) {
+        if (!(ctx >= 1 && ctx <= INT32_MAX && ctx == floor(ctx))) {
+            if (r->lead)
+                fprintf(stderr, "%s %s: the model's ctx is %g (-D ctx=%g?), not a window length: give a ctx of at "
+                        "least 1 or --seq T\n", r->prog, r->src->cmd, ctx, ctx);
+            if (have_ck)
+                rt_st_close(&ck);
+            return 2;
+        }
+        o->seq = (int64_t)ctx;
+    } else if (o->seq < 0)
+        o->seq = 256;
     if (o->warmup < 0)
         o->warmup = o->steps / 10;
     int rc = check_options(r);
@@ -558,16 +757,14 @@ static int setup(Run *r)
             rt_st_close(&ck);
         return rc;
     }
-    if (r->lead && mkdir(o->out, 0777) && errno != EEXIST) {
-        fprintf(stderr, "%s: cannot create %s: %s\n", r->prog, o->out, strerror(errno));
-        rc = 1;
-    }
     RtTrainOptions mine = *o; /* only rank 0 validates */
     if (!r->lead)
         mine.val = NULL;
-    if (!rc && r->src->open(r->src, r->m, &mine, r->prog, &r->have_val))
+    if (r->src->open(r->src, r->m, &mine, r->prog, &r->have_val))
         rc = 1;
     r->have_src = !rc;
+    if (!rc && o->resume && r->lead && (rc = check_data(r)) < 0)
+        rc = 0;
     if (rc) {
         if (have_ck)
             rt_st_close(&ck);
@@ -576,6 +773,7 @@ static int setup(Run *r)
     /* Buffers. */
     int64_t B = o->batch, T = o->seq, n = d->params_numel;
     r->pool = rt_pool_create((int)o->threads);
+    o->threads = rt_pool_size(r->pool); /* what the checkpoint records */
     /* Rank 0 validates (and --diag-every runs) at the global B; the steps take B/N rows. */
     r->arena_bytes = strata_arena_bytes(d, r->lead ? B : r->slice.rows, T, rt_pool_size(r->pool));
     r->params = xalloc((size_t)n * sizeof(float));
@@ -634,12 +832,26 @@ static int setup(Run *r)
     return -1;
 }
 
-static void teardown(Run *r)
+/* Frees the run.  rc: its exit status; a fresh run that failed before it
+ * logged anything leaves no empty logs, and no --out directory it made. */
+static void teardown(Run *r, int rc)
 {
     char *err = NULL;
-    if (r->have_metrics && rt_metrics_close(&r->metrics, &err)) {
+    bool reported = r->have_metrics && r->metrics.error; /* metrics_failed said it */
+    if (r->have_metrics && rt_metrics_close(&r->metrics, &err) && !reported)
         fprintf(stderr, "%s: %s\n", r->prog, err);
-        free(err);
+    free(err);
+    if (r->have_dir) {
+        bool discard = rc != 0 && !r->wrote; /* the directory goes only if this run made it */
+        char *diag = rt_fmt("%s/diagnostics.jsonl", r->o->out);
+        const char *logs[2] = {r->metrics_path, diag};
+        for (int i = 0; i < 2 && discard && !r->o->resume; i++) {
+            struct stat st;
+            if (logs[i] && stat(logs[i], &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0)
+                unlink(logs[i]);
+        }
+        free(diag);
+        rt_rundir_close(&r->dir, discard);
     }
     if (r->have_opt)
         rt_adamw_free(&r->opt);
@@ -649,15 +861,6 @@ static void teardown(Run *r)
     free(r->params), free(r->grads), free(r->arena), free(r->tok), free(r->tgt), free(r->logits), free(r->mask);
     free(r->ckpt_path), free(r->metrics_path);
     json_decref(r->state);
-}
-
-/* The NaN message's tail: where the last good weights are. */
-static void nothing_saved(Run *r)
-{
-    if (r->last_ckpt >= 0)
-        fprintf(stderr, "nothing saved (last checkpoint: %s at step %lld)\n", r->ckpt_path, (long long)r->last_ckpt);
-    else
-        fprintf(stderr, "nothing saved (no checkpoint written by this run)\n");
 }
 
 /* One step's gradient: accum batches, their mean loss.  0, or -1 if the
@@ -748,7 +951,7 @@ static void share_start(Run *r)
                  5 * rt_comm_hash(r->opt.v, bytes);
     if (!rt_comm_same_u64(c, h))
         rt_comm_abort(c, 3, "internal error: the weights differ from rank 0's after the broadcast");
-    char *js = state_json(r->o, &r->st, r->src->cmd);
+    char *js = state_json(r->o, &r->st, r->src, true);
     if (!js)
         rt_comm_abort(c, 3, "out of memory");
     int same = rt_comm_same_u64(c, rt_comm_hash(js, strlen(js)));
@@ -809,7 +1012,7 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
     rc = agree(&r, rc); /* every rank ready, or all stop */
     if (rc >= 0) {
         rt_diag_free(&diag);
-        teardown(&r);
+        teardown(&r, rc);
         free(rank_prog);
         return rc;
     }
@@ -876,8 +1079,17 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
         }
         const double t1 = now(), tps = (double)step_tokens / (t1 - t0 > 0 ? t1 - t0 : 1e-9);
         t_steps += t1 - t0;
-        if (r.have_metrics)
-            rt_metrics_train(&r.metrics, r.st.step, loss, lr, gnorm, r.st.tokens, tps, t1 - t_start);
+        char *merr = NULL;
+        if (r.have_metrics &&
+            rt_metrics_train(&r.metrics, r.st.step, loss, lr, gnorm, r.st.tokens, tps, t1 - t_start, &merr)) {
+            if (tty && !o->quiet)
+                fputc('\n', stderr);
+            metrics_failed(&r, merr);
+            rc = 1;
+            stop_job(&r, rc);
+            break;
+        }
+        r.wrote |= r.have_metrics;
         if (!o->quiet && (r.st.step % o->log_every == 0 || r.st.step == o->steps || r.st.step == 1)) {
             char eta[32];
             fmt_eta(eta, sizeof eta, (t1 - t_start) / (double)done_here * (double)(o->steps - r.st.step));
@@ -892,8 +1104,9 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
         if (r.have_val && (r.st.step % o->val_every == 0 || last)) {
             if (tty && !o->quiet)
                 fputc('\n', stderr);
-            if (validate(&r)) {
-                rc = 3;
+            int vr = validate(&r);
+            if (vr) {
+                rc = vr == -2 ? 1 : 3;
                 stop_job(&r, rc);
                 break;
             }
@@ -934,7 +1147,7 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
         fprintf(stderr, "%s: %lld step(s) skipped for a NaN/inf loss or gradient (%lld in the whole run)\n", prog,
                 (long long)skipped_here, (long long)r.st.skipped);
     rt_diag_free(&diag);
-    teardown(&r);
+    teardown(&r, rc);
     free(rank_prog);
     return rc;
 }

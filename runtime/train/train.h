@@ -12,6 +12,11 @@
  * (epoch, pos), the step number, the options) is in the checkpoint, and no
  * other state exists, so a resumed run is bit-identical to one that never
  * stopped (for any --threads: the kernels' sums do not depend on it).
+ * What makes the run what it is is in the checkpoint too, and --resume
+ * checks it: the model (ident.h), the data's identity (RtBatchSource.data_id)
+ * and --batch, --seq, --seed; --force-resume overrides.  The run directory
+ * (--out) is locked while a run uses it (store/rundir.h); a fresh run
+ * refuses one that holds a run unless --overwrite.
  *
  * Options: RT_TRAIN_OPTIONS lists every flag of `train` once (name, kind,
  * whether the checkpoint's state keeps it, help); runtime/cmd/train.c
@@ -49,12 +54,15 @@
     X(clip, "--clip", RT_OPT_REAL, 1, "X", "global gradient-norm clip, 0 = off (1.0)")                \
     X(seed, "--seed", RT_OPT_INT, 1, "N", "seed of the init and the data order (1)")                  \
     X(precision, "--precision", RT_OPT_STR, 1, "P", "matrix products: fp32|bf16 (fp32)")              \
-    X(threads, "--threads", RT_OPT_INT, 0, "N", "pool threads (all CPUs)")                            \
+    X(threads, "--threads", RT_OPT_INT, 1, "N", "pool threads, at most 1024 (all CPUs; --resume: the run's)") \
     X(log_every, "--log-every", RT_OPT_INT, 1, "N", "progress line every N steps (10)")               \
     X(val_every, "--val-every", RT_OPT_INT, 1, "N", "validation every N steps (100)")                 \
     X(val_batches, "--val-batches", RT_OPT_INT, 1, "N", "validation batches, 0 = all (20)")           \
     X(ckpt_every, "--ckpt-every", RT_OPT_INT, 1, "N", "checkpoint every N steps and at the end (500)") \
     X(resume, "--resume", RT_OPT_FLAG, 0, NULL, "continue from OUT/checkpoint.safetensors")           \
+    X(force_resume, "--force-resume", RT_OPT_FLAG, 0, NULL,                                           \
+      "--resume although the model, data, --batch, --seq or --seed differ")                          \
+    X(overwrite, "--overwrite", RT_OPT_FLAG, 0, NULL, "start afresh in an OUT that holds a run (deletes it)") \
     X(init, "--init", RT_OPT_STR, 0, "CKPT", "start from these weights (fresh optimizer, step 0)")    \
     X(on_nan, "--on-nan", RT_OPT_STR, 1, "stop|skip", "NaN/inf loss or gradient (stop)")              \
     X(exit_after, "--exit-after", RT_OPT_INT, 0, "K", "stop after K steps of this run, checkpointed") \
@@ -75,7 +83,7 @@ typedef struct RtTrainOptions {
         exit_after;
     int64_t diag_every; /* --diag-every (train/diag.h) */
     double lr, min_lr_ratio, decay_frac, beta1, beta2, eps, wd, clip;
-    int decay_all, resume, quiet;
+    int decay_all, resume, force_resume, overwrite, quiet;
     bool given[RT_N_TRAIN_OPTS]; /* set on the command line (resume: these override the state) */
 } RtTrainOptions;
 
@@ -98,6 +106,12 @@ struct RtBatchSource {
     const char *data_arg; /* "GLOB", "FILE.jsonl": the --data message */
     bool masked;          /* next() writes a loss mask */
     void *ctx;            /* the source's own data */
+    /* Set by open(): the training data's identity (FNV-1a 64 of what the
+     * batches are drawn from; 0 unknown) and its size in words ("2 shards,
+     * 4500 tokens"), kept in the checkpoint's state and checked by
+     * --resume. */
+    uint64_t data_id;
+    char data_what[96];
     /* Opens the data once the options are final (a resume restored them);
      * *has_val when there is held-out data.  0, or -1 with the message
      * printed (and everything it made freed). */
