@@ -88,7 +88,7 @@ static void usage(FILE *out)
             "  --export FILE    gradcheck: write the point, loss and gradients as JSON\n"
             "  --emit=KIND      build: llvm (text IR), asm or obj (an object exporting\n"
             "                   strata_train_step, strata_forward and strata_model: model\n"
-            "                   ABI v1, runtime/model_abi.h)\n"
+            "                   ABI v2, runtime/model_abi.h)\n"
             "  -o FILE          build: where to write it (the trainer, or with --emit the\n"
             "                   compiled step); the trainer is linked by the C compiler\n"
             "                   configure found ($STRATA_CC overrides) with libstrata_rt.a\n"
@@ -101,6 +101,107 @@ static void usage(FILE *out)
             "gradcheck sets vocab=11 d=16 heads=2 ffn=24 L=4 ctx=5 where the config has\n"
             "them, before -D.  Exit status: 0 ok, 1 bad input or failed check, 2 usage,\n"
             "3 internal error.\n");
+}
+
+/* `strata COMMAND --help` for the commands whose own parsers have none
+ * (data, tokenizer and sweep print theirs; `strata train MODEL --help`
+ * prints the trainer's options).  docs/cli.md is generated from these. */
+static const struct CommandHelp {
+    const char *cmd;
+    bool anywhere;     /* --help anywhere after the command, else first only */
+    const char *text;
+} command_help[] = {
+    {"check", true,
+     "usage: strata check MODEL.strata [-D NAME=VALUE]... [--preset NAME] [--batch N] [--seq T]\n"
+     "                    [--dump=ast|ir|grad|fused|memory]\n"
+     "Parses, checks and resolves the model and prints its config, the per-block\n"
+     "plan with every compile-time value substituted, the parameter table, the\n"
+     "parameter count, FLOPs per token, a memory estimate for --batch N (default\n"
+     "8) sequences of --seq T tokens (default the config's ctx, else 256), and the\n"
+     "matrix products with the backend each gets on this host (runtime/core/gemm.h).\n"
+     "  --dump=ast      the syntax tree\n"
+     "  --dump=ir       the tensor IR of the forward pass\n"
+     "  --dump=grad     the IR with the backward pass autodiff appends\n"
+     "  --dump=fused    the kernels after fusion (* = written to memory)\n"
+     "  --dump=memory   the buffer plan of a training step (fp32)\n"
+     "Exit status: 0 ok, 1 bad input (model file, -D, preset), 2 usage, 3 internal error.\n"},
+    {"gradcheck", true,
+     "usage: strata gradcheck MODEL.strata [-D NAME=VALUE]... [--batch N] [--seq T] [--samples K]\n"
+     "                        [--tol X] [--seed N] [--export FILE]\n"
+     "Compares every parameter's autodiff gradient with central finite differences,\n"
+     "in fp64 on the reference interpreter, at a tiny size: vocab=11 d=16 heads=2\n"
+     "ffn=24 L=4 ctx=5 where the config has them (-D still wins).\n"
+     "  --batch N       sequences in the random batch (2)\n"
+     "  --seq T         tokens per sequence (5)\n"
+     "  --samples K     elements checked per parameter tensor (6)\n"
+     "  --tol X         largest relative error accepted (1e-6)\n"
+     "  --seed N        random parameters and batch (1)\n"
+     "  --export FILE   write the point, the loss and the gradients as JSON\n"
+     "Exit status: 0 every gradient within --tol, 1 bad input or a failed check, 2 usage.\n"},
+    {"build", true,
+     "usage: strata build MODEL.strata -o TRAINER [-D NAME=VALUE]... [--preset NAME] [--cpu NAME]\n"
+     "       strata build MODEL.strata --emit=llvm|asm|obj -o FILE [--f64] [-D NAME=VALUE]...\n"
+     "                    [--preset NAME] [--cpu NAME]\n"
+     "Compiles the model's training step (forward and backward) through LLVM.\n"
+     "Without --emit: a standalone trainer executable that needs no LLVM (fp32),\n"
+     "linked by the C compiler configure found ($STRATA_CC overrides) with\n"
+     "libstrata_rt.a ($STRATA_RUNTIME_DIR overrides where it is looked for); then\n"
+     "TRAINER train|eval|sample|sft|evaltask|analyze (TRAINER --help).\n"
+     "  --emit=KIND     llvm (text IR), asm or obj: the compiled step alone, an\n"
+     "                  object exporting strata_train_step, strata_forward and\n"
+     "                  strata_model (model ABI v2, runtime/model_abi.h)\n"
+     "  --f64           double precision (with --emit only; default float)\n"
+     "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"},
+    {"export", true,
+     "usage: strata export MODEL.strata --ckpt CKPT -o DIR [-D NAME=VALUE]... [--preset NAME]\n"
+     "Writes the checkpoint as a Hugging Face LlamaForCausalLM directory\n"
+     "(DIR/config.json, DIR/model.safetensors).  Give the -D and --preset of the\n"
+     "training run.  The model must be LLaMA up to scales that fold into weights\n"
+     "(pre_ln, lns, scaled_init, learned_depth_scale, layerscale); others are\n"
+     "refused with the first block that differs.\n"},
+    {"tune", true,
+     "usage: strata tune MODEL.strata [-D NAME=VALUE]... [--preset NAME] [--batch N] [--seq T]\n"
+     "                   [--precision fp32|bf16|both]\n"
+     "Times every matrix-product backend of this build (strata's own kernels,\n"
+     "OpenBLAS, oneDNN when configure found it) on each product of the model's\n"
+     "training step for --batch N (8) x --seq T tokens, one thread, and caches\n"
+     "the fastest per product for this CPU model in $XDG_CACHE_HOME/strata\n"
+     "(~/.cache/strata; $STRATA_CACHE_DIR overrides); every later run on this\n"
+     "host uses them (strata check shows which).  $STRATA_GEMM=NAME forces one\n"
+     "backend instead.  --precision: which products to time (both).\n"},
+    {"plot", true,
+     "usage: strata plot -o IMAGE.png|IMAGE.svg [--title TEXT] METRICS.jsonl...\n"
+     "Draws the training and validation loss curves of one or several runs\n"
+     "(RUN/metrics.jsonl) with gnuplot, in one picture.\n"},
+};
+
+/* strata train|eval|... --help without a model: the trainer's options need
+ * one, so say how to get them. */
+static const char *const trainer_commands[] = {"train", "eval", "sample", "sft", "evaltask", "analyze", NULL};
+
+static bool print_command_help(int argc, char **argv)
+{
+    for (size_t i = 0; i < sizeof command_help / sizeof *command_help; i++) {
+        if (strcmp(argv[1], command_help[i].cmd))
+            continue;
+        for (int k = 2; k < argc && (k == 2 || command_help[i].anywhere); k++)
+            if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
+                fputs(command_help[i].text, stdout);
+                return true;
+            }
+    }
+    for (int i = 0; trainer_commands[i]; i++)
+        if (!strcmp(argv[1], trainer_commands[i]) && argc > 2 &&
+            (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+            printf("usage: strata %s MODEL.strata [-D NAME=VALUE]... [--preset NAME] [--quiet] [OPTIONS]\n"
+                   "JIT-compiles the model (fp32) and runs the trainer's `%s` in process;\n"
+                   "every option after the model but -D and --preset goes to the trainer.\n"
+                   "strata %s MODEL.strata --help lists OPTIONS, the same as a built\n"
+                   "trainer's (strata build MODEL -o TRAINER; TRAINER %s --help).\n",
+                   argv[1], argv[1], argv[1], argv[1]);
+            return true;
+        }
+    return false;
 }
 
 typedef struct Args {
@@ -400,6 +501,8 @@ int main(int argc, char **argv)
         printf("strata %s\n", PACKAGE_VERSION);
         return 0;
     }
+    if (print_command_help(argc, argv))
+        return 0;
     if (!strcmp(argv[1], "plot"))
         return cmd_plot(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export"))

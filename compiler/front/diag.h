@@ -1,8 +1,8 @@
 /* diag.h - source files, locations and error reporting.
  * Every message is `file:line:col: error: text`, then the source line and a
  * caret under the offending span.  Errors are counted, not fatal; after
- * DIAG_MAX_ERRORS the rest are suppressed.  Exit codes: see strata(1) in
- * README.md (0 ok, 1 bad input, 2 usage, 3 out of memory/internal). */
+ * DIAG_MAX_ERRORS the rest are suppressed.  Exit codes: see docs/cli.md
+ * (0 ok, 1 bad input, 2 usage, 3 out of memory/internal). */
 #ifndef STRATA_DIAG_H
 #define STRATA_DIAG_H
 #include <stdio.h>

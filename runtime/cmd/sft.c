@@ -254,7 +254,7 @@ int rt_sft_main(const RtModel *m, const char *prog, int argc, char **argv)
     RtOptSpec specs[RT_N_TRAIN_OPTS];
     memcpy(specs, rt_train_specs, sizeof specs);
     specs[RT_TOPT_data].arg = specs[RT_TOPT_val].arg = "FILE.jsonl";
-    specs[RT_TOPT_data].help = "fine-tuning records, JSONL (required; formats in README)";
+    specs[RT_TOPT_data].help = "fine-tuning records, JSONL (required; formats: docs/training.md)";
     specs[RT_TOPT_val].help = "held-out records: response-only validation loss";
     specs[RT_TOPT_init].help = "the pretrained checkpoint to fine-tune (fresh optimizer, step 0)";
     specs[RT_TOPT_tokenizer].help = "tokenizer (--init's recorded one, else raw bytes)";
