@@ -1,5 +1,6 @@
 /* export.c - `strata export`: a Strata checkpoint as a Hugging Face
- * LlamaForCausalLM directory (config.json + model.safetensors).
+ * LlamaForCausalLM directory (config.json + model.safetensors, and the
+ * tokenizer as tokenizer.json + tokenizer_config.json).
  * Entry point export_main (export.h).  The model is resolved to IR (no
  * autodiff) and its LLaMA structure is recognised in the graph, op by op
  * (recognise): the token embedding; per block x = x + attn(norm1(x)) and
@@ -13,16 +14,22 @@
  *   - the same on a branch's output folds into the rows of o_proj or
  *     down_proj, diag(s) W (LayerScale), and on the logits into lm_head.
  * Anything else is refused with the block and what differs (Post-LN,
- * DeepNorm's residual scale, Peri-LN's output norms, DyT, ...).
+ * DeepNorm's residual scale, Peri-LN's output norms, DyT, ...).  A head
+ * that is the embedding table (linear(..., tied = tok_embeddings)) is
+ * written once, with tie_word_embeddings.  The tokenizer: --tokenizer,
+ * --gpt2 or --bytes, else the one the checkpoint's training recorded.
  * Memory: the IR lives in its arena; parameter values read from the
  * checkpoint and the exported tensors are malloc'd here and freed here. */
 #define _GNU_SOURCE /* asprintf */
 #include "driver/export.h"
 
+#include "cmd/commands.h"
+
 #include "front/ast.h"
 #include "ir/ir.h"
 #include "store/safetensors.h"
 #include "store/atomic_file.h"
+#include "core/util.h"
 #include "resolve/sema.h"
 
 #include <errno.h>
@@ -607,6 +614,18 @@ static bool write_config(const char *path, const Llama *m, int64_t ctx, bool tie
     return ok;
 }
 
+/* The context length: the config's ctx, else 2048. */
+static int64_t config_ctx(const IrGraph *g)
+{
+    int64_t ctx = 2048;
+    for (int i = 0; i < g->config.n; i++) {
+        const IrConfig *c = g->config.v[i];
+        if (!strcmp(c->name, "ctx") && c->value >= 1 && c->value < 1e9)
+            ctx = (int64_t)c->value;
+    }
+    return ctx;
+}
+
 /* Writes DIR/config.json and DIR/model.safetensors. */
 static bool write_hf(const char *dir, const Llama *m, const IrGraph *g, float **vals, const char *source,
                      char **err)
@@ -652,12 +671,7 @@ static bool write_hf(const char *dir, const Llama *m, const IrGraph *g, float **
         ok = rt_st_write(&o.w, path, err) == 0;
         free(path);
     }
-    int64_t ctx = 2048;
-    for (int i = 0; i < g->config.n; i++) {
-        const IrConfig *c = g->config.v[i];
-        if (!strcmp(c->name, "ctx") && c->value >= 1 && c->value < 1e9)
-            ctx = (int64_t)c->value;
-    }
+    int64_t ctx = config_ctx(g);
     if (ok) {
         if (asprintf(&path, "%s/config.json", dir) < 0)
             die("out of memory");
@@ -694,6 +708,8 @@ static bool write_hf(const char *dir, const Llama *m, const IrGraph *g, float **
 
 typedef struct ExportArgs {
     const char *model, *ckpt, *dir;
+    const char *tokenizer, *gpt2; /* --tokenizer FILE, --gpt2 DIR */
+    int bytes;                    /* --bytes */
     SemaOptions opt;
 } ExportArgs;
 
@@ -701,7 +717,8 @@ static int parse_export_args(int argc, char **argv, ExportArgs *a, const char **
 {
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
-        bool takes = !strcmp(s, "-D") || !strcmp(s, "--preset") || !strcmp(s, "--ckpt") || !strcmp(s, "-o");
+        bool takes = !strcmp(s, "-D") || !strcmp(s, "--preset") || !strcmp(s, "--ckpt") || !strcmp(s, "-o") ||
+                     !strcmp(s, "--tokenizer") || !strcmp(s, "--gpt2");
         if (takes && i + 1 >= argc) {
             fprintf(stderr, "strata: error: %s needs a value\n", s);
             return 2;
@@ -716,6 +733,12 @@ static int parse_export_args(int argc, char **argv, ExportArgs *a, const char **
             a->ckpt = argv[++i];
         else if (!strcmp(s, "-o"))
             a->dir = argv[++i];
+        else if (!strcmp(s, "--tokenizer"))
+            a->tokenizer = argv[++i];
+        else if (!strcmp(s, "--gpt2"))
+            a->gpt2 = argv[++i];
+        else if (!strcmp(s, "--bytes"))
+            a->bytes = 1;
         else if (s[0] == '-' && s[1]) {
             fprintf(stderr, "strata: error: export: unknown option '%s' (see strata --help)\n", s);
             return 2;
@@ -727,11 +750,76 @@ static int parse_export_args(int argc, char **argv, ExportArgs *a, const char **
     }
     if (!a->model || !a->ckpt || !a->dir) {
         fprintf(stderr, "strata: error: usage: strata export MODEL.strata --ckpt CHECKPOINT.safetensors -o DIR "
-                        "[-D NAME=VALUE]... [--preset NAME]\n");
+                        "[-D NAME=VALUE]... [--preset NAME] [--tokenizer FILE | --gpt2 DIR | --bytes]\n");
+        return 2;
+    }
+    if ((a->tokenizer != NULL) + (a->gpt2 != NULL) + a->bytes > 1) {
+        fprintf(stderr, "strata: error: export: give only one of --tokenizer FILE, --gpt2 DIR and --bytes\n");
         return 2;
     }
     a->opt.defines = defines;
     return 0;
+}
+
+/* The tokenizer "tokenizer" that the checkpoint's training state recorded
+ * (malloc'd), or NULL. */
+static char *recorded_tokenizer(const RtSafetensors *st)
+{
+    const char *text = rt_st_meta(st, "strata.state");
+    json_t *j = text ? json_loads(text, 0, NULL) : NULL, *t = json_object_get(j, "tokenizer");
+    char *path = json_is_string(t) && *json_string_value(t) ? strdup(json_string_value(t)) : NULL;
+    json_decref(j);
+    return path;
+}
+
+/* The tokenizer to write beside the weights: --tokenizer, --gpt2 or
+ * --bytes, else the checkpoint's recorded one, else raw bytes for a
+ * 256-token vocabulary; with none of these, a note and *t NULL.  It may
+ * have fewer ids than the model (the rest are never made), not more.
+ * Chosen before anything is written, so that a bad one writes nothing. */
+static bool choose_tokenizer(const ExportArgs *a, const RtSafetensors *st, const Llama *m, RtTokenizer **t,
+                             char **err)
+{
+    char *rec = a->tokenizer || a->gpt2 || a->bytes ? NULL : recorded_tokenizer(st);
+    int bytes = a->bytes || (!a->tokenizer && !a->gpt2 && !rec && m->vocab == 256);
+    const char *file = a->tokenizer ? a->tokenizer : rec;
+    *t = NULL;
+    if (!file && !a->gpt2 && !bytes) {
+        printf("no tokenizer: %s records none and none was given (--tokenizer FILE, --gpt2 DIR or --bytes), so "
+               "no tokenizer.json is written\n",
+               a->ckpt);
+        return true;
+    }
+    char *e = NULL;
+    *t = rt_cli_tokenizer(file, bytes, a->gpt2, &e);
+    bool ok = *t != NULL;
+    if (ok && rt_tok_vocab_size(*t) > m->vocab) {
+        e = rt_fmt("the tokenizer %s has %d ids, more than the model's vocabulary of %lld",
+                   file ? file : a->gpt2 ? a->gpt2 : "raw bytes", rt_tok_vocab_size(*t), (long long)m->vocab);
+        ok = false;
+    }
+    if (!ok) {
+        *err = rec ? rt_fmt("%s (the tokenizer recorded in %s; give --tokenizer FILE to use another)", e, a->ckpt)
+                   : rt_fmt("%s", e);
+        free(e);
+        rt_tok_free(*t);
+        *t = NULL;
+    } else if (rec)
+        printf("tokenizer: %s (recorded in %s)\n", rec, a->ckpt);
+    free(rec);
+    return ok;
+}
+
+/* DIR/tokenizer.json and tokenizer_config.json, when there is a tokenizer. */
+static bool write_tokenizer(const char *dir, const RtTokenizer *t, const Llama *m, int64_t ctx, char **err)
+{
+    if (!t)
+        return true;
+    if (rt_tok_save_hf_dir(t, dir, ctx, err))
+        return false;
+    printf("wrote %s/tokenizer.json and tokenizer_config.json: %d ids%s\n", dir, rt_tok_vocab_size(t),
+           rt_tok_vocab_size(t) < m->vocab ? " (fewer than the model's vocabulary)" : "");
+    return true;
 }
 
 static bool make_dir(const char *dir, char **err)
@@ -782,8 +870,11 @@ int export_main(int argc, char **argv)
     }
     if (ok && !(st_open = rt_st_open(&st, a.ckpt, &err) == 0))
         ok = false;
-    ok = ok && check_config(&st, &g, &err) && (vals = read_params(&st, &g, &err)) && make_dir(a.dir, &err) &&
-         write_hf(a.dir, &m, &g, vals, source, &err);
+    RtTokenizer *tok = NULL;
+    ok = ok && check_config(&st, &g, &err) && (vals = read_params(&st, &g, &err)) &&
+         choose_tokenizer(&a, &st, &m, &tok, &err) && make_dir(a.dir, &err) &&
+         write_hf(a.dir, &m, &g, vals, source, &err) && write_tokenizer(a.dir, tok, &m, config_ctx(&g), &err);
+    rt_tok_free(tok);
     if (!ok && err)
         fprintf(stderr, "strata: error: %s\n", err);
     if (vals)
