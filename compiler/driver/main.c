@@ -8,6 +8,7 @@
 #include "cmd/commands.h"
 #include "driver/train.h"
 #include "driver/export.h"
+#include "driver/import.h"
 #include "ir/fuse.h"
 #include "ir/memplan.h"
 #include "train/metrics.h"
@@ -38,6 +39,10 @@ static void usage(FILE *out)
             "              differences, in fp64, on a tiny configuration of the model\n"
             "  export      write a checkpoint as a Hugging Face LLaMA directory:\n"
             "              strata export MODEL.strata --ckpt CKPT -o DIR [-D ...] [--preset NAME]\n"
+            "              [--tokenizer FILE | --gpt2 DIR | --bytes] (also writes tokenizer.json)\n"
+            "  import      read a Hugging Face LLaMA directory into a checkpoint of a model:\n"
+            "              strata import HF_DIR -o CKPT MODEL.strata [-D ...] [--preset NAME]\n"
+            "              (strata train|sft MODEL --init HF_DIR does it on the fly)\n"
             "  plot        draw the loss curves of one or several runs:\n"
             "              strata plot -o loss.png|loss.svg RUN/metrics.jsonl...\n"
             "  data        tokenize text or JSONL files into train/validation token shards:\n"
@@ -384,6 +389,8 @@ int main(int argc, char **argv)
         return cmd_plot(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export"))
         return export_main(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "import"))
+        return import_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "data"))
         return rt_data_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "tokenizer"))
