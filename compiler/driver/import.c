@@ -24,7 +24,7 @@
 #define _GNU_SOURCE /* asprintf */
 #include "driver/import.h"
 #include "driver/llama.h"
-#include "driver/train.h"
+#include "driver/config.h"
 
 #include "core/util.h"
 #include "data/tokenizer.h"

@@ -1,7 +1,6 @@
 /* train.c - `strata train|eval|sample MODEL` through the JIT and
  * `strata build MODEL -o TRAINER` (a standalone trainer executable).
- * Entry points: drv_run_trainer, drv_build_trainer, drv_config_json
- * (driver/train.h).  Both paths give rt_trainer_main (runtime/trainer.h) the
+ * Entry points: drv_run_trainer, drv_build_trainer (driver/train.h).  Both paths give rt_trainer_main (runtime/trainer.h) the
  * same RtModel: the fp32 model's descriptor and entry points, the model
  * file's text and the resolved config as JSON.
  * The trainer is linked by the C compiler configure found, with the flags it
@@ -14,6 +13,7 @@
  * Memory: everything allocated here is freed before returning. */
 #define _GNU_SOURCE /* vasprintf */
 #include "driver/train.h"
+#include "driver/config.h"
 #include "driver/import.h"
 #include "core/util.h"
 #include "ir/ad.h"
@@ -56,22 +56,6 @@ static void count_text(char *buf, size_t n, double v)
         snprintf(buf, n, "%.1fK", v / 1e3);
     else
         snprintf(buf, n, "%.0f", v);
-}
-
-char *drv_config_json(const IrGraph *g)
-{
-    json_t *o = json_object();
-    for (int i = 0; i < g->config.n; i++) {
-        const IrConfig *c = g->config.v[i];
-        double v = c->value;
-        json_t *j = (v == floor(v) && fabs(v) < 0x1p53) ? json_integer((json_int_t)v) : json_real(v);
-        json_object_set_new(o, c->name, j);
-    }
-    char *s = json_dumps(o, JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (!s)
-        die("out of memory");
-    return s;
 }
 
 /* --- strata train|eval|sample ---------------------------------------------- */

@@ -24,7 +24,4 @@ typedef struct DrvBuild {
 
 /* g went through ad_build and fuse_graph.  False after printing an error. */
 bool drv_build_trainer(const IrGraph *g, const DrvBuild *b);
-
-/* The resolved config as a JSON object {"name": value, ...}, malloc'd. */
-char *drv_config_json(const IrGraph *g);
 #endif
