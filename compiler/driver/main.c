@@ -47,7 +47,7 @@ static void usage(FILE *out)
             "              strata plot -o loss.png|loss.svg RUN/metrics.jsonl...\n"
             "  data        tokenize text or JSONL files into train/validation token shards:\n"
             "              strata data --tokenizer FILE|--bytes -o PREFIX FILE...\n"
-            "  tokenizer   train|encode|decode|info (strata tokenizer --help):\n"
+            "  tokenizer   train|encode|decode|info|export (strata tokenizer --help):\n"
             "              strata tokenizer train --vocab N -o tok.json CORPUS...\n"
             "  build       compile the model into a standalone trainer executable that\n"
             "              needs no LLVM: strata build MODEL -o TRAINER [--cpu NAME]\n"
