@@ -956,7 +956,9 @@ static void test_hf_files(void)
     memcpy(p, ": 99,", 5); /* "a" takes c's id: 99 twice */
     expect_load_error("hf12.json", t2, "model.vocab: tokens \"a\" and \"c\" both have id 99");
     free(t2);
-    expect_hf_error("hf13.json", none, ", \"zz\": 0", none, "", "model.vocab: tokens \"\xc4\x80\" and \"zz\" both have id 0"); /* byte 0 is U+0100 */
+    /* byte 0 is spelt U+0100 */
+    expect_hf_error("hf13.json", none, ", \"zz\": 0", none, "",
+                    "model.vocab: tokens \"\xc4\x80\" and \"zz\" both have id 0");
 }
 
 /* The real GPT-2 files, when STRATA_GPT2_DIR names them. */

@@ -246,9 +246,12 @@ static bool check_hf_config(const char *dir, const Llama *m, const IrGraph *g, b
     struct stat sb;
     json_t *cfg = stat(path, &sb) == 0 ? json_load_file(path, 0, &je) : NULL;
     if (!json_is_object(cfg)) {
-        *err = cfg                        ? rt_fmt("%s: not a JSON object", path)
-               : stat(path, &sb) != 0     ? rt_fmt("%s: %s (not a Hugging Face model directory?)", path, strerror(errno))
-                                          : rt_fmt("%s:%d:%d: %s", path, je.line, je.column, je.text);
+        if (cfg)
+            *err = rt_fmt("%s: not a JSON object", path);
+        else if (stat(path, &sb) != 0)
+            *err = rt_fmt("%s: %s (not a Hugging Face model directory?)", path, strerror(errno));
+        else
+            *err = rt_fmt("%s:%d:%d: %s", path, je.line, je.column, je.text);
         json_decref(cfg);
         free(path);
         return false;

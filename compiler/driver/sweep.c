@@ -389,7 +389,8 @@ static int write_report(const char *dir, const char *title, SweepRun *runs, int 
                 at += snprintf(vary + at, sizeof vary - (size_t)at, "%s%s", k ? " " : "", r->defs[k]);
             const char *status = r->train_rc ? "training failed" : r->analyze_rc ? "analyze failed" : "ok";
             fprintf(c, "%s,%s,%s,%s,%lld,%.1f,%.6f,%.4f,%.6f,%.6g,%d,%.6f,%s\n", r->name, r->model, vary,
-                    r->seed ? r->seed : "", (long long)r->params, r->train_s, r->val_loss, exp(r->val_loss), r->train_loss, r->growth_last,
+                    r->seed ? r->seed : "", (long long)r->params, r->train_s, r->val_loss, exp(r->val_loss),
+                    r->train_loss, r->growth_last,
                     r->worst_layer, r->worst_drop, status);
             fprintf(f, "| %s | %s%s%s%s | %s | %lld | %.1f | %.4f | %.2f | %.4f | %.3g | ", r->name,
                     base_name(r->model), r->ndefs ? " (" : "", vary, r->ndefs ? ")" : "", r->seed ? r->seed : "-",
