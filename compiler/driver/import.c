@@ -237,8 +237,8 @@ static bool num_at(json_t *cfg, const char *key, double *v)
 }
 
 /* Checks HF_DIR/config.json against m; *tied gets tie_word_embeddings
- * (default true, as transformers' PretrainedConfig).  False with *err
- * listing every difference. */
+ * (default false, as transformers' LlamaConfig).  False with *err listing
+ * every difference. */
 static bool check_hf_config(const char *dir, const Llama *m, const IrGraph *g, bool *tied, char **err)
 {
     char *path = rt_fmt("%s/config.json", dir);
@@ -329,7 +329,7 @@ static bool check_hf_config(const char *dir, const Llama *m, const IrGraph *g, b
         msg = e;
     }
     json_t *tw = json_object_get(cfg, "tie_word_embeddings");
-    *tied = !tw || json_is_true(tw);
+    *tied = json_is_true(tw);
     json_decref(cfg);
     if (msg) {
         *err = rt_fmt("%s does not fit %s:%s", path, g->model_name, msg);
