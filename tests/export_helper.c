@@ -11,6 +11,15 @@
  *       reads every parameter from CKPT by its StrataParam name, runs
  *       strata_forward (fp32) on B x T random tokens and writes the tokens
  *       (int32) and the logits ((B, T, vocab) float32), raw little-endian.
+ *   export_helper compare A B TOL
+ *       two raw float32 files: max |a - b| / max |a| <= TOL (TOL 0: the
+ *       same bytes); prints the numbers.
+ *   export_helper shard SRC.safetensors DIR N [bf16|round]
+ *       writes SRC's tensors as N shards DIR/model-0000K-of-0000N.safetensors
+ *       with DIR/model.safetensors.index.json (tensors dealt out in name
+ *       order), as Hugging Face's save_pretrained does for large models;
+ *       bf16: each tensor in BF16 (round to nearest even); round: one
+ *       DIR/model.safetensors in F32 holding those BF16 values exactly.
  * Exit status: 0 done, 1 a failure (message on stderr), 2 usage. */
 #include "ir/ad.h"
 #include "front/ast.h"
@@ -201,8 +210,133 @@ static int forward(Model *mo, const char *ckpt, const char *tok_path, const char
     return status ? 1 : 0;
 }
 
+/* The float nearest to x among those with a BF16 mantissa (ties to even). */
+static float bf16_round(float x, uint16_t *bits)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7FFF + ((u >> 16) & 1);
+    *bits = (uint16_t)(u >> 16);
+    u &= 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static int shard(const char *src, const char *dir, int n, const char *mode)
+{
+    RtSafetensors st;
+    char *err = NULL;
+    if (rt_st_open(&st, src, &err)) {
+        fprintf(stderr, "export_helper: %s\n", err);
+        free(err);
+        return 1;
+    }
+    bool bf16 = mode && !strcmp(mode, "bf16"), round = mode && !strcmp(mode, "round");
+    if (round)
+        n = 1;
+    /* names in order, dealt out to the shards */
+    const char **names = calloc((size_t)st.n, sizeof *names);
+    for (int i = 0; i < st.n; i++)
+        names[i] = st.t[i].name;
+    for (int i = 1; i < st.n; i++)
+        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            const char *t = names[j];
+            names[j] = names[j - 1], names[j - 1] = t;
+        }
+    void **bufs = calloc((size_t)st.n, sizeof *bufs);
+    char path[4096];
+    FILE *idx = NULL;
+    if (!round) {
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        idx = fopen(path, "w");
+        fprintf(idx, "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {");
+    }
+    int rc = 0;
+    for (int k = 0; !rc && k < n; k++) {
+        RtStWriter w;
+        rt_st_writer_init(&w);
+        char file[64];
+        if (round)
+            snprintf(file, sizeof file, "model.safetensors");
+        else
+            snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", k + 1, n);
+        rc = rt_st_add_meta(&w, "format", "pt", &err);
+        for (int i = k; !rc && i < st.n; i += n) {
+            const RtStTensor *t = rt_st_find(&st, names[i]);
+            float *x = malloc((size_t)(t->numel ? t->numel : 1) * 4);
+            memcpy(x, t->data, (size_t)t->numel * 4);
+            uint16_t *h = malloc((size_t)(t->numel ? t->numel : 1) * 2);
+            for (int64_t e = 0; e < t->numel; e++)
+                x[e] = bf16_round(x[e], &h[e]);
+            if (bf16)
+                free(x), bufs[i] = h;
+            else
+                free(h), bufs[i] = x;
+            rc = rt_st_add(&w, names[i], bf16 ? RT_BF16 : RT_F32, t->shape, t->ndim, bufs[i], &err);
+            if (idx)
+                fprintf(idx, "%s\"%s\": \"%s\"", i ? ", " : "", names[i], file);
+            if (!bf16 && !round) /* plain shards keep the values as they are */
+                memcpy(bufs[i], t->data, (size_t)t->numel * 4);
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        rc = rc || rt_st_write(&w, path, &err);
+        rt_st_writer_free(&w);
+    }
+    if (idx) {
+        fprintf(idx, "}}\n");
+        fclose(idx);
+    }
+    if (rc)
+        fprintf(stderr, "export_helper: %s\n", err ? err : "cannot write the shards");
+    for (int i = 0; i < st.n; i++)
+        free(bufs[i]);
+    free(bufs), free(names), free(err);
+    rt_st_close(&st);
+    return rc ? 1 : 0;
+}
+
+static float *read_raw(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    float *p = malloc((size_t)len + 4);
+    *n = fread(p, 1, (size_t)len, f) / 4;
+    fclose(f);
+    return p;
+}
+
+static int compare(const char *a, const char *b, double tol)
+{
+    size_t na = 0, nb = 0;
+    float *x = read_raw(a, &na), *y = read_raw(b, &nb);
+    if (!x || !y || na != nb || !na) {
+        fprintf(stderr, "export_helper: %s and %s are not two raw float32 files of one size\n", a, b);
+        free(x), free(y);
+        return 1;
+    }
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < na; i++) {
+        diff = fmax(diff, fabs((double)x[i] - y[i]));
+        scale = fmax(scale, fabs((double)x[i]));
+    }
+    bool same = !memcmp(x, y, na * 4);
+    bool ok = tol == 0 ? same : diff <= tol * scale;
+    printf("%zu logits: max |a - b| %.3e, max |a| %.4g, relative %.3e%s; tolerance %s\n", na, diff, scale,
+           diff / scale, same ? " (the same bytes)" : "", tol == 0 ? "bitwise" : "relative");
+    free(x), free(y);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && !strcmp(argv[1], "compare"))
+        return compare(argv[2], argv[3], atof(argv[4]));
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "shard"))
+        return shard(argv[2], argv[3], atoi(argv[4]), argc == 6 ? argv[5] : NULL);
     bool ck = argc >= 5 && !strcmp(argv[1], "ckpt"), lg = argc >= 9 && !strcmp(argv[1], "logits");
     int first = ck ? 5 : 9;
     const char **defines = calloc((size_t)argc + 1, sizeof *defines);
@@ -215,7 +349,9 @@ int main(int argc, char **argv)
     }
     if (!ck && !lg) {
         fprintf(stderr, "usage: export_helper ckpt MODEL OUT.safetensors SEED [-D NAME=VALUE]...\n"
-                        "       export_helper logits MODEL CKPT TOKENS LOGITS B T SEED [-D NAME=VALUE]...\n");
+                        "       export_helper logits MODEL CKPT TOKENS LOGITS B T SEED [-D NAME=VALUE]...\n"
+                        "       export_helper compare A B TOL\n"
+                        "       export_helper shard SRC.safetensors DIR N [bf16|round]\n");
         free(defines);
         return 2;
     }

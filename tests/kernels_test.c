@@ -5,8 +5,10 @@
  * one call) and in float (the range split in two calls, as two threads
  * would).  Inputs are rounded to float first, so both precisions and the
  * oracle see the same numbers.  Error = max |kernel - oracle| / max |oracle|
- * over the output; tolerances TOL_F64 and TOL_F32.  Exit 0 = pass, 1 = fail;
- * one line per check with both errors. */
+ * over the output; tolerances TOL_F64 and TOL_F32.  rt_attention_cached (a
+ * KV cache filled position by position) is checked against rt_attention
+ * over the whole sequence instead (observed: the same bytes).  Exit 0 =
+ * pass, 1 = fail; one line per check with both errors. */
 #include "ir/interp.h"
 #include "core/kernels.h"
 
@@ -237,6 +239,45 @@ static double *attention_lse(const double *q, const double *k, int B, int T, int
     return lse;
 }
 
+/* rt_attention_cached against rt_attention: the keys and values of every
+ * position in a cache of max_T = T + 3 rows per sequence, then the outputs
+ * of a prompt of P = T / 3 positions in one call, the next positions one
+ * per call and the last two (when there are) in one; each row's largest
+ * difference from the whole-sequence output, relative to its largest
+ * magnitude, and whether all bytes are equal. */
+#define CACHED_VS_FULL(REAL, S)                                                                              \
+    static double cached_vs_full##S(const REAL *q, const REAL *k, const REAL *v, const REAL *full, int B,       \
+                                    int T, int W, int H, bool *same)                                           \
+    {                                                                                                        \
+        int64_t maxT = T + 3, hd = W / H;                                                                    \
+        REAL *kc = xmalloc((size_t)(B * maxT * W) * sizeof *kc), *vc = xmalloc((size_t)(B * maxT * W) * sizeof *vc); \
+        REAL *qs = xmalloc((size_t)(B * T * W) * sizeof *qs), *os = xmalloc((size_t)(B * T * W) * sizeof *os);  \
+        REAL *out = xmalloc((size_t)(B * T * W) * sizeof *out);                                              \
+        REAL *work = xmalloc((size_t)rt_attention_work_numel(hd) * sizeof *work);                            \
+        for (int b = 0; b < B; b++) {                                                                        \
+            memcpy(kc + b * maxT * W, k + (int64_t)b * T * W, (size_t)(T * W) * sizeof *kc);                 \
+            memcpy(vc + b * maxT * W, v + (int64_t)b * T * W, (size_t)(T * W) * sizeof *vc);                 \
+        }                                                                                                    \
+        for (int pos = 0, n; pos < T; pos += n) {                                                            \
+            n = pos == 0 ? (T / 3 > 0 ? T / 3 : 1) : T - pos == 2 ? 2 : 1;                                   \
+            for (int b = 0; b < B; b++)                                                                      \
+                memcpy(qs + (int64_t)b * n * W, q + ((int64_t)b * T + pos) * W, (size_t)(n * W) * sizeof *qs); \
+            rt_attention_cached##S(os, qs, kc, vc, work, 0, (int64_t)B * H, n, pos, maxT, W, H);             \
+            for (int b = 0; b < B; b++)                                                                      \
+                memcpy(out + ((int64_t)b * T + pos) * W, os + (int64_t)b * n * W, (size_t)(n * W) * sizeof *os); \
+        }                                                                                                    \
+        double diff = 0, scale = 0;                                                                          \
+        for (int64_t i = 0; i < (int64_t)B * T * W; i++) {                                                   \
+            diff = fmax(diff, fabs((double)out[i] - full[i]));                                               \
+            scale = fmax(scale, fabs((double)full[i]));                                                      \
+        }                                                                                                    \
+        *same = !memcmp(out, full, (size_t)(B * T * W) * sizeof *out);                                       \
+        free(kc), free(vc), free(qs), free(os), free(out), free(work);                                       \
+        return scale > 0 ? diff / scale : diff;                                                              \
+    }
+CACHED_VS_FULL(double, _f64)
+CACHED_VS_FULL(float, _f32)
+
 /* attention forward (out, lse) and backward (dq, dk, dv from one call). */
 static void test_attention(int B, int T, int W, int H, const char *shape)
 {
@@ -276,6 +317,13 @@ static void test_attention(int B, int T, int W, int H, const char *shape)
     double *lref = attention_lse(x64[0], x64[1], B, T, W, H);
     check("attention out", shape, err_f64(o64, value(&r, y), n), err_f32(o32, value(&r, y), n));
     check("attention lse", shape, err_f64(l64, lref, nl), err_f32(l32, lref, nl));
+    bool same64, same32;
+    double c64 = cached_vs_full_f64(x64[0], x64[1], x64[2], o64, B, T, W, H, &same64);
+    double c32 = cached_vs_full_f32(x32[0], x32[1], x32[2], o32, B, T, W, H, &same32);
+    check("attention_cached = attention", shape, c64, c32);
+    if (T == 130)
+        printf("     attention_cached %s: the same bytes as attention: f64 %s, f32 %s\n", shape, same64 ? "yes" : "no",
+               same32 ? "yes" : "no");
     rt_attention_grad_f64(d64[0], d64[1], d64[2], x64[0], x64[1], x64[2], o64, l64, x64[3], w64, 0, units, T, W, H);
     rt_attention_grad_f32(d32[0], d32[1], d32[2], x32[0], x32[1], x32[2], o32, l32, x32[3], w32, 0, mid, T, W, H);
     rt_attention_grad_f32(d32[0], d32[1], d32[2], x32[0], x32[1], x32[2], o32, l32, x32[3], w32, mid, units, T, W,

@@ -655,7 +655,8 @@ static void test_files(void)
 
     expect_load_error("list.json", "[]", "not a tokenizer file (expected a JSON object)");
     expect_load_error("format.json", "{\"format\": \"hf\"}",
-                      "not a Strata tokenizer file (\"format\" is not \"strata-tokenizer\")");
+                      "not a Strata tokenizer file (\"format\" is not \"strata-tokenizer\") nor a Hugging Face "
+                      "tokenizer.json (no \"model\")");
     expect_load_error("version.json", "{\"format\": \"strata-tokenizer\", \"version\": 2}",
                       "tokenizer file version 2 is not supported (this Strata reads version 1)");
     expect_load_error("pre.json", "{\"format\": \"strata-tokenizer\", \"version\": 1, \"pretokenizer\": \"ws\"}",
@@ -797,6 +798,169 @@ static void test_gpt2_small(void)
     json_decref(enc);
 }
 
+/* --- Hugging Face tokenizer.json ---------------------------------------------- */
+
+/* A tokenizer.json with the 256 bytes as ids 0..255 (identity), the given
+ * merges (a JSON array), extra vocab entries (",\"x\": 300" or ""), added
+ * tokens (a JSON array) and extra top-level members, in *out (malloc'd). */
+static char *hf_text(const char *merges, const char *vocab_extra, const char *added, const char *extra)
+{
+    char *s = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&s, &n);
+    fprintf(f, "{\"version\": \"1.0\", \"added_tokens\": %s, %s"
+               "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true}, "
+               "\"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true}, "
+               "\"model\": {\"type\": \"BPE\", \"dropout\": null, \"vocab\": {",
+            added, extra);
+    for (int b = 0; b < 256; b++) {
+        char c[4];
+        gpt2_char(b, c);
+        json_t *js = json_string(c);
+        char *q = json_dumps(js, JSON_ENCODE_ANY);
+        fprintf(f, "%s%s: %d", b ? ", " : "", q, b);
+        free(q);
+        json_decref(js);
+    }
+    fprintf(f, "%s}, \"merges\": %s}}", vocab_extra, merges);
+    fclose(f);
+    return s;
+}
+
+static void expect_hf_error(const char *name, const char *merges, const char *vocab_extra, const char *added,
+                            const char *extra, const char *want)
+{
+    char *text = hf_text(merges, vocab_extra, added, extra);
+    expect_load_error(name, text, want);
+    free(text);
+}
+
+static void test_hf_files(void)
+{
+    /* a permuted byte map, merges, two special tokens: written, then the
+     * file's members checked against GPT-2's alphabet spelt here, then
+     * read back */
+    int32_t byte_ids[256];
+    for (int b = 0; b < 256; b++)
+        byte_ids[b] = 255 - b;
+    int32_t merges[] = {255 - ' ', 255 - 'h', 256, 255 - 'i', 255 - 0xC3, 255 - 0xA9};
+    const char *special[] = {"<|endoftext|>", "<pad \"x\">"};
+    char *err = NULL;
+    RtTokenizer *t = rt_tok_new(byte_ids, merges, 3, special, 2, &err);
+    const char *path = tu_path("hf/tokenizer.json");
+    CHECK(t && rt_tok_save_hf_dir(t, tu_path("hf"), 64, &err) == 0, "save_hf_dir: %s", err);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je), *vocab = json_object_get(json_object_get(j, "model"), "vocab");
+    json_t *jm = json_object_get(json_object_get(j, "model"), "merges");
+    char sp[4], e1[4], e2[4], key[32];
+    gpt2_char(' ', sp), gpt2_char(0xC3, e1), gpt2_char(0xA9, e2);
+    snprintf(key, sizeof key, "%shi", sp);
+    bool ok = json_integer_value(json_object_get(vocab, "h")) == 255 - 'h' &&
+              json_integer_value(json_object_get(vocab, sp)) == 255 - ' ' &&
+              json_integer_value(json_object_get(vocab, key)) == 257 && json_object_size(vocab) == 261 &&
+              json_integer_value(json_object_get(vocab, "<pad \"x\">")) == 260 && json_array_size(jm) == 3;
+    snprintf(key, sizeof key, "%s h", sp);
+    ok = ok && !strcmp(json_string_value(json_array_get(jm, 0)), key);
+    snprintf(key, sizeof key, "%s%s %s", e1, "", e2); /* "Ã ©": the two bytes of é */
+    ok = ok && !strcmp(json_string_value(json_array_get(jm, 2)), key);
+    json_t *a1 = json_array_get(json_object_get(j, "added_tokens"), 1);
+    ok = ok && json_integer_value(json_object_get(a1, "id")) == 260 &&
+         !strcmp(json_string_value(json_object_get(a1, "content")), "<pad \"x\">") &&
+         json_is_true(json_object_get(a1, "special"));
+    CHECK(ok, "save_hf: vocab, merges or added_tokens are not GPT-2's spelling of the tokenizer");
+    json_decref(j);
+    j = json_load_file(tu_path("hf/tokenizer_config.json"), 0, &je);
+    CHECK(j && !strcmp(json_string_value(json_object_get(j, "eos_token")), "<|endoftext|>") &&
+              json_integer_value(json_object_get(j, "model_max_length")) == 64 &&
+              json_is_false(json_object_get(j, "clean_up_tokenization_spaces")),
+          "tokenizer_config.json: eos, model_max_length or clean-up");
+    json_decref(j);
+    RtTokenizer *u = rt_tok_load(path, &err);
+    CHECK(u && rt_tok_vocab_size(u) == 261 && rt_tok_byte_ids(u)[0] == 255 && rt_tok_eot(u) == 259 &&
+              rt_tok_special_id(u, "<pad \"x\">") == 260,
+          "load tokenizer.json: %s", u ? "other vocabulary" : err);
+    if (u) {
+        static const char text[] = " hi café<|endoftext|> h\xff\xfe<pad \"x\">";
+        int32_t *x, *y;
+        int64_t nx = rt_tok_encode(t, text, sizeof text - 1, &x), ny = rt_tok_encode(u, text, sizeof text - 1, &y);
+        CHECK(nx == ny && nx > 0 && !memcmp(x, y, sizeof *x * (size_t)nx) && x[0] == 257,
+              "tokenizer.json read back encodes differently");
+        free(x), free(y);
+    }
+    rt_tok_free(u);
+    rt_tok_free(t);
+
+    /* merges as pairs (tokenizers >= 0.20 writes them so) read the same */
+    char *text = hf_text("[[\"a\", \"b\"], [\"ab\", \"c\"]]", ", \"ab\": 256, \"abc\": 257, \"<|endoftext|>\": 258",
+                         "[{\"id\": 258, \"content\": \"<|endoftext|>\", \"special\": true}]", "");
+    tu_write(tu_path("pairs.json"), text, strlen(text));
+    free(text);
+    t = rt_tok_load(tu_path("pairs.json"), &err);
+    CHECK(t && rt_tok_vocab_size(t) == 259 && rt_tok_eot(t) == 258, "merges as pairs: %s", t ? "vocabulary" : err);
+    if (t) {
+        int32_t *ids;
+        int64_t n = rt_tok_encode(t, "abc<|endoftext|>", 16, &ids);
+        CHECK(n == 2 && ids[0] == 257 && ids[1] == 258, "merges as pairs: encode");
+        free(ids);
+    }
+    rt_tok_free(t);
+
+    /* two ids of the same bytes: abc = (ab, c) = (a, bc) */
+    int32_t dup[] = {'a', 'b', 256, 'c', 'b', 'c', 'a', 258};
+    t = rt_tok_new(NULL, dup, 4, NULL, 0, &err);
+    CHECK(t && rt_tok_save_hf(t, tu_path("dup.json"), &err) != 0 && err && strstr(err, "ids 257 and 259 are the same"),
+          "save_hf of a tokenizer with two ids of the same bytes: %s", err ? err : "accepted");
+    free(err);
+    err = NULL;
+    rt_tok_free(t);
+
+    /* what does not fit is named */
+    const char *none = "[]", *eot = ", \"<|endoftext|>\": 256";
+    expect_hf_error("hf1.json", none, "", none, "\"normalizer\": {\"type\": \"NFC\"}, ",
+                    "a normalizer is set; Strata encodes the text as it is");
+    char *t2 = hf_text(none, "", none, "");
+    char *p = strstr(t2, "\"BPE\"");
+    memcpy(p, "\"WPC\"", 5);
+    expect_load_error("hf2.json", t2, "model type WPC is not supported (Strata reads byte-level BPE)");
+    free(t2);
+    t2 = hf_text(none, "", none, "");
+    p = strstr(t2, "\"add_prefix_space\": false");
+    memcpy(p + 20, "true ", 5);
+    expect_load_error("hf3.json", t2,
+                      "\"pre_tokenizer\": add_prefix_space is true; Strata does not add a space in front of the text");
+    free(t2);
+    t2 = hf_text(none, "", none, "");
+    p = strstr(t2, "\"ByteLevel\"");
+    memcpy(p, "\"Metaspace\"", 11);
+    expect_load_error("hf4.json", t2,
+                      "\"pre_tokenizer\" is Metaspace, not ByteLevel (Strata reads byte-level BPE with GPT-2's "
+                      "pre-tokenizer)");
+    free(t2);
+    expect_hf_error("hf5.json", "[\"a b\", \"c d\"]", ", \"ab\": 256, \"cd\": 300", none, "",
+                    "model.merges[1] makes \"cd\", id 300; Strata needs merge i to make id 256 + i (257)");
+    expect_hf_error("hf6.json", "[\"a b\"]", "", none, "", "model.merges[0] makes \"ab\", which is not in model.vocab");
+    expect_hf_error("hf7.json", "[\"a  b\"]", ", \"ab\": 256", none, "",
+                    "model.merges[0]: expected \"left right\" or [\"left\", \"right\"]");
+    expect_hf_error("hf8.json", "[\"a x1\"]", ", \"ax1\": 256", none, "",
+                    "model.merges[0]: token \"x1\" is not in model.vocab");
+    expect_hf_error("hf9.json", none, eot, "[{\"id\": 97, \"content\": \"<|endoftext|>\"}]", "",
+                    "added_tokens[0]: \"<|endoftext|>\" has id 97, among the bytes and merges; Strata needs added "
+                    "tokens after the merges (ids 256 on)");
+    expect_hf_error("hf10.json", none, eot, "[{\"id\": 258, \"content\": \"<x>\"}]", "",
+                    "id 257 is not defined (neither in model.vocab nor in added_tokens), but id 258 is");
+    expect_hf_error("hf11.json", none, eot, "[{\"id\": 256, \"content\": \"<|endoftext|>\", \"lstrip\": true}]", "",
+                    "added_tokens[0]: \"<|endoftext|>\" sets lstrip, rstrip or single_word, which Strata does not "
+                    "have");
+    t2 = hf_text(none, "", none, "");
+    p = strstr(t2, ": 97,");
+    memcpy(p, ": 99,", 5); /* "a" takes c's id: 99 twice */
+    expect_load_error("hf12.json", t2, "model.vocab: tokens \"a\" and \"c\" both have id 99");
+    free(t2);
+    /* byte 0 is spelt U+0100 */
+    expect_hf_error("hf13.json", none, ", \"zz\": 0", none, "",
+                    "model.vocab: tokens \"\xc4\x80\" and \"zz\" both have id 0");
+}
+
 /* The real GPT-2 files, when STRATA_GPT2_DIR names them. */
 static RtTokenizer *load_gpt2_dir(const char *d, char **err)
 {
@@ -847,6 +1011,18 @@ static void test_gpt2_real(const char *d)
         check_round_trip(t, "gpt2 random bytes", buf, l);
         check_against_naive(t, "gpt2 random bytes", buf, l);
     }
+    /* as tokenizer.json and back: the same ids */
+    CHECK(rt_tok_save_hf(t, tu_path("gpt2_hf.json"), &err) == 0, "gpt2: save_hf: %s", err);
+    RtTokenizer *u = rt_tok_load(tu_path("gpt2_hf.json"), &err);
+    CHECK(u && rt_tok_vocab_size(u) == 50257 && rt_tok_eot(u) == 50256, "gpt2: tokenizer.json: %s",
+          u ? "vocabulary" : err);
+    if (u) {
+        int32_t *x, *y;
+        int64_t nx = rt_tok_encode(t, text, len, &x), ny = rt_tok_encode(u, text, len, &y);
+        CHECK(nx == ny && !memcmp(x, y, sizeof *x * (size_t)nx), "gpt2: tokenizer.json encodes differently");
+        free(x), free(y);
+    }
+    rt_tok_free(u);
     free(text);
     rt_tok_free(t);
 }
@@ -1076,6 +1252,7 @@ int main(int argc, char **argv)
     test_train();
     test_files();
     test_gpt2_small();
+    test_hf_files();
     const char *g = getenv("STRATA_GPT2_DIR");
     if (g && *g)
         test_gpt2_real(g);

@@ -93,7 +93,9 @@ def forward(scheme, p, cfg, tokens, targets, mask, T):
                 s1, s2 = p[pre + "attn_depth_scale"], p[pre + "mlp_depth_scale"]
             x = x + attn(norm(x, pre + "attn_norm") * s1)
             x = x + mlp(norm(x, pre + "mlp_norm") * s2)
-    logits = norm(x, "norm") @ p["output"].T
+    # pre_ln_tied: the head is the embedding table (torch adds both uses' gradients).
+    head = p["tok_embeddings"] if scheme == "pre_ln_tied" else p["output"]
+    logits = norm(x, "norm") @ head.T
     V = logits.shape[-1]
     rows = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none")
     count = mask.sum()

@@ -8,6 +8,7 @@
 #include "cmd/commands.h"
 #include "driver/train.h"
 #include "driver/export.h"
+#include "driver/import.h"
 #include "ir/fuse.h"
 #include "ir/memplan.h"
 #include "train/metrics.h"
@@ -39,11 +40,15 @@ static void usage(FILE *out)
             "              differences, in fp64, on a tiny configuration of the model\n"
             "  export      write a checkpoint as a Hugging Face LLaMA directory:\n"
             "              strata export MODEL.strata --ckpt CKPT -o DIR [-D ...] [--preset NAME]\n"
+            "              [--tokenizer FILE | --gpt2 DIR | --bytes] (also writes tokenizer.json)\n"
+            "  import      read a Hugging Face LLaMA directory into a checkpoint of a model:\n"
+            "              strata import HF_DIR -o CKPT MODEL.strata [-D ...] [--preset NAME]\n"
+            "              (strata train|sft MODEL --init HF_DIR does it on the fly)\n"
             "  plot        draw the loss curves of one or several runs:\n"
             "              strata plot -o loss.png|loss.svg RUN/metrics.jsonl...\n"
             "  data        tokenize text or JSONL files into train/validation token shards:\n"
             "              strata data --tokenizer FILE|--bytes -o PREFIX FILE...\n"
-            "  tokenizer   train|encode|decode|info (strata tokenizer --help):\n"
+            "  tokenizer   train|encode|decode|info|export (strata tokenizer --help):\n"
             "              strata tokenizer train --vocab N -o tok.json CORPUS...\n"
             "  build       compile the model into a standalone trainer executable that\n"
             "              needs no LLVM: strata build MODEL -o TRAINER [--cpu NAME]\n"
@@ -62,7 +67,8 @@ static void usage(FILE *out)
             "  analyze     depth diagnostics of a checkpoint (variance, angular distance,\n"
             "              layer removal): strata analyze MODEL [-D ...] --ckpt CKPT --data GLOB\n"
             "  sweep       train several models or -D variants alike and report on them:\n"
-            "              strata sweep --out DIR --models A,B [--vary L=12,24] -- TRAIN_OPTS\n"
+            "              strata sweep --out DIR --models A,B [--vary L=12,24] [--seeds 1,2,3]\n"
+            "              -- TRAIN_OPTS (--seeds: mean, spread and seed-noise verdicts)\n"
             "  tune        time every matrix-product backend on the model's products\n"
             "              (--batch, --seq) and cache the fastest for this CPU model:\n"
             "              strata tune MODEL [-D ...] [--batch B] [--seq T] [--precision P]\n"
@@ -159,6 +165,17 @@ static const struct CommandHelp {
      "training run.  The model must be LLaMA up to scales that fold into weights\n"
      "(pre_ln, lns, scaled_init, learned_depth_scale, layerscale); others are\n"
      "refused with the first block that differs.\n"},
+    {"import", true,
+     "usage: strata import HF_DIR -o CKPT MODEL.strata [-D NAME=VALUE]... [--preset NAME]\n"
+     "Reads a Hugging Face LLaMA directory (config.json, model.safetensors or the\n"
+     "shards of model.safetensors.index.json; F32, BF16, F16 or F64) into a Strata\n"
+     "checkpoint of the model, whose IR must be LLaMA up to scales (the structure\n"
+     "strata export writes).  Every difference between config.json and the\n"
+     "resolved model is listed with the -D that fixes it; grouped-query attention,\n"
+     "rope scaling, biases, another activation or eps are refused.  Scales that\n"
+     "export folds into weights are unfolded.  The directory's tokenizer.json is\n"
+     "recorded in the checkpoint.  strata train|sft MODEL --init HF_DIR does the\n"
+     "same on the fly.\n"},
     {"tune", true,
      "usage: strata tune MODEL.strata [-D NAME=VALUE]... [--preset NAME] [--batch N] [--seq T]\n"
      "                   [--precision fp32|bf16|both]\n"
@@ -507,6 +524,8 @@ int main(int argc, char **argv)
         return cmd_plot(argc - 2, argv + 2);
     if (!strcmp(argv[1], "export"))
         return export_main(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "import"))
+        return import_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "data"))
         return rt_data_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "tokenizer"))

@@ -27,9 +27,6 @@ typedef struct DrvBuild {
 /* g went through ad_build and fuse_graph.  False after printing an error. */
 bool drv_build_trainer(const IrGraph *g, const DrvBuild *b);
 
-/* The resolved config as a JSON object {"name": value, ...}, malloc'd. */
-char *drv_config_json(const IrGraph *g);
-
 /* A config constant ctx (the default window) must be a whole number >= 1;
  * false after saying so (-D ctx=0 would otherwise fall back to 256). */
 bool drv_check_ctx(const IrGraph *g);

@@ -639,7 +639,7 @@ static const Builtin builtins[] = {
     {"ceil", BI_MATH, 0, 1, 1, {"x"}},
     {"dim", BI_OTHER, 0, 1, 1, {"x"}},
     {"embed", BI_OTHER, IR_EMBED, 3, 4, {"tokens", "vocab", "width", "init"}},
-    {"linear", BI_OTHER, IR_MATMUL, 2, 3, {"x", "width", "init"}},
+    {"linear", BI_OTHER, IR_MATMUL, 2, 4, {"x", "width", "init", "tied"}},
     {"matmul", BI_OTHER, IR_MATMUL, 2, 2, {"x", "w"}},
     {"rope", BI_OTHER, IR_ROPE, 2, 3, {"x", "heads", "base"}},
     {"sdpa", BI_OTHER, IR_ATTENTION, 4, 4, {"q", "k", "v", "heads"}},
@@ -747,6 +747,57 @@ static bool init_arg(Sema *S, Value v, const Node *e, IrInit *out)
     return true;
 }
 
+/* The parameter that `linear(..., tied = NAME)` reuses: a variable holding
+ * a 2-D parameter (`param E[vocab, d]`), else the parameter whose dotted
+ * name is NAME in the current scope or the nearest enclosing one (the
+ * label of `embed(...) as tok_embeddings` at the model level is
+ * `tok_embeddings` from anywhere).  Its IR_PARAM node, so that autodiff
+ * adds both uses' gradients into one adjoint; NULL after an error. */
+static IrNode *tied_param(Sema *S, const Node *e)
+{
+    if (e->kind != AST_NAME) {
+        err(S, e->loc, "'tied' needs the name of a parameter, e.g. tied = tok_embeddings (the label of its embed)");
+        return NULL;
+    }
+    Binding *b = find(S->frame->vars, e->name);
+    if (b && b->v.kind == V_TENSOR && b->v.t->op == IR_PARAM) {
+        if (b->v.t->param->ndim != 2) {
+            err(S, e->loc, "'tied' needs a 2-D parameter; '%s' is %s", e->name,
+                b->v.t->param->ndim ? "a vector" : "a scalar");
+            return NULL;
+        }
+        return b->v.t;
+    }
+    if (b) {
+        err(S, e->loc, "'tied' needs a parameter; the variable '%s' is %s", e->name, kind_text(&b->v));
+        return NULL;
+    }
+    IrParam *p = NULL;
+    for (const char *path = S->frame->path;;) {
+        p = find_param(S, join(S, path, e->name));
+        const char *dot = strrchr(path, '.');
+        if (p || !*path)
+            break;
+        path = dot ? arena_printf(S->arena, "%.*s", (int)(dot - path), path) : "";
+    }
+    if (!p) {
+        err(S, e->loc, "'tied = %s': no parameter '%s' is defined before this line (tie to the label of an "
+                       "embed, e.g. embed(tokens, vocab, d) as %s)",
+            e->name, e->name, e->name);
+        return NULL;
+    }
+    if (p->ndim != 2) {
+        err(S, e->loc, "'tied' needs a 2-D parameter; '%s' is %s", p->name, p->ndim ? "a vector" : "a scalar");
+        return NULL;
+    }
+    for (int i = 0; i < S->g->nodes.n; i++) {
+        IrNode *n = S->g->nodes.v[i];
+        if (n->op == IR_PARAM && n->param == p)
+            return n;
+    }
+    die("parameter %s has no IR node", p->name);
+}
+
 static Value call_builtin(Sema *S, const Node *call, const Builtin *bi)
 {
     if (call->label && strcmp(bi->name, "linear") && strcmp(bi->name, "embed"))
@@ -758,7 +809,7 @@ static Value call_builtin(Sema *S, const Node *call, const Builtin *bi)
     Value v[4] = {0};
     int n = 0;
     for (int i = 0; i < bi->nformals; i++) {
-        if (!argn[i])
+        if (!argn[i] || (i == 3 && !strcmp(bi->name, "linear"))) /* tied: a name, not a value */
             continue;
         v[i] = eval(S, argn[i]);
         if (v[i].kind == V_ERR)
@@ -831,7 +882,25 @@ static Value call_builtin(Sema *S, const Node *call, const Builtin *bi)
             return ERR;
         IrNode *w;
         int64_t width;
-        if (name[0] == 'l') {
+        if (name[0] == 'l' && argn[3]) {
+            /* y = x E^T with the [width, dim(x)] parameter E of another use */
+            if (!whole(S, v[1], argn[1], "the width of 'linear'", 1, &width))
+                return ERR;
+            if (argn[2])
+                return err(S, argn[2]->loc, "a tied linear has no weight of its own to initialise ('%s' is "
+                                            "initialised where it is defined)",
+                           argn[3]->name ? argn[3]->name : "tied");
+            if (call->label)
+                return err(S, call->label_loc, "'as %s' names parameters, but a tied linear creates none",
+                           call->label);
+            if (!(w = tied_param(S, argn[3])))
+                return ERR;
+            if (w->param->dims[0] != width || w->param->dims[1] != v[0].t->width)
+                return err(S, loc, "tied linear: '%s' is [%lld, %lld], a linear from %lld to %lld features needs "
+                                   "[%lld, %lld]",
+                           w->param->name, (long long)w->param->dims[0], (long long)w->param->dims[1],
+                           (long long)v[0].t->width, (long long)width, (long long)width, (long long)v[0].t->width);
+        } else if (name[0] == 'l') {
             if (!whole(S, v[1], argn[1], "the width of 'linear'", 1, &width))
                 return ERR;
             IrInit init = {INIT_NORMAL, 0.02, 0, 0};

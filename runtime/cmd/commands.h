@@ -8,7 +8,7 @@
  *   strata's data preparation (called by compiler/driver/main.c; argv[0] is
  *   the command word): data.c (`strata data`: text or JSONL files -> llm.c
  *   token shards with a train/validation split), tokenizer.c (`strata
- *   tokenizer train|encode|decode|info`).
+ *   tokenizer train|encode|decode|info|export`).
  * Each returns the process exit status: 0 ok, 1 bad input (data,
  * checkpoint, config, a NaN loss), 2 usage, 3 out of memory or an internal
  * error; and frees everything it made. */

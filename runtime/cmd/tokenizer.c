@@ -1,8 +1,9 @@
-/* tokenizer.c - `strata tokenizer train|encode|decode|info`.
+/* tokenizer.c - `strata tokenizer train|encode|decode|info|export`.
  *   train   tokenizer_train_main (the trainer is data/bpe_train.c)
  *   encode  text files (or stdin) -> decimal ids, one line per file
  *   decode  token shards (or decimal ids on stdin) -> the bytes they spell
  *   info    vocabulary size, merges, special tokens; --tokens lists them all
+ *   export  DIR/tokenizer.json + tokenizer_config.json (Hugging Face's)
  * The tokenizer is chosen as in `strata data` (rt_cli_tokenizer).
  * Entry point: rt_tokenizer_main; all memory is freed before it returns. */
 #define _GNU_SOURCE /* vasprintf */
@@ -26,12 +27,16 @@ static void tokenizer_usage(FILE *out)
             "       strata tokenizer encode TOKENIZER [--special] [FILE...]\n"
             "       strata tokenizer decode TOKENIZER [-o OUT] [SHARD.bin...]\n"
             "       strata tokenizer info TOKENIZER [--tokens]\n"
-            "  TOKENIZER: --tokenizer FILE | --bytes | --gpt2 DIR (encoder.json, vocab.bpe)\n"
+            "       strata tokenizer export TOKENIZER -o DIR [--max-length N]\n"
+            "  TOKENIZER: --tokenizer FILE | --bytes | --gpt2 DIR (encoder.json, vocab.bpe);\n"
+            "           FILE is Strata's JSON or a Hugging Face tokenizer.json\n"
             "  encode   prints the ids of each file (stdin without one), a line per file;\n"
             "           --special: special tokens' texts become their ids\n"
             "  decode   writes the bytes of the shards' tokens (of decimal ids read\n"
             "           from stdin without a shard) to OUT or stdout\n"
-            "  info     the vocabulary; --tokens: every id and its bytes, escaped\n");
+            "  info     the vocabulary; --tokens: every id and its bytes, escaped\n"
+            "  export   writes DIR/tokenizer.json and DIR/tokenizer_config.json in\n"
+            "           Hugging Face's format (model_max_length N when given)\n");
 }
 
 /* All of a stream into *data (malloc'd, NUL-terminated).  0 or -1. */
@@ -105,6 +110,19 @@ static int cmd_info(RtTokenizer *t, int tokens)
             putchar('\n');
         }
     return ferror(stdout) ? 1 : 0;
+}
+
+static int cmd_export(const RtTokenizer *t, const char *dir, int64_t max_length)
+{
+    char *err = NULL;
+    int rc = rt_tok_save_hf_dir(t, dir, max_length, &err);
+    if (rc)
+        fprintf(stderr, "strata: error: %s\n", err ? err : "out of memory");
+    else
+        fprintf(stderr, "strata: wrote %s/tokenizer.json and %s/tokenizer_config.json (%d ids)\n", dir, dir,
+                rt_tok_vocab_size(t));
+    free(err);
+    return rc ? 1 : 0;
 }
 
 static int cmd_encode(RtTokenizer *t, int special, char **files, int nfile)
@@ -386,12 +404,14 @@ int rt_tokenizer_main(int argc, char **argv)
     const char *cmd = argv[0];
     if (strcmp(cmd, "train") == 0)
         return tokenizer_train_main(argc, argv);
-    if (strcmp(cmd, "encode") && strcmp(cmd, "decode") && strcmp(cmd, "info")) {
-        fprintf(stderr, "strata: error: tokenizer: unknown command '%s' (train, encode, decode or info)\n", cmd);
+    if (strcmp(cmd, "encode") && strcmp(cmd, "decode") && strcmp(cmd, "info") && strcmp(cmd, "export")) {
+        fprintf(stderr, "strata: error: tokenizer: unknown command '%s' (train, encode, decode, info or export)\n",
+                cmd);
         return 2;
     }
     const char *tok_file = NULL, *gpt2_dir = NULL, *out_path = NULL;
     int bytes = 0, special = 0, tokens = 0, nfile = 0;
+    int64_t max_length = -1;
     char **files = calloc((size_t)argc + 1, sizeof *files);
     if (!files) {
         fprintf(stderr, "strata: error: out of memory\n");
@@ -413,6 +433,14 @@ int rt_tokenizer_main(int argc, char **argv)
             special = 1;
         } else if (strcmp(a, "--tokens") == 0 && strcmp(cmd, "info") == 0) {
             tokens = 1;
+        } else if (strcmp(a, "--max-length") == 0 && strcmp(cmd, "export") == 0) {
+            char *end;
+            if (i + 1 >= argc || (max_length = strtoll(argv[i + 1], &end, 10)) < 1 || *end) {
+                fprintf(stderr, "strata: error: tokenizer export: --max-length needs a whole number >= 1\n");
+                free(files);
+                return 2;
+            }
+            i++;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             tokenizer_usage(stdout);
             free(files);
@@ -426,10 +454,13 @@ int rt_tokenizer_main(int argc, char **argv)
             files[nfile++] = argv[i];
         }
     }
-    int bad_usage = (out_path && strcmp(cmd, "decode") != 0) || (nfile && strcmp(cmd, "info") == 0);
+    bool exporting = strcmp(cmd, "export") == 0;
+    int bad_usage = (out_path && strcmp(cmd, "decode") != 0 && !exporting) ||
+                    (nfile && (strcmp(cmd, "info") == 0 || exporting)) || (exporting && !out_path);
     if (bad_usage || bytes + (tok_file != NULL) + (gpt2_dir != NULL) != 1) {
         fprintf(stderr, "strata: error: tokenizer %s: %s\n", cmd,
-                bad_usage ? "unexpected argument" : "give one of --tokenizer FILE, --bytes and --gpt2 DIR");
+                bad_usage ? (exporting && !out_path ? "-o DIR is required" : "unexpected argument")
+                          : "give one of --tokenizer FILE, --bytes and --gpt2 DIR");
         tokenizer_usage(stderr);
         free(files);
         return 2;
@@ -444,6 +475,8 @@ int rt_tokenizer_main(int argc, char **argv)
         status = cmd_info(t, tokens);
     } else if (strcmp(cmd, "encode") == 0) {
         status = cmd_encode(t, special, files, nfile);
+    } else if (exporting) {
+        status = cmd_export(t, out_path, max_length);
     } else {
         status = cmd_decode(t, out_path, files, nfile);
     }

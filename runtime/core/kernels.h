@@ -84,6 +84,15 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
  *   bh = b * heads + h; the call does bh in [bh0, bh1): the full range is
  *   [0, B * heads).  work: rt_attention_work_numel(hd) REALs.
  *
+ * rt_attention_cached: the same for T new queries per sequence at
+ *   positions pos .. pos + T - 1 over a cache: kc, vc (B, max_T, W) hold
+ *   the keys and values of positions 0 .. pos + T - 1 (the new ones
+ *   included; pos + T <= max_T), q and out are (B, T, W); no lse.  The
+ *   attention of incremental decoding with a KV cache (one new token per
+ *   step after a prompt).  The key tiles are those of rt_attention, so
+ *   each output row is computed as rt_attention computes the row of the
+ *   same position over the whole sequence.  Units and work as rt_attention.
+ *
  * rt_attention_grad: dq, dk, dv (B, T, W) of the attention above given g =
  *   d loss / d out, for the units bh in [bh0, bh1) (full: [0, B * heads)).
  *   Needs the forward's out and lse; recomputes probabilities from lse
@@ -122,6 +131,10 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
                          const REAL *q /* (B, T, W) */, const REAL *k /* (B, T, W) */,                       \
                          const REAL *v /* (B, T, W) */, REAL *work /* (rt_attention_work_numel(hd)) */,      \
                          int64_t bh0, int64_t bh1, int64_t T, int64_t W, int64_t heads);                     \
+    void rt_attention_cached##S(REAL *out /* (B, T, W) */, const REAL *q /* (B, T, W) */,                    \
+                                const REAL *kc /* (B, max_T, W) */, const REAL *vc /* (B, max_T, W) */,     \
+                                REAL *work /* (rt_attention_work_numel(hd)) */, int64_t bh0, int64_t bh1,   \
+                                int64_t T, int64_t pos, int64_t max_T, int64_t W, int64_t heads);           \
     void rt_attention_grad##S(REAL *dq /* (B, T, W) */, REAL *dk /* (B, T, W) */, REAL *dv /* (B, T, W) */,  \
                               const REAL *q /* (B, T, W) */, const REAL *k /* (B, T, W) */,                  \
                               const REAL *v /* (B, T, W) */, const REAL *out /* (B, T, W) */,                \

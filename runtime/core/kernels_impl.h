@@ -197,9 +197,16 @@ void FN(rt_rope)(REAL *y, const REAL *x, const REAL *cos_sin, int64_t r0, int64_
  * (nk, BQ: one row per key), so the softmax bookkeeping runs along rows,
  * one lane per query: st becomes p (0 past the diagonal), acc and l are
  * rescaled by exp(m_old - m_new) where the max grew, then acc += p v. */
-void FN(rt_attention)(REAL *restrict out, REAL *restrict lse, const REAL *restrict q, const REAL *restrict k,
-                      const REAL *restrict v, REAL *restrict work, int64_t bh0, int64_t bh1, int64_t T, int64_t W,
-                      int64_t heads)
+/* The body of rt_attention and rt_attention_cached: the T queries of q sit
+ * at positions pos .. pos + T - 1 and see the keys and values 0 .. their
+ * own position, rows of k and v with kT rows per sequence (rt_attention:
+ * pos 0, kT = T).  The key tiles start at multiples of BK from position 0
+ * either way, so a query's arithmetic does not depend on pos.  lse may be
+ * NULL. */
+static inline void FN(attention_body)(REAL *restrict out, REAL *restrict lse, const REAL *restrict q,
+                                      const REAL *restrict k, const REAL *restrict v, REAL *restrict work,
+                                      int64_t bh0, int64_t bh1, int64_t T, int64_t pos, int64_t kT, int64_t W,
+                                      int64_t heads)
 {
     int64_t hd = W / heads;
     REAL scale = (REAL)(1 / sqrt((double)hd));
@@ -207,13 +214,13 @@ void FN(rt_attention)(REAL *restrict out, REAL *restrict lse, const REAL *restri
     REAL m[BQ], mnew[BQ], alpha[BQ];
     double l[BQ], sum[BQ];
     for (int64_t bh = bh0; bh < bh1; bh++) {
-        int64_t base = bh / heads * T * W + bh % heads * hd;
-        const REAL *qb = q + base, *kb = k + base, *vb = v + base;
-        for (int64_t i0 = 0; i0 < T; i0 += BQ) {
-            int64_t nq = T - i0 < BQ ? T - i0 : BQ;
+        int64_t base = bh / heads * T * W + bh % heads * hd, kbase = bh / heads * kT * W + bh % heads * hd;
+        const REAL *qb = q + base, *kb = k + kbase, *vb = v + kbase;
+        for (int64_t q0 = 0; q0 < T; q0 += BQ) {
+            int64_t nq = T - q0 < BQ ? T - q0 : BQ, i0 = pos + q0; /* i0: the tile's first position */
             for (int64_t ii = 0; ii < nq; ii++) {
                 for (int64_t d = 0; d < hd; d++) {
-                    qst[d * BQ + ii] = qb[(i0 + ii) * W + d] * scale;
+                    qst[d * BQ + ii] = qb[(q0 + ii) * W + d] * scale;
                     acc[ii * hd + d] = 0;
                 }
                 m[ii] = -INFINITY;
@@ -254,13 +261,28 @@ void FN(rt_attention)(REAL *restrict out, REAL *restrict lse, const REAL *restri
                 FN(gemm)(acc, hd, st, 1, BQ, vb + j0 * W, W, nq, hd, nk, true, -FREE, FREE, -FREE, i0 - j0);
             }
             for (int64_t ii = 0; ii < nq; ii++) {
-                REAL inv = (REAL)(1 / l[ii]), *o = out + base + (i0 + ii) * W;
+                REAL inv = (REAL)(1 / l[ii]), *o = out + base + (q0 + ii) * W;
                 for (int64_t d = 0; d < hd; d++)
                     o[d] = acc[ii * hd + d] * inv;
-                lse[bh * T + i0 + ii] = (REAL)(m[ii] + log(l[ii]));
+                if (lse)
+                    lse[bh * T + q0 + ii] = (REAL)(m[ii] + log(l[ii]));
             }
         }
     }
+}
+
+void FN(rt_attention)(REAL *restrict out, REAL *restrict lse, const REAL *restrict q, const REAL *restrict k,
+                      const REAL *restrict v, REAL *restrict work, int64_t bh0, int64_t bh1, int64_t T, int64_t W,
+                      int64_t heads)
+{
+    FN(attention_body)(out, lse, q, k, v, work, bh0, bh1, T, 0, T, W, heads);
+}
+
+void FN(rt_attention_cached)(REAL *restrict out, const REAL *restrict q, const REAL *restrict kc,
+                             const REAL *restrict vc, REAL *restrict work, int64_t bh0, int64_t bh1, int64_t T,
+                             int64_t pos, int64_t max_T, int64_t W, int64_t heads)
+{
+    FN(attention_body)(out, NULL, q, kc, vc, work, bh0, bh1, T, pos, max_T, W, heads);
 }
 
 /* FlashAttention-2 backward, per unit (b, h): for each key tile [j0, j0+nk)

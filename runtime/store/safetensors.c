@@ -300,8 +300,15 @@ int rt_st_open(RtSafetensors *st, const char *path, char **err)
         return -1;
     }
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        *err = rt_fmt("%s: not a regular file", path);
+    int got = fstat(fd, &sb);
+    if (got != 0 || !S_ISREG(sb.st_mode)) {
+        /* a directory is most likely a Hugging Face model given as a checkpoint */
+        if (got == 0 && S_ISDIR(sb.st_mode))
+            *err = rt_fmt("%s: a directory, not a safetensors file (a Hugging Face model directory is read by "
+                          "`strata import` or `strata train|sft MODEL --init DIR`)",
+                          path);
+        else
+            *err = rt_fmt("%s: not a regular file", path);
         close(fd);
         return -1;
     }

@@ -863,39 +863,86 @@ static void teardown(Run *r, int rc)
     json_decref(r->state);
 }
 
-/* One step's gradient: accum batches, their mean loss.  0, or -1 if the
- * model refused the call. */
+/* The loss tokens of a (rows, T) mask: the sum of its weights. */
+static double mask_tokens(const float *mask, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += mask[i];
+    return s;
+}
+
+/* Multiplies the n gradients by s (s == 1: nothing to do). */
+static void scale_grads(float *g, int64_t n, double s)
+{
+    if (s == 1)
+        return;
+    const float f = (float)s;
+    for (int64_t i = 0; i < n; i++)
+        g[i] *= f;
+}
+
+/* One step's gradient: accum micro-batches (times the ranks), and their
+ * loss.  Without a mask every micro-batch has B x T loss targets: the
+ * gradients are summed, then scaled by 1/parts, and the loss is the mean.
+ * With a mask (sft) micro-batch k has n_k loss tokens, each train step
+ * returns the mean over its own n_k (loss_k, g_k), and the step must be
+ * the mean over all N = sum n_k tokens, as one big batch would be:
+ * grads = sum n_k g_k / N, loss = sum n_k loss_k / N.  The sum is built in
+ * place: after each micro-batch, grads = (sum so far of n_j g_j) / n_k
+ * (before the next one, grads *= n_k / n_next; then += g_next), and at
+ * the end grads *= n_last / N.  A micro-batch without a loss token adds
+ * nothing and is not run (unless no token came before: it writes the
+ * zeros).  Every rank sees the whole global mask, so all compute the same
+ * N.  0, or -1 if the model refused the call. */
 static int gradient(Run *r, double *loss)
 {
     const RtTrainOptions *o = r->o;
     const int64_t off = r->slice.first * o->seq; /* this rank's rows of the (B,T) batch */
-    double sum = 0;
+    const int64_t np = r->m->desc->params_numel;
+    double sum = 0, total = 0, held = 0; /* held: the n_k grads are divided by, 0 before any token */
     for (int64_t k = 0; k < o->accum; k++) {
-        double l = 0;
+        double l = 0, nk = 0;
         r->src->next(r->src, r->tok, r->tgt, r->mask); /* the global batch */
+        if (r->mask) {
+            total += mask_tokens(r->mask, o->batch * o->seq);
+            nk = mask_tokens(r->mask + off, r->slice.rows * o->seq);
+            if (nk == 0 && held > 0)
+                continue;
+            if (held > 0)
+                scale_grads(r->grads, np, held / nk);
+        }
         StrataStep s = {.params = r->params, .grads = r->grads, .arena = r->arena, .arena_bytes = r->arena_bytes,
                         .tokens = r->tok + off, .targets = r->tgt + off, .mask = r->mask ? r->mask + off : NULL,
-                        .B = r->slice.rows, .T = o->seq, .loss = &l, .pool = r->pool, .accumulate = k > 0,
-                        .precision = r->m->precision};
+                        .B = r->slice.rows, .T = o->seq, .loss = &l, .pool = r->pool,
+                        .accumulate = r->mask ? held > 0 : k > 0, .precision = r->m->precision};
         int st = r->m->train_step(&s);
         if (st != STRATA_OK) {
             fprintf(stderr, "%s: the model's train step failed (status %d)\n", r->prog, st);
             return -1;
         }
-        sum += l;
+        if (r->mask) {
+            sum += l * nk;
+            if (nk > 0)
+                held = nk;
+        } else
+            sum += l;
     }
     const int64_t parts = o->accum * r->comm->size; /* micro-batches in the step, all ranks */
+    if (r->mask && held > 0)
+        scale_grads(r->grads, np, held / total); /* total > 0 since held > 0 */
     if (r->comm->size > 1) { /* sums in rank order: the same bits on every rank */
         const double t = now();
-        rt_comm_allreduce_sum_f32(r->comm, r->grads, r->m->desc->params_numel);
+        rt_comm_allreduce_sum_f32(r->comm, r->grads, np);
         rt_comm_allreduce_sum_f64(r->comm, &sum, 1);
         r->t_reduce += now() - t;
     }
-    if (parts > 1) {
-        float scale = (float)(1.0 / (double)parts);
-        for (int64_t i = 0; i < r->m->desc->params_numel; i++)
-            r->grads[i] *= scale;
+    if (r->mask) {
+        *loss = total > 0 ? sum / total : 0;
+        return 0;
     }
+    if (parts > 1)
+        scale_grads(r->grads, np, 1.0 / (double)parts);
     *loss = sum / (double)parts;
     return 0;
 }

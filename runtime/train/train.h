@@ -6,7 +6,10 @@
  * One step k (0-based) takes `accum` batches of B windows from the random
  * loader, adds their gradients (StrataStep.accumulate) and scales the sum
  * by 1/accum, so the step sees the mean gradient over accum * B windows;
- * its loss is the mean of the batches' losses.  Then the global gradient
+ * its loss is the mean of the batches' losses.  With a loss mask (sft)
+ * the batches hold different numbers of loss tokens, and each is weighted
+ * by its own: gradient and loss are the means over all the step's loss
+ * tokens, as one batch of accum * B rows would give.  Then the global gradient
  * norm, clipping (--clip), the rate rt_lr(k) and the optimizer update.
  * Everything a step depends on (weights, moments, optimizer step, loader
  * (epoch, pos), the step number, the options) is in the checkpoint, and no
