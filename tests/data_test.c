@@ -3,8 +3,11 @@
  * header, windows and shifted targets, deterministic shuffles (pinned to
  * an independent Python implementation of the scheme data.h documents),
  * exact resume from a saved state, one sequential pass over every window,
- * globs, and the train/val split.  Files go to a fresh directory under
- * $TMPDIR.  Exit 0 pass, 1 fail. */
+ * globs, and the train/val split written as a shard set: the header marks
+ * (set id, role, index, CRC-32 recomputed here), the manifest, and the
+ * loader's refusals of a shard without its manifest, of another set, or
+ * edited since.  Files go to a fresh directory under $TMPDIR.  Exit 0
+ * pass, 1 fail. */
 #define _GNU_SOURCE
 #include "data/data.h"
 #include "test_util.h"

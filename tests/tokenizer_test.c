@@ -5,7 +5,9 @@
  * decode(encode(x)) == x on random bytes and invalid UTF-8, special
  * tokens, save/load and the exact error of each bad file, GPT-2's loader
  * on small made-up files (and on the real ones when STRATA_GPT2_DIR names
- * a directory holding encoder.json + vocab.bpe), and the train command.
+ * a directory holding encoder.json + vocab.bpe), Hugging Face
+ * tokenizer.json and tokenizer_config.json written and read back (and the
+ * error of each kind of file Strata does not read), and the train command.
  * Modes used by tests/tokenizer.test and for measurements:
  *   --pretokens FILE.jsonl         compare with {"text", "pieces"} lines
  *   --gpt2 DIR REF.ids FILE...     compare GPT-2 ids with a reference

@@ -1,6 +1,7 @@
 /* export.h - `strata export`: a checkpoint as a Hugging Face LLaMA directory
- * (config.json + model.safetensors) for models whose IR is LLaMA up to
- * constant or learned scales that fold into weights.  See export.c. */
+ * (config.json + model.safetensors, and tokenizer.json +
+ * tokenizer_config.json) for models whose IR is LLaMA up to constant or
+ * learned scales that fold into weights.  See export.c. */
 #ifndef STRATA_EXPORT_H
 #define STRATA_EXPORT_H
 

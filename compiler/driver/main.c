@@ -160,10 +160,14 @@ static const struct CommandHelp {
      "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"},
     {"export", true,
      "usage: strata export MODEL.strata --ckpt CKPT -o DIR [-D NAME=VALUE]... [--preset NAME]\n"
+     "                     [--tokenizer FILE | --gpt2 DIR | --bytes]\n"
      "Writes the checkpoint as a Hugging Face LlamaForCausalLM directory\n"
-     "(DIR/config.json, DIR/model.safetensors).  Give the -D and --preset of the\n"
-     "training run.  The model must be LLaMA up to scales that fold into weights\n"
-     "(pre_ln, lns, scaled_init, learned_depth_scale, layerscale); others are\n"
+     "(DIR/config.json, DIR/model.safetensors) with its tokenizer\n"
+     "(DIR/tokenizer.json, DIR/tokenizer_config.json): --tokenizer FILE, --gpt2\n"
+     "DIR or --bytes, else the one the checkpoint's run recorded, else raw bytes\n"
+     "for a 256-token vocabulary.  Give the -D and --preset of the training run.\n"
+     "The model must be LLaMA up to scales that fold into weights (pre_ln, lns,\n"
+     "scaled_init, learned_depth_scale, layerscale, pre_ln_tied); others are\n"
      "refused with the first block that differs.\n"},
     {"import", true,
      "usage: strata import HF_DIR -o CKPT MODEL.strata [-D NAME=VALUE]... [--preset NAME]\n"
