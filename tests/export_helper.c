@@ -22,6 +22,7 @@
  *       DIR/model.safetensors in F32 holding those BF16 values exactly.
  * Exit status: 0 done, 1 a failure (message on stderr), 2 usage. */
 #include "ir/ad.h"
+#include "store/checkpoint.h"
 #include "front/ast.h"
 #include "ir/fuse.h"
 #include "lower/jit.h"
@@ -131,7 +132,7 @@ static int write_ckpt(Model *mo, const char *out, uint64_t seed)
     }
     fprintf(cf, "}");
     fclose(cf);
-    int rc = rt_st_add_meta(&w, "format", "pt", &err) || rt_st_add_meta(&w, "strata.abi", "1", &err) ||
+    int rc = rt_st_add_meta(&w, "format", "pt", &err) || rt_st_add_meta(&w, "strata.abi", RT_ABI_STRING, &err) ||
              rt_st_add_meta(&w, "strata.model", mo->source, &err) ||
              rt_st_add_meta(&w, "strata.model_path", mo->g.model_name, &err) ||
              rt_st_add_meta(&w, "strata.config", config, &err);

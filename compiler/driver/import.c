@@ -25,6 +25,7 @@
 #include "driver/import.h"
 #include "driver/llama.h"
 #include "driver/config.h"
+#include "store/checkpoint.h"
 
 #include "core/util.h"
 #include "data/tokenizer.h"
@@ -574,7 +575,7 @@ static bool write_ckpt(const char *out, const IrGraph *g, Vals *V, const char *s
     json_object_set_new(state, "imported_from", json_string(dir));
     char *st = json_dumps(state, JSON_PRESERVE_ORDER), *config = drv_config_json(g);
     json_decref(state);
-    ok = ok && rt_st_add_meta(&w, "format", "pt", err) == 0 && rt_st_add_meta(&w, "strata.abi", "1", err) == 0 &&
+    ok = ok && rt_st_add_meta(&w, "format", "pt", err) == 0 && rt_st_add_meta(&w, "strata.abi", RT_ABI_STRING, err) == 0 &&
          rt_st_add_meta(&w, "strata.model", source, err) == 0 &&
          rt_st_add_meta(&w, "strata.model_path", g->model_name, err) == 0 &&
          rt_st_add_meta(&w, "strata.config", config, err) == 0 && rt_st_add_meta(&w, "strata.state", st, err) == 0 &&

@@ -51,7 +51,7 @@ int rt_ckpt_write(const char *path, const StrataModelDesc *d, const float *param
         }
     }
     const char *meta[][2] = {{"format", "pt"},
-                             {"strata.abi", "1"},
+                             {"strata.abi", RT_ABI_STRING},
                              {"strata.model", info->source},
                              {"strata.model_path", info->model_path},
                              {"strata.config", info->config_json},

@@ -10,7 +10,7 @@
  * --init / eval / sample checkpoint; --resume needs the moments.)
  * Metadata (__metadata__, strings):
  *   format             "pt" (what Hugging Face loaders expect)
- *   strata.abi         "1" (model ABI version)
+ *   strata.abi         STRATA_ABI_VERSION as text (RT_ABI_STRING)
  *   strata.model       the model file's text
  *   strata.model_path  the model file's name
  *   strata.config      the resolved config as JSON ({"vocab": 32, "d": 16, ...})
@@ -39,6 +39,11 @@
 #include <stdint.h>
 
 #include "model_abi.h"
+
+#define RT_ABI_STR2(x) #x
+#define RT_ABI_STR1(x) RT_ABI_STR2(x)
+/* STRATA_ABI_VERSION as a string, for checkpoints' strata.abi. */
+#define RT_ABI_STRING RT_ABI_STR1(STRATA_ABI_VERSION)
 #include "store/safetensors.h"
 
 #define RT_CKPT_NAME "checkpoint.safetensors"
