@@ -392,8 +392,10 @@ static int write_file(const Analysis *a, const char *name, int (*writer)(const A
     int rc = f ? 0 : -1;
     if (f && writer)
         rc = writer(a, f);
-    else if (f)
+    else if (f && text)
         fputs(text, f);
+    else if (f) /* json_dumps ran out of memory */
+        rc = -1;
     if (f && fclose(f))
         rc = -1;
     if (rc)
