@@ -13,7 +13,9 @@
  *             the arena or in the caller's buffer;
  *   mask      a NULL mask is an all-ones mask, bitwise;
  *   accumulate  a second step with accumulate adds its gradient (2 g);
- *   arena     the arena is smaller than the stored values without reuse.
+ *   arena     the arena is smaller than the stored values without reuse;
+ *   kinds     the blocks' kernels inline in the entry points instead of in
+ *             one function per kind of block give bitwise the same results.
  * Then skipping: pre_ln at L=4 with blocks 1 and 3 skipped must be pre_ln
  * at L=2 with the parameters of blocks 0 and 2 (interpreter, f64 and f32):
  * forward logits, loss and gradients, with zero gradients for the skipped
@@ -255,6 +257,57 @@ static void check_arena(const Case *c, const JitModel *m, const char *name)
     report(arena < sum, name, "arena", detail);
 }
 
+/* ---- kinds of blocks (issue #19) ---- */
+
+static bool same_capture(const Case *c, const JitModel *m, const Result *a, const Result *b)
+{
+    int64_t n = (m->desc->nblocks + 1) * (int64_t)c->B * c->T * m->desc->width;
+    return !a->capture == !b->capture && (!a->capture || same_bits(a->capture, b->capture, n));
+}
+
+/* The model compiled with every block's kernels inline in the entry points
+ * (LowerOptions.inline_blocks: the code before kinds) must give bitwise
+ * what the kinds' functions give, called with each block's row: loss,
+ * logits, gradients and captured streams, with odd blocks skipped, with
+ * accumulation, and from strata_forward. */
+static void check_kinds(Jit *jit, Case *c, const JitModel *m, RtPool *pool, const char *name)
+{
+    JitModel in;
+    LowerOptions o = {.precision = LOWER_F32, .opt_level = 2, .inline_blocks = true};
+    if (!case_compile_with(jit, c, &o, &in)) {
+        report(false, name, "kinds", "the inline build does not compile");
+        return;
+    }
+    const StrataModelDesc *d = m->desc;
+    uint8_t *skip = calloc((size_t)d->nblocks + 1, 1);
+    for (int l = 1; l < d->nblocks; l += 2)
+        skip[l] = d->block_skip[l] == (STRATA_SKIP_FORWARD | STRATA_SKIP_TRAIN);
+    Result base;
+    case_run(c, m, &(RunOpts){.pool = pool}, &base);
+    const RunOpts runs[] = {
+        {.pool = pool, .capture = d->width > 0},
+        {.pool = pool, .capture = d->width > 0, .skip = skip},
+        {.pool = pool, .accumulate = 1, .grads_from = &base},
+        {.pool = pool, .accumulate = 1, .grads_from = &base, .skip = skip},
+        {.pool = pool, .forward = true, .capture = d->width > 0},
+        {.pool = pool, .forward = true, .capture = d->width > 0, .skip = skip},
+    };
+    bool ok = base.status == 0;
+    for (size_t i = 0; i < sizeof runs / sizeof *runs && ok; i++) {
+        Result a, b;
+        case_run(c, m, &runs[i], &a);
+        case_run(c, &in, &runs[i], &b);
+        ok = same_result(c, m, &a, &b, !runs[i].forward) && same_capture(c, m, &a, &b);
+        if (!ok)
+            fprintf(stderr, "  %s: run %zu differs from the inline build\n", name, i);
+        result_free(c, &a), result_free(c, &b);
+    }
+    result_free(c, &base);
+    free(skip);
+    jit_release(jit, &in);
+    report(ok, name, "kinds", "= every block inline, bitwise: capture, skip, accumulate, forward");
+}
+
 static void check_model(Jit *jit, RtPool *pool, const char *path)
 {
     const char *name = base_name(path);
@@ -277,6 +330,7 @@ static void check_model(Jit *jit, RtPool *pool, const char *path)
         check_mask(&c, &m, pool, name);
         check_accumulate(&c, &m, pool, name);
         check_arena(&c, &m, name);
+        check_kinds(jit, &c, &m, pool, name);
         case_free_batch(&c);
     }
     jit_release(jit, &m);

@@ -112,9 +112,13 @@ void case_free(Case *c)
 
 bool case_compile(Jit *jit, const Case *c, LowerPrecision prec, JitModel *m)
 {
-    LowerOptions o = {.precision = prec, .opt_level = 2};
+    return case_compile_with(jit, c, &(LowerOptions){.precision = prec, .opt_level = 2}, m);
+}
+
+bool case_compile_with(Jit *jit, const Case *c, const LowerOptions *o, JitModel *m)
+{
     char *err = NULL;
-    if (jit_compile(jit, &c->g, &o, m, &err))
+    if (jit_compile(jit, &c->g, o, m, &err))
         return true;
     fprintf(stderr, "%s: JIT: %s\n", c->g.model_name, err);
     free(err);

@@ -36,6 +36,7 @@ void case_free(Case *c);
 
 /* Compiles c in one precision; false with a message on stderr. */
 bool case_compile(Jit *jit, const Case *c, LowerPrecision prec, JitModel *m);
+bool case_compile_with(Jit *jit, const Case *c, const LowerOptions *o, JitModel *m);
 
 typedef struct RunOpts {
     RtPool *pool;
