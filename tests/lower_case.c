@@ -24,6 +24,26 @@ static double rng_normal(uint64_t *s)
     return sqrt(-2 * log(u + 1e-300)) * cos(2 * acos(-1.0) * v);
 }
 
+const char kinds_zoo[] =
+    "import \"std\"\n"
+    "config {\n vocab = 11\n d = 16\n heads = 2\n ffn = 24\n L = 7\n}\n"
+    "model {\n"
+    "    x = embed(tokens, vocab, d) as tok_embeddings\n"
+    "    x0 = x\n"
+    "    param mix = constant(0.1)\n"
+    "    for l in 1..L {\n"
+    "        s = 1 / sqrt(l)\n"
+    "        if l <= 3 {\n"
+    "            x = x + attention(rmsnorm(x) as attn_norm * s, heads) as attn\n"
+    "        } else {\n"
+    "            waste = silu(x) * s\n"
+    "            x = x + gelu_mlp(rmsnorm(x) as mlp_norm, ffn) as mlp * s\n"
+    "        }\n"
+    "        x = x + mix * x0 * (1 + l)\n"
+    "    }\n"
+    "    logits = linear(rmsnorm(x) as norm, vocab) as output\n"
+    "}\n";
+
 bool case_load(Case *c, const char *path, const char *text, const char *const *sizes, int nsizes)
 {
     memset(c, 0, sizeof *c);
