@@ -1,8 +1,10 @@
 /* cg.c - the core of the LLVM lowering (cg.h) that every lowering file
  * uses: constants, pointers and calls, memset/memcpy, allocas, ifs, loops,
  * parallel tasks run by the pool (cg_task, cg_run_task), and where a
- * value of the graph lives in the entry point being built (cg_home and
- * friends).  The scalar arithmetic is arith.c, the other half of the core. */
+ * value of the graph lives in the function being built (cg_home and
+ * friends; in a kind's function, at the column of the kind's table that
+ * places it, for the block whose row the function got).  The scalar
+ * arithmetic is arith.c, the other half of the core. */
 #include "lower/cg.h"
 
 #include <stdlib.h>
