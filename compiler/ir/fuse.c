@@ -78,6 +78,8 @@ static void fuse_verify(const IrGraph *g)
 /* Index of a node's (block, pass) group: kernels never mix two of them. */
 static int group_of(const IrGraph *g, const IrNode *n)
 {
+    if (n->block < -1 || n->block >= g->blocks.n)
+        die("fuse: %%%d is in block %d of %d", n->id, n->block, g->blocks.n);
     return 2 * (n->block + 1) + (g->nforward > 0 && n->id >= g->nforward);
 }
 
