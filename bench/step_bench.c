@@ -1,12 +1,17 @@
 /* step_bench.c - times one model's compiled training step (make bench).
  *   bench/step_bench MODEL.strata [-D NAME=VALUE]... [--batch B] [--seq T]
- *                    [--threads N] [--f64] [--libm-exp] [--steps K]
+ *                    [--threads N] [--f64] [--libm-exp] [--inline-blocks] [--steps K]
  * JIT-compiles the model (model ABI v1), fills the parameters with small
  * random numbers and a batch with arbitrary tokens, runs strata_forward and
  * strata_train_step once each to warm up (page faults, OpenBLAS's threads),
  * then K times each (default 1), printing every time: these are single
  * measurements, not a statistic.  --threads is the pool size (default 1);
- * every product, row loop and kernel runs on the pool (runtime/core/gemm.h). */
+ * every product, row loop and kernel runs on the pool (runtime/core/gemm.h).
+ * Each step also prints the CPU time of the calling thread, which with one
+ * thread (the pool then runs everything on the caller) moves less with the
+ * machine's load than the wall time.  --inline-blocks compiles every
+ * block's kernels inline in the entry points (LowerOptions.inline_blocks),
+ * the code before one function per kind of block, for comparison. */
 #include "ir/ad.h"
 #include "front/ast.h"
 #include "ir/fuse.h"
@@ -18,18 +23,23 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double now(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
 }
 
 typedef struct Args {
     const char *model;
     const char *defines[64];
     int ndefines, batch, seq, threads, steps;
-    bool f64, libm_exp;
+    bool f64, libm_exp, inline_blocks;
 } Args;
 
 static bool parse(int argc, char **argv, Args *a)
@@ -51,6 +61,8 @@ static bool parse(int argc, char **argv, Args *a)
             a->f64 = true;
         else if (!strcmp(s, "--libm-exp"))
             a->libm_exp = true;
+        else if (!strcmp(s, "--inline-blocks"))
+            a->inline_blocks = true;
         else if (s[0] != '-' && !a->model)
             a->model = s;
         else
@@ -103,7 +115,7 @@ int main(int argc, char **argv)
     Args a;
     if (!parse(argc, argv, &a)) {
         fprintf(stderr, "usage: step_bench MODEL.strata [-D NAME=VALUE]... [--batch B] [--seq T] [--threads N] "
-                        "[--f64] [--libm-exp] [--steps K]\n");
+                        "[--f64] [--libm-exp] [--inline-blocks] [--steps K]\n");
         return 2;
     }
     IrGraph g;
@@ -114,7 +126,8 @@ int main(int argc, char **argv)
     char *err = NULL;
     Jit *jit = jit_create(&err);
     JitModel m;
-    LowerOptions o = {.precision = a.f64 ? LOWER_F64 : LOWER_F32, .opt_level = 2, .libm_exp = a.libm_exp};
+    LowerOptions o = {.precision = a.f64 ? LOWER_F64 : LOWER_F32, .opt_level = 2, .libm_exp = a.libm_exp,
+                      .inline_blocks = a.inline_blocks};
     if (!jit || !jit_compile(jit, &g, &o, &m, &err)) {
         fprintf(stderr, "step_bench: %s\n", err);
         return 1;
@@ -144,11 +157,11 @@ int main(int argc, char **argv)
     for (int k = 0; k <= a.steps; k++) {
         double t0 = now();
         int st = m.forward(&s);
-        double t1 = now();
+        double t1 = now(), c1 = clock_s(CLOCK_THREAD_CPUTIME_ID);
         st |= m.train_step(&s);
-        double t2 = now();
-        printf("%s forward %.3f s, train step %.3f s, loss %.6f%s\n", k ? "run   " : "warm-up", t1 - t0, t2 - t1,
-               loss, st ? " (error)" : "");
+        double t2 = now(), c2 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+        printf("%s forward %.3f s, train step %.3f s (cpu %.4f s), loss %.6f%s\n", k ? "run   " : "warm-up", t1 - t0,
+               t2 - t1, c2 - c1, loss, st ? " (error)" : "");
     }
     rt_pool_free(pool);
     jit_release(jit, &m);

@@ -24,6 +24,26 @@ static double rng_normal(uint64_t *s)
     return sqrt(-2 * log(u + 1e-300)) * cos(2 * acos(-1.0) * v);
 }
 
+const char kinds_zoo[] =
+    "import \"std\"\n"
+    "config {\n vocab = 11\n d = 16\n heads = 2\n ffn = 24\n L = 7\n}\n"
+    "model {\n"
+    "    x = embed(tokens, vocab, d) as tok_embeddings\n"
+    "    x0 = x\n"
+    "    param mix = constant(0.1)\n"
+    "    for l in 1..L {\n"
+    "        s = 1 / sqrt(l)\n"
+    "        if l <= 3 {\n"
+    "            x = x + attention(rmsnorm(x) as attn_norm * s, heads) as attn\n"
+    "        } else {\n"
+    "            waste = silu(x) * s\n"
+    "            x = x + gelu_mlp(rmsnorm(x) as mlp_norm, ffn) as mlp * s\n"
+    "        }\n"
+    "        x = x + mix * x0 * (1 + l)\n"
+    "    }\n"
+    "    logits = linear(rmsnorm(x) as norm, vocab) as output\n"
+    "}\n";
+
 bool case_load(Case *c, const char *path, const char *text, const char *const *sizes, int nsizes)
 {
     memset(c, 0, sizeof *c);
@@ -112,9 +132,13 @@ void case_free(Case *c)
 
 bool case_compile(Jit *jit, const Case *c, LowerPrecision prec, JitModel *m)
 {
-    LowerOptions o = {.precision = prec, .opt_level = 2};
+    return case_compile_with(jit, c, &(LowerOptions){.precision = prec, .opt_level = 2}, m);
+}
+
+bool case_compile_with(Jit *jit, const Case *c, const LowerOptions *o, JitModel *m)
+{
     char *err = NULL;
-    if (jit_compile(jit, &c->g, &o, m, &err))
+    if (jit_compile(jit, &c->g, o, m, &err))
         return true;
     fprintf(stderr, "%s: JIT: %s\n", c->g.model_name, err);
     free(err);
@@ -181,7 +205,8 @@ int case_run(const Case *c, const JitModel *m, const RunOpts *o, Result *r)
     StrataStep s = {.params = params, .grads = grads, .arena = arena, .arena_bytes = r->arena_bytes,
                     .tokens = c->tokens, .targets = c->targets, .mask = o->no_mask ? NULL : mask,
                     .B = c->B, .T = c->T, .loss = &r->loss, .logits = logits, .capture = cap, .skip = o->skip,
-                    .pool = o->pool, .accumulate = o->accumulate};
+                    .pool = o->pool, .accumulate = o->accumulate,
+                    .precision = o->precision};
     r->loss = NAN;
     r->status = (o->forward ? m->forward : m->train_step)(&s);
     r->logits = from_real(logits ? logits : strata_logits_in_arena(d, arena, c->B, c->T), BT * V, f32);

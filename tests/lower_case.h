@@ -23,6 +23,13 @@ typedef struct Case {
     Interp ref;              /* the interpreter's run of this batch */
 } Case;
 
+/* A model whose blocks are of several kinds (ir/kinds.h): attention blocks
+ * for l <= 3, feed-forward blocks after them, a parameter shared by every
+ * block (whose gradient sums over them, so the first and last blocks
+ * differ from the rest), the embedding read by every block, numbers that
+ * differ per block (1/sqrt(l), 1 + l), and a value the logits do not need. */
+extern const char kinds_zoo[];
+
 /* The file `path`, or the source `text` under that name, at the sizes
  * `sizes` (NULL: gradcheck's tiny ones, "L=4" included), through
  * autodiff and fusion. */
@@ -36,6 +43,7 @@ void case_free(Case *c);
 
 /* Compiles c in one precision; false with a message on stderr. */
 bool case_compile(Jit *jit, const Case *c, LowerPrecision prec, JitModel *m);
+bool case_compile_with(Jit *jit, const Case *c, const LowerOptions *o, JitModel *m);
 
 typedef struct RunOpts {
     RtPool *pool;
@@ -45,6 +53,7 @@ typedef struct RunOpts {
     bool forward;            /* strata_forward instead of strata_train_step */
     bool no_mask;            /* mask NULL */
     int accumulate;
+    int precision;           /* StrataStep.precision */
     const struct Result *grads_from; /* preload the gradient buffer (accumulate) */
 } RunOpts;
 

@@ -5,7 +5,8 @@
  * and in f32 must give the loss, the logits and every parameter gradient of
  * compiler/ir/interp.c, for two batch shapes from one compilation, with a
  * two-thread pool.  A model written here, ops_zoo, adds every elementwise op
- * and reduction the language has (the model files use only some).  Also
+ * and reduction the language has (the model files use only some), and
+ * kinds_zoo (lower_case.c) blocks of four kinds.  Also
  * writes the first model as .ll, .s and .o (lower_emit), and checks the
  * inline exp against libm in ulps.  The ABI's other
  * features (skip, capture, threads, accumulate, errors) are abi_test.c's.
@@ -395,11 +396,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++)
         failures += !check_model(jit, pool, argc < 2 ? gl.gl_pathv[i] : argv[i + 1], NULL, i == 0);
     failures += !check_model(jit, pool, "ops_zoo", ops_zoo, false);
+    failures += !check_model(jit, pool, "kinds_zoo", kinds_zoo, false);
     failures += !check_attention_grad_alone(jit, pool);
     failures += !check_exp(jit);
     globfree(&gl);
     rt_pool_free(pool);
     jit_free(jit);
-    printf("%d of %d checks passed\n", n + 3 - failures, n + 3);
+    printf("%d of %d checks passed\n", n + 4 - failures, n + 4);
     return failures ? 1 : 0;
 }

@@ -6,6 +6,8 @@
  * count one FLOP per element forward and two backward. */
 #include "driver/check.h"
 
+#include "ir/kinds.h"
+
 #include <inttypes.h>
 #include <string.h>
 
@@ -114,6 +116,13 @@ void report_print(FILE *out, const IrGraph *g, const MemPlan *mp, int64_t batch,
         }
         cur = pl->block;
         fprintf(out, "%*s%s\n", 2 + (pl->block >= 0 ? 2 : 0) + 2 * pl->depth, "", pl->text);
+    }
+    if (mp && mp->layout.value && g->blocks.n && g->kernels.n) { /* what will be compiled: one function per kind */
+        Kinds k;
+        kinds_find(&k, g, &mp->layout);
+        fputc('\n', out);
+        kinds_print(out, &k, g);
+        kinds_free(&k);
     }
     fprintf(out, "\nparameters:\n");
     int namew = 4;

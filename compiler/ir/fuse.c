@@ -75,10 +75,25 @@ static void fuse_verify(const IrGraph *g)
     }
 }
 
+/* Index of a node's (block, pass) group: kernels never mix two of them. */
+static int group_of(const IrGraph *g, const IrNode *n)
+{
+    if (n->block < -1 || n->block >= g->blocks.n)
+        die("fuse: %%%d is in block %d of %d", n->id, n->block, g->blocks.n);
+    return 2 * (n->block + 1) + (g->nforward > 0 && n->id >= g->nforward);
+}
+
 void fuse_graph(IrGraph *g)
 {
     PtrVec ks = {0};
     bool *sealed = xcalloc((size_t)g->nodes.n + 1, sizeof *sealed); /* by kernel index */
+    /* The row kernels of each group, newest first: top[group], then
+     * below[kernel]; sealed ones are dropped when they reach the top, so
+     * finding the newest open row kernel of a group is amortised O(1). */
+    int ngroups = 2 * (g->blocks.n + 1);
+    int *top = xmalloc((size_t)ngroups * sizeof *top), *below = xmalloc(((size_t)g->nodes.n + 1) * sizeof *below);
+    for (int i = 0; i < ngroups; i++)
+        top[i] = -1;
     for (int i = 0; i < g->nodes.n; i++) {
         IrNode *n = g->nodes.v[i];
         n->kernel = -1;
@@ -97,12 +112,20 @@ void fuse_graph(IrGraph *g)
                     same_group(g, ks.v[o->kernel], n) && (!k || o->kernel > k->index))
                     k = ks.v[o->kernel];
             }
-            for (int j = ks.n - 1; j >= 0 && !k; j--)
-                if (!sealed[j] && ((IrKernel *)ks.v[j])->rowwise && same_group(g, ks.v[j], n))
-                    k = ks.v[j];
+            int grp = group_of(g, n);
+            while (top[grp] >= 0 && sealed[top[grp]])
+                top[grp] = below[top[grp]];
+            if (!k && top[grp] >= 0)
+                k = ks.v[top[grp]];
         }
-        if (!k)
+        if (!k) {
             k = new_kernel(g, &ks, row_fusable(n));
+            if (k->rowwise) {
+                int grp = group_of(g, n);
+                below[k->index] = top[grp];
+                top[grp] = k->index;
+            }
+        }
         n->kernel = k->index;
         vec_push(&k->nodes, n);
         for (int a = 0; a < arity; a++) {
@@ -142,6 +165,8 @@ void fuse_graph(IrGraph *g)
     vec_free(&g->kernels);
     g->kernels = ks;
     free(sealed);
+    free(top);
+    free(below);
     fuse_verify(g);
 }
 

@@ -159,6 +159,42 @@ static void find_homes(MemLayout *ly, const IrGraph *g, const int *readers)
     free(owners);
 }
 
+/* For every ATTENTION_GRAD node, the first kernel of its group
+ * (memplan_attention_group), found through the nodes sharing its incoming
+ * gradient in[3], so the pass stays linear in the graph. */
+static void attention_group_births(const IrGraph *g, int *first)
+{
+    int n = g->nodes.n;
+    int *head = xmalloc((size_t)(n + 1) * sizeof *head), *next = xmalloc((size_t)(n + 1) * sizeof *next);
+    for (int i = 0; i < n; i++)
+        head[i] = next[i] = -1;
+    for (int i = n - 1; i >= 0; i--) { /* chains in node order */
+        const IrNode *x = g->nodes.v[i];
+        if (x->op == IR_ATTENTION_GRAD) {
+            next[i] = head[x->in[3]->id];
+            head[x->in[3]->id] = i;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        if (x->op != IR_ATTENTION_GRAD || x->kernel < 0)
+            continue;
+        /* The first node of each `which` in node order, as memplan_attention_group. */
+        const IrNode *sib[3] = {NULL, NULL, NULL};
+        for (int j = head[x->in[3]->id]; j >= 0; j = next[j]) {
+            const IrNode *s = g->nodes.v[j];
+            if (s->heads == x->heads && !memcmp(s->in, x->in, sizeof s->in) && s->which >= 0 && s->which <= 2 &&
+                !sib[s->which])
+                sib[s->which] = s;
+        }
+        for (int w = 0; w < 3; w++)
+            if (sib[w] && sib[w]->kernel < first[i])
+                first[i] = sib[w]->kernel;
+    }
+    free(head);
+    free(next);
+}
+
 /* Births, deaths and sizes of every buffer, in node order. */
 static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
 {
@@ -167,14 +203,8 @@ static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
     for (int i = 0; i < n; i++) {
         const IrNode *x = g->nodes.v[i];
         last[i] = first[i] = x->kernel;
-        if (x->op == IR_ATTENTION_GRAD && x->kernel >= 0) { /* written with its group */
-            const IrNode *sib[3];
-            memplan_attention_group(g, x, sib);
-            for (int w = 0; w < 3; w++)
-                if (sib[w] && sib[w]->kernel < first[i])
-                    first[i] = sib[w]->kernel;
-        }
     }
+    attention_group_births(g, first); /* written with its group */
     for (int i = 0; i < n; i++) {
         const IrNode *x = g->nodes.v[i];
         for (int a = 0; a < ir_op_info[x->op].arity; a++)
@@ -203,72 +233,112 @@ static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
     return it;
 }
 
+/* The items of region r by kernel: order[start[k] .. start[k+1]) are the
+ * items born (by_death: dying) at kernel k, in item order (a stable
+ * counting sort, so the plan is what a scan of every item per kernel
+ * would give). */
+static int *by_kernel(const Items *it, MemRegion r, int nk, bool by_death, int **start_out)
+{
+    int *start = xcalloc((size_t)nk + 3, sizeof *start), *order = xmalloc((size_t)it->n * sizeof *order + 1);
+    for (int j = 0; j < it->n; j++)
+        if (it->v[j].region == r)
+            start[(by_death ? it->v[j].death : it->v[j].birth) + 1]++;
+    for (int k = 0; k <= nk; k++)
+        start[k + 1] += start[k];
+    int *fill = xmalloc((size_t)(nk + 2) * sizeof *fill);
+    memcpy(fill, start, (size_t)(nk + 2) * sizeof *fill);
+    for (int j = 0; j < it->n; j++)
+        if (it->v[j].region == r)
+            order[fill[by_death ? it->v[j].death : it->v[j].birth]++] = j;
+    free(fill);
+    *start_out = start;
+    return order;
+}
+
 /* Places the items of region r, kernel by kernel: births first, then the
  * deaths of that kernel, so outputs never overlap live inputs. */
 static void place(MemLayout *ly, const Items *it, MemRegion r, int nk)
 {
     FreeList fl = {0};
+    int *bstart, *dstart;
+    int *born = by_kernel(it, r, nk, false, &bstart), *dying = by_kernel(it, r, nk, true, &dstart);
     for (int k = 0; k <= nk; k++) {
-        for (int j = 0; j < it->n; j++) {
-            const Item *m = &it->v[j];
-            if (m->region != r || m->birth != k)
-                continue;
+        for (int q = bstart[k]; q < bstart[k + 1]; q++) {
+            const Item *m = &it->v[born[q]];
             MemSlot *s = m->aux ? &ly->aux[m->n->id] : &ly->value[m->n->id];
             *s = (MemSlot){r, fl_alloc(&fl, m->size)};
             ly->total_bytes[r] += m->size;
             ly->nbuffers += !m->aux;
         }
-        for (int j = 0; j < it->n; j++) {
-            const Item *m = &it->v[j];
-            if (m->region == r && m->death == k)
-                fl_release(&fl, (m->aux ? ly->aux : ly->value)[m->n->id].off, m->size);
+        for (int q = dstart[k]; q < dstart[k + 1]; q++) {
+            const Item *m = &it->v[dying[q]];
+            fl_release(&fl, (m->aux ? ly->aux : ly->value)[m->n->id].off, m->size);
         }
     }
     ly->unit_bytes[r] = fl.end;
     free(fl.b);
+    free(born), free(bstart), free(dying), free(dstart);
 }
 
 /* No two buffers whose lifetimes [birth, death] intersect may overlap.  A
- * violation is a bug here, never bad input. */
-static void verify(const MemLayout *ly, const Items *it)
+ * violation is a bug here, never bad input.  The check replays the plan
+ * over a map of the region's 64-byte cells (every offset and size is a
+ * multiple of 64), so it costs the planned bytes / 64, not items^2. */
+static void verify(const MemLayout *ly, const Items *it, MemRegion r, int nk)
 {
-    for (int i = 0; i < it->n; i++) {
-        const Item *a = &it->v[i];
-        MemSlot sa = a->aux ? ly->aux[a->n->id] : ly->value[a->n->id];
-        if (sa.off + a->size > ly->unit_bytes[a->region])
-            die("memplan: %%%d ends past its region", a->n->id);
-        for (int j = i + 1; j < it->n; j++) {
-            const Item *b = &it->v[j];
-            MemSlot sb = b->aux ? ly->aux[b->n->id] : ly->value[b->n->id];
-            if (a->region == b->region && a->birth <= b->death && b->birth <= a->death && sa.off < sb.off + b->size &&
-                sb.off < sa.off + a->size)
-                die("memplan: %%%d and %%%d are live together and overlap", a->n->id, b->n->id);
+    int64_t ncells = ly->unit_bytes[r] / ALIGN;
+    int *owner = xcalloc((size_t)ncells + 1, sizeof *owner); /* item + 1, 0 free */
+    int *bstart, *dstart;
+    int *born = by_kernel(it, r, nk, false, &bstart), *dying = by_kernel(it, r, nk, true, &dstart);
+    for (int k = 0; k <= nk; k++) {
+        for (int q = bstart[k]; q < bstart[k + 1]; q++) {
+            const Item *a = &it->v[born[q]];
+            MemSlot s = a->aux ? ly->aux[a->n->id] : ly->value[a->n->id];
+            if (s.off % ALIGN || a->size % ALIGN || s.off + a->size > ly->unit_bytes[r])
+                die("memplan: %%%d ends past its region", a->n->id);
+            for (int64_t c = s.off / ALIGN; c < (s.off + a->size) / ALIGN; c++) {
+                if (owner[c])
+                    die("memplan: %%%d and %%%d are live together and overlap", it->v[owner[c] - 1].n->id,
+                        a->n->id);
+                owner[c] = born[q] + 1;
+            }
+        }
+        for (int q = dstart[k]; q < dstart[k + 1]; q++) {
+            const Item *a = &it->v[dying[q]];
+            MemSlot s = a->aux ? ly->aux[a->n->id] : ly->value[a->n->id];
+            for (int64_t c = s.off / ALIGN; c < (s.off + a->size) / ALIGN; c++)
+                owner[c] = 0;
         }
     }
+    free(owner);
+    free(born), free(bstart), free(dying), free(dstart);
 }
 
 /* One cos/sin table per distinct (head size, base), and the work area. */
 static void place_shared(MemLayout *ly, const IrGraph *g, int64_t elem)
 {
     int64_t work = 0;
+    PtrVec firsts = {0}; /* the first node of each distinct table (few) */
     for (int i = 0; i < g->nodes.n; i++) {
         const IrNode *x = g->nodes.v[i];
         int64_t w = memplan_work_numel(x) * elem;
         work = w > work ? w : work;
         if (!memplan_table_numel(x, 1) || x->kernel < 0)
             continue;
-        for (int j = 0; j < i && ly->table[i].region == MEM_NONE; j++) {
-            const IrNode *y = g->nodes.v[j];
-            if (ly->table[j].region != MEM_NONE && head_size(y) == head_size(x) && y->num == x->num)
-                ly->table[i] = ly->table[j];
+        for (int j = 0; j < firsts.n && ly->table[i].region == MEM_NONE; j++) {
+            const IrNode *y = firsts.v[j];
+            if (head_size(y) == head_size(x) && y->num == x->num)
+                ly->table[i] = ly->table[y->id];
         }
         if (ly->table[i].region == MEM_NONE) {
             int64_t sz = round_up(memplan_table_numel(x, 1) * elem);
             ly->table[i] = (MemSlot){MEM_SEQ, ly->unit_bytes[MEM_SEQ]};
             ly->unit_bytes[MEM_SEQ] += sz;
             ly->total_bytes[MEM_SEQ] += sz;
+            vec_push(&firsts, (void *)x);
         }
     }
+    vec_free(&firsts);
     ly->work = (MemSlot){work ? MEM_THREAD : MEM_NONE, 0};
     ly->unit_bytes[MEM_THREAD] = ly->total_bytes[MEM_THREAD] = round_up(work);
 }
@@ -294,7 +364,8 @@ void memplan_layout(MemLayout *ly, const IrGraph *g, int64_t elem)
     Items it = collect(ly, g, elem);
     place(ly, &it, MEM_ROWS, g->kernels.n);
     place(ly, &it, MEM_FIXED, g->kernels.n);
-    verify(ly, &it);
+    verify(ly, &it, MEM_ROWS, g->kernels.n);
+    verify(ly, &it, MEM_FIXED, g->kernels.n);
     free(it.v);
     place_shared(ly, g, elem);
 }
@@ -334,19 +405,25 @@ int64_t memplan_slot_offset(const MemLayout *ly, MemSlot s, int64_t B, int64_t T
     return memplan_region_start(ly, s.region, B, T) + s.off * units(s.region, B, T);
 }
 
-/* Largest sum of buffers live at one kernel, for a shape. */
+/* Largest sum of buffers live at one kernel, for a shape: the live bytes
+ * change by +size at a birth and -size after a death. */
 static int64_t peak_live(const MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem)
 {
     const MemLayout *ly = &mp->layout;
     Items it = collect(ly, g, elem);
-    int64_t peak = 0, shared = ly->unit_bytes[MEM_SEQ] * T + ly->unit_bytes[MEM_THREAD];
-    for (int k = 0; k <= g->kernels.n; k++) {
-        int64_t live = shared;
-        for (int j = 0; j < it.n; j++)
-            if (it.v[j].birth <= k && k <= it.v[j].death)
-                live += it.v[j].size * units(it.v[j].region, B, T);
+    int nk = g->kernels.n;
+    int64_t *delta = xcalloc((size_t)nk + 2, sizeof *delta);
+    for (int j = 0; j < it.n; j++) {
+        int64_t bytes = it.v[j].size * units(it.v[j].region, B, T);
+        delta[it.v[j].birth] += bytes;
+        delta[it.v[j].death + 1] -= bytes;
+    }
+    int64_t peak = 0, live = ly->unit_bytes[MEM_SEQ] * T + ly->unit_bytes[MEM_THREAD];
+    for (int k = 0; k <= nk; k++) {
+        live += delta[k];
         peak = live > peak ? live : peak;
     }
+    free(delta);
     free(it.v);
     return peak;
 }

@@ -1,7 +1,7 @@
 /* abi.c - the compile-time side of model ABI v1 (model_abi.h): the
- * parameter layout, which runs of the schedule belong to each block and
- * whether a block can be skipped, the StrataStep type as LLVM sees it, and
- * the strata_model descriptor constant.  The LLVM struct types mirror the
+ * parameter layout (and which kernel computes each gradient and block
+ * output), the StrataStep type as LLVM sees it, and the strata_model
+ * descriptor constant with each block's skip flags (from ir/kinds.c).  The LLVM struct types mirror the
  * C structs field by field; lower_step_type and lower_emit_desc check the
  * offsets against offsetof, so a change to model_abi.h that is not made
  * here too is caught when a model is compiled. */
@@ -24,92 +24,12 @@ int64_t lower_max_width(const IrGraph *g)
     return w;
 }
 
-/* ---- block ranges and skipping ---- */
-
-static bool backward_node(const IrGraph *g, const IrNode *x)
-{
-    return g->nforward > 0 && x->id >= g->nforward;
-}
-
-/* The kernels of block l in one pass, if they are one run of the
- * schedule (fuse.c makes them so); else an empty range. */
-static KRange block_range(const IrGraph *g, int l, bool bwd)
-{
-    KRange r = {-1, -1};
-    for (int k = 0; k < g->kernels.n; k++) {
-        const IrNode *f = ((IrKernel *)g->kernels.v[k])->nodes.v[0];
-        if (f->block == l && backward_node(g, f) == bwd) {
-            if (r.k0 < 0)
-                r.k0 = k;
-            else if (r.k1 != k)
-                return (KRange){0, 0}; /* a gap */
-            r.k1 = k + 1;
-        }
-    }
-    return r.k0 < 0 ? (KRange){0, 0} : r;
-}
-
-static bool in_range(KRange r, int k)
-{
-    return k >= r.k0 && k < r.k1;
-}
-
-/* Every value computed in `r` is read only inside r or `also`, except
- * `out` and (with grads_ok) parameter gradients, which a skip sets. */
-static bool sealed_range(const IrGraph *g, KRange r, KRange also, const IrNode *out, bool grads_ok)
-{
-    bool *grad = xcalloc((size_t)g->nodes.n, sizeof *grad), ok = true;
-    for (int p = 0; p < g->grads.n; p++)
-        if (g->grads.v[p])
-            grad[((IrNode *)g->grads.v[p])->id] = grads_ok;
-    for (int i = 0; i < g->nodes.n && ok; i++) {
-        const IrNode *y = g->nodes.v[i];
-        for (int a = 0; a <= ir_op_info[y->op].arity && ok; a++) {
-            const IrNode *x = a < ir_op_info[y->op].arity ? y->in[a] : y->saved;
-            if (x && in_range(r, x->kernel) && !in_range(r, y->kernel) && !in_range(also, y->kernel) && x != out &&
-                !grad[x->id])
-                ok = false;
-        }
-    }
-    free(grad);
-    return ok;
-}
-
-static uint8_t block_skip(const IrGraph *g, const IrBlock *b, const BlockInfo *bi)
-{
-    const IrNode *in = b->in, *out = b->out;
-    if (!in || !out || in == out || in->width != out->width || !in->tok || bi->fwd.k0 == bi->fwd.k1 ||
-        !in_range(bi->fwd, out->kernel) || in->kernel >= bi->fwd.k0 || !sealed_range(g, bi->fwd, bi->bwd, out, false))
-        return 0;
-    uint8_t s = STRATA_SKIP_FORWARD;
-    const IrNode *din = b->d_in, *dout = b->d_out;
-    if (g->nforward == 0 || !dout || !din)
-        return s;
-    if (bi->bwd.k0 == bi->bwd.k1)
-        return din == dout ? s | STRATA_SKIP_TRAIN : s;
-    if (dout->kernel < 0 || dout->kernel >= bi->bwd.k0)
-        return s;
-    if ((din == dout || in_range(bi->bwd, din->kernel)) && sealed_range(g, bi->bwd, (KRange){0, 0}, din, true))
-        s |= STRATA_SKIP_TRAIN;
-    return s;
-}
-
-/* Residual width shared by every block's in and out, else 0. */
-static int64_t residual_width(const IrGraph *g)
-{
-    int64_t w = -1;
-    for (int l = 0; l < g->blocks.n; l++) {
-        const IrBlock *b = g->blocks.v[l];
-        if (!b->in || !b->out || (w >= 0 && (b->in->width != w || b->out->width != w)))
-            return 0;
-        w = b->in->width;
-    }
-    return w < 0 ? 0 : w;
-}
+/* ---- parameters, gradients, block outputs ---- */
 
 void lower_abi_plan(Cg *cg)
 {
     const IrGraph *g = cg->g;
+    int nk = g->kernels.n;
     cg->param_off = xcalloc((size_t)g->params.n + 1, sizeof *cg->param_off);
     int64_t off = 0;
     for (int p = 0; p < g->params.n; p++) {
@@ -117,14 +37,31 @@ void lower_abi_plan(Cg *cg)
         off += (((IrParam *)g->params.v[p])->numel + PARAM_ALIGN - 1) / PARAM_ALIGN * PARAM_ALIGN;
     }
     cg->params_numel = off;
-    cg->blocks = xcalloc((size_t)g->blocks.n + 1, sizeof *cg->blocks);
-    for (int l = 0; l < g->blocks.n; l++) {
-        BlockInfo *bi = &cg->blocks[l];
-        bi->fwd = block_range(g, l, false);
-        bi->bwd = block_range(g, l, true);
-        bi->skip = block_skip(g, g->blocks.v[l], bi);
+    cg->blocks = cg->kinds->blocks;
+    cg->width = cg->kinds->width;
+    /* Chains in parameter (block) order, so the code keeps that order. */
+    cg->grad_first = xmalloc(((size_t)nk + 1) * sizeof *cg->grad_first);
+    cg->out_first = xmalloc(((size_t)nk + 1) * sizeof *cg->out_first);
+    cg->grad_next = xmalloc(((size_t)g->params.n + 1) * sizeof *cg->grad_next);
+    cg->out_next = xmalloc(((size_t)g->blocks.n + 1) * sizeof *cg->out_next);
+    for (int k = 0; k < nk; k++)
+        cg->grad_first[k] = cg->out_first[k] = -1;
+    for (int p = g->grads.n - 1; p >= 0; p--) {
+        const IrNode *x = g->grads.v[p];
+        cg->grad_next[p] = -1;
+        if (x && x->kernel >= 0) {
+            cg->grad_next[p] = cg->grad_first[x->kernel];
+            cg->grad_first[x->kernel] = p;
+        }
     }
-    cg->width = residual_width(g);
+    for (int l = g->blocks.n - 1; l >= 0; l--) {
+        const IrNode *x = ((IrBlock *)g->blocks.v[l])->out;
+        cg->out_next[l] = -1;
+        if (x && x->kernel >= 0) {
+            cg->out_next[l] = cg->out_first[x->kernel];
+            cg->out_first[x->kernel] = l;
+        }
+    }
     cg->attn_grad_done = xcalloc((size_t)g->nodes.n + 1, sizeof *cg->attn_grad_done);
 }
 

@@ -1,8 +1,10 @@
 /* cg.c - the core of the LLVM lowering (cg.h) that every lowering file
  * uses: constants, pointers and calls, memset/memcpy, allocas, ifs, loops,
  * parallel tasks run by the pool (cg_task, cg_run_task), and where a
- * value of the graph lives in the entry point being built (cg_home and
- * friends).  The scalar arithmetic is arith.c, the other half of the core. */
+ * value of the graph lives in the function being built (cg_home and
+ * friends; in a kind's function, at the column of the kind's table that
+ * places it, for the block whose row the function got).  The scalar
+ * arithmetic is arith.c, the other half of the core. */
 #include "lower/cg.h"
 
 #include <stdlib.h>
@@ -225,9 +227,69 @@ static LLVMValueRef const_global(Cg *cg, const IrNode *n)
     return gv;
 }
 
+/* ---- in a kind's function: the columns of the table ---- */
+
+/* The representative's ref of node n in the pass being built. */
+static const KindRef *kind_ref(Cg *cg, const IrNode *n)
+{
+    int r = cg->ref_of[n->id];
+    if (r < 0)
+        die("lower: %%%d (%s) is not touched by its kind's run", n->id, ir_op_info[n->op].text);
+    return &cg->kp->refs[r];
+}
+
+/* Column c's i64 datum for this block: a constant when uniform, else a
+ * load from the row. */
+static LLVMValueRef col_i64(Cg *cg, int c, int64_t uniform)
+{
+    int f = cg->col_field[c];
+    if (f < 0)
+        return cg_i64(cg, uniform);
+    LLVMValueRef idx[] = {cg_i32(cg, 0), cg_i32(cg, 0), cg_i32(cg, f)};
+    return LLVMBuildLoad2(cg->b, cg->i64, LLVMBuildGEP2(cg->b, cg->row_type, cg->row, idx, 3, ""), "");
+}
+
+/* Pointer to column c's REAL in the row (a CONST that differs between blocks). */
+static LLVMValueRef col_real_ptr(Cg *cg, int c)
+{
+    LLVMValueRef idx[] = {cg_i32(cg, 0), cg_i32(cg, 1), cg_i32(cg, cg->col_field[c])};
+    return LLVMBuildGEP2(cg->b, cg->row_type, cg->row, idx, 3, "");
+}
+
+LLVMValueRef cg_col_ptr(Cg *cg, int c)
+{
+    const KindCol *col = &cg->kp->cols[c];
+    const KindCell *rep = &cg->kp->cells[c]; /* the representative's row (row 0) */
+    switch (col->kind) {
+    case KCOL_PARAM:
+        return cg_elem(cg, cg->params, col_i64(cg, c, cg->param_off[rep->param]));
+    case KCOL_GRAD:
+        return cg_elem(cg, cg->grads, col_i64(cg, c, cg->param_off[rep->param]));
+    case KCOL_ARENA: {
+        LLVMValueRef off = LLVMBuildMul(cg->b, col_i64(cg, c, rep->off), region_units(cg, col->region), "");
+        return cg_byte(cg, cg->region[col->region], off);
+    }
+    case KCOL_CONST:
+        break;
+    }
+    if (cg->col_field[c] >= 0)
+        return col_real_ptr(cg, c);
+    for (int r = 0; r < cg->kp->nrefs; r++) /* uniform: the representative's own constant */
+        if (cg->kp->refs[r].value == c)
+            return const_global(cg, cg->kp->refs[r].n);
+    die("lower: column %d of a kind has no node", c);
+}
+
+/* ---- where values live ---- */
+
 LLVMValueRef cg_home(Cg *cg, const IrNode *n)
 {
     const MemLayout *ly = cg->ly;
+    if (cg->kp) {
+        const KindRef *r = kind_ref(cg, n);
+        if (r->value >= 0)
+            return cg_col_ptr(cg, r->value);
+    }
     switch (n->op) {
     case IR_PARAM: return cg_elem(cg, cg->params, cg_i64(cg, cg->param_off[n->param->index]));
     case IR_INPUT_TOKENS: return cg->tokens;
@@ -237,6 +299,8 @@ LLVMValueRef cg_home(Cg *cg, const IrNode *n)
     }
     if (n == cg->g->logits)
         return cg->logits;
+    if (cg->kp)
+        die("lower: %%%d (%s) has no column in its kind's table", n->id, ir_op_info[n->op].text);
     if (ly->home[n->id])
         return cg_elem(cg, cg->grads, cg_i64(cg, cg->param_off[ly->home[n->id]->index]));
     return cg_slot_ptr(cg, ly->value[n->id], n);
@@ -244,15 +308,37 @@ LLVMValueRef cg_home(Cg *cg, const IrNode *n)
 
 LLVMValueRef cg_aux_home(Cg *cg, const IrNode *n)
 {
+    if (cg->kp) {
+        const KindRef *r = kind_ref(cg, n);
+        if (r->aux < 0)
+            die("lower: %%%d (%s) has no aux column", n->id, ir_op_info[n->op].text);
+        return cg_col_ptr(cg, r->aux);
+    }
     return cg_slot_ptr(cg, cg->ly->aux[n->id], n);
 }
 
 LLVMValueRef cg_table_home(Cg *cg, const IrNode *n)
 {
+    if (cg->kp) {
+        const KindRef *r = kind_ref(cg, n);
+        if (r->table < 0)
+            die("lower: %%%d (%s) has no table column", n->id, ir_op_info[n->op].text);
+        return cg_col_ptr(cg, r->table);
+    }
     return cg_slot_ptr(cg, cg->ly->table[n->id], n);
 }
 
 LLVMValueRef cg_accumulates(Cg *cg, const IrNode *x)
 {
     return cg->ly->home[x->id] ? cg->acc : LLVMConstInt(cg->i1, 0, false);
+}
+
+LLVMValueRef cg_const(Cg *cg, const IrNode *n)
+{
+    if (cg->kp) {
+        const KindRef *r = kind_ref(cg, n);
+        if (r->value >= 0 && cg->col_field[r->value] >= 0)
+            return cg_load(cg, col_real_ptr(cg, r->value));
+    }
+    return cg_real(cg, n->num);
 }

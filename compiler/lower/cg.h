@@ -7,13 +7,15 @@
  *              arith.c (the scalar formulas of every op)
  *   emitters   rows.c (fused row kernels), loops.c (non-token loops,
  *              SUM_ROWS), calls.c (matrix products and runtime kernels);
- *              abi.c (descriptor, StrataStep type, block ranges)
- *   entries    step.c (strata_train_step, strata_forward: the schedule)
+ *              abi.c (descriptor, StrataStep type, parameter offsets)
+ *   entries    step.c (strata_train_step, strata_forward: the schedule; one
+ *              function per kind of block, ir/kinds.h, that they call)
  *   driver     lower.c (target, module, verify, optimise, emit)
  *   JIT        jit.c (ORC LLJIT) */
 #ifndef STRATA_LOWER_CG_H
 #define STRATA_LOWER_CG_H
 #include "lower/lower.h"
+#include "ir/kinds.h"
 #include "ir/memplan.h"
 
 #include <llvm-c/Core.h>
@@ -23,17 +25,6 @@
 
 #define FM_EW LLVMFastMathAllowContract                                 /* elementwise arithmetic */
 #define FM_RED (LLVMFastMathAllowReassoc | LLVMFastMathAllowContract)  /* reductions */
-
-/* A run of the schedule that belongs to one block and pass: [k0, k1). */
-typedef struct KRange {
-    int k0, k1;
-} KRange;
-
-/* Per block (lower/abi.c): its kernel runs and whether a skip is honoured. */
-typedef struct BlockInfo {
-    KRange fwd, bwd;           /* empty (k0 == k1) when the block has none */
-    uint8_t skip;              /* STRATA_SKIP_FORWARD | STRATA_SKIP_TRAIN */
-} BlockInfo;
 
 /* A task function cached by name (rt_pool_run's callback). */
 typedef struct CgTask {
@@ -49,6 +40,7 @@ typedef struct Cg {
     LowerPrecision prec;
     int64_t elem;              /* bytes per REAL */
     bool libm_exp;             /* LowerOptions.libm_exp */
+    bool inline_blocks;        /* LowerOptions.inline_blocks */
     LLVMContextRef ctx;
     LLVMModuleRef mod;
     LLVMBuilderRef b;
@@ -59,17 +51,41 @@ typedef struct Cg {
     LLVMTypeRef step_type;     /* StrataStep */
     int64_t *param_off;        /* per parameter index: offset in REALs (ABI) */
     int64_t params_numel;
-    BlockInfo *blocks;         /* per block */
+    const Kinds *kinds;        /* the kinds of blocks, their runs and skip flags (ir/kinds.h) */
+    const KindBlock *blocks;   /* = kinds->blocks */
     int64_t width;             /* residual width of every block (capture); 0: they differ, no capture */
+    int *grad_first, *grad_next; /* per kernel, then per parameter: the parameters whose gradient
+                                    the kernel computes (-1 ends) */
+    int *out_first, *out_next; /* per kernel, then per block: the blocks whose output it computes */
     CgTask *tasks;             /* generated task functions, for reuse */
     int ntasks;
-    /* The entry point being built (lower/step.c); only valid in its body. */
+    /* The function being built (lower/step.c: an entry point or a kind's
+     * function); only valid in its body. */
     LLVMValueRef fn;
-    bool train;                /* strata_train_step, else strata_forward */
+    bool train;                /* for strata_train_step, else for strata_forward */
     LLVMValueRef params, grads, arena, tokens, targets, mask, B, T, BT, pool, acc, logits, capture, skip;
     LLVMValueRef gemm_flags;   /* i32: RT_GEMM_BF16 for a bf16 step, else 0 */
     LLVMValueRef region[MEM_NREGIONS]; /* start of each arena region */
     bool *attn_grad_done;      /* per node id: an ATTENTION_GRAD emitted with its group */
+    /* In a kind's function: the pass being built, the index in kp->refs of
+     * each node id (-1), and this block's row of the kind's table (struct
+     * {i64 x[], REAL x[]}: the columns that differ between blocks; col_field
+     * says which field of the row holds column c, -1: uniform) and index. */
+    const KindPass *kp;
+    int *ref_of;
+    int *col_field;
+    LLVMTypeRef row_type;
+    LLVMValueRef row, layer;
+    /* The kinds' functions: per kind, [0] its forward pass for
+     * strata_train_step, [1] its backward pass, [2] its forward pass for
+     * strata_forward (NULL: none to call), and per kind and pass its table
+     * (NULL: no column differs) and row type; the entry point's env, the
+     * values of the step the functions read (type env_type). */
+    LLVMValueRef (*kind_fn)[3];
+    LLVMValueRef (*kind_rows)[2];
+    LLVMTypeRef (*kind_row_type)[2];
+    LLVMTypeRef env_type;
+    LLVMValueRef env;
 } Cg;
 
 /* A LowerModule: either owns its context (AOT) or borrows one (the JIT's
@@ -127,13 +143,18 @@ const CgTask *cg_task(Cg *cg, const char *key, const char *name, LLVMTypeRef *ty
 void cg_run_task(Cg *cg, const CgTask *t, LLVMValueRef *vals, LLVMValueRef n, LLVMValueRef grain);
 
 /* Pointer to a node's value, aux state (memplan.h) and rotary table in
- * the entry point being built; cg_slot_ptr: an arena slot's. */
+ * the function being built (in a kind's function: the representative's
+ * node, placed by this block's row); cg_slot_ptr: an arena slot's. */
 LLVMValueRef cg_home(Cg *cg, const IrNode *n);
 LLVMValueRef cg_aux_home(Cg *cg, const IrNode *n);
 LLVMValueRef cg_table_home(Cg *cg, const IrNode *n);
 LLVMValueRef cg_slot_ptr(Cg *cg, MemSlot s, const IrNode *n);
 /* i1: the kernel computing x adds to its gradient buffer (accumulate). */
 LLVMValueRef cg_accumulates(Cg *cg, const IrNode *x);
+/* The REAL value of a CONST node (in a kind's function: this block's). */
+LLVMValueRef cg_const(Cg *cg, const IrNode *n);
+/* In a kind's function: where column c of the table points for this block. */
+LLVMValueRef cg_col_ptr(Cg *cg, int c);
 
 /* ---- arith.c: the scalar formulas ---- */
 /* A binary float instruction with fast-math flags fm (FM_EW, FM_RED). */
@@ -156,7 +177,8 @@ void lower_call_node(Cg *cg, const IrNode *x);
 void lower_rope_tables(Cg *cg);
 
 /* ---- abi.c ---- */
-/* Parameter offsets, block ranges and skip flags into cg. */
+/* Parameter offsets, and which kernel computes each gradient and block
+ * output, into cg (cg->kinds set first). */
 void lower_abi_plan(Cg *cg);
 /* The StrataStep type (checked against model_abi.h's layout). */
 LLVMTypeRef lower_step_type(Cg *cg);
@@ -166,6 +188,8 @@ void lower_emit_desc(Cg *cg);
 int64_t lower_max_width(const IrGraph *g);
 
 /* ---- step.c ---- */
+/* The functions of every kind of block (before the entry points). */
+void lower_kinds(Cg *cg);
 void lower_entry(Cg *cg, bool train);
 
 /* ---- lower.c: the driver ---- */

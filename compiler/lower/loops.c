@@ -19,7 +19,7 @@ static LLVMValueRef operand_at(Cg *cg, const IrNode *x, const IrNode *a, LLVMVal
         die("lower: %%%d (%s): operand %%%d does not broadcast to the result", x->id, ir_op_info[x->op].text,
             a->id);
     if (a->op == IR_CONST)
-        return cg_real(cg, a->num);
+        return cg_const(cg, a);
     LLVMValueRef i = cg_i64(cg, 0);
     if (!row_bcast)
         i = LLVMBuildNSWMul(cg->b, r, cg_i64(cg, a->width), "");
@@ -53,7 +53,7 @@ static void reduce_loop(Cg *cg, const IrNode *x)
     Loop lr = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, x->rows), NULL, "r");
     LLVMValueRef row = LLVMBuildNSWMul(cg->b, lr.i, cg_i64(cg, a->width), "");
     Loop lc = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, a->width), lower_reduce_init(cg, x), "c");
-    LLVMValueRef v = src ? cg_load(cg, cg_elem(cg, src, LLVMBuildNSWAdd(cg->b, row, lc.i, ""))) : cg_real(cg, a->num);
+    LLVMValueRef v = src ? cg_load(cg, cg_elem(cg, src, LLVMBuildNSWAdd(cg->b, row, lc.i, ""))) : cg_const(cg, a);
     cg_loop_end(cg, &lc, lower_reduce_step(cg, x, lc.acc, v));
     LLVMBuildStore(cg->b, lower_reduce_final(cg, x, lc.acc, a->width), cg_elem(cg, y, lr.i));
     cg_loop_end(cg, &lr, NULL);

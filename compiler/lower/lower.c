@@ -1,7 +1,7 @@
 /* lower.c - the driver of the LLVM lowering (lower.h): target machine,
- * then plan -> build both entry points (step.c) and the descriptor
- * (abi.c) -> verify -> optimise -> emit.  The files below it are listed
- * in cg.h.
+ * then plan -> kinds of blocks -> build the descriptor (abi.c), each kind's
+ * functions and both entry points (step.c) -> verify -> optimise -> emit.
+ * The files below it are listed in cg.h.
  * Entry points: lower_module, lower_emit; jit.c uses lower_module_in to
  * build in its own context.  Memory: the LowerModule owns module and
  * target machine (and the context when owns_ctx); the Cg's tables are
@@ -146,8 +146,15 @@ static void cg_free(Cg *cg)
         free((char *)cg->tasks[i].key);
     free(cg->tasks);
     free(cg->param_off);
-    free(cg->blocks);
+    free(cg->grad_first);
+    free(cg->grad_next);
+    free(cg->out_first);
+    free(cg->out_next);
     free(cg->attn_grad_done);
+    free(cg->ref_of);
+    free(cg->kind_fn);
+    free(cg->kind_rows);
+    free(cg->kind_row_type);
     LLVMDisposeBuilder(cg->b);
     LLVMDisposeTargetData(cg->td);
 }
@@ -167,11 +174,20 @@ static LLVMModuleRef build_module(Cg *cg)
     MemLayout ly;
     memplan_layout(&ly, g, cg->elem);
     cg->ly = &ly;
+    Kinds kinds;
+    kinds_find(&kinds, g, &ly);
+    for (int l = 0; l < g->blocks.n && cg->inline_blocks; l++)
+        kinds.blocks[l].kind = -1;
+    cg->kinds = &kinds;
     lower_abi_plan(cg);
     cg->step_type = lower_step_type(cg);
     lower_emit_desc(cg);
+    lower_kinds(cg);
     lower_entry(cg, true);
     lower_entry(cg, false);
+    kinds_free(&kinds);
+    cg->kinds = NULL;
+    cg->blocks = NULL;
     memplan_layout_free(&ly);
     cg->ly = NULL;
     return cg->mod;
@@ -186,7 +202,8 @@ LowerModule *lower_module_in(LLVMContextRef ctx, bool owns_ctx, const IrGraph *g
     LLVMTargetMachineRef tm = lower_target_machine(o, err);
     if (!tm)
         return NULL;
-    Cg cg = {.g = g, .prec = o->precision, .libm_exp = o->libm_exp, .ctx = ctx, .tm = tm};
+    Cg cg = {.g = g, .prec = o->precision, .libm_exp = o->libm_exp, .inline_blocks = o->inline_blocks, .ctx = ctx,
+             .tm = tm};
     LLVMModuleRef mod = build_module(&cg);
     cg_free(&cg);
     verify_or_die(mod);

@@ -6,7 +6,9 @@
  * or an object file; jit.h compiles it in process.
  *
  * What the code does: each fused kernel (fuse.h) of the schedule runs in
- * order; a row kernel is one loop over the B*T token rows that computes
+ * order, a block's kernels in the function of its kind (ir/kinds.h: blocks
+ * of the same structure share one function per pass, called per block
+ * with the block's parameters, arena offsets and numbers as data); a row kernel is one loop over the B*T token rows that computes
  * every member for the row (values only its own row loop needs stay in
  * registers or a row of scratch) and writes only the stored ones; matrix
  * products call rt_matmul_f32/_f64 (runtime/core/gemm.h); attention, rotary embedding, embedding and
@@ -37,6 +39,8 @@ typedef struct LowerOptions {
     int opt_level;        /* 0 = no optimisation passes, else default<O2> */
     bool libm_exp;        /* exp through llvm.exp (a libm call per element) instead of the
                              inline polynomial that vectorises (for measurements) */
+    bool inline_blocks;   /* every block's kernels one by one in the entry points, instead of
+                             one function per kind of block (ir/kinds.h; for tests and measurements) */
 } LowerOptions;
 
 typedef enum LowerEmitKind {

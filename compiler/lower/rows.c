@@ -390,7 +390,7 @@ void lower_rows_kernel(Cg *cg, const IrKernel *k)
         bool cst = p->in[i].kind == IN_CONST;
         int at = cst ? c++ : a++;
         t[at] = cst ? cg->real : cg->ptr;
-        v[at] = cst ? cg_real(cg, p->in[i].n->num) : cg_home(cg, p->in[i].n);
+        v[at] = cst ? cg_const(cg, p->in[i].n) : cg_home(cg, p->in[i].n);
     }
     char name[32];
     snprintf(name, sizeof name, "rows.%d", cg->ntasks);

@@ -1,14 +1,20 @@
-/* step.c - the entry points of model ABI v1 (model_abi.h):
+/* step.c - the entry points of model ABI v1 (model_abi.h) and the
+ * functions of the kinds of blocks (ir/kinds.h) that they call:
  *   int strata_train_step(const StrataStep *s)   every kernel of the schedule
  *   int strata_forward(const StrataStep *s)      the forward kernels the logits need
- * Each checks its arguments (returning a StrataStatus), finds the arena's
- * regions for this B and T, fills the rotary tables, then runs the kernels
- * in schedule order.  Around each block's run of kernels a branch honours
- * StrataStep.skip (copy the block's input to its output, or in the
- * backward its output gradient to its input gradient, and jump past the
- * run); after the kernels that compute them, values are copied to
- * StrataStep.capture and gradients that do not live in the gradient buffer
- * are copied (or added) there.  cg_home says where any value lives. */
+ *   void block.K.fwd|bwd(ptr env, ptr row, i64 l)  one pass of block l, of kind K
+ * Each entry point checks its arguments (returning a StrataStatus), finds
+ * the arena's regions for this B and T, fills the rotary tables, then runs
+ * the kernels in schedule order: the runs of a row of blocks of one kind
+ * as a loop calling the kind's function with each block's row of the
+ * kind's table (its parameters, arena offsets and numbers: cg_home finds
+ * the representative's nodes through it), every other kernel inline.
+ * Around each block's run of kernels a branch honours StrataStep.skip
+ * (copy the block's input to its output, or in the backward its output
+ * gradient to its input gradient, and jump past the run); after the
+ * kernels that compute them, values are copied to StrataStep.capture and
+ * gradients that do not live in the gradient buffer are copied (or added)
+ * there.  cg_home says where any value lives. */
 #include "lower/cg.h"
 
 #include "core/gemm.h"
@@ -21,6 +27,11 @@
 static LLVMValueRef grad_slot(Cg *cg, int p)
 {
     return cg_elem(cg, cg->grads, cg_i64(cg, cg->param_off[p]));
+}
+
+static bool in_range(KRange r, int k)
+{
+    return k >= r.k0 && k < r.k1;
 }
 
 /* dst[0..n) = src (acc 0) or += src (acc 1): an internal helper. */
@@ -56,9 +67,19 @@ static LLVMValueRef grad_store_fn(Cg *cg)
 static void grad_epilogue(Cg *cg, int k)
 {
     const IrGraph *g = cg->g;
-    for (int p = 0; p < g->grads.n; p++) {
+    if (cg->kp) { /* a kind's function: the slots are columns */
+        for (int i = 0; i < cg->kp->ngrads; i++) {
+            const KindGrad *kg = &cg->kp->grads[i];
+            if (kg->x->kernel != k || cg->ly->home[kg->x->id])
+                continue;
+            LLVMValueRef args[] = {cg_col_ptr(cg, kg->col), cg_home(cg, kg->x), cg_i64(cg, kg->param->numel), cg->acc};
+            cg_call(cg, grad_store_fn(cg), args, 4);
+        }
+        return;
+    }
+    for (int p = cg->grad_first[k]; p >= 0; p = cg->grad_next[p]) {
         const IrNode *x = g->grads.v[p];
-        if (!x || x->kernel != k || cg->ly->home[x->id])
+        if (cg->ly->home[x->id])
             continue;
         LLVMValueRef args[] = {grad_slot(cg, p), cg_home(cg, x), cg_i64(cg, ((IrParam *)g->params.v[p])->numel),
                                cg->acc};
@@ -66,19 +87,20 @@ static void grad_epilogue(Cg *cg, int k)
     }
 }
 
-/* capture[idx] = value of x, if a capture buffer was given. */
-static void capture(Cg *cg, int idx, const IrNode *x)
+/* capture[idx] = value of x, if a capture buffer was given (idx an i64). */
+static void capture(Cg *cg, LLVMValueRef idx, const IrNode *x)
 {
     if (!cg->width)
         return;
     LLVMBasicBlockRef join = cg_if(cg, LLVMBuildIsNotNull(cg->b, cg->capture, ""), "capture");
     LLVMValueRef n = LLVMBuildMul(cg->b, cg->BT, cg_i64(cg, x->width), "");
-    cg_copy(cg, cg_elem(cg, cg->capture, LLVMBuildMul(cg->b, n, cg_i64(cg, idx), "")), cg_home(cg, x), n, false);
+    cg_copy(cg, cg_elem(cg, cg->capture, LLVMBuildMul(cg->b, n, idx, "")), cg_home(cg, x), n, false);
     cg_endif(cg, join);
 }
 
-/* Captures made right after kernel k (those of a skippable block's output
- * wait for the end of its run: see run_end). */
+/* Captures made right after kernel k of the entry point (those of a
+ * skippable block's output wait for the end of its run: see run_end; a
+ * block of a kind captures in its function). */
 static void captures_after(Cg *cg, int k)
 {
     const IrGraph *g = cg->g;
@@ -86,13 +108,11 @@ static void captures_after(Cg *cg, int k)
         return;
     const IrNode *in0 = ((IrBlock *)g->blocks.v[0])->in;
     if (in0 && in0->kernel == k)
-        capture(cg, 0, in0);
+        capture(cg, cg_i64(cg, 0), in0);
     uint8_t mode = cg->train ? STRATA_SKIP_TRAIN : STRATA_SKIP_FORWARD;
-    for (int l = 0; l < g->blocks.n; l++) {
-        const IrBlock *b = g->blocks.v[l];
-        if (b->out && b->out->kernel == k && !(cg->blocks[l].skip & mode))
-            capture(cg, l + 1, b->out);
-    }
+    for (int l = cg->out_first[k]; l >= 0; l = cg->out_next[l])
+        if (!(cg->blocks[l].skip & mode) && cg->blocks[l].kind < 0)
+            capture(cg, cg_i64(cg, l + 1), ((IrBlock *)g->blocks.v[l])->out);
 }
 
 /* ---- skipping blocks ---- */
@@ -104,9 +124,10 @@ typedef struct Run {
     LLVMBasicBlockRef join;
 } Run;
 
-static LLVMValueRef skip_flag(Cg *cg, int l)
+/* skip[l] != 0, l an i64. */
+static LLVMValueRef skip_flag(Cg *cg, LLVMValueRef l)
 {
-    LLVMValueRef f = LLVMBuildLoad2(cg->b, cg->i8, cg_byte(cg, cg->skip, cg_i64(cg, l)), "");
+    LLVMValueRef f = LLVMBuildLoad2(cg->b, cg->i8, cg_byte(cg, cg->skip, l), "");
     return LLVMBuildICmp(cg->b, LLVMIntNE, f, LLVMConstInt(cg->i8, 0, false), "");
 }
 
@@ -124,35 +145,33 @@ static void skipped(Cg *cg, int l, bool bwd)
         return;
     KRange r = cg->blocks[l].bwd;
     LLVMBasicBlockRef join = cg_if(cg, LLVMBuildNot(cg->b, cg->acc, ""), "zero_grads");
-    for (int p = 0; p < cg->g->grads.n; p++) {
-        const IrNode *x = cg->g->grads.v[p];
-        if (x && x->kernel >= r.k0 && x->kernel < r.k1)
+    for (int k = r.k0; k < r.k1; k++)
+        for (int p = cg->grad_first[k]; p >= 0; p = cg->grad_next[p])
             cg_zero(cg, grad_slot(cg, p), cg_i64(cg, ((IrParam *)cg->g->params.v[p])->numel));
-    }
     cg_endif(cg, join);
 }
 
 /* Opens the run of a skippable block that kernel k belongs to, if any. */
 static void run_begin(Cg *cg, int k, Run *run)
 {
-    for (int l = 0; l < cg->g->blocks.n; l++) {
-        const BlockInfo *bi = &cg->blocks[l];
-        uint8_t mode = cg->train ? STRATA_SKIP_TRAIN : STRATA_SKIP_FORWARD;
-        bool f = k >= bi->fwd.k0 && k < bi->fwd.k1 && (bi->skip & mode);
-        bool w = cg->train && k >= bi->bwd.k0 && k < bi->bwd.k1 && (bi->skip & STRATA_SKIP_TRAIN);
-        if (!f && !w)
-            continue;
-        LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "block_end");
-        LLVMBasicBlockRef skip = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "skip_block");
-        LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "block");
-        LLVMBuildCondBr(cg->b, skip_flag(cg, l), skip, body);
-        LLVMPositionBuilderAtEnd(cg->b, skip);
-        skipped(cg, l, w);
-        LLVMBuildBr(cg->b, join);
-        LLVMPositionBuilderAtEnd(cg->b, body);
-        *run = (Run){l, f ? bi->fwd.k1 : bi->bwd.k1, w, join};
+    int l = cg->kinds->kernel_block[k];
+    if (l < 0)
         return;
-    }
+    const KindBlock *bi = &cg->blocks[l];
+    uint8_t mode = cg->train ? STRATA_SKIP_TRAIN : STRATA_SKIP_FORWARD;
+    bool f = in_range(bi->fwd, k) && (bi->skip & mode);
+    bool w = cg->train && in_range(bi->bwd, k) && (bi->skip & STRATA_SKIP_TRAIN);
+    if (!f && !w)
+        return;
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "block_end");
+    LLVMBasicBlockRef skip = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "skip_block");
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "block");
+    LLVMBuildCondBr(cg->b, skip_flag(cg, cg_i64(cg, l)), skip, body);
+    LLVMPositionBuilderAtEnd(cg->b, skip);
+    skipped(cg, l, w);
+    LLVMBuildBr(cg->b, join);
+    LLVMPositionBuilderAtEnd(cg->b, body);
+    *run = (Run){l, f ? bi->fwd.k1 : bi->bwd.k1, w, join};
 }
 
 /* Closes the open run: both paths meet; a forward run's output is captured. */
@@ -162,11 +181,11 @@ static void run_end(Cg *cg, Run *run)
     LLVMPositionBuilderAtEnd(cg->b, run->join);
     const IrBlock *b = cg->g->blocks.v[run->block];
     if (!run->bwd && b->out)
-        capture(cg, run->block + 1, b->out);
+        capture(cg, cg_i64(cg, run->block + 1), b->out);
     run->block = -1;
 }
 
-/* ---- the schedule ---- */
+/* ---- one kernel ---- */
 
 static void emit_kernel(Cg *cg, const IrKernel *k)
 {
@@ -182,34 +201,297 @@ static void emit_kernel(Cg *cg, const IrKernel *k)
         lower_call_node(cg, x);
 }
 
-/* Kernels strata_forward runs: those with a forward node the logits need. */
-static bool *forward_kernels(const IrGraph *g)
+/* ---- the kinds' functions ---- */
+
+/* The fields of the env struct an entry point gives a kind's function. */
+enum {
+    ENV_PARAMS, ENV_GRADS, ENV_TOKENS, ENV_TARGETS, ENV_MASK, ENV_B, ENV_T, ENV_BT, ENV_POOL, ENV_ACC,
+    ENV_LOGITS, ENV_CAPTURE, ENV_SKIP, ENV_GEMM_FLAGS, ENV_REGION, /* + MemRegion - MEM_ROWS */
+    ENV_NFIELDS = ENV_REGION + MEM_NREGIONS - MEM_ROWS
+};
+
+/* The Cg fields the env carries, in field order. */
+static void env_fields(Cg *cg, LLVMValueRef *f[ENV_NFIELDS])
 {
-    bool *need = xcalloc((size_t)g->nodes.n + 1, sizeof *need), *run = xcalloc((size_t)g->kernels.n + 1, sizeof *run);
-    need[g->logits->id] = true;
-    for (int i = g->logits->id; i >= 0; i--) {
-        const IrNode *x = g->nodes.v[i];
-        if (!need[i])
-            continue;
-        for (int a = 0; a < ir_op_info[x->op].arity; a++)
-            need[x->in[a]->id] = true;
-        if (x->kernel >= 0)
-            run[x->kernel] = true;
-    }
-    free(need);
-    return run;
+    LLVMValueRef *first[] = {&cg->params, &cg->grads, &cg->tokens, &cg->targets, &cg->mask, &cg->B, &cg->T,
+                             &cg->BT, &cg->pool, &cg->acc, &cg->logits, &cg->capture, &cg->skip,
+                             &cg->gemm_flags};
+    for (int i = 0; i < ENV_REGION; i++)
+        f[i] = first[i];
+    for (int r = MEM_ROWS; r < MEM_NREGIONS; r++)
+        f[ENV_REGION + r - MEM_ROWS] = &cg->region[r];
 }
+
+static LLVMTypeRef env_type(Cg *cg)
+{
+    LLVMTypeRef t[ENV_NFIELDS];
+    for (int i = 0; i < ENV_NFIELDS; i++)
+        t[i] = i == ENV_B || i == ENV_T || i == ENV_BT ? cg->i64 : i == ENV_ACC ? cg->i1
+             : i == ENV_GEMM_FLAGS ? cg->i32 : cg->ptr;
+    return LLVMStructTypeInContext(cg->ctx, t, ENV_NFIELDS, false);
+}
+
+/* The entry point's env: its values, stored once for every call. */
+static void store_env(Cg *cg)
+{
+    LLVMValueRef *f[ENV_NFIELDS];
+    env_fields(cg, f);
+    cg->env = cg_alloca(cg, cg->env_type, "env");
+    for (int i = 0; i < ENV_NFIELDS; i++)
+        LLVMBuildStore(cg->b, *f[i], LLVMBuildStructGEP2(cg->b, cg->env_type, cg->env, (unsigned)i, ""));
+}
+
+/* In a kind's function: the env's values into cg. */
+static void load_env(Cg *cg, LLVMValueRef env)
+{
+    LLVMValueRef *f[ENV_NFIELDS];
+    LLVMTypeRef t[ENV_NFIELDS];
+    env_fields(cg, f);
+    LLVMGetStructElementTypes(cg->env_type, t);
+    for (int i = 0; i < ENV_NFIELDS; i++)
+        *f[i] = LLVMBuildLoad2(cg->b, t[i], LLVMBuildStructGEP2(cg->b, cg->env_type, env, (unsigned)i, ""), "");
+    cg->arena = NULL;
+    if (!cg->train)
+        cg->acc = LLVMConstInt(cg->i1, 0, false);
+}
+
+/* The table of one pass of a kind: a row per block of the kind holding the
+ * columns that differ between blocks, as {i64 x[ni], REAL x[nr]} (offsets
+ * in REALs or bytes per unit, then numbers); cg->col_field says where. */
+static void kind_table(Cg *cg, int kind, int pass)
+{
+    const Kind *kd = &cg->kinds->kinds[kind];
+    const KindPass *kp = pass ? &kd->bwd : &kd->fwd;
+    int ni = 0, nr = 0;
+    cg->col_field = xrealloc(cg->col_field, ((size_t)kp->ncols + 1) * sizeof *cg->col_field);
+    for (int c = 0; c < kp->ncols; c++)
+        cg->col_field[c] = kp->cols[c].uniform ? -1 : kp->cols[c].kind == KCOL_CONST ? nr++ : ni++;
+    LLVMTypeRef ft[] = {LLVMArrayType2(cg->i64, (uint64_t)ni), LLVMArrayType2(cg->real, (uint64_t)nr)};
+    cg->kind_row_type[kind][pass] = LLVMStructTypeInContext(cg->ctx, ft, 2, false);
+    cg->kind_rows[kind][pass] = NULL;
+    if (ni + nr == 0)
+        return;
+    LLVMValueRef *rows = xcalloc((size_t)kd->nblocks, sizeof *rows);
+    LLVMValueRef *iv = xcalloc((size_t)ni + 1, sizeof *iv), *rv = xcalloc((size_t)nr + 1, sizeof *rv);
+    for (int r = 0; r < kd->nblocks; r++) {
+        for (int c = 0; c < kp->ncols; c++) {
+            const KindCell *cell = &kp->cells[(size_t)r * (size_t)kp->ncols + (size_t)c];
+            int f = cg->col_field[c];
+            if (f < 0)
+                continue;
+            switch (kp->cols[c].kind) {
+            case KCOL_PARAM: case KCOL_GRAD: iv[f] = cg_i64(cg, cg->param_off[cell->param]); break;
+            case KCOL_ARENA: iv[f] = cg_i64(cg, cell->off); break;
+            case KCOL_CONST: rv[f] = cg_real(cg, cell->num); break;
+            }
+        }
+        LLVMValueRef fv[] = {LLVMConstArray2(cg->i64, iv, (uint64_t)ni), LLVMConstArray2(cg->real, rv, (uint64_t)nr)};
+        rows[r] = LLVMConstStructInContext(cg->ctx, fv, 2, false);
+    }
+    char name[48];
+    snprintf(name, sizeof name, "block.%d.%s.rows", kind, pass ? "bwd" : "fwd");
+    LLVMValueRef init = LLVMConstArray2(cg->kind_row_type[kind][pass], rows, (uint64_t)kd->nblocks);
+    LLVMValueRef gv = LLVMAddGlobal(cg->mod, LLVMTypeOf(init), name);
+    LLVMSetInitializer(gv, init);
+    LLVMSetGlobalConstant(gv, true);
+    LLVMSetLinkage(gv, LLVMPrivateLinkage);
+    cg->kind_rows[kind][pass] = gv;
+    free(rows);
+    free(iv);
+    free(rv);
+}
+
+/* What a skipped block of a kind does instead of its run (skipped()). */
+static void kind_skipped(Cg *cg, bool bwd)
+{
+    const KindPass *kp = cg->kp;
+    if (kp->from < 0 || kp->to < 0)
+        die("lower: a skippable kind without its input or output");
+    const IrNode *from = kp->refs[kp->from].n, *to = kp->refs[kp->to].n;
+    if (from != to)
+        cg_copy(cg, cg_home(cg, to), cg_home(cg, from), LLVMBuildMul(cg->b, cg->BT, cg_i64(cg, to->width), ""),
+                true);
+    if (!bwd)
+        return;
+    LLVMBasicBlockRef join = cg_if(cg, LLVMBuildNot(cg->b, cg->acc, ""), "zero_grads");
+    for (int i = 0; i < kp->ngrads; i++)
+        cg_zero(cg, cg_col_ptr(cg, kp->grads[i].col), cg_i64(cg, kp->grads[i].param->numel));
+    cg_endif(cg, join);
+}
+
+/* void block.K.fwd|bwd(ptr env, ptr row, i64 l): the representative's run
+ * of one pass, for strata_train_step (train) or strata_forward, as the
+ * entry point would emit it inline: the skip branch, the kernels, the
+ * gradient epilogues and the capture of the output. */
+static LLVMValueRef kind_function(Cg *cg, int kind, int pass, bool train)
+{
+    const Kind *kd = &cg->kinds->kinds[kind];
+    const KindPass *kp = pass ? &kd->bwd : &kd->fwd;
+    char name[48];
+    snprintf(name, sizeof name, "block.%d.%s%s", kind, pass ? "bwd" : "fwd", train || pass ? "" : ".forward");
+    LLVMTypeRef params[] = {cg->ptr, cg->ptr, cg->i64};
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->voidt, params, 3, false));
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    cg_fn_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
+    cg_fn_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline"); /* one copy per kind, optimised once */
+    cg->fn = fn;
+    cg->train = train;
+    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    load_env(cg, LLVMGetParam(fn, 0));
+    cg->row = LLVMGetParam(fn, 1);
+    cg->layer = LLVMGetParam(fn, 2);
+    cg->kp = kp;
+    cg->row_type = cg->kind_row_type[kind][pass];
+    for (int r = 0; r < kp->nrefs; r++)
+        cg->ref_of[kp->refs[r].n->id] = r;
+    memset(cg->attn_grad_done, 0, (size_t)cg->g->nodes.n * sizeof *cg->attn_grad_done);
+
+    LLVMValueRef next = LLVMBuildAdd(cg->b, cg->layer, cg_i64(cg, 1), "next"); /* the output's capture index */
+    uint8_t skip = cg->blocks[kd->blocks[0]].skip, mode = train ? STRATA_SKIP_TRAIN : STRATA_SKIP_FORWARD;
+    bool skippable = (skip & mode) != 0;
+    const IrNode *out = !pass && kp->to >= 0 ? kp->refs[kp->to].n : NULL;
+    LLVMBasicBlockRef join = NULL;
+    if (skippable) {
+        join = LLVMAppendBasicBlockInContext(cg->ctx, fn, "block_end");
+        LLVMBasicBlockRef skipb = LLVMAppendBasicBlockInContext(cg->ctx, fn, "skip_block");
+        LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, fn, "block");
+        LLVMBuildCondBr(cg->b, skip_flag(cg, cg->layer), skipb, body);
+        LLVMPositionBuilderAtEnd(cg->b, skipb);
+        kind_skipped(cg, pass);
+        LLVMBuildBr(cg->b, join);
+        LLVMPositionBuilderAtEnd(cg->b, body);
+    }
+    for (int k = kp->run.k0; k < kp->run.k1; k++) {
+        if (!train && !cg->kinds->logits_need[k])
+            continue;
+        emit_kernel(cg, cg->g->kernels.v[k]);
+        if (train)
+            grad_epilogue(cg, k);
+        if (out && !skippable && out->kernel == k)
+            capture(cg, next, out);
+    }
+    if (join) {
+        LLVMBuildBr(cg->b, join);
+        LLVMPositionBuilderAtEnd(cg->b, join);
+        if (out)
+            capture(cg, next, out);
+    }
+    LLVMBuildRetVoid(cg->b);
+    for (int r = 0; r < kp->nrefs; r++)
+        cg->ref_of[kp->refs[r].n->id] = -1;
+    cg->kp = NULL;
+    cg->fn = NULL;
+    return fn;
+}
+
+void lower_kinds(Cg *cg)
+{
+    const Kinds *K = cg->kinds;
+    cg->env_type = env_type(cg);
+    cg->kind_fn = xcalloc((size_t)K->nkinds + 1, sizeof *cg->kind_fn);
+    cg->kind_rows = xcalloc((size_t)K->nkinds + 1, sizeof *cg->kind_rows);
+    cg->kind_row_type = xcalloc((size_t)K->nkinds + 1, sizeof *cg->kind_row_type);
+    cg->ref_of = xmalloc(((size_t)cg->g->nodes.n + 1) * sizeof *cg->ref_of);
+    for (int i = 0; i < cg->g->nodes.n; i++)
+        cg->ref_of[i] = -1;
+    bool used = false;
+    for (int l = 0; l < cg->g->blocks.n; l++)
+        used |= cg->blocks[l].kind >= 0;
+    for (int kind = 0; kind < K->nkinds && used; kind++) {
+        const Kind *kd = &K->kinds[kind];
+        for (int pass = 0; pass < 2; pass++) {
+            const KindPass *kp = pass ? &kd->bwd : &kd->fwd;
+            if (kp->run.k0 == kp->run.k1)
+                continue;
+            kind_table(cg, kind, pass);
+            cg->kind_fn[kind][pass] = kind_function(cg, kind, pass, true);
+            if (pass)
+                continue;
+            /* strata_forward: the same function when it runs the same code
+             * (every kernel needed, the same skip bit, no gradient), none
+             * when it needs nothing. */
+            bool all = true, any = false;
+            for (int k = kp->run.k0; k < kp->run.k1; k++) {
+                all &= K->logits_need[k];
+                any |= K->logits_need[k];
+            }
+            uint8_t skip = cg->blocks[kd->blocks[0]].skip;
+            if (all && !kp->ngrads && !(skip & STRATA_SKIP_FORWARD) == !(skip & STRATA_SKIP_TRAIN))
+                cg->kind_fn[kind][2] = cg->kind_fn[kind][0];
+            else if (any)
+                cg->kind_fn[kind][2] = kind_function(cg, kind, pass, false);
+        }
+    }
+    free(cg->col_field);
+    cg->col_field = NULL;
+}
+
+/* Calls the function of block l's kind for its run that holds kernel k,
+ * and for the runs right after it in the schedule of the blocks next to
+ * it (l+1, l+2 ... or l-1, l-2 ...) of the same kind: one loop over their
+ * rows.  Returns the kernel after the last run. */
+static int call_kinds(Cg *cg, int l, int k)
+{
+    const Kinds *K = cg->kinds;
+    int kind = cg->blocks[l].kind, nk = cg->g->kernels.n;
+    int pass = in_range(cg->blocks[l].bwd, k);
+    KRange r = pass ? cg->blocks[l].bwd : cg->blocks[l].fwd;
+    int n = 1, dir = 0, last = l, end = r.k1;
+    while (end < nk) {
+        int m = K->kernel_block[end];
+        if (m < 0 || cg->blocks[m].kind != kind)
+            break;
+        KRange rm = pass ? cg->blocks[m].bwd : cg->blocks[m].fwd;
+        int d = m - last;
+        if (rm.k0 != end || (d != 1 && d != -1) || (dir && d != dir))
+            break;
+        dir = d;
+        last = m;
+        end = rm.k1;
+        n++;
+    }
+    LLVMValueRef fn = cg->kind_fn[kind][pass ? 1 : cg->train ? 0 : 2];
+    if (!fn)
+        return end;
+    LLVMValueRef table = cg->kind_rows[kind][pass];
+    LLVMTypeRef row_type = cg->kind_row_type[kind][pass];
+    LLVMValueRef l0 = cg_i64(cg, l), row0 = cg_i64(cg, cg->blocks[l].row);
+    Loop lp = {0};
+    if (n > 1) { /* i = 0 .. n-1: block l + dir i, row row0 + dir i */
+        lp = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, n), NULL, "blocks");
+        LLVMValueRef step = LLVMBuildMul(cg->b, lp.i, cg_i64(cg, dir), "");
+        l0 = LLVMBuildAdd(cg->b, l0, step, "l");
+        row0 = LLVMBuildAdd(cg->b, row0, step, "");
+    }
+    LLVMValueRef row = table ? LLVMBuildGEP2(cg->b, row_type, table, &row0, 1, "row") : LLVMConstNull(cg->ptr);
+    cg_call(cg, fn, (LLVMValueRef[]){cg->env, row, l0}, 3);
+    if (n > 1)
+        cg_loop_end(cg, &lp, NULL);
+    return end;
+}
+
+/* ---- the schedule ---- */
 
 static void emit_schedule(Cg *cg)
 {
     const IrGraph *g = cg->g;
-    bool *fwd = cg->train ? NULL : forward_kernels(g);
+    const bool *need = cg->train ? NULL : cg->kinds->logits_need;
     Run run = {.block = -1};
+    bool shared = false;
+    for (int l = 0; l < g->blocks.n && !shared; l++)
+        shared = cg->blocks[l].kind >= 0;
+    if (shared)
+        store_env(cg);
     for (int k = 0; k < g->kernels.n; k++) {
-        if (fwd && !fwd[k])
+        if (need && !need[k])
             continue;
         if (run.block >= 0 && k >= run.k1)
             run_end(cg, &run);
+        int l = cg->kinds->kernel_block[k];
+        if (l >= 0 && cg->blocks[l].kind >= 0) {
+            k = call_kinds(cg, l, k) - 1;
+            continue;
+        }
         if (run.block < 0)
             run_begin(cg, k, &run);
         emit_kernel(cg, g->kernels.v[k]);
@@ -219,7 +501,6 @@ static void emit_schedule(Cg *cg)
     }
     if (run.block >= 0)
         run_end(cg, &run);
-    free(fwd);
 }
 
 /* ---- the entry point ---- */
@@ -302,7 +583,7 @@ static void load_step(Cg *cg, LLVMValueRef s)
     uint8_t mode = cg->train ? STRATA_SKIP_TRAIN : STRATA_SKIP_FORWARD;
     for (int l = 0; l < nb; l++)
         if (!(cg->blocks[l].skip & mode))
-            fail_if(cg, skip_flag(cg, l), STRATA_ERR_SKIP);
+            fail_if(cg, skip_flag(cg, cg_i64(cg, l)), STRATA_ERR_SKIP);
 }
 
 /* Region starts, the logits' place, the tables; zero gradients nobody writes. */

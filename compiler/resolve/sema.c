@@ -66,6 +66,64 @@ typedef struct Reported {
     const char *msg;     /* without the loop suffix */
 } Reported;
 
+/* Open-addressing hash map from a string to a pointer (the keys are not
+ * copied), so that resolution stays linear in the model's size: a model
+ * of thousands of layers makes tens of thousands of names. */
+typedef struct StrMap {
+    const char **keys;   /* NULL: empty */
+    void **vals;
+    size_t cap, n;       /* cap a power of two (or 0), n < cap / 2 */
+} StrMap;
+
+static size_t str_hash(const char *s)
+{
+    size_t h = 14695981039346656037u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+static void *strmap_get(const StrMap *m, const char *key)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = str_hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->keys[i])
+            return NULL;
+        if (!strcmp(m->keys[i], key))
+            return m->vals[i];
+    }
+}
+
+static void strmap_put(StrMap *m, const char *key, void *val)
+{
+    if (2 * (m->n + 1) > m->cap) {
+        StrMap old = *m;
+        m->cap = old.cap ? 2 * old.cap : 64;
+        m->keys = xcalloc(m->cap, sizeof *m->keys);
+        m->vals = xcalloc(m->cap, sizeof *m->vals);
+        m->n = 0;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.keys[i])
+                strmap_put(m, old.keys[i], old.vals[i]);
+        free(old.keys);
+        free(old.vals);
+    }
+    size_t i = str_hash(key) & (m->cap - 1);
+    while (m->keys[i] && strcmp(m->keys[i], key))
+        i = (i + 1) & (m->cap - 1);
+    m->n += !m->keys[i];
+    m->keys[i] = key;
+    m->vals[i] = val;
+}
+
+static void strmap_free(StrMap *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
 typedef struct ScopeClaim {
     const char *full;    /* e.g. "layers.3.attn" */
     Loc loc;             /* the call (or its label) that took it */
@@ -93,7 +151,8 @@ typedef struct Sema {
     const Node *config_rest; /* then: the entries after the current one */
     Reported *reported;
     int nreported, capreported;
-    PtrVec used_scopes;  /* ScopeClaim*: parameter scopes taken by calls */
+    StrMap used_scopes;  /* full scope name -> ScopeClaim*: parameter scopes taken by calls */
+    StrMap param_names;  /* full name -> IrParam*, to find duplicates in constant time */
     PtrVec cmdline;      /* SrcFile* of -D arguments */
 } Sema;
 
@@ -313,12 +372,7 @@ static const char *join(Sema *S, const char *path, const char *name)
 
 static IrParam *find_param(Sema *S, const char *name)
 {
-    for (int i = 0; i < S->g->params.n; i++) {
-        IrParam *p = S->g->params.v[i];
-        if (strcmp(p->name, name) == 0)
-            return p;
-    }
-    return NULL;
+    return strmap_get(&S->param_names, name);
 }
 
 /* Creates parameter `name` in the current scope; NULL if the name is taken. */
@@ -334,6 +388,7 @@ static IrNode *new_param(Sema *S, const char *name, Loc loc, int ndim, const int
         return NULL;
     }
     IrParam *p = ir_add_param(S->g, full, loc);
+    strmap_put(&S->param_names, p->name, p);
     p->ndim = ndim;
     p->numel = 1;
     for (int i = 0; i < ndim; i++) {
@@ -352,12 +407,7 @@ static IrNode *new_param(Sema *S, const char *name, Loc loc, int ndim, const int
 
 static ScopeClaim *find_claim(Sema *S, const char *full)
 {
-    for (int i = 0; i < S->used_scopes.n; i++) {
-        ScopeClaim *c = S->used_scopes.v[i];
-        if (!strcmp(c->full, full))
-            return c;
-    }
-    return NULL;
+    return strmap_get(&S->used_scopes, full);
 }
 
 static void claim(Sema *S, const char *full, Loc loc)
@@ -365,7 +415,7 @@ static void claim(Sema *S, const char *full, Loc loc)
     ScopeClaim *c = arena_alloc(S->arena, sizeof *c);
     c->full = full;
     c->loc = loc;
-    vec_push(&S->used_scopes, c);
+    strmap_put(&S->used_scopes, c->full, c);
 }
 
 /* The name a call gives its parameters' scope: its label, or `base`, then
@@ -1759,7 +1809,8 @@ bool sema_resolve(const Program *prog, const SemaOptions *opt, Diag *d, IrGraph 
     }
     free(S.reported);
     vec_free(&S.fns);
-    vec_free(&S.used_scopes);
+    strmap_free(&S.used_scopes);
+    strmap_free(&S.param_names);
     for (int i = 0; i < S.cmdline.n; i++)
         src_free(S.cmdline.v[i]);
     vec_free(&S.cmdline);
