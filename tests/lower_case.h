@@ -70,6 +70,13 @@ typedef struct Result {
 int case_run(const Case *c, const JitModel *m, const RunOpts *o, Result *r);
 void result_free(const Case *c, Result *r);
 
+/* strata_decode over c's batch: positions [0, prompt) in one call, then
+ * `step` per call, with a KV cache of kv_len >= T positions that starts as
+ * NaN; the logits of every position into *logits ((B*T, vocab), malloc'd).
+ * Returns the first status that is not STRATA_OK, else STRATA_OK. */
+int case_decode(const Case *c, const JitModel *m, RtPool *pool, int prompt, int step, int64_t kv_len,
+                double **logits);
+
 /* max |got - ref| / max |ref| (max |got - ref| if ref is all zeros); NaN
  * counts as Inf. */
 double tensor_error(const double *got, const double *ref, int64_t n);
