@@ -43,11 +43,11 @@ static void kv_plan(Cg *cg)
         cg->kv_off[i] = -1;
     for (int l = 0; l < nb; l++)
         cg->kv_base[l] = -1;
-    int64_t off = 0;
+    int64_t off = 0, nforward = g->nforward ? g->nforward : g->nodes.n; /* 0: no backward pass */
     for (int k = 0; k < g->kernels.n; k++) {
         const IrKernel *kn = g->kernels.v[k];
         const IrNode *x = kn->nodes.v[0];
-        if (kn->rowwise || x->op != IR_ATTENTION || x->id >= g->nforward)
+        if (kn->rowwise || x->op != IR_ATTENTION || x->id >= nforward)
             continue;
         cg->kv_off[x->id] = off;
         int l = cg->kinds->kernel_block[k];
