@@ -1,7 +1,7 @@
 /* lower_case.h - what the tests of compiled models share (lower_test.c,
  * abi_test.c): a model at a tiny size with random parameters and batches,
  * its fp64 interpreter run (compiler/ir/interp.c, the reference), and one
- * call of a JIT-compiled entry point through model ABI v1 with the
+ * call of a JIT-compiled entry point through model ABI v3 with the
  * results converted to double.  Memory: case_* and result_free pair up. */
 #ifndef STRATA_LOWER_CASE_H
 #define STRATA_LOWER_CASE_H
