@@ -13,6 +13,10 @@
  *             TOL_F32 of the largest logit (observed: the same bits with
  *             OpenBLAS 0.3 on AVX-512, where the test prints 0);
  *   threads   no pool and two threads: the same bits;
+ *   inline    every block's kernels inline in the entry point instead of
+ *             in its kind's function (LowerOptions.inline_blocks, where
+ *             each attention finds its cache without the kv_base table):
+ *             the same bits;
  *   desc      kv_width = 2 x the width of every attention.
  * Then the error codes (a missing cache, kv_pos < 0, kv_pos + T > kv_len).
  * Exit 0 pass, 1 fail, 77 skip. */
@@ -114,6 +118,24 @@ static void check_case(Case *c, const JitModel *f32, const JitModel *f64, RtPool
     free(a), free(b);
 }
 
+/* The blocks inline (no kinds' functions): the same decode bits as m. */
+static void check_inline(Jit *jit, const Case *c, const JitModel *m, RtPool *pool, const char *name)
+{
+    JitModel mi = {0};
+    LowerOptions o = {.precision = LOWER_F32, .opt_level = 2, .inline_blocks = true};
+    if (!case_compile_with(jit, c, &o, &mi)) {
+        report(false, name, "inline", "does not compile");
+        return;
+    }
+    double *a, *b;
+    int sa = case_decode(c, m, pool, 3, 1, c->T, &a), sb = case_decode(c, &mi, pool, 3, 1, c->T, &b);
+    int64_t n = (int64_t)c->B * c->T * m->desc->vocab;
+    report(sa == STRATA_OK && sb == STRATA_OK && same_bits(a, b, n), name, "inline",
+           "blocks inline = kinds' functions, bitwise");
+    free(a), free(b);
+    jit_release(jit, &mi);
+}
+
 static void check_model(Jit *jit, RtPool *pool, const char *path, const char *text, const char *const *sizes,
                         int nsizes)
 {
@@ -137,6 +159,8 @@ static void check_model(Jit *jit, RtPool *pool, const char *path, const char *te
     for (int i = 0; i < 2; i++)
         if (case_batch(&c, 17 + (uint64_t)i, 2, T[i])) {
             check_case(&c, &m32, &m64, pool, name);
+            if (i == 0)
+                check_inline(jit, &c, &m32, pool, name);
             case_free_batch(&c);
         } else
             report(false, name, "batch", "the interpreter failed");
