@@ -1,5 +1,5 @@
 /* model.h - a compiled model as the runtime sees it: the descriptor and
- * entry points of model ABI v1 (model_abi.h) with the source it came from,
+ * entry points of model ABI v3 (model_abi.h) with the source it came from,
  * and what every command needs from a checkpoint of it.  A standalone
  * trainer's generated main fills an RtModel with the linked-in model; the
  * JIT (`strata train MODEL ...`) fills one with the compiled code.
@@ -16,6 +16,7 @@ typedef struct RtModel {
     const StrataModelDesc *desc;  /* fp32 build (real_bytes 4) */
     StrataStepFn train_step;      /* strata_train_step */
     StrataStepFn forward;         /* strata_forward */
+    StrataStepFn decode;          /* strata_decode (NULL: sampling runs strata_forward on the window) */
     const char *source;           /* the model file's text, kept in checkpoints */
     const char *path;             /* the model file's name, for messages and checkpoints */
     const char *config_json;      /* the resolved config, e.g. {"vocab": 256, "d": 128, "L": 8, ...} */

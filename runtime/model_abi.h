@@ -1,4 +1,4 @@
-/* model_abi.h - model ABI v1: what a compiled model (compiler/lower/lower.c, JIT
+/* model_abi.h - model ABI v3: what a compiled model (compiler/lower/lower.c, JIT
  * or object file) exports and how a trainer calls it.  No LLVM here: the
  * runtime and an AOT-linked trainer include this header alone.
  *
@@ -6,7 +6,17 @@
  *   const StrataModelDesc strata_model;            the descriptor below
  *   int strata_train_step(const StrataStep *s);    forward + backward
  *   int strata_forward(const StrataStep *s);       forward to the logits
+ *   int strata_decode(const StrataStep *s);        forward of new tokens over a KV cache
  * (the JIT renames them per compiled model; jit.h hands out pointers).
+ *
+ * strata_decode is strata_forward for the tokens at positions kv_pos ..
+ * kv_pos + T - 1 of each sequence, given the keys and values of positions
+ * 0 .. kv_pos - 1 in the caller's KV cache (StrataStep.kv), where it
+ * appends those of the new positions: a prompt in one call (kv_pos 0),
+ * then one token per call.  Its logits are those strata_forward gives the
+ * same positions over the whole sequence (the same kernels, tiles and
+ * order of sums; only matrix products of another shape may round
+ * differently, see runtime/core/gemm.h).
  *
  * Buffers (the caller owns them all; the module allocates nothing except
  * a rare attention gradient nobody asked for, see lower/calls.c):
@@ -39,7 +49,7 @@
 #define STRATA_MODEL_ABI_H
 #include <stdint.h>
 
-#define STRATA_ABI_VERSION 2
+#define STRATA_ABI_VERSION 3
 #define STRATA_MODEL_MAGIC 0x41525453u /* "STRA" as little-endian bytes */
 
 /* Parameter initialisation rules (the same numbering as IrInitKind). */
@@ -97,6 +107,8 @@ typedef struct StrataModelDesc {
     int64_t arena_rows_bytes, arena_seq_bytes, arena_fixed_bytes, arena_thread_bytes;
     int64_t logits_row_offset; /* logits at arena + logits_row_offset * B * T (when not redirected) */
     const char *name;         /* the model file it was compiled from */
+    int64_t kv_width;         /* REALs per position and sequence of strata_decode's KV cache: the
+                                 keys and values of every attention (2 x its width, summed) */
 } StrataModelDesc;
 
 struct RtPool; /* runtime/core/pool.h */
@@ -122,6 +134,11 @@ typedef struct StrataStep {
     struct RtPool *pool;      /* NULL: everything on the calling thread */
     int32_t accumulate;       /* train step: 0 grads = gradient, 1 grads += gradient */
     int32_t precision;        /* STRATA_PRECISION_*: of the matrix products (fp32 modules) */
+    /* strata_decode only (the other entry points ignore them): */
+    void *kv;                 /* in/out: the KV cache, B * kv_len * kv_width REALs (NULL when
+                                 kv_width is 0); positions < kv_pos are read, the T new ones written */
+    int64_t kv_pos;           /* position of the first new token, 0 <= kv_pos */
+    int64_t kv_len;           /* positions the cache holds per sequence, kv_pos + T <= kv_len */
 } StrataStep;
 
 /* StrataStep.precision: the matrix products' operands in fp32, or rounded
@@ -139,9 +156,16 @@ enum StrataStatus {
     STRATA_ERR_SHAPE = 2,     /* B or T < 1, or B*T*width >= 2^31 */
     STRATA_ERR_ARENA = 3,     /* arena NULL or arena_bytes too small */
     STRATA_ERR_SKIP = 4,      /* skip of a block this entry point cannot skip */
+    STRATA_ERR_CACHE = 5,     /* decode: kv NULL, kv_pos < 0 or kv_pos + T > kv_len */
 };
 
 typedef int (*StrataStepFn)(const StrataStep *s);
+
+/* Bytes of strata_decode's KV cache for B sequences of kv_len positions. */
+static inline int64_t strata_kv_bytes(const StrataModelDesc *d, int64_t B, int64_t kv_len)
+{
+    return d->kv_width * B * kv_len * d->real_bytes;
+}
 
 static inline int64_t strata_arena_bytes(const StrataModelDesc *d, int64_t B, int64_t T, int nthreads)
 {

@@ -1,4 +1,4 @@
-/* abi_test.c - model ABI v1 (runtime/model_abi.h) beyond plain numbers,
+/* abi_test.c - model ABI v3 (runtime/model_abi.h) beyond plain numbers,
  * which lower_test.c checks: for every model in $srcdir/models at tiny
  * sizes, JIT-compiled in float,
  *   desc      the descriptor matches the IR (names, sizes, layout, vocab,

@@ -194,8 +194,17 @@ static void test_rope(int B, int T, int W, int H, const char *shape)
     double *tab64 = xmalloc((size_t)(T * hd) * sizeof *tab64), *y64 = xmalloc((size_t)n * sizeof *y64);
     float *tab32 = xmalloc((size_t)(T * hd) * sizeof *tab32), *y32 = xmalloc((size_t)n * sizeof *y32);
     float *x32 = to_f32(xv, n);
-    rt_rope_table_f64(tab64, T, hd, ROPE_BASE);
-    rt_rope_table_f32(tab32, T, hd, ROPE_BASE);
+    rt_rope_table_f64(tab64, 0, T, hd, ROPE_BASE);
+    rt_rope_table_f32(tab32, 0, T, hd, ROPE_BASE);
+    /* A table from position t0 holds the rows t0.. of the table from 0, bit for bit. */
+    int64_t t0 = T / 2;
+    double *late64 = xmalloc((size_t)(T * hd) * sizeof *late64);
+    float *late32 = xmalloc((size_t)(T * hd) * sizeof *late32);
+    rt_rope_table_f64(late64, t0, T - t0, hd, ROPE_BASE);
+    rt_rope_table_f32(late32, t0, T - t0, hd, ROPE_BASE);
+    check("rope table from t0 (exact)", shape, memcmp(late64, tab64 + t0 * hd, (size_t)((T - t0) * hd) * sizeof *late64) != 0,
+          memcmp(late32, tab32 + t0 * hd, (size_t)((T - t0) * hd) * sizeof *late32) != 0);
+    free(late64), free(late32);
     for (int inverse = 0; inverse <= 1; inverse++) {
         rt_rope_f64(y64, xv, tab64, 0, rows, T, W, H, inverse);
         rt_rope_f32(y32, x32, tab32, 0, mid, T, W, H, inverse);
@@ -239,8 +248,9 @@ static double *attention_lse(const double *q, const double *k, int B, int T, int
     return lse;
 }
 
-/* rt_attention_cached against rt_attention: the keys and values of every
- * position in a cache of max_T = T + 3 rows per sequence, then the outputs
+/* rt_attention_cached against rt_attention: a cache of max_T = T + 3 rows
+ * per sequence (NaN where nothing was appended), filled by rt_kv_append
+ * with the keys and values of each call's new positions, and the outputs
  * of a prompt of P = T / 3 positions in one call, the next positions one
  * per call and the last two (when there are) in one; each row's largest
  * difference from the whole-sequence output, relative to its largest
@@ -254,14 +264,19 @@ static double *attention_lse(const double *q, const double *k, int B, int T, int
         REAL *qs = xmalloc((size_t)(B * T * W) * sizeof *qs), *os = xmalloc((size_t)(B * T * W) * sizeof *os);  \
         REAL *out = xmalloc((size_t)(B * T * W) * sizeof *out);                                              \
         REAL *work = xmalloc((size_t)rt_attention_work_numel(hd) * sizeof *work);                            \
-        for (int b = 0; b < B; b++) {                                                                        \
-            memcpy(kc + b * maxT * W, k + (int64_t)b * T * W, (size_t)(T * W) * sizeof *kc);                 \
-            memcpy(vc + b * maxT * W, v + (int64_t)b * T * W, (size_t)(T * W) * sizeof *vc);                 \
-        }                                                                                                    \
+        REAL *ks = xmalloc((size_t)(B * T * W) * sizeof *ks), *vs = xmalloc((size_t)(B * T * W) * sizeof *vs);  \
+        for (int64_t i = 0; i < B * maxT * W; i++) /* positions not appended yet must not be read */         \
+            kc[i] = vc[i] = NAN;                                                                             \
         for (int pos = 0, n; pos < T; pos += n) {                                                            \
             n = pos == 0 ? (T / 3 > 0 ? T / 3 : 1) : T - pos == 2 ? 2 : 1;                                   \
-            for (int b = 0; b < B; b++)                                                                      \
-                memcpy(qs + (int64_t)b * n * W, q + ((int64_t)b * T + pos) * W, (size_t)(n * W) * sizeof *qs); \
+            for (int b = 0; b < B; b++) {                                                                    \
+                int64_t at = ((int64_t)b * T + pos) * W, nw = (int64_t)n * W;                                \
+                memcpy(qs + (int64_t)b * nw, q + at, (size_t)nw * sizeof *qs);                               \
+                memcpy(ks + (int64_t)b * nw, k + at, (size_t)nw * sizeof *ks);                               \
+                memcpy(vs + (int64_t)b * nw, v + at, (size_t)nw * sizeof *vs);                               \
+            }                                                                                                \
+            rt_kv_append##S(kc, vc, ks, vs, 0, (int64_t)B * n / 2, n, pos, maxT, W); /* in two pieces */     \
+            rt_kv_append##S(kc, vc, ks, vs, (int64_t)B * n / 2, (int64_t)B * n, n, pos, maxT, W);            \
             rt_attention_cached##S(os, qs, kc, vc, work, 0, (int64_t)B * H, n, pos, maxT, W, H);             \
             for (int b = 0; b < B; b++)                                                                      \
                 memcpy(out + ((int64_t)b * T + pos) * W, os + (int64_t)b * n * W, (size_t)(n * W) * sizeof *os); \
@@ -272,7 +287,7 @@ static double *attention_lse(const double *q, const double *k, int B, int T, int
             scale = fmax(scale, fabs((double)full[i]));                                                      \
         }                                                                                                    \
         *same = !memcmp(out, full, (size_t)(B * T * W) * sizeof *out);                                       \
-        free(kc), free(vc), free(qs), free(os), free(out), free(work);                                       \
+        free(kc), free(vc), free(qs), free(os), free(out), free(work), free(ks), free(vs);                   \
         return scale > 0 ? diff / scale : diff;                                                              \
     }
 CACHED_VS_FULL(double, _f64)

@@ -1,6 +1,6 @@
 /* lower_case.c - the shared harness of lower_test.c and abi_test.c
  * (lower_case.h): tiny models, random points, the interpreter's reference
- * and one call of a compiled entry point through model ABI v1. */
+ * and one call of a compiled entry point through model ABI v3. */
 #include "lower_case.h"
 
 #include <limits.h>
@@ -216,6 +216,40 @@ int case_run(const Case *c, const JitModel *m, const RunOpts *o, Result *r)
     r->capture = cap ? from_real(cap, ncap, f32) : NULL;
     free(arena), free(mask), free(params), free(grads), free(logits), free(cap);
     return r->status;
+}
+
+int case_decode(const Case *c, const JitModel *m, RtPool *pool, int prompt, int step, int64_t kv_len,
+                double **logits_out)
+{
+    const StrataModelDesc *d = m->desc;
+    bool f32 = d->real_bytes == 4;
+    int B = c->B, T = c->T;
+    int64_t V = d->vocab;
+    int64_t abytes = strata_arena_bytes(d, B, T, rt_pool_size(pool));
+    void *arena = poisoned(abytes / d->real_bytes, f32), *params = pack(m, c->params, f32);
+    void *kv = poisoned(strata_kv_bytes(d, B, kv_len) / d->real_bytes, f32); /* unwritten positions are NaN */
+    void *logits = poisoned((int64_t)B * T * V, f32);
+    int32_t *ids = malloc((size_t)B * (size_t)T * sizeof *ids);
+    double *out = malloc(((size_t)B * (size_t)T * (size_t)V + 1) * sizeof *out);
+    int status = STRATA_OK;
+    for (int pos = 0, n; pos < T && status == STRATA_OK; pos += n) {
+        n = pos == 0 ? prompt : step;
+        n = n < T - pos ? n : T - pos;
+        for (int b = 0; b < B; b++)
+            memcpy(ids + (size_t)b * (size_t)n, c->tokens + (size_t)b * (size_t)T + (size_t)pos,
+                   (size_t)n * sizeof *ids);
+        StrataStep s = {.params = params, .arena = arena, .arena_bytes = abytes, .tokens = ids, .B = B, .T = n,
+                        .logits = logits, .pool = pool, .kv = kv, .kv_pos = pos, .kv_len = kv_len};
+        status = m->decode(&s);
+        double *got = from_real(logits, (int64_t)B * n * V, f32);
+        for (int b = 0; b < B; b++)
+            memcpy(out + ((size_t)b * (size_t)T + (size_t)pos) * (size_t)V, got + (size_t)b * (size_t)n * (size_t)V,
+                   (size_t)n * (size_t)V * sizeof *out);
+        free(got);
+    }
+    free(arena), free(params), free(kv), free(logits), free(ids);
+    *logits_out = out;
+    return status;
 }
 
 void result_free(const Case *c, Result *r)

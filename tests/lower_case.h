@@ -1,7 +1,7 @@
 /* lower_case.h - what the tests of compiled models share (lower_test.c,
  * abi_test.c): a model at a tiny size with random parameters and batches,
  * its fp64 interpreter run (compiler/ir/interp.c, the reference), and one
- * call of a JIT-compiled entry point through model ABI v1 with the
+ * call of a JIT-compiled entry point through model ABI v3 with the
  * results converted to double.  Memory: case_* and result_free pair up. */
 #ifndef STRATA_LOWER_CASE_H
 #define STRATA_LOWER_CASE_H
@@ -69,6 +69,13 @@ typedef struct Result {
 /* One call; buffers the code must write start as NaN. */
 int case_run(const Case *c, const JitModel *m, const RunOpts *o, Result *r);
 void result_free(const Case *c, Result *r);
+
+/* strata_decode over c's batch: positions [0, prompt) in one call, then
+ * `step` per call, with a KV cache of kv_len >= T positions that starts as
+ * NaN; the logits of every position into *logits ((B*T, vocab), malloc'd).
+ * Returns the first status that is not STRATA_OK, else STRATA_OK. */
+int case_decode(const Case *c, const JitModel *m, RtPool *pool, int prompt, int step, int64_t kv_len,
+                double **logits);
 
 /* max |got - ref| / max |ref| (max |got - ref| if ref is all zeros); NaN
  * counts as Inf. */

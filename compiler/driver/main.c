@@ -93,8 +93,8 @@ static void usage(FILE *out)
             "  --seed N         gradcheck: random parameters and batch (default 1)\n"
             "  --export FILE    gradcheck: write the point, loss and gradients as JSON\n"
             "  --emit=KIND      build: llvm (text IR), asm or obj (an object exporting\n"
-            "                   strata_train_step, strata_forward and strata_model: model\n"
-            "                   ABI v2, runtime/model_abi.h)\n"
+            "                   strata_train_step, strata_forward, strata_decode and\n"
+            "                   strata_model: model ABI v3, runtime/model_abi.h)\n"
             "  -o FILE          build: where to write it (the trainer, or with --emit the\n"
             "                   compiled step); the trainer is linked by the C compiler\n"
             "                   configure found ($STRATA_CC overrides) with libstrata_rt.a\n"
@@ -154,8 +154,9 @@ static const struct CommandHelp {
      "libstrata_rt.a ($STRATA_RUNTIME_DIR overrides where it is looked for); then\n"
      "TRAINER train|eval|sample|sft|evaltask|analyze (TRAINER --help).\n"
      "  --emit=KIND     llvm (text IR), asm or obj: the compiled step alone, an\n"
-     "                  object exporting strata_train_step, strata_forward and\n"
-     "                  strata_model (model ABI v2, runtime/model_abi.h)\n"
+     "                  object exporting strata_train_step, strata_forward,\n"
+     "                  strata_decode and strata_model (model ABI v3,\n"
+     "                  runtime/model_abi.h)\n"
      "  --f64           double precision (with --emit only; default float)\n"
      "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"},
     {"export", true,

@@ -215,7 +215,8 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
         fprintf(stderr, "strata: compiled %s (%lld blocks, %s parameters) in %.2f s\n", model,
                 (long long)jm.desc->nblocks, n, now() - t0);
     }
-    RtModel m = {.desc = jm.desc, .train_step = jm.train_step, .forward = jm.forward, .source = source,
+    RtModel m = {.desc = jm.desc, .train_step = jm.train_step, .forward = jm.forward, .decode = jm.decode,
+                 .source = source,
                  .path = model, .config_json = config, .model_id = id.model_id, .sources_json = id.sources_json,
                  .defines_json = id.defines_json};
     pass[npass] = NULL;
@@ -326,7 +327,8 @@ static bool write_main(const char *path, const DrvBuild *b, const char *config)
                "#include \"trainer.h\"\n\n"
                "extern const StrataModelDesc strata_model;\n"
                "int strata_train_step(const StrataStep *s);\n"
-               "int strata_forward(const StrataStep *s);\n\n"
+               "int strata_forward(const StrataStep *s);\n"
+               "int strata_decode(const StrataStep *s);\n\n"
                "static const char model_path[] =\n");
     c_literal(f, b->model);
     fputs(";\nstatic const char model_config[] =\n", f);
@@ -344,6 +346,7 @@ static bool write_main(const char *path, const DrvBuild *b, const char *config)
           "int main(int argc, char **argv)\n"
           "{\n"
           "    RtModel m = {.desc = &strata_model, .train_step = strata_train_step, .forward = strata_forward,\n"
+          "                 .decode = strata_decode,\n"
           "                 .source = model_source, .path = model_path, .config_json = model_config,\n"
           "                 .model_id = model_id, .sources_json = model_sources, .defines_json = model_defines};\n"
           "    return rt_trainer_main(&m, argc, argv);\n"

@@ -1,6 +1,7 @@
-/* abi.c - the compile-time side of model ABI v1 (model_abi.h): the
+/* abi.c - the compile-time side of model ABI v3 (model_abi.h): the
  * parameter layout (and which kernel computes each gradient and block
- * output), the StrataStep type as LLVM sees it, and the strata_model
+ * output), the KV cache layout of strata_decode (each attention's keys
+ * and values), the StrataStep type as LLVM sees it, and the strata_model
  * descriptor constant with each block's skip flags (from ir/kinds.c).  The LLVM struct types mirror the
  * C structs field by field; lower_step_type and lower_emit_desc check the
  * offsets against offsetof, so a change to model_abi.h that is not made
@@ -22,6 +23,47 @@ int64_t lower_max_width(const IrGraph *g)
             w = x->width;
     }
     return w;
+}
+
+/* ---- the KV cache ---- */
+
+/* strata_decode's cache: every forward attention in schedule order gets
+ * its keys (B, kv_len, W) at kv_off * B * kv_len REALs and its values
+ * right after (kv_width = the sum of 2 W).  A block's attentions are
+ * contiguous, so the blocks of a kind find theirs at their kv_base plus
+ * the representative's offsets from its own (the table kv_base, indexed
+ * by block, that cg_kv_home reads in a kind's function). */
+static void kv_plan(Cg *cg)
+{
+    const IrGraph *g = cg->g;
+    int nb = g->blocks.n;
+    cg->kv_off = xmalloc(((size_t)g->nodes.n + 1) * sizeof *cg->kv_off);
+    cg->kv_base = xmalloc(((size_t)nb + 1) * sizeof *cg->kv_base);
+    for (int i = 0; i < g->nodes.n; i++)
+        cg->kv_off[i] = -1;
+    for (int l = 0; l < nb; l++)
+        cg->kv_base[l] = -1;
+    int64_t off = 0, nforward = g->nforward ? g->nforward : g->nodes.n; /* 0: no backward pass */
+    for (int k = 0; k < g->kernels.n; k++) {
+        const IrKernel *kn = g->kernels.v[k];
+        const IrNode *x = kn->nodes.v[0];
+        if (kn->rowwise || x->op != IR_ATTENTION || x->id >= nforward)
+            continue;
+        cg->kv_off[x->id] = off;
+        int l = cg->kinds->kernel_block[k];
+        if (l >= 0 && cg->kv_base[l] < 0)
+            cg->kv_base[l] = off;
+        off += 2 * x->width;
+    }
+    cg->kv_width = off;
+    LLVMValueRef *v = xcalloc((size_t)nb + 1, sizeof *v);
+    for (int l = 0; l < nb; l++)
+        v[l] = cg_i64(cg, cg->kv_base[l] < 0 ? 0 : cg->kv_base[l]);
+    cg->kv_base_table = LLVMAddGlobal(cg->mod, LLVMArrayType2(cg->i64, (uint64_t)nb), "kv_base");
+    LLVMSetInitializer(cg->kv_base_table, LLVMConstArray2(cg->i64, v, (uint64_t)nb));
+    LLVMSetGlobalConstant(cg->kv_base_table, true);
+    LLVMSetLinkage(cg->kv_base_table, LLVMPrivateLinkage);
+    free(v);
 }
 
 /* ---- parameters, gradients, block outputs ---- */
@@ -63,6 +105,7 @@ void lower_abi_plan(Cg *cg)
         }
     }
     cg->attn_grad_done = xcalloc((size_t)g->nodes.n + 1, sizeof *cg->attn_grad_done);
+    kv_plan(cg);
 }
 
 /* ---- struct types ---- */
@@ -82,16 +125,17 @@ static void check_layout(Cg *cg, LLVMTypeRef t, const size_t *off, unsigned n, s
 LLVMTypeRef lower_step_type(Cg *cg)
 {
     LLVMTypeRef p = cg->ptr, i64 = cg->i64;
-    LLVMTypeRef f[] = {p, p, p, i64, p, p, p, i64, i64, p, p, p, p, p, cg->i32, cg->i32};
+    LLVMTypeRef f[] = {p, p, p, i64, p, p, p, i64, i64, p, p, p, p, p, cg->i32, cg->i32, p, i64, i64};
     static const size_t off[] = {
         offsetof(StrataStep, params),  offsetof(StrataStep, grads),       offsetof(StrataStep, arena),
         offsetof(StrataStep, arena_bytes), offsetof(StrataStep, tokens),  offsetof(StrataStep, targets),
         offsetof(StrataStep, mask),    offsetof(StrataStep, B),           offsetof(StrataStep, T),
         offsetof(StrataStep, loss),    offsetof(StrataStep, logits),      offsetof(StrataStep, capture),
         offsetof(StrataStep, skip),    offsetof(StrataStep, pool),        offsetof(StrataStep, accumulate),
-        offsetof(StrataStep, precision)};
-    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 16, false);
-    check_layout(cg, t, off, 16, sizeof(StrataStep), "StrataStep");
+        offsetof(StrataStep, precision), offsetof(StrataStep, kv),     offsetof(StrataStep, kv_pos),
+        offsetof(StrataStep, kv_len)};
+    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 19, false);
+    check_layout(cg, t, off, 19, sizeof(StrataStep), "StrataStep");
     return t;
 }
 
@@ -113,7 +157,7 @@ static LLVMTypeRef param_type(Cg *cg)
 static LLVMTypeRef desc_type(Cg *cg)
 {
     LLVMTypeRef p = cg->ptr, i64 = cg->i64;
-    LLVMTypeRef f[] = {cg->i32, cg->i32, i64, i64, p, i64, i64, p, i64, i64, i64, i64, i64, i64, i64, p};
+    LLVMTypeRef f[] = {cg->i32, cg->i32, i64, i64, p, i64, i64, p, i64, i64, i64, i64, i64, i64, i64, p, i64};
     static const size_t off[] = {
         offsetof(StrataModelDesc, magic),          offsetof(StrataModelDesc, abi_version),
         offsetof(StrataModelDesc, real_bytes),     offsetof(StrataModelDesc, nparams),
@@ -122,9 +166,10 @@ static LLVMTypeRef desc_type(Cg *cg)
         offsetof(StrataModelDesc, width),          offsetof(StrataModelDesc, vocab),
         offsetof(StrataModelDesc, arena_rows_bytes), offsetof(StrataModelDesc, arena_seq_bytes),
         offsetof(StrataModelDesc, arena_fixed_bytes), offsetof(StrataModelDesc, arena_thread_bytes),
-        offsetof(StrataModelDesc, logits_row_offset), offsetof(StrataModelDesc, name)};
-    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 16, false);
-    check_layout(cg, t, off, 16, sizeof(StrataModelDesc), "StrataModelDesc");
+        offsetof(StrataModelDesc, logits_row_offset), offsetof(StrataModelDesc, name),
+        offsetof(StrataModelDesc, kv_width)};
+    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 17, false);
+    check_layout(cg, t, off, 17, sizeof(StrataModelDesc), "StrataModelDesc");
     return t;
 }
 
@@ -200,11 +245,11 @@ void lower_emit_desc(Cg *cg)
     LLVMTypeRef pt = LLVMStructCreateNamed(cg->ctx, "StrataParam");
     LLVMTypeRef dt = LLVMStructCreateNamed(cg->ctx, "StrataModelDesc");
     LLVMTypeRef pl = param_type(cg), dl = desc_type(cg);
-    LLVMTypeRef pf[11], df[16];
+    LLVMTypeRef pf[11], df[17];
     LLVMGetStructElementTypes(pl, pf);
     LLVMGetStructElementTypes(dl, df);
     LLVMStructSetBody(pt, pf, 11, false);
-    LLVMStructSetBody(dt, df, 16, false);
+    LLVMStructSetBody(dt, df, 17, false);
     const char *name = g->model_name ? g->model_name : "strata";
     LLVMValueRef f[] = {const_i(cg->i32, STRATA_MODEL_MAGIC),
                         const_i(cg->i32, STRATA_ABI_VERSION),
@@ -221,11 +266,12 @@ void lower_emit_desc(Cg *cg)
                         const_i(cg->i64, ly->unit_bytes[MEM_FIXED]),
                         const_i(cg->i64, ly->unit_bytes[MEM_THREAD]),
                         const_i(cg->i64, ly->value[g->logits->id].off),
-                        const_string(cg, name)};
+                        const_string(cg, name),
+                        const_i(cg->i64, cg->kv_width)};
     if (ly->value[g->logits->id].region != MEM_ROWS)
         die("lower: the logits are not a planned token value");
     LLVMValueRef gv = LLVMAddGlobal(cg->mod, dt, LOWER_DESC_SYMBOL);
-    LLVMSetInitializer(gv, LLVMConstNamedStruct(dt, f, 16));
+    LLVMSetInitializer(gv, LLVMConstNamedStruct(dt, f, 17));
     LLVMSetGlobalConstant(gv, true);
     LLVMSetLinkage(gv, LLVMExternalLinkage);
 }

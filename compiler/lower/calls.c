@@ -4,7 +4,8 @@
  * of copies; it picks the backend and cuts C into strips fixed by the
  * shape, shared over the pool),
  * EMBED ...
- * CE_GRAD to the rt_*_f32/_f64 kernels of runtime/core/kernels.h, each as a
+ * CE_GRAD to the rt_*_f32/_f64 kernels of runtime/core/kernels.h (in
+ * strata_decode ATTENTION to rt_kv_append and rt_attention_cached), each as a
  * task that rt_pool_run splits over the pool's threads in tiles of the
  * kernel's work unit, a fixed number of units per tile: token rows
  * (embed, rope, cross-entropy), columns (the embedding gradient, which
@@ -37,9 +38,12 @@ typedef const double CR;
 typedef const int32_t Ids;
 SAME_TYPE(rt_embed_f64, void (*)(R *, Ids *, CR *, int64_t, int64_t, int64_t, int64_t));
 SAME_TYPE(rt_embed_grad_f64, void (*)(R *, Ids *, CR *, int64_t, int64_t, int64_t, int64_t, int64_t));
-SAME_TYPE(rt_rope_table_f64, void (*)(R *, int64_t, int64_t, double));
+SAME_TYPE(rt_rope_table_f64, void (*)(R *, int64_t, int64_t, int64_t, double));
 SAME_TYPE(rt_rope_f64, void (*)(R *, CR *, CR *, int64_t, int64_t, int64_t, int64_t, int64_t, int));
 SAME_TYPE(rt_attention_f64, void (*)(R *, R *, CR *, CR *, CR *, R *, int64_t, int64_t, int64_t, int64_t, int64_t));
+SAME_TYPE(rt_attention_cached_f64, void (*)(R *, CR *, CR *, CR *, R *, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                            int64_t, int64_t));
+SAME_TYPE(rt_kv_append_f64, void (*)(R *, R *, CR *, CR *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t));
 SAME_TYPE(rt_attention_grad_f64, void (*)(R *, R *, R *, CR *, CR *, CR *, CR *, CR *, CR *, R *, int64_t, int64_t,
                                           int64_t, int64_t, int64_t));
 SAME_TYPE(rt_cross_entropy_rows_f64, void (*)(R *, R *, CR *, Ids *, CR *, int64_t, int64_t, int64_t));
@@ -180,8 +184,9 @@ void lower_rope_tables(Cg *cg)
             first = !(cg->ly->table[j].region == s.region && cg->ly->table[j].off == s.off);
         if (!first)
             continue;
-        LLVMValueRef args[] = {cg_table_home(cg, x), cg->T, cg_i64(cg, head_size(x)), LLVMConstReal(cg->f64, x->num)};
-        call(cg, "rt_rope_table", true, "pIId", args);
+        LLVMValueRef args[] = {cg_table_home(cg, x), cg->kv_pos, cg->T, cg_i64(cg, head_size(x)),
+                               LLVMConstReal(cg->f64, x->num)};
+        call(cg, "rt_rope_table", true, "pIIId", args);
     }
 }
 
@@ -232,9 +237,47 @@ static LLVMValueRef work_stride(Cg *cg)
     return cg_i64(cg, cg->ly->unit_bytes[MEM_THREAD]);
 }
 
+/* KV_APPEND rows [r0, r1).  ctx: kc, vc, k, v, T, pos, max_T, W */
+static void kv_append_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef r0, LLVMValueRef r1,
+                           LLVMValueRef t)
+{
+    LLVMValueRef args[] = {v[0], v[1], v[2], v[3], r0, r1, v[4], v[5], v[6], v[7]};
+    call(cg, "rt_kv_append", true, "ppppIIIIII", args);
+}
+
+/* ATTENTION over the KV cache units [u0, u1).  ctx: out, q, kc, vc, work, stride, T, pos, max_T, W, heads */
+static void attention_cached_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef u0, LLVMValueRef u1,
+                                  LLVMValueRef t)
+{
+    LLVMValueRef args[] = {v[0], v[1], v[2], v[3], thread_work(cg, v[4], v[5], t), u0, u1, v[6], v[7], v[8], v[9],
+                           v[10]};
+    call(cg, "rt_attention_cached", true, "pppppIIIIIII", args);
+}
+
+/* ATTENTION in strata_decode: the new keys and values into the cache at
+ * kv_pos, then the new queries over positions 0 .. kv_pos + T - 1 (no lse:
+ * nothing goes backward). */
+static void lower_attention_decode(Cg *cg, const IrNode *x)
+{
+    LLVMValueRef kc = cg_kv_home(cg, x);
+    LLVMValueRef vc = cg_elem(cg, kc, LLVMBuildMul(cg->b, LLVMBuildMul(cg->b, cg->B, cg->kv_len, ""),
+                                                   cg_i64(cg, x->width), ""));
+    LLVMValueRef a[] = {kc, vc, cg_home(cg, x->in[1]), cg_home(cg, x->in[2]), cg->T, cg->kv_pos, cg->kv_len,
+                        cg_i64(cg, x->width)};
+    run(cg, "kv_append", "ppppIIII", kv_append_task, a, cg->BT, cg_i64(cg, 64));
+    LLVMValueRef v[] = {cg_home(cg, x), cg_home(cg, x->in[0]), kc, vc, cg->region[MEM_THREAD], work_stride(cg),
+                        cg->T, cg->kv_pos, cg->kv_len, cg_i64(cg, x->width), cg_i64(cg, x->heads)};
+    run(cg, "attention_cached", "pppppIIIIII", attention_cached_task, v,
+        LLVMBuildMul(cg->b, cg->B, cg_i64(cg, x->heads), ""), cg_i64(cg, 1));
+}
+
 static void lower_attention(Cg *cg, const IrNode *x)
 {
     check_attention(x, 3);
+    if (cg->decode) {
+        lower_attention_decode(cg, x);
+        return;
+    }
     LLVMValueRef v[] = {cg_home(cg, x),        cg_aux_home(cg, x),    cg_home(cg, x->in[0]), cg_home(cg, x->in[1]),
                         cg_home(cg, x->in[2]), cg->region[MEM_THREAD], work_stride(cg),     cg->T,
                         cg_i64(cg, x->width),  cg_i64(cg, x->heads)};

@@ -328,6 +328,22 @@ LLVMValueRef cg_table_home(Cg *cg, const IrNode *n)
     return cg_slot_ptr(cg, cg->ly->table[n->id], n);
 }
 
+LLVMValueRef cg_kv_home(Cg *cg, const IrNode *x)
+{
+    int64_t off = x->id < cg->g->nodes.n ? cg->kv_off[x->id] : -1;
+    if (off < 0)
+        die("lower: %%%d (%s) has no place in the KV cache", x->id, ir_op_info[x->op].text);
+    LLVMValueRef at = cg_i64(cg, off);
+    if (cg->kp) { /* this block's base plus the representative's offset from its own */
+        int rep = cg->kinds->kernel_block[x->kernel];
+        LLVMValueRef base = LLVMBuildLoad2(
+            cg->b, cg->i64, LLVMBuildGEP2(cg->b, cg->i64, cg->kv_base_table, &cg->layer, 1, ""), "kv_base");
+        at = LLVMBuildAdd(cg->b, base, cg_i64(cg, off - cg->kv_base[rep]), "");
+    }
+    LLVMValueRef per = LLVMBuildMul(cg->b, cg->B, cg->kv_len, "");
+    return cg_elem(cg, cg->kv, LLVMBuildMul(cg->b, at, per, ""));
+}
+
 LLVMValueRef cg_accumulates(Cg *cg, const IrNode *x)
 {
     return cg->ly->home[x->id] ? cg->acc : LLVMConstInt(cg->i1, 0, false);

@@ -8,7 +8,7 @@
  *   emitters   rows.c (fused row kernels), loops.c (non-token loops,
  *              SUM_ROWS), calls.c (matrix products and runtime kernels);
  *              abi.c (descriptor, StrataStep type, parameter offsets)
- *   entries    step.c (strata_train_step, strata_forward: the schedule; one
+ *   entries    step.c (strata_train_step, strata_forward, strata_decode: the schedule; one
  *              function per kind of block, ir/kinds.h, that they call)
  *   driver     lower.c (target, module, verify, optimise, emit)
  *   JIT        jit.c (ORC LLJIT) */
@@ -63,6 +63,8 @@ typedef struct Cg {
      * function); only valid in its body. */
     LLVMValueRef fn;
     bool train;                /* for strata_train_step, else for strata_forward */
+    bool decode;               /* for strata_decode (train false): attention over the KV cache */
+    LLVMValueRef kv, kv_pos, kv_len; /* StrataStep's (strata_decode; kv_pos 0 elsewhere) */
     LLVMValueRef params, grads, arena, tokens, targets, mask, B, T, BT, pool, acc, logits, capture, skip;
     LLVMValueRef gemm_flags;   /* i32: RT_GEMM_BF16 for a bf16 step, else 0 */
     LLVMValueRef region[MEM_NREGIONS]; /* start of each arena region */
@@ -78,14 +80,22 @@ typedef struct Cg {
     LLVMValueRef row, layer;
     /* The kinds' functions: per kind, [0] its forward pass for
      * strata_train_step, [1] its backward pass, [2] its forward pass for
-     * strata_forward (NULL: none to call), and per kind and pass its table
+     * strata_forward (NULL: none to call), [3] for strata_decode (the same
+     * as [2] when the run has no attention), and per kind and pass its table
      * (NULL: no column differs) and row type; the entry point's env, the
      * values of the step the functions read (type env_type). */
-    LLVMValueRef (*kind_fn)[3];
+    LLVMValueRef (*kind_fn)[4];
     LLVMValueRef (*kind_rows)[2];
     LLVMTypeRef (*kind_row_type)[2];
     LLVMTypeRef env_type;
     LLVMValueRef env;
+    /* strata_decode's KV cache (abi.c): per node id the offset of a forward
+     * attention's keys in REALs per B * kv_len (-1: none), per block that of
+     * its first attention (-1: none), the same as an i64 global indexed by
+     * block, and the REALs per position and sequence of all of them. */
+    int64_t *kv_off, *kv_base;
+    LLVMValueRef kv_base_table;
+    int64_t kv_width;
 } Cg;
 
 /* A LowerModule: either owns its context (AOT) or borrows one (the JIT's
@@ -149,6 +159,10 @@ LLVMValueRef cg_home(Cg *cg, const IrNode *n);
 LLVMValueRef cg_aux_home(Cg *cg, const IrNode *n);
 LLVMValueRef cg_table_home(Cg *cg, const IrNode *n);
 LLVMValueRef cg_slot_ptr(Cg *cg, MemSlot s, const IrNode *n);
+/* strata_decode: the keys of attention x in the KV cache, (B, kv_len, W),
+ * its values W * B * kv_len REALs after them (in a kind's function: this
+ * block's attention). */
+LLVMValueRef cg_kv_home(Cg *cg, const IrNode *x);
 /* i1: the kernel computing x adds to its gradient buffer (accumulate). */
 LLVMValueRef cg_accumulates(Cg *cg, const IrNode *x);
 /* The REAL value of a CONST node (in a kind's function: this block's). */
@@ -190,7 +204,8 @@ int64_t lower_max_width(const IrGraph *g);
 /* ---- step.c ---- */
 /* The functions of every kind of block (before the entry points). */
 void lower_kinds(Cg *cg);
-void lower_entry(Cg *cg, bool train);
+/* strata_train_step (train), strata_forward or strata_decode (decode). */
+void lower_entry(Cg *cg, bool train, bool decode);
 
 /* ---- lower.c: the driver ---- */
 /* Creates a target machine for o->cpu (NULL = host); NULL + *err on failure. */

@@ -37,6 +37,7 @@ static const struct {
 } host_symbols[] = {
     KERNEL_PAIR(rt_embed),          KERNEL_PAIR(rt_embed_grad),     KERNEL_PAIR(rt_rope_table),
     KERNEL_PAIR(rt_rope),           KERNEL_PAIR(rt_attention),      KERNEL_PAIR(rt_attention_grad),
+    KERNEL_PAIR(rt_attention_cached), KERNEL_PAIR(rt_kv_append),
     KERNEL_PAIR(rt_cross_entropy_rows), KERNEL_PAIR(rt_cross_entropy_mean), KERNEL_PAIR(rt_cross_entropy_grad),
     KERNEL_PAIR(rt_matmul),
     {"rt_pool_run", (void (*)(void))rt_pool_run},
@@ -98,16 +99,19 @@ Jit *jit_create(char **err)
 }
 
 /* The ABI's symbols, in the order of JitModel's fields. */
-static const char *const abi_symbols[] = {LOWER_TRAIN_ENTRY, LOWER_FORWARD_ENTRY, LOWER_DESC_SYMBOL};
+static const char *const abi_symbols[] = {LOWER_TRAIN_ENTRY, LOWER_FORWARD_ENTRY, LOWER_DECODE_ENTRY,
+                                          LOWER_DESC_SYMBOL};
+#define NSYMBOLS 4
 
 /* Adds the module under a new tracker and looks the renamed symbols up
  * (compiling the module). */
-static bool add_and_lookup(Jit *j, LLVMOrcThreadSafeModuleRef tsm, char names[3][64], JitModel *out, char **err)
+static bool add_and_lookup(Jit *j, LLVMOrcThreadSafeModuleRef tsm, char names[NSYMBOLS][64], JitModel *out,
+                           char **err)
 {
     LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(j->lljit));
-    LLVMOrcExecutorAddress addr[3] = {0, 0, 0};
+    LLVMOrcExecutorAddress addr[NSYMBOLS] = {0, 0, 0, 0};
     bool ok = !failed(LLVMOrcLLJITAddLLVMIRModuleWithRT(j->lljit, rt, tsm), err);
-    for (int k = 0; k < 3 && ok; k++)
+    for (int k = 0; k < NSYMBOLS && ok; k++)
         ok = !failed(LLVMOrcLLJITLookup(j->lljit, &addr[k], names[k]), err);
     if (!ok) {
         LLVMErrorRef e = LLVMOrcResourceTrackerRemove(rt);
@@ -119,17 +123,18 @@ static bool add_and_lookup(Jit *j, LLVMOrcThreadSafeModuleRef tsm, char names[3]
     out->tracker = rt;
     out->train_step = (StrataStepFn)(uintptr_t)addr[0];
     out->forward = (StrataStepFn)(uintptr_t)addr[1];
-    out->desc = (const StrataModelDesc *)(uintptr_t)addr[2];
+    out->decode = (StrataStepFn)(uintptr_t)addr[2];
+    out->desc = (const StrataModelDesc *)(uintptr_t)addr[3];
     return true;
 }
 
 /* Gives the module's ABI symbols names unique in this JIT. */
-static void rename_symbols(Jit *j, LLVMModuleRef mod, char names[3][64])
+static void rename_symbols(Jit *j, LLVMModuleRef mod, char names[NSYMBOLS][64])
 {
     ++j->serial;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < NSYMBOLS; k++) {
         snprintf(names[k], 64, "%s.%lu", abi_symbols[k], j->serial);
-        LLVMValueRef v = k < 2 ? LLVMGetNamedFunction(mod, abi_symbols[k]) : LLVMGetNamedGlobal(mod, abi_symbols[k]);
+        LLVMValueRef v = k < NSYMBOLS - 1 ? LLVMGetNamedFunction(mod, abi_symbols[k]) : LLVMGetNamedGlobal(mod, abi_symbols[k]);
         if (!v)
             die("jit: the module has no %s", abi_symbols[k]);
         LLVMSetValueName2(v, names[k], strlen(names[k]));
@@ -153,7 +158,7 @@ bool jit_compile(Jit *j, const IrGraph *g, const LowerOptions *o, JitModel *out,
     out->stats.opt_s = m->opt_s;
 
     pthread_mutex_lock(&j->lock);
-    char names[3][64];
+    char names[NSYMBOLS][64];
     rename_symbols(j, m->mod, names);
     LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m->mod, tsc);
     m->mod = NULL; /* the thread-safe module owns it now, and keeps tsc alive */

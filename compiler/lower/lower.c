@@ -151,6 +151,8 @@ static void cg_free(Cg *cg)
     free(cg->out_first);
     free(cg->out_next);
     free(cg->attn_grad_done);
+    free(cg->kv_off);
+    free(cg->kv_base);
     free(cg->ref_of);
     free(cg->kind_fn);
     free(cg->kind_rows);
@@ -183,8 +185,9 @@ static LLVMModuleRef build_module(Cg *cg)
     cg->step_type = lower_step_type(cg);
     lower_emit_desc(cg);
     lower_kinds(cg);
-    lower_entry(cg, true);
-    lower_entry(cg, false);
+    lower_entry(cg, true, false);
+    lower_entry(cg, false, false);
+    lower_entry(cg, false, true);
     kinds_free(&kinds);
     cg->kinds = NULL;
     cg->blocks = NULL;

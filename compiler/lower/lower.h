@@ -1,8 +1,8 @@
 /* lower.h - LLVM lowering of the tensor IR (forward and backward pass).
  * lower_module turns an IrGraph that went through ad_build and fuse_graph
- * into an LLVM module implementing model ABI v1 (runtime/model_abi.h: the
- * strata_model descriptor and the strata_train_step / strata_forward entry
- * points), for float or double; lower_emit writes it as text IR, assembly
+ * into an LLVM module implementing model ABI v3 (runtime/model_abi.h: the
+ * strata_model descriptor and the strata_train_step / strata_forward /
+ * strata_decode entry points), for float or double; lower_emit writes it as text IR, assembly
  * or an object file; jit.h compiles it in process.
  *
  * What the code does: each fused kernel (fuse.h) of the schedule runs in
@@ -26,6 +26,7 @@
 
 #define LOWER_TRAIN_ENTRY "strata_train_step"
 #define LOWER_FORWARD_ENTRY "strata_forward"
+#define LOWER_DECODE_ENTRY "strata_decode"
 #define LOWER_DESC_SYMBOL "strata_model"
 
 typedef enum LowerPrecision {

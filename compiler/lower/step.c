@@ -1,7 +1,10 @@
-/* step.c - the entry points of model ABI v1 (model_abi.h) and the
+/* step.c - the entry points of model ABI v3 (model_abi.h) and the
  * functions of the kinds of blocks (ir/kinds.h) that they call:
  *   int strata_train_step(const StrataStep *s)   every kernel of the schedule
  *   int strata_forward(const StrataStep *s)      the forward kernels the logits need
+ *   int strata_decode(const StrataStep *s)       the same for new positions: rotary
+ *                                                tables from kv_pos, attention over
+ *                                                the KV cache (calls.c)
  *   void block.K.fwd|bwd(ptr env, ptr row, i64 l)  one pass of block l, of kind K
  * Each entry point checks its arguments (returning a StrataStatus), finds
  * the arena's regions for this B and T, fills the rotary tables, then runs
@@ -206,7 +209,8 @@ static void emit_kernel(Cg *cg, const IrKernel *k)
 /* The fields of the env struct an entry point gives a kind's function. */
 enum {
     ENV_PARAMS, ENV_GRADS, ENV_TOKENS, ENV_TARGETS, ENV_MASK, ENV_B, ENV_T, ENV_BT, ENV_POOL, ENV_ACC,
-    ENV_LOGITS, ENV_CAPTURE, ENV_SKIP, ENV_GEMM_FLAGS, ENV_REGION, /* + MemRegion - MEM_ROWS */
+    ENV_LOGITS, ENV_CAPTURE, ENV_SKIP, ENV_GEMM_FLAGS, ENV_KV, ENV_KV_POS, ENV_KV_LEN,
+    ENV_REGION, /* + MemRegion - MEM_ROWS */
     ENV_NFIELDS = ENV_REGION + MEM_NREGIONS - MEM_ROWS
 };
 
@@ -215,7 +219,7 @@ static void env_fields(Cg *cg, LLVMValueRef *f[ENV_NFIELDS])
 {
     LLVMValueRef *first[] = {&cg->params, &cg->grads, &cg->tokens, &cg->targets, &cg->mask, &cg->B, &cg->T,
                              &cg->BT, &cg->pool, &cg->acc, &cg->logits, &cg->capture, &cg->skip,
-                             &cg->gemm_flags};
+                             &cg->gemm_flags, &cg->kv, &cg->kv_pos, &cg->kv_len};
     for (int i = 0; i < ENV_REGION; i++)
         f[i] = first[i];
     for (int r = MEM_ROWS; r < MEM_NREGIONS; r++)
@@ -226,7 +230,8 @@ static LLVMTypeRef env_type(Cg *cg)
 {
     LLVMTypeRef t[ENV_NFIELDS];
     for (int i = 0; i < ENV_NFIELDS; i++)
-        t[i] = i == ENV_B || i == ENV_T || i == ENV_BT ? cg->i64 : i == ENV_ACC ? cg->i1
+        t[i] = i == ENV_B || i == ENV_T || i == ENV_BT || i == ENV_KV_POS || i == ENV_KV_LEN ? cg->i64
+             : i == ENV_ACC ? cg->i1
              : i == ENV_GEMM_FLAGS ? cg->i32 : cg->ptr;
     return LLVMStructTypeInContext(cg->ctx, t, ENV_NFIELDS, false);
 }
@@ -320,15 +325,17 @@ static void kind_skipped(Cg *cg, bool bwd)
 }
 
 /* void block.K.fwd|bwd(ptr env, ptr row, i64 l): the representative's run
- * of one pass, for strata_train_step (train) or strata_forward, as the
+ * of one pass, for strata_train_step (train), strata_forward or
+ * strata_decode (decode), as the
  * entry point would emit it inline: the skip branch, the kernels, the
  * gradient epilogues and the capture of the output. */
-static LLVMValueRef kind_function(Cg *cg, int kind, int pass, bool train)
+static LLVMValueRef kind_function(Cg *cg, int kind, int pass, bool train, bool decode)
 {
     const Kind *kd = &cg->kinds->kinds[kind];
     const KindPass *kp = pass ? &kd->bwd : &kd->fwd;
     char name[48];
-    snprintf(name, sizeof name, "block.%d.%s%s", kind, pass ? "bwd" : "fwd", train || pass ? "" : ".forward");
+    snprintf(name, sizeof name, "block.%d.%s%s", kind, pass ? "bwd" : "fwd",
+             train || pass ? "" : decode ? ".decode" : ".forward");
     LLVMTypeRef params[] = {cg->ptr, cg->ptr, cg->i64};
     LLVMValueRef fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->voidt, params, 3, false));
     LLVMSetLinkage(fn, LLVMInternalLinkage);
@@ -336,6 +343,7 @@ static LLVMValueRef kind_function(Cg *cg, int kind, int pass, bool train)
     cg_fn_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline"); /* one copy per kind, optimised once */
     cg->fn = fn;
     cg->train = train;
+    cg->decode = decode;
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
     load_env(cg, LLVMGetParam(fn, 0));
     cg->row = LLVMGetParam(fn, 1);
@@ -381,6 +389,7 @@ static LLVMValueRef kind_function(Cg *cg, int kind, int pass, bool train)
         cg->ref_of[kp->refs[r].n->id] = -1;
     cg->kp = NULL;
     cg->fn = NULL;
+    cg->decode = false;
     return fn;
 }
 
@@ -404,22 +413,26 @@ void lower_kinds(Cg *cg)
             if (kp->run.k0 == kp->run.k1)
                 continue;
             kind_table(cg, kind, pass);
-            cg->kind_fn[kind][pass] = kind_function(cg, kind, pass, true);
+            cg->kind_fn[kind][pass] = kind_function(cg, kind, pass, true, false);
             if (pass)
                 continue;
             /* strata_forward: the same function when it runs the same code
              * (every kernel needed, the same skip bit, no gradient), none
              * when it needs nothing. */
-            bool all = true, any = false;
+            bool all = true, any = false, attention = false;
             for (int k = kp->run.k0; k < kp->run.k1; k++) {
+                const IrKernel *kn = cg->g->kernels.v[k];
                 all &= K->logits_need[k];
                 any |= K->logits_need[k];
+                attention |= K->logits_need[k] && !kn->rowwise && ((IrNode *)kn->nodes.v[0])->op == IR_ATTENTION;
             }
             uint8_t skip = cg->blocks[kd->blocks[0]].skip;
             if (all && !kp->ngrads && !(skip & STRATA_SKIP_FORWARD) == !(skip & STRATA_SKIP_TRAIN))
                 cg->kind_fn[kind][2] = cg->kind_fn[kind][0];
             else if (any)
-                cg->kind_fn[kind][2] = kind_function(cg, kind, pass, false);
+                cg->kind_fn[kind][2] = kind_function(cg, kind, pass, false, false);
+            /* strata_decode: differs from strata_forward in attention only */
+            cg->kind_fn[kind][3] = attention ? kind_function(cg, kind, pass, false, true) : cg->kind_fn[kind][2];
         }
     }
     free(cg->col_field);
@@ -450,7 +463,7 @@ static int call_kinds(Cg *cg, int l, int k)
         end = rm.k1;
         n++;
     }
-    LLVMValueRef fn = cg->kind_fn[kind][pass ? 1 : cg->train ? 0 : 2];
+    LLVMValueRef fn = cg->kind_fn[kind][pass ? 1 : cg->train ? 0 : cg->decode ? 3 : 2];
     if (!fn)
         return end;
     LLVMValueRef table = cg->kind_rows[kind][pass];
@@ -553,6 +566,9 @@ static void load_step(Cg *cg, LLVMValueRef s)
                                            : cg_i32(cg, 0);
     if (!cg->train)
         cg->acc = LLVMConstInt(cg->i1, 0, false);
+    cg->kv = cg->decode ? field(cg, s, 16, p, "kv") : LLVMConstNull(p);
+    cg->kv_pos = cg->decode ? field(cg, s, 17, i64, "kv_pos") : cg_i64(cg, 0);
+    cg->kv_len = cg->decode ? field(cg, s, 18, i64, "kv_len") : cg_i64(cg, 0);
     LLVMValueRef bad = LLVMBuildOr(cg->b, is_null(cg, cg->params), is_null(cg, cg->tokens), "");
     if (cg->train)
         bad = LLVMBuildOr(cg->b, bad, LLVMBuildOr(cg->b, is_null(cg, cg->grads), is_null(cg, cg->targets), ""), "");
@@ -564,6 +580,13 @@ static void load_step(Cg *cg, LLVMValueRef s)
     fail_if(cg, bad, STRATA_ERR_SHAPE);
     cg->BT = LLVMBuildMul(cg->b, cg->B, cg->T, "BT");
     fail_if(cg, slt(cg, cg_i64(cg, INT32_MAX / lower_max_width(cg->g)), cg->BT), STRATA_ERR_SHAPE);
+    if (cg->decode) { /* 0 <= kv_pos <= kv_len - T, a cache when there is one to keep */
+        bad = LLVMBuildOr(cg->b, slt(cg, cg->kv_pos, cg_i64(cg, 0)),
+                          slt(cg, LLVMBuildSub(cg->b, cg->kv_len, cg->T, ""), cg->kv_pos), "");
+        if (cg->kv_width)
+            bad = LLVMBuildOr(cg->b, bad, is_null(cg, cg->kv), "");
+        fail_if(cg, bad, STRATA_ERR_CACHE);
+    }
     LLVMValueRef pool_size = cg_extern(cg, "rt_pool_size", cg->i32, &cg->ptr, 1);
     LLVMValueRef threads = LLVMBuildSExt(cg->b, cg_call(cg, pool_size, &cg->pool, 1), i64, "threads");
     const MemLayout *ly = cg->ly;
@@ -619,11 +642,13 @@ static void store_loss(Cg *cg, LLVMValueRef s)
     cg_endif(cg, join);
 }
 
-void lower_entry(Cg *cg, bool train)
+void lower_entry(Cg *cg, bool train, bool decode)
 {
     LLVMTypeRef fty = LLVMFunctionType(cg->i32, &cg->ptr, 1, false);
-    cg->fn = LLVMAddFunction(cg->mod, train ? LOWER_TRAIN_ENTRY : LOWER_FORWARD_ENTRY, fty);
+    cg->fn = LLVMAddFunction(cg->mod, train ? LOWER_TRAIN_ENTRY : decode ? LOWER_DECODE_ENTRY : LOWER_FORWARD_ENTRY,
+                             fty);
     cg->train = train;
+    cg->decode = decode;
     cg_fn_attr(cg, cg->fn, LLVMAttributeFunctionIndex, "nounwind");
     memset(cg->attn_grad_done, 0, (size_t)cg->g->nodes.n * sizeof *cg->attn_grad_done);
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry"));
@@ -636,4 +661,5 @@ void lower_entry(Cg *cg, bool train)
         store_loss(cg, s);
     LLVMBuildRet(cg->b, cg_i32(cg, STRATA_OK));
     cg->fn = NULL;
+    cg->decode = false;
 }

@@ -1,7 +1,14 @@
 /* sample.c - `TRAINER sample --ckpt CKPT [--prompt TEXT]`: text generated
  * token by token from a checkpoint (rt_sample, train/sample.h), decoded
  * with the checkpoint's tokenizer (else raw bytes) as it comes.  Entry
- * point: rt_cmd_sample (commands.h). */
+ * point: rt_cmd_sample (commands.h).
+ *
+ * The model sees the last --seq tokens at positions 0 .. seq-1.  With the
+ * KV cache (strata_decode) the prompt is one call and each new token one
+ * more over the cache, while the text fits in the window; once it is
+ * longer, every token is a whole-window strata_forward (the window slides,
+ * so every position, and every rotated key, changes).  --no-kv-cache runs
+ * strata_forward on the window for every token. */
 #include "cmd/commands.h"
 #include "core/util.h"
 #include "data/tokenizer.h"
@@ -18,7 +25,8 @@ typedef struct SampleOptions {
     const char *ckpt, *tokenizer, *prompt;
     int64_t tokens, top_k, seed, seq, threads;
     double temperature, top_p;
-    bool given[10];
+    int no_kv_cache;
+    bool given[11];
 } SampleOptions;
 
 static const RtOptSpec sample_specs[] = {
@@ -34,6 +42,8 @@ static const RtOptSpec sample_specs[] = {
     {"seed", "--seed", RT_OPT_INT, 0, offsetof(SampleOptions, seed), "N", "sampling seed (1)"},
     {"seq", "--seq", RT_OPT_INT, 0, offsetof(SampleOptions, seq), "T", "window (the checkpoint's --seq)"},
     {"threads", "--threads", RT_OPT_INT, 0, offsetof(SampleOptions, threads), "N", "pool threads (all CPUs)"},
+    {"no_kv_cache", "--no-kv-cache", RT_OPT_FLAG, 0, offsetof(SampleOptions, no_kv_cache), NULL,
+     "recompute the whole window for every token"},
 };
 
 int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
@@ -95,6 +105,11 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
     void *arena = rt_zalloc64((size_t)abytes);
     float *logits = rt_zalloc64((size_t)(T * V) * sizeof(float)); /* (1,T,V) */
     double *probs = rt_zalloc64((size_t)V * sizeof(double));
+    /* The KV cache holds the keys and values of seq[0 .. cached) while the
+     * text fits in the window (n <= T). */
+    bool use_cache = m->decode && !o.no_kv_cache;
+    void *kv = use_cache ? rt_zalloc64((size_t)strata_kv_bytes(m->desc, 1, T) + 64) : NULL;
+    int64_t cached = 0;
     int32_t *work = rt_zalloc64((size_t)V * sizeof(int32_t));
     RtSampleOptions so = {.temperature = o.temperature, .top_k = o.top_k, .top_p = o.top_p};
     uint64_t rng = (uint64_t)o.seed;
@@ -102,7 +117,13 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
         int64_t w = n < T ? n : T;
         StrataStep s = {.params = params, .arena = arena, .arena_bytes = abytes, .tokens = seq + n - w, .B = 1,
                         .T = w, .logits = logits, .pool = pool, .precision = m->precision};
-        if (m->forward(&s) != STRATA_OK) {
+        bool decode = use_cache && n <= T;
+        if (decode) { /* the tokens after the cached ones, at their positions */
+            s.tokens = seq + cached, s.T = w = n - cached;
+            s.kv = kv, s.kv_pos = cached, s.kv_len = T;
+            cached = n;
+        }
+        if ((decode ? m->decode : m->forward)(&s) != STRATA_OK) {
             fprintf(stderr, "%s: the model's forward pass failed\n", prog);
             rc = 3;
             break;
@@ -125,6 +146,6 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
     fflush(stdout);
     rt_pool_free(pool);
     rt_tok_free(tok);
-    free(tok_path), free(seq), free(arena), free(logits), free(probs), free(work), free(params);
+    free(tok_path), free(seq), free(arena), free(logits), free(probs), free(work), free(params), free(kv);
     return rc;
 }

@@ -63,9 +63,11 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
  *   Split by columns, not rows: two rows may carry the same token, two
  *   column ranges never touch the same element.  Ids trusted as rt_embed.
  *
- * rt_rope_table: fills cos_sin (T, 2, hd/2): for position t, cos_sin[t][0][i]
- *   = cos(theta) and cos_sin[t][1][i] = sin(theta), theta = t base^(-2i/hd),
- *   computed in double.  Fill it once per (T, hd, base); rt_rope reads it.
+ * rt_rope_table: fills cos_sin (T, 2, hd/2) for the positions t0 .. t0 + T
+ *   - 1: row t holds, for position p = t0 + t, cos_sin[t][0][i] = cos(theta)
+ *   and cos_sin[t][1][i] = sin(theta), theta = p base^(-2i/hd), computed in
+ *   double (so a position's row is the same whatever t0).  Fill it once per
+ *   (t0, T, hd, base); rt_rope reads it (t0 > 0: a decode step's new tokens).
  *   (cos and sin in separate runs, not interleaved, so the rope loop loads
  *   them contiguously.)
  *
@@ -92,6 +94,11 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
  *   step after a prompt).  The key tiles are those of rt_attention, so
  *   each output row is computed as rt_attention computes the row of the
  *   same position over the whole sequence.  Units and work as rt_attention.
+ *
+ * rt_kv_append: for rows r in [r0, r1) of k and v (B, T, W), b = r / T,
+ *   t = r % T: row r goes to position pos + t of sequence b in the caches
+ *   kc, vc (B, max_T, W) (pos + T <= max_T).  What a decode step does with
+ *   its new keys and values before rt_attention_cached.
  *
  * rt_attention_grad: dq, dk, dv (B, T, W) of the attention above given g =
  *   d loss / d out, for the units bh in [bh0, bh1) (full: [0, B * heads)).
@@ -123,7 +130,7 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
     void rt_embed_grad##S(REAL *dtable /* (vocab, d), accumulated */, const int32_t *tokens /* (rows) */,    \
                           const REAL *g /* (rows, d) */, int64_t c0, int64_t c1, int64_t rows, int64_t vocab, \
                           int64_t d);                                                                        \
-    void rt_rope_table##S(REAL *cos_sin /* (T, 2, hd/2) */, int64_t T, int64_t hd, double base);             \
+    void rt_rope_table##S(REAL *cos_sin /* (T, 2, hd/2) */, int64_t t0, int64_t T, int64_t hd, double base); \
     void rt_rope##S(REAL *y /* (rows, W) */, const REAL *x /* (rows, W) */,                                  \
                     const REAL *cos_sin /* (T, 2, hd/2) */, int64_t r0, int64_t r1, int64_t T, int64_t W,    \
                     int64_t heads, int inverse);                                                             \
@@ -135,6 +142,9 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
                                 const REAL *kc /* (B, max_T, W) */, const REAL *vc /* (B, max_T, W) */,     \
                                 REAL *work /* (rt_attention_work_numel(hd)) */, int64_t bh0, int64_t bh1,   \
                                 int64_t T, int64_t pos, int64_t max_T, int64_t W, int64_t heads);           \
+    void rt_kv_append##S(REAL *kc /* (B, max_T, W) */, REAL *vc /* (B, max_T, W) */,                          \
+                         const REAL *k /* (B, T, W) */, const REAL *v /* (B, T, W) */, int64_t r0, int64_t r1,   \
+                         int64_t T, int64_t pos, int64_t max_T, int64_t W);                                      \
     void rt_attention_grad##S(REAL *dq /* (B, T, W) */, REAL *dk /* (B, T, W) */, REAL *dv /* (B, T, W) */,  \
                               const REAL *q /* (B, T, W) */, const REAL *k /* (B, T, W) */,                  \
                               const REAL *v /* (B, T, W) */, const REAL *out /* (B, T, W) */,                \

@@ -156,12 +156,12 @@ void FN(rt_embed_grad)(REAL *restrict dtable, const int32_t *restrict tokens, co
 
 /* ---- rotary embedding ---- */
 
-void FN(rt_rope_table)(REAL *cos_sin, int64_t T, int64_t hd, double base)
+void FN(rt_rope_table)(REAL *cos_sin, int64_t t0, int64_t T, int64_t hd, double base)
 {
     int64_t half = hd / 2;
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < half; i++) {
-            double theta = (double)t * pow(base, -2.0 * (double)i / (double)hd);
+            double theta = (double)(t0 + t) * pow(base, -2.0 * (double)i / (double)hd);
             cos_sin[t * hd + i] = (REAL)cos(theta);
             cos_sin[t * hd + half + i] = (REAL)sin(theta);
         }
@@ -283,6 +283,16 @@ void FN(rt_attention_cached)(REAL *restrict out, const REAL *restrict q, const R
                              int64_t pos, int64_t max_T, int64_t W, int64_t heads)
 {
     FN(attention_body)(out, NULL, q, kc, vc, work, bh0, bh1, T, pos, max_T, W, heads);
+}
+
+void FN(rt_kv_append)(REAL *restrict kc, REAL *restrict vc, const REAL *restrict k, const REAL *restrict v,
+                      int64_t r0, int64_t r1, int64_t T, int64_t pos, int64_t max_T, int64_t W)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t at = (r / T * max_T + pos + r % T) * W;
+        memcpy(kc + at, k + r * W, (size_t)W * sizeof *kc);
+        memcpy(vc + at, v + r * W, (size_t)W * sizeof *vc);
+    }
 }
 
 /* FlashAttention-2 backward, per unit (b, h): for each key tile [j0, j0+nk)
