@@ -1,11 +1,15 @@
 /* sample.c - `TRAINER sample --ckpt CKPT [--prompt TEXT]`: text generated
  * token by token from a checkpoint (rt_sample, train/sample.h), decoded
- * with the checkpoint's tokenizer (else raw bytes) as it comes.  Entry
- * point: rt_cmd_sample (commands.h). */
+ * with the checkpoint's tokenizer (else raw bytes) as it comes.  With
+ * --device cuda each token's forward pass runs on the device (rt_gpu_forward
+ * over a window of T tokens: the last w real ones first, padding after,
+ * which a causal model's logits at w-1 do not see).  Entry point:
+ * rt_cmd_sample (commands.h). */
 #include "cmd/commands.h"
 #include "core/util.h"
 #include "data/tokenizer.h"
 #include "core/pool.h"
+#include "train/device.h"
 #include "train/sample.h"
 
 #include <jansson.h>
@@ -15,10 +19,10 @@
 #include <string.h>
 
 typedef struct SampleOptions {
-    const char *ckpt, *tokenizer, *prompt;
+    const char *ckpt, *tokenizer, *prompt, *device;
     int64_t tokens, top_k, seed, seq, threads;
     double temperature, top_p;
-    bool given[10];
+    bool given[11];
 } SampleOptions;
 
 static const RtOptSpec sample_specs[] = {
@@ -34,6 +38,7 @@ static const RtOptSpec sample_specs[] = {
     {"seed", "--seed", RT_OPT_INT, 0, offsetof(SampleOptions, seed), "N", "sampling seed (1)"},
     {"seq", "--seq", RT_OPT_INT, 0, offsetof(SampleOptions, seq), "T", "window (the checkpoint's --seq)"},
     {"threads", "--threads", RT_OPT_INT, 0, offsetof(SampleOptions, threads), "N", "pool threads (all CPUs)"},
+    {"device", "--device", RT_OPT_STR, 0, offsetof(SampleOptions, device), "D", "cpu|cuda|cuda:N (cpu)"},
 };
 
 int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
@@ -50,10 +55,15 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
         fprintf(stderr, "%s sample: --tokens, --temperature and --top-k must be >= 0, --top-p in (0, 1]\n", prog);
         return 2;
     }
+    RtDevice dev; /* before the checkpoint is read */
+    if ((rc = rt_device_open(&dev, o.device, prog, "sample", 0)))
+        return rc;
     json_t *state;
     float *params = rt_load_weights(m, prog, o.ckpt, &state);
-    if (!params)
+    if (!params) {
+        rt_device_close(&dev);
         return 1;
+    }
     if (o.seq < 0)
         o.seq = rt_state_int(state, "seq", rt_default_seq(m));
     json_t *tj = json_object_get(state, "tokenizer");
@@ -66,6 +76,7 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
     if (!tok) {
         fprintf(stderr, "%s: %s\n", prog, err ? err : "out of memory");
         free(err), free(tok_path), free(params);
+        rt_device_close(&dev);
         return 1;
     }
     const int64_t V = m->desc->vocab, T = o.seq;
@@ -91,7 +102,15 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
     } else if (!rc && o.prompt)
         fwrite(o.prompt, 1, strlen(o.prompt), stdout);
     RtPool *pool = rt_pool_create((int)o.threads);
-    int64_t abytes = strata_arena_bytes(m->desc, 1, T, rt_pool_size(pool));
+    RtGpuModel *g = NULL;
+    int32_t *window = dev.cuda ? rt_zalloc64((size_t)T * sizeof *window) : NULL; /* (1,T) device input */
+    if (!rc && dev.cuda && !(rc = rt_device_model(&dev, m, m->precision, 1, T, prog, &g)) &&
+        rt_gpu_set_params(g, params)) {
+        fprintf(stderr, "%s: --device %s: cannot copy the weights to the device: %s\n", prog, dev.name,
+                rt_gpu_error(g));
+        rc = 1;
+    }
+    int64_t abytes = dev.cuda ? 64 : strata_arena_bytes(m->desc, 1, T, rt_pool_size(pool));
     void *arena = rt_zalloc64((size_t)abytes);
     float *logits = rt_zalloc64((size_t)(T * V) * sizeof(float)); /* (1,T,V) */
     double *probs = rt_zalloc64((size_t)V * sizeof(double));
@@ -102,7 +121,14 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
         int64_t w = n < T ? n : T;
         StrataStep s = {.params = params, .arena = arena, .arena_bytes = abytes, .tokens = seq + n - w, .B = 1,
                         .T = w, .logits = logits, .pool = pool, .precision = m->precision};
-        if (m->forward(&s) != STRATA_OK) {
+        if (g) {
+            memcpy(window, seq + n - w, (size_t)w * sizeof *window);
+            if (rt_gpu_forward(g, window, logits)) {
+                fprintf(stderr, "%s: --device %s: the forward pass failed: %s\n", prog, dev.name, rt_gpu_error(g));
+                rc = 3;
+                break;
+            }
+        } else if (m->forward(&s) != STRATA_OK) {
             fprintf(stderr, "%s: the model's forward pass failed\n", prog);
             rc = 3;
             break;
@@ -125,6 +151,9 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
     fflush(stdout);
     rt_pool_free(pool);
     rt_tok_free(tok);
-    free(tok_path), free(seq), free(arena), free(logits), free(probs), free(work), free(params);
+    if (g)
+        rt_gpu_model_close(g);
+    rt_device_close(&dev);
+    free(tok_path), free(seq), free(arena), free(logits), free(probs), free(work), free(params), free(window);
     return rc;
 }
