@@ -9,11 +9,16 @@
  * the loop around the device: weights and moments uploaded at the start,
  * a batch per step, the step number, rate, clip and decay handed to the
  * optimizer, weights and moments downloaded for checkpoints, validation
- * and resume.  Expected: exactly what the CPU path writes (same
- * checkpoint bytes, same eval line, same greedy text), as the emulated
- * device does the CPU's arithmetic; a run resumes across device kinds.
+ * and resume, and `grads` (its gradients against a train step called
+ * here).  Expected: exactly what the CPU path writes (same checkpoint
+ * bytes, same eval line, same greedy text, same gradient tensors), as the
+ * emulated device does the CPU's arithmetic; a run resumes across device
+ * kinds.
  * Exit 0 pass, 1 fail, 77 skip. */
 #include "gpu/exec.h"
+#include "store/checkpoint.h"
+#include "store/safetensors.h"
+#include "train/init.h"
 #include "train/optim.h"
 #include "train_case.h"
 
@@ -231,6 +236,64 @@ static void test_loop(void)
     free(s_cpu), free(s_dev);
 }
 
+/* `grads` on both kinds against one train step called here on the same
+ * batch (the shard's first B windows: tokens 0..T-1 and targets 1..T of
+ * each window of T, windows back to back, as the sequential loader cuts
+ * them). */
+static void test_grads(void)
+{
+    char data[512], gc[512], gd[512];
+    snprintf(data, sizeof data, "%s/train_000.bin", tu_dir);
+    snprintf(gc, sizeof gc, "%s/grads_cpu.safetensors", tu_dir);
+    snprintf(gd, sizeof gd, "%s/grads_dev.safetensors", tu_dir);
+    CHECK(tc_run("grads", "--data", data, "-o", gc, "--batch", "3", "--seq", "16", "--seed", "5", "--threads", "1",
+                 NULL) == 0, "grads on the CPU");
+    CHECK(tc_run("grads", "--data", data, "-o", gd, "--batch", "3", "--seq", "16", "--seed", "5", "--threads", "1",
+                 "--device", "cuda", NULL) == 0, "grads on the device");
+    double scale = 0;
+    bool same = false;
+    double diff = tc_tensor_diff(gc, gd, "", &scale, &same);
+    CHECK(diff == 0 && same && scale > 0, "CPU and device gradients differ by %g (scale %g)", diff, scale);
+    /* The reference: the init of seed 5 and one train step, here. */
+    const StrataModelDesc *d = tc_model.desc;
+    float *p = calloc((size_t)d->params_numel, 4), *g = calloc((size_t)d->params_numel, 4);
+    rt_init_params(d, p, 5);
+    int32_t tok[3 * 16], tgt[3 * 16];
+    for (int w = 0; w < 3; w++)
+        for (int t = 0; t < 16; t++)
+            tok[w * 16 + t] = pattern(w * 16 + t, NULL), tgt[w * 16 + t] = pattern(w * 16 + t + 1, NULL);
+    int64_t ab = 0;
+    void *arena = tc_arena(3, 16, &ab);
+    double loss = 0;
+    StrataStep st = {.params = p, .grads = g, .arena = arena, .arena_bytes = ab, .tokens = tok, .targets = tgt,
+                     .B = 3, .T = 16, .loss = &loss};
+    CHECK(tc_model.train_step(&st) == STRATA_OK, "train step");
+    RtSafetensors f;
+    char *err = NULL;
+    if (rt_st_open(&f, gd, &err) == 0) {
+        const char *ls = rt_st_meta(&f, "strata.loss");
+        CHECK(ls && strtod(ls, NULL) == loss, "grads' loss %s, the train step's %.17g", ls ? ls : "none", loss);
+        CHECK(rt_st_meta(&f, "strata.device") && !strcmp(rt_st_meta(&f, "strata.device"), "cuda:0"), "device");
+        float *x = calloc((size_t)d->params_numel, 4);
+        int bad = 0;
+        for (int64_t i = 0; i < d->nparams; i++) {
+            int64_t sh[2];
+            int nd = rt_ckpt_shape(&d->params[i], sh);
+            if (rt_st_read(&f, d->params[i].name, RT_F32, sh, nd, x + d->params[i].offset, &err)) {
+                bad++;
+                free(err), err = NULL;
+            }
+        }
+        CHECK(bad == 0 && !memcmp(x, g, (size_t)d->params_numel * 4), "the device's gradients are not the step's");
+        free(x);
+        rt_st_close(&f);
+    } else {
+        CHECK(0, "%s", err);
+        free(err);
+    }
+    free(p), free(g), free(arena);
+}
+
 int main(void)
 {
     char self[4096], drv[4300];
@@ -256,5 +319,6 @@ int main(void)
     tc_model.gpu = (const struct StrataGpuProgram *)(const void *)&prog;
     tc_model.gpu_precision = STRATA_PRECISION_FP32;
     test_loop();
+    test_grads();
     return tc_close("gpu_loop_test");
 }

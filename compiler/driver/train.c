@@ -158,8 +158,9 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
     const char *device = NULL, *precision = "fp32";
     bool has_device = !strcmp(cmd, "train") || !strcmp(cmd, "sft") || !strcmp(cmd, "eval") || !strcmp(cmd, "sample");
     for (int i = 2; !rc && has_device && i < npass; i++) {
-        const char **dst = !strncmp(pass[i], "--device", 8) ? &device : !strncmp(pass[i], "--precision", 11) ? &precision
-                                                                                                           : NULL;
+        const char **dst = !strncmp(pass[i], "--device", 8)       ? &device
+                           : !strncmp(pass[i], "--precision", 11) ? &precision
+                                                                  : NULL;
         size_t len = dst == &device ? 8 : 11;
         if (dst && pass[i][len] == '=')
             *dst = pass[i] + len + 1;
