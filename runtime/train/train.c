@@ -806,6 +806,8 @@ static int setup(Run *r)
     o->threads = rt_pool_size(r->pool); /* what the checkpoint records */
     /* Rank 0 validates (and --diag-every runs) at the global B; the steps take B/N rows. */
     r->arena_bytes = strata_arena_bytes(d, r->lead ? B : r->slice.rows, T, rt_pool_size(r->pool));
+    if (r->dev->cuda && !r->have_val) /* the steps run on the device: no host activations */
+        r->arena_bytes = 64;
     r->params = xalloc((size_t)n * sizeof(float));
     r->grads = xalloc((size_t)n * sizeof(float));
     r->arena = xalloc((size_t)r->arena_bytes);
