@@ -211,13 +211,13 @@ static void test_loop(void)
     CHECK(same_file(ck_cpu, ck), "device -> CPU resume differs from the run that never stopped");
 
     /* Without validation the host keeps no activations: still the CPU's checkpoint. */
-    char nv_cpu[600], nv_dev[600];
+    char nv_cpu[520], nv_dev[520];
     snprintf(nv_cpu, sizeof nv_cpu, "%s/nv_cpu", tu_dir), snprintf(nv_dev, sizeof nv_dev, "%s/nv_dev", tu_dir);
     CHECK(tc_run("train", "--data", data, "--out", nv_cpu, "--steps", "2", COMMON, NULL) == 0 &&
           tc_run("train", "--data", data, "--out", nv_dev, "--steps", "2", COMMON, "--device", "cuda", NULL) == 0,
           "runs without validation");
     snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", nv_cpu);
-    char ck2[700];
+    char ck2[600];
     snprintf(ck2, sizeof ck2, "%s/checkpoint.safetensors", nv_dev);
     CHECK(same_file(ck, ck2), "without validation the device run's checkpoint differs");
 
