@@ -1051,21 +1051,27 @@ static void share_start(Run *r)
     free(js);
 }
 
-/* --device cuda: the options the device loop does not do (yet) refused,
- * then the model opened on the device with the weights and moments setup
- * made.  An exit status, or -1 to go on. */
+/* --device cuda: what the device loop does not do (yet), or NULL. */
+static const char *gpu_refuses(const RtTrainOptions *o)
+{
+    if (o->accum != 1)
+        return "--accum must be 1 (gradient accumulation on the device is not implemented yet)";
+    if (strcmp(o->optim, "adamw"))
+        return "--optim must be adamw (the device's optimizer is AdamW)";
+    if (o->decay_all)
+        return "--decay-all is not available (the device program carries the decay mask of matrices)";
+    if (o->diag_every > 0)
+        return "--diag-every is not available (the diagnostics run on the host)";
+    return NULL;
+}
+
+/* --device cuda: the options refused (checked again here: a resume restored
+ * them), then the model opened on the device with the weights and moments
+ * setup made.  An exit status, or -1 to go on. */
 static int gpu_start(Run *r)
 {
     const RtTrainOptions *o = r->o;
-    const char *bad = NULL;
-    if (o->accum != 1)
-        bad = "--accum must be 1 (gradient accumulation on the device is not implemented yet)";
-    else if (strcmp(o->optim, "adamw"))
-        bad = "--optim must be adamw (the device's optimizer is AdamW)";
-    else if (o->decay_all)
-        bad = "--decay-all is not available (the device program carries the decay mask of matrices)";
-    else if (o->diag_every > 0)
-        bad = "--diag-every is not available (the diagnostics run on the host)";
+    const char *bad = gpu_refuses(o);
     if (bad) {
         fprintf(stderr, "%s %s: --device %s: %s\n", r->prog, r->src->cmd, r->dev->name, bad);
         return 2;
@@ -1150,6 +1156,9 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
     if (!rc && dev.cuda && comm->size > 1) {
         fprintf(stderr, "%s %s: --device %s runs in one process (data parallelism on GPUs is not implemented "
                 "yet)\n", prog, src->cmd, dev.name);
+        rc = 2;
+    } else if (!rc && dev.cuda && gpu_refuses(o)) { /* before --out is touched (--overwrite deletes) */
+        fprintf(stderr, "%s %s: --device %s: %s\n", prog, src->cmd, dev.name, gpu_refuses(o));
         rc = 2;
     }
     if (rc) {
