@@ -27,6 +27,12 @@ typedef struct RtModel {
     const char *model_id;         /* 16 hex digits: hash of the resolved config, parameters and graph */
     const char *sources_json;     /* every source file, imports included: {"name": "text", ...} */
     const char *defines_json;     /* {"defines": ["d=32", ...], "preset": null} as given */
+    /* The model's device program for --device cuda (PTX and launch plan,
+     * runtime/gpu/plan.h), NULL when none was made (the JIT makes one only
+     * for --device cuda, a built trainer has one when built with --device
+     * cuda), and the precision its matrix products were compiled for. */
+    const struct StrataGpuProgram *gpu;
+    int32_t gpu_precision;        /* STRATA_PRECISION_* */
 } RtModel;
 
 /* "fp32" or "bf16" -> STRATA_PRECISION_*, else -1. */

@@ -28,6 +28,7 @@ import sys
 # Layers, lowest first: a file may use its own layer and the ones before it.
 LAYERS = [
     ("runtime/core", ["runtime/core", "runtime/model_abi.h"]),
+    ("runtime/gpu", ["runtime/gpu"]),
     ("runtime/store", ["runtime/store"]),
     ("runtime/data", ["runtime/data"]),
     ("runtime/train", ["runtime/train", "runtime/model.h"]),

@@ -53,7 +53,8 @@ static void usage(FILE *out)
             "  build       compile the model into a standalone trainer executable that\n"
             "              needs no LLVM: strata build MODEL -o TRAINER [--cpu NAME]\n"
             "              (then TRAINER train|eval|sample ...); with --emit=llvm|asm|obj\n"
-            "              [--f64] write the compiled training step alone\n"
+            "              [--f64] write the compiled training step alone; --device cuda\n"
+            "              adds the model's GPU program (PTX and launch plan) to the trainer\n"
             "  train, eval, sample\n"
             "              JIT-compile the model (fp32) and run the trainer in process:\n"
             "              strata train MODEL.strata [-D ...] [--preset NAME] --data GLOB ...\n"
@@ -101,7 +102,11 @@ static void usage(FILE *out)
             "                   ($STRATA_RUNTIME_DIR overrides where it is looked for)\n"
             "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
             "  --f64            build: double precision (default float)\n"
-            "  --precision P    tune: fp32, bf16 or both (default both)\n"
+            "  --precision P    tune: fp32, bf16 or both (default both); build --device\n"
+            "                   cuda: the GPU program's matrix products, fp32 or bf16\n"
+            "  --device D       build: cpu (default) or cuda: the trainer also carries the\n"
+            "                   model's GPU program (TRAINER train --device cuda)\n"
+            "  --cuda-arch A    build --device cuda: the GPU, sm_80 or sm_90 (default sm_90)\n"
             "  -h, --help       this text;  --version  the version\n"
             "\n"
             "gradcheck sets vocab=11 d=16 heads=2 ffn=24 L=4 ctx=5 where the config has\n"
@@ -146,6 +151,7 @@ static const struct CommandHelp {
      "Exit status: 0 every gradient within --tol, 1 bad input or a failed check, 2 usage.\n"},
     {"build", true,
      "usage: strata build MODEL.strata -o TRAINER [-D NAME=VALUE]... [--preset NAME] [--cpu NAME]\n"
+     "                    [--device cuda [--cuda-arch sm_NN] [--precision fp32|bf16]]\n"
      "       strata build MODEL.strata --emit=llvm|asm|obj -o FILE [--f64] [-D NAME=VALUE]...\n"
      "                    [--preset NAME] [--cpu NAME]\n"
      "Compiles the model's training step (forward and backward) through LLVM.\n"
@@ -158,7 +164,14 @@ static const struct CommandHelp {
      "                  strata_decode and strata_model (model ABI v3,\n"
      "                  runtime/model_abi.h)\n"
      "  --f64           double precision (with --emit only; default float)\n"
-     "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"},
+     "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"
+     "  --device D      cpu (default) or cuda: with cuda the trainer also carries\n"
+     "                  the model's GPU program, for TRAINER train|sft|eval|sample\n"
+     "                  --device cuda on a machine with an NVIDIA GPU and driver\n"
+     "                  (none is needed to build)\n"
+     "  --cuda-arch A   with --device cuda: sm_80 or sm_90, the GPU (default sm_90)\n"
+     "  --precision P   with --device cuda: fp32 (default) or bf16 matrix products\n"
+     "                  of the GPU program (the trainer's --precision must match)\n"},
     {"export", true,
      "usage: strata export MODEL.strata --ckpt CKPT -o DIR [-D NAME=VALUE]... [--preset NAME]\n"
      "                     [--tokenizer FILE | --gpt2 DIR | --bytes]\n"
@@ -233,6 +246,7 @@ typedef struct Args {
     double tol;
     const char *export_path;
     const char *emit, *output, *cpu, *precision;
+    const char *device, *cuda_arch; /* build --device cuda [--cuda-arch sm_NN] */
     bool f64;
 } Args;
 
@@ -254,7 +268,8 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
         const char *s = argv[i];
         const char *val = NULL;
         static const char *const with_value[] = {"-D", "--preset", "--batch", "--seq", "--samples", "--tol",
-                                                 "--seed", "--export", "-o", "--cpu", "--precision", NULL};
+                                                 "--seed", "--export", "-o", "--cpu", "--precision", "--device",
+                                                 "--cuda-arch", NULL};
         for (int k = 0; with_value[k]; k++)
             if (!strcmp(s, with_value[k])) {
                 if (i + 1 >= argc) {
@@ -283,6 +298,20 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
             a->output = val;
         } else if (!strcmp(s, "--cpu")) {
             a->cpu = val;
+        } else if (!strcmp(s, "--device")) {
+            a->device = val;
+            if (strcmp(val, "cpu") && strcmp(val, "cuda")) {
+                fprintf(stderr, "strata: error: --device expects cpu or cuda, got '%s'\n", val);
+                return 2;
+            }
+        } else if (!strcmp(s, "--cuda-arch")) {
+            a->cuda_arch = val;
+            char *end;
+            long sm = strncmp(val, "sm_", 3) ? 0 : strtol(val + 3, &end, 10);
+            if (sm != 80 && sm != 90) {
+                fprintf(stderr, "strata: error: --cuda-arch expects sm_80 or sm_90, got '%s'\n", val);
+                return 2;
+            }
         } else if (!strcmp(s, "--precision")) {
             a->precision = val;
             if (strcmp(val, "fp32") && strcmp(val, "bf16") && strcmp(val, "both")) {
@@ -337,9 +366,12 @@ static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "
  * trainer executable around it. */
 static bool build(const IrGraph *g, const Args *a, const char *source, const DrvIdent *id)
 {
+    const bool cuda = a->device && !strcmp(a->device, "cuda");
     if (!a->emit)
         return drv_build_trainer(g, &(DrvBuild){.model = a->model, .source = source, .ident = id, .cpu = a->cpu,
-                                                .output = a->output});
+                                                .output = a->output, .cuda = cuda,
+                                                .cuda_sm = a->cuda_arch ? atoi(a->cuda_arch + 3) : 90,
+                                                .gpu_bf16 = a->precision && !strcmp(a->precision, "bf16")});
     LowerOptions lo = {.precision = a->f64 ? LOWER_F64 : LOWER_F32, .cpu = a->cpu, .opt_level = 2};
     char *err = NULL;
     LowerModule *m = lower_module(g, &lo, &err);
@@ -375,6 +407,24 @@ static int run(const char *cmd, int argc, char **argv)
                 a.output ? "--f64 needs --emit=llvm|asm|obj: a trainer executable is fp32"
                          : "build needs -o FILE: strata build MODEL -o TRAINER for a trainer executable, "
                            "or --emit=llvm|asm|obj -o FILE for the compiled training step alone");
+        free(defines);
+        return 2;
+    }
+    /* --device is build's; the GPU program's flags go with --device cuda. */
+    const bool cuda = a.device && !strcmp(a.device, "cuda");
+    char bad[160] = "";
+    if (a.device && !is_build)
+        snprintf(bad, sizeof bad, "--device goes with build here (for training: strata train|sft|eval|sample MODEL "
+                                  "--device cuda ...)");
+    else if (is_build && !cuda && (a.cuda_arch || a.precision))
+        snprintf(bad, sizeof bad, "%s goes with --device cuda", a.cuda_arch ? "--cuda-arch" : "--precision");
+    else if (cuda && a.precision && !strcmp(a.precision, "both"))
+        snprintf(bad, sizeof bad, "build --device cuda: --precision expects fp32 or bf16");
+    else if (cuda && a.emit && (!strcmp(a.emit, "llvm") || !strcmp(a.emit, "asm") || !strcmp(a.emit, "obj")))
+        snprintf(bad, sizeof bad, "--emit=%s writes the CPU's compiled step; it does not go with --device cuda",
+                 a.emit);
+    if (bad[0]) {
+        fprintf(stderr, "strata: error: %s\n", bad);
         free(defines);
         return 2;
     }

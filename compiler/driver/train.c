@@ -12,6 +12,13 @@
  * `--init DIR` of train and sft, DIR a Hugging Face model directory, is
  * imported (drv_import, import.c) into a temporary checkpoint that the
  * trainer reads instead, removed afterwards.
+ * --device cuda (issue #18): `strata train|sft|eval|sample` open the driver
+ * first (runtime/train/device.h), so a machine without one fails before
+ * the compile, and give the trainer the model's GPU program
+ * (lower_gpu_program, for this device's architecture and the command
+ * line's --precision) beside the CPU entry points; `strata build --device
+ * cuda` embeds that program in the trainer as C data
+ * (lower_gpu_program_c) and needs no GPU itself.
  * Memory: everything allocated here is freed before returning. */
 #define _GNU_SOURCE /* vasprintf */
 #include "driver/train.h"
@@ -23,9 +30,11 @@
 #include "store/atomic_file.h"
 #include "ir/fuse.h"
 #include "lower/jit.h"
+#include "lower/lower.h"
 #include "resolve/sema.h"
 #include "driver/toolchain.h" /* generated in the build tree */
 #include "trainer.h"
+#include "train/device.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -144,6 +153,27 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
                         pass[i]);
         rc = 2;
     }
+    /* --device of the commands that have it: the driver and device first,
+     * before the import, the compile or any data. */
+    const char *device = NULL, *precision = "fp32";
+    bool has_device = !strcmp(cmd, "train") || !strcmp(cmd, "sft") || !strcmp(cmd, "eval") || !strcmp(cmd, "sample");
+    for (int i = 2; !rc && has_device && i < npass; i++) {
+        const char **dst = !strncmp(pass[i], "--device", 8)       ? &device
+                           : !strncmp(pass[i], "--precision", 11) ? &precision
+                                                                  : NULL;
+        size_t len = dst == &device ? 8 : 11;
+        if (dst && pass[i][len] == '=')
+            *dst = pass[i] + len + 1;
+        else if (dst && !pass[i][len] && i + 1 < npass)
+            *dst = pass[++i];
+    }
+    int gpu_sm = 0;
+    if (!rc && device && strcmp(device, "cpu")) {
+        RtDevice dev;
+        rc = rt_device_open(&dev, device, "strata", cmd, 0); /* the trainer opens it again, and says which */
+        gpu_sm = dev.cu ? rt_cuda_cc(dev.cu) : 0;
+        rt_device_close(&dev);
+    }
     if (rc) {
         free(defines);
         free(pass);
@@ -195,6 +225,7 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
     const char *source = NULL;
     Jit *jit = NULL;
     JitModel jm = {0};
+    StrataGpuProgram *gpu = NULL;
     DrvIdent id = {0};
     char *err = NULL, *config = NULL;
     if (!load_graph(model, &opt, &prog, &g, &source, &id)) {
@@ -208,20 +239,34 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
         rc = 3;
         goto out;
     }
+    LowerGpuOptions go = {.sm = gpu_sm, .precision = rt_precision_parse(precision)};
+    if (gpu_sm && go.precision < 0) {
+        fprintf(stderr, "strata %s: --precision must be fp32 or bf16\n", cmd);
+        rc = 2;
+        goto out;
+    }
+    char gerr[1024];
+    if (gpu_sm && lower_gpu_program(&g, &go, &gpu, gerr, sizeof gerr)) {
+        fprintf(stderr, "strata: error: cannot compile %s for the GPU (sm_%d): %s\n", model, gpu_sm, gerr);
+        rc = 3;
+        goto out;
+    }
     config = drv_config_json(&g);
     if (!quiet) {
         char n[32];
         count_text(n, sizeof n, (double)ir_param_total(&g));
-        fprintf(stderr, "strata: compiled %s (%lld blocks, %s parameters) in %.2f s\n", model,
-                (long long)jm.desc->nblocks, n, now() - t0);
+        fprintf(stderr, "strata: compiled %s (%lld blocks, %s parameters%s) in %.2f s\n", model,
+                (long long)jm.desc->nblocks, n, gpu ? ", and its GPU program" : "", now() - t0);
     }
     RtModel m = {.desc = jm.desc, .train_step = jm.train_step, .forward = jm.forward, .decode = jm.decode,
                  .source = source,
                  .path = model, .config_json = config, .model_id = id.model_id, .sources_json = id.sources_json,
-                 .defines_json = id.defines_json};
+                 .defines_json = id.defines_json, .gpu = gpu, .gpu_precision = go.precision};
     pass[npass] = NULL;
     rc = rt_trainer_main(&m, npass, pass);
 out:
+    if (gpu)
+        lower_gpu_program_free(gpu);
     if (jm.tracker)
         jit_release(jit, &jm);
     if (jit)
@@ -342,14 +387,20 @@ static bool write_main(const char *path, const DrvBuild *b, const char *config)
     c_literal(f, b->ident->sources_json);
     fputs(";\nstatic const char model_defines[] =\n", f);
     c_literal(f, b->ident->defines_json);
+    if (b->cuda) /* the GPU program, in gpu.c beside this file (lower_gpu_program_c) */
+        fputs(";\nextern const struct StrataGpuProgram strata_gpu_program", f);
     fputs(";\n\n"
           "int main(int argc, char **argv)\n"
           "{\n"
           "    RtModel m = {.desc = &strata_model, .train_step = strata_train_step, .forward = strata_forward,\n"
           "                 .decode = strata_decode,\n"
           "                 .source = model_source, .path = model_path, .config_json = model_config,\n"
-          "                 .model_id = model_id, .sources_json = model_sources, .defines_json = model_defines};\n"
-          "    return rt_trainer_main(&m, argc, argv);\n"
+          "                 .model_id = model_id, .sources_json = model_sources, .defines_json = model_defines};\n",
+          f);
+    if (b->cuda)
+        fprintf(f, "    m.gpu = &strata_gpu_program;\n    m.gpu_precision = %d;\n",
+                b->gpu_bf16 ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32);
+    fputs("    return rt_trainer_main(&m, argc, argv);\n"
           "}\n",
           f);
     return fclose(f) == 0;
@@ -416,7 +467,7 @@ bool drv_build_trainer(const IrGraph *g, const DrvBuild *b)
     }
     const char *tmpenv = getenv("TMPDIR");
     char *tmp = rt_fmt("%s/strata-build-XXXXXX", tmpenv && *tmpenv ? tmpenv : "/tmp");
-    char *obj = NULL, *cmain = NULL, *exe = NULL, *cmd = NULL, *config = NULL;
+    char *obj = NULL, *cmain = NULL, *exe = NULL, *cmd = NULL, *config = NULL, *cgpu = NULL;
     bool ok = false;
     double t_lower = 0, t_link = 0;
     if (!mkdtemp(tmp)) {
@@ -440,6 +491,26 @@ bool drv_build_trainer(const IrGraph *g, const DrvBuild *b)
         fprintf(stderr, "strata: error: cannot write %s: %s\n", obj, err ? err : "?");
         goto out;
     }
+    if (b->cuda) { /* the GPU program as C data, compiled with main.c */
+        cgpu = rt_fmt("%s/gpu.c", tmp);
+        StrataGpuProgram *gp = NULL;
+        LowerGpuOptions go = {.sm = b->cuda_sm, .precision = b->gpu_bf16 ? STRATA_PRECISION_BF16
+                                                                         : STRATA_PRECISION_FP32};
+        char gerr[1024] = "";
+        FILE *gf = NULL;
+        bool gok = lower_gpu_program(g, &go, &gp, gerr, sizeof gerr) == 0 && (gf = fopen(cgpu, "w")) &&
+                   lower_gpu_program_c(gp, "strata_gpu_program", gf, gerr, sizeof gerr) == 0;
+        if (gf && fclose(gf) != 0 && gok)
+            gok = false, snprintf(gerr, sizeof gerr, "cannot write %s: %s", cgpu, strerror(errno));
+        else if (!gf && gp && !gerr[0])
+            snprintf(gerr, sizeof gerr, "cannot write %s: %s", cgpu, strerror(errno));
+        if (gp)
+            lower_gpu_program_free(gp);
+        if (!gok) {
+            fprintf(stderr, "strata: error: cannot compile %s for the GPU (sm_%d): %s\n", b->model, b->cuda_sm, gerr);
+            goto out;
+        }
+    }
     t_lower = now() - t0;
     config = drv_config_json(g);
     if (!write_main(cmain, b, config)) {
@@ -450,10 +521,10 @@ bool drv_build_trainer(const IrGraph *g, const DrvBuild *b)
     if (!cc || !*cc)
         cc = STRATA_TC_CC;
     char *q_exe = shell_quote(exe), *q_main = shell_quote(cmain), *q_obj = shell_quote(obj);
-    char *q_inc = shell_quote(rt.inc), *q_lib = shell_quote(rt.lib);
-    cmd = rt_fmt("%s -o %s %s %s -I%s %s %s %s", cc, q_exe, q_main, q_obj, q_inc, q_lib, STRATA_TC_LDFLAGS,
-              STRATA_TC_RT_LIBS);
-    free(q_exe), free(q_main), free(q_obj), free(q_inc), free(q_lib);
+    char *q_inc = shell_quote(rt.inc), *q_lib = shell_quote(rt.lib), *q_gpu = cgpu ? shell_quote(cgpu) : NULL;
+    cmd = rt_fmt("%s -o %s %s %s%s %s -I%s %s %s %s", cc, q_exe, q_main, q_gpu ? q_gpu : "", q_gpu ? " " : "", q_obj,
+                 q_inc, q_lib, STRATA_TC_LDFLAGS, STRATA_TC_RT_LIBS);
+    free(q_exe), free(q_main), free(q_obj), free(q_inc), free(q_lib), free(q_gpu);
     double t1 = now();
     fflush(NULL);
     int st = system(cmd);
@@ -491,13 +562,13 @@ out:
                 b->output, b->model, g->blocks.n, n, now() - t0, t_lower, t_link);
     }
     if (tmp) {
-        const char *files[] = {obj, cmain, exe};
-        for (int i = 0; i < 3; i++)
+        const char *files[] = {obj, cmain, exe, cgpu};
+        for (int i = 0; i < 4; i++)
             if (files[i])
                 unlink(files[i]);
         rmdir(tmp);
     }
-    free(tmp), free(obj), free(cmain), free(exe), free(cmd), free(config), free(err);
+    free(tmp), free(obj), free(cmain), free(exe), free(cmd), free(config), free(err), free(cgpu);
     free(rt.lib), free(rt.inc), free(rt.tried);
     return ok;
 }

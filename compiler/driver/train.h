@@ -22,6 +22,9 @@ typedef struct DrvBuild {
     const DrvIdent *ident; /* the model's identity, sources and -D values, embedded too */
     const char *cpu;      /* target CPU, NULL = this host */
     const char *output;   /* the executable to write */
+    bool cuda;            /* --device cuda: the GPU program (PTX and launch plan) embedded too */
+    int cuda_sm;          /* its target: 80 or 90 */
+    bool gpu_bf16;        /* its matrix products in bf16 (else fp32) */
 } DrvBuild;
 
 /* g went through ad_build and fuse_graph.  False after printing an error. */

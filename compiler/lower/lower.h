@@ -59,4 +59,22 @@ LowerModule *lower_module(const IrGraph *g, const LowerOptions *o, char **err);
 /* Writes the module to path; false with a malloc'd message in *err. */
 bool lower_emit(LowerModule *m, LowerEmitKind kind, const char *path, char **err);
 void lower_module_free(LowerModule *m);
+
+/* --- the GPU target (issue #18) ---------------------------------------------
+ * INTERFACE OWNED BY GPU-LOWER: declared here by gpu-runtime from the two GPU
+ * branches' contract, so that compiler/driver/train.c compiles; at the merge
+ * take gpu-lower's declarations and delete compiler/lower/gpu_missing.c. */
+#include <stdio.h>
+typedef struct StrataGpuProgram StrataGpuProgram; /* runtime/gpu/plan.h */
+typedef struct LowerGpuOptions {
+    int sm;               /* target architecture: 80 for sm_80, 90 for sm_90 */
+    int precision;        /* STRATA_PRECISION_FP32 or _BF16: the matrix products' inputs */
+} LowerGpuOptions;
+/* g (after ad_build and fuse_graph) as PTX and launch plan; 0, or -1 with a message in err. */
+int lower_gpu_program(const IrGraph *g, const LowerGpuOptions *o, StrataGpuProgram **out, char *err,
+                      size_t errlen);
+void lower_gpu_program_free(StrataGpuProgram *p);
+/* The program as C source that defines `const StrataGpuProgram NAME` (what a
+ * built trainer links); 0, or -1 with a message in err. */
+int lower_gpu_program_c(const StrataGpuProgram *p, const char *name, FILE *f, char *err, size_t errlen);
 #endif

@@ -24,6 +24,7 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv);
 int rt_analyze_main(const RtModel *m, const char *prog, int argc, char **argv);
 int rt_sft_main(const RtModel *m, const char *prog, int argc, char **argv);
 int rt_evaltask_main(const RtModel *m, const char *prog, int argc, char **argv);
+int rt_cmd_grads(const RtModel *m, const char *prog, int argc, char **argv);
 
 int rt_data_main(int argc, char **argv);
 int rt_tokenizer_main(int argc, char **argv);

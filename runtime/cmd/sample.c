@@ -8,11 +8,15 @@
  * more over the cache, while the text fits in the window; once it is
  * longer, every token is a whole-window strata_forward (the window slides,
  * so every position, and every rotated key, changes).  --no-kv-cache runs
- * strata_forward on the window for every token. */
+ * strata_forward on the window for every token.  With --device cuda each
+ * token's forward pass runs on the device, without a cache (rt_gpu_forward
+ * over a window of T tokens: the last w real ones first, padding after,
+ * which a causal model's logits at w-1 do not see). */
 #include "cmd/commands.h"
 #include "core/util.h"
 #include "data/tokenizer.h"
 #include "core/pool.h"
+#include "train/device.h"
 #include "train/sample.h"
 
 #include <jansson.h>
@@ -22,11 +26,11 @@
 #include <string.h>
 
 typedef struct SampleOptions {
-    const char *ckpt, *tokenizer, *prompt;
+    const char *ckpt, *tokenizer, *prompt, *device;
     int64_t tokens, top_k, seed, seq, threads;
     double temperature, top_p;
     int no_kv_cache;
-    bool given[11];
+    bool given[12];
 } SampleOptions;
 
 static const RtOptSpec sample_specs[] = {
@@ -44,6 +48,7 @@ static const RtOptSpec sample_specs[] = {
     {"threads", "--threads", RT_OPT_INT, 0, offsetof(SampleOptions, threads), "N", "pool threads (all CPUs)"},
     {"no_kv_cache", "--no-kv-cache", RT_OPT_FLAG, 0, offsetof(SampleOptions, no_kv_cache), NULL,
      "recompute the whole window for every token"},
+    {"device", "--device", RT_OPT_STR, 0, offsetof(SampleOptions, device), "D", "cpu|cuda|cuda:N (cpu)"},
 };
 
 int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
@@ -60,10 +65,15 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
         fprintf(stderr, "%s sample: --tokens, --temperature and --top-k must be >= 0, --top-p in (0, 1]\n", prog);
         return 2;
     }
+    RtDevice dev; /* before the checkpoint is read */
+    if ((rc = rt_device_open(&dev, o.device, prog, "sample", 0)))
+        return rc;
     json_t *state;
     float *params = rt_load_weights(m, prog, o.ckpt, &state);
-    if (!params)
+    if (!params) {
+        rt_device_close(&dev);
         return 1;
+    }
     if (o.seq < 0)
         o.seq = rt_state_int(state, "seq", rt_default_seq(m));
     json_t *tj = json_object_get(state, "tokenizer");
@@ -76,6 +86,7 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
     if (!tok) {
         fprintf(stderr, "%s: %s\n", prog, err ? err : "out of memory");
         free(err), free(tok_path), free(params);
+        rt_device_close(&dev);
         return 1;
     }
     const int64_t V = m->desc->vocab, T = o.seq;
@@ -101,13 +112,21 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
     } else if (!rc && o.prompt)
         fwrite(o.prompt, 1, strlen(o.prompt), stdout);
     RtPool *pool = rt_pool_create((int)o.threads);
-    int64_t abytes = strata_arena_bytes(m->desc, 1, T, rt_pool_size(pool));
+    RtGpuModel *g = NULL;
+    int32_t *window = dev.cuda ? rt_zalloc64((size_t)T * sizeof *window) : NULL; /* (1,T) device input */
+    if (!rc && dev.cuda && !(rc = rt_device_model(&dev, m, m->precision, 1, T, prog, &g)) &&
+        rt_gpu_set_params(g, params)) {
+        fprintf(stderr, "%s: --device %s: cannot copy the weights to the device: %s\n", prog, dev.name,
+                rt_gpu_error(g));
+        rc = 1;
+    }
+    int64_t abytes = dev.cuda ? 64 : strata_arena_bytes(m->desc, 1, T, rt_pool_size(pool));
     void *arena = rt_zalloc64((size_t)abytes);
     float *logits = rt_zalloc64((size_t)(T * V) * sizeof(float)); /* (1,T,V) */
     double *probs = rt_zalloc64((size_t)V * sizeof(double));
     /* The KV cache holds the keys and values of seq[0 .. cached) while the
      * text fits in the window (n <= T). */
-    bool use_cache = m->decode && !o.no_kv_cache;
+    bool use_cache = !dev.cuda && m->decode && !o.no_kv_cache;
     void *kv = use_cache ? rt_zalloc64((size_t)strata_kv_bytes(m->desc, 1, T) + 64) : NULL;
     int64_t cached = 0;
     int32_t *work = rt_zalloc64((size_t)V * sizeof(int32_t));
@@ -123,7 +142,14 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
             s.kv = kv, s.kv_pos = cached, s.kv_len = T;
             cached = n;
         }
-        if ((decode ? m->decode : m->forward)(&s) != STRATA_OK) {
+        if (g) {
+            memcpy(window, seq + n - w, (size_t)w * sizeof *window);
+            if (rt_gpu_forward(g, window, logits)) {
+                fprintf(stderr, "%s: --device %s: the forward pass failed: %s\n", prog, dev.name, rt_gpu_error(g));
+                rc = 3;
+                break;
+            }
+        } else if ((decode ? m->decode : m->forward)(&s) != STRATA_OK) {
             fprintf(stderr, "%s: the model's forward pass failed\n", prog);
             rc = 3;
             break;
@@ -146,6 +172,9 @@ int rt_cmd_sample(const RtModel *m, const char *prog, int argc, char **argv)
     fflush(stdout);
     rt_pool_free(pool);
     rt_tok_free(tok);
-    free(tok_path), free(seq), free(arena), free(logits), free(probs), free(work), free(params), free(kv);
+    if (g)
+        rt_gpu_model_close(g);
+    rt_device_close(&dev);
+    free(tok_path), free(seq), free(arena), free(logits), free(probs), free(work), free(params), free(window), free(kv);
     return rc;
 }

@@ -16,6 +16,7 @@
 #include "core/util.h"
 #include "cmd/commands.h"
 #include "train/collective.h"
+#include "train/device.h"
 #include "train/sample.h"
 #include "train/sft.h"
 #include "train/train.h"
@@ -265,6 +266,10 @@ int rt_sft_main(const RtModel *m, const char *prog, int argc, char **argv)
     int rc = rt_parse_opts(prog, "sft", specs, RT_N_TRAIN_OPTS, &o, o.given, argc, argv);
     if (rc)
         return rc == 1 ? 0 : rc;
+    RtDevice dev; /* --device cuda on a machine without one fails first (train.c opens it for the run) */
+    if ((rc = rt_device_open(&dev, o.device, prog, "sft", 0)))
+        return rc;
+    rt_device_close(&dev);
     RtComm *comm = rt_comm_world();
     if (!o.init && !o.resume && (!comm || comm->rank == 0))
         fprintf(stderr, "%s sft: note: no --init: fine-tuning starts from random weights (give --init CKPT to "

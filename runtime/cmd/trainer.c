@@ -21,7 +21,8 @@ static void usage(FILE *f, const char *prog)
             "  sample   generate text from a checkpoint\n"
             "  analyze  depth diagnostics of a checkpoint: variance, angular distance, layer removal\n"
             "  sft      fine-tune a checkpoint on prompt/response JSONL records (response-only loss)\n"
-            "  evaltask multiple-choice or exact-match accuracy of a checkpoint on a JSONL task\n",
+            "  evaltask multiple-choice or exact-match accuracy of a checkpoint on a JSONL task\n"
+            "  grads    loss and gradients of one batch, on the CPU or a GPU, as safetensors\n",
             prog, prog);
 }
 
@@ -59,7 +60,9 @@ int rt_trainer_main(const RtModel *m, int argc, char **argv)
         return rt_analyze_main(m, prog, argc, argv);
     if (!strcmp(argv[1], "evaltask"))
         return rt_evaltask_main(m, prog, argc, argv);
-    fprintf(stderr, "%s: unknown command '%s' (train, eval, sample, sft, evaltask; %s --help)\n", prog, argv[1],
+    if (!strcmp(argv[1], "grads"))
+        return rt_cmd_grads(m, prog, argc, argv);
+    fprintf(stderr, "%s: unknown command '%s' (train, eval, sample, sft, evaltask, grads; %s --help)\n", prog, argv[1],
             prog);
     return 2;
 }

@@ -63,6 +63,8 @@ int rt_metrics_train(RtMetrics *m, int64_t step, double loss, double lr, double 
         return -1;
     }
     fprintf(f, "{\"step\": %lld, ", (long long)step);
+    if (m->device) /* a run on a GPU says so (a CPU run's rows are as before) */
+        fprintf(f, "\"device\": \"%.64s\", ", m->device);
     num(f, "loss", loss, false);
     num(f, "lr", lr, false);
     num(f, "grad_norm", grad_norm, false);

@@ -8,6 +8,7 @@
  * leaves at most a partial last line (which trim and the reader drop).
  * Training rows:
  *   {"step": S, "loss": L, "lr": X, "grad_norm": G, "tokens": N, "tokens_per_s": R, "elapsed_s": E}
+ * (a run with --device cuda adds "device": "cuda:0" after "step")
  * Validation rows (every N steps and at the end):
  *   {"step": S, "val_loss": L, "val_ppl": P}
  * Other keys may appear; readers ignore what they do not know.
@@ -26,6 +27,7 @@ typedef struct RtMetrics {
     int fd;      /* opened O_APPEND */
     char *path;
     int error;   /* errno of the first failed write, 0 none */
+    const char *device; /* "cuda:0": written in training rows; NULL (a CPU run): not written */
 } RtMetrics;
 
 /* Opens path for appending; -1 with a malloc'd message in *err. */

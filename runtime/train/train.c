@@ -8,10 +8,17 @@
  * draws the same global batch and trains on its B/N rows; the gradients and
  * the loss are all-reduced once per step (after local accumulation), so
  * every rank applies the same update; rank 0 alone logs, validates and
- * writes metrics and checkpoints; all start from rank 0's weights. */
+ * writes metrics and checkpoints; all start from rank 0's weights.
+ * --device cuda (train/device.h, issue #18): the same loop with the steps
+ * on the device (rt_gpu_train_step, then clip and AdamW in
+ * rt_gpu_optim_step); the batches are drawn on the host and uploaded, the
+ * loss and gradient norm come back each step, the weights and moments
+ * come back for checkpoints (the same file as on the CPU, so a run resumes
+ * on either kind) and for validation, which runs on the host. */
 #define _GNU_SOURCE /* asprintf */
 #include "train/train.h"
 
+#include "train/device.h"
 #include "train/diag.h"
 #include "core/util.h"
 #include "store/atomic_file.h"
@@ -377,6 +384,8 @@ typedef struct Run {
     RtRunDir dir;        /* rank 0: --out, made if missing and locked */
     bool have_dir;
     bool wrote;          /* this run wrote a checkpoint or a metrics row */
+    RtDevice *dev;       /* --device */
+    RtGpuModel *gpu;     /* --device cuda: the model on the device (params, grads, moments there) */
 } Run;
 
 static void *xalloc(size_t n)
@@ -399,12 +408,31 @@ static void nothing_saved(Run *r)
         fprintf(stderr, "nothing saved (no checkpoint written by this run)\n");
 }
 
+/* --device cuda: the weights and moments back on the host (r->params,
+ * r->opt.m, r->opt.v), for a checkpoint or validation.  0, or -1 (printed). */
+static int gpu_fetch(Run *r, bool moments, const char *why)
+{
+    if (!r->gpu)
+        return 0;
+    if (rt_gpu_get_params(r->gpu, r->params) || (moments && rt_gpu_get_moments(r->gpu, r->opt.m, r->opt.v))) {
+        fprintf(stderr, "%s: --device %s: cannot copy the weights back for %s at step %lld: %s\n", r->prog,
+                r->dev->name, why, (long long)r->st.step, rt_gpu_error(r->gpu));
+        return -1;
+    }
+    return 0;
+}
+
 static int save(Run *r)
 {
     r->st.ranks = r->comm->size;
     if (!r->lead) { /* rank 0 writes it */
         r->last_ckpt = r->st.step;
         return 0;
+    }
+    if (gpu_fetch(r, true, "the checkpoint")) {
+        fprintf(stderr, "%s: stopping at step %lld, ", r->prog, (long long)r->st.step);
+        nothing_saved(r);
+        return -1;
     }
     r->st.optim_step = r->opt.step;
     r->src->get_state(r->src, &r->st.epoch, &r->st.pos);
@@ -441,6 +469,8 @@ static int validate(Run *r)
 {
     double loss;
     int64_t n;
+    if (gpu_fetch(r, false, "validation"))
+        return -1;
     if (r->src->val_loss(r->src, r->m, r->params, r->o->val_batches, r->pool, r->arena, r->arena_bytes, r->logits,
                          &loss, &n)) {
         fprintf(stderr, "%s: the forward pass failed during validation\n", r->prog);
@@ -776,6 +806,8 @@ static int setup(Run *r)
     o->threads = rt_pool_size(r->pool); /* what the checkpoint records */
     /* Rank 0 validates (and --diag-every runs) at the global B; the steps take B/N rows. */
     r->arena_bytes = strata_arena_bytes(d, r->lead ? B : r->slice.rows, T, rt_pool_size(r->pool));
+    if (r->dev->cuda && !r->have_val) /* the steps run on the device: no host activations */
+        r->arena_bytes = 64;
     r->params = xalloc((size_t)n * sizeof(float));
     r->grads = xalloc((size_t)n * sizeof(float));
     r->arena = xalloc((size_t)r->arena_bytes);
@@ -853,6 +885,8 @@ static void teardown(Run *r, int rc)
         free(diag);
         rt_rundir_close(&r->dir, discard);
     }
+    if (r->gpu)
+        rt_gpu_model_close(r->gpu);
     if (r->have_opt)
         rt_adamw_free(&r->opt);
     if (r->have_src)
@@ -898,6 +932,15 @@ static void scale_grads(float *g, int64_t n, double s)
 static int gradient(Run *r, double *loss)
 {
     const RtTrainOptions *o = r->o;
+    if (r->gpu) { /* one batch (gpu_start: --accum 1, one rank), mean over its loss tokens */
+        r->src->next(r->src, r->tok, r->tgt, r->mask);
+        if (rt_gpu_train_step(r->gpu, r->tok, r->tgt, r->mask, 0, loss)) {
+            fprintf(stderr, "%s: --device %s: the train step failed: %s\n", r->prog, r->dev->name,
+                    rt_gpu_error(r->gpu));
+            return -1;
+        }
+        return 0;
+    }
     const int64_t off = r->slice.first * o->seq; /* this rank's rows of the (B,T) batch */
     const int64_t np = r->m->desc->params_numel;
     double sum = 0, total = 0, held = 0; /* held: the n_k grads are divided by, 0 before any token */
@@ -1008,6 +1051,67 @@ static void share_start(Run *r)
     free(js);
 }
 
+/* --device cuda: what the device loop does not do (yet), or NULL. */
+static const char *gpu_refuses(const RtTrainOptions *o)
+{
+    if (o->accum != 1)
+        return "--accum must be 1 (gradient accumulation on the device is not implemented yet)";
+    if (strcmp(o->optim, "adamw"))
+        return "--optim must be adamw (the device's optimizer is AdamW)";
+    if (o->decay_all)
+        return "--decay-all is not available (the device program carries the decay mask of matrices)";
+    if (o->diag_every > 0)
+        return "--diag-every is not available (the diagnostics run on the host)";
+    return NULL;
+}
+
+/* --device cuda: the options refused (checked again here: a resume restored
+ * them), then the model opened on the device with the weights and moments
+ * setup made.  An exit status, or -1 to go on. */
+static int gpu_start(Run *r)
+{
+    const RtTrainOptions *o = r->o;
+    const char *bad = gpu_refuses(o);
+    if (bad) {
+        fprintf(stderr, "%s %s: --device %s: %s\n", r->prog, r->src->cmd, r->dev->name, bad);
+        return 2;
+    }
+    int rc = rt_device_model(r->dev, r->m, r->m->precision, o->batch, o->seq, r->prog, &r->gpu);
+    if (rc)
+        return rc;
+    if (rt_gpu_set_params(r->gpu, r->params) || rt_gpu_set_moments(r->gpu, r->opt.m, r->opt.v)) {
+        fprintf(stderr, "%s: --device %s: cannot copy the weights to the device: %s\n", r->prog, r->dev->name,
+                rt_gpu_error(r->gpu));
+        return 1;
+    }
+    r->metrics.device = r->dev->name;
+    return -1;
+}
+
+/* --device cuda: clip and AdamW on the device for step k+1 at rate lr;
+ * *gnorm the gradient norm before clipping.  0; 1 when the norm is not
+ * finite (the update has been applied on the device, so the run stops
+ * whatever --on-nan says); 3 when the device failed (both printed). */
+static int gpu_update(Run *r, int64_t k, double lr, double *gnorm)
+{
+    const RtTrainOptions *o = r->o;
+    RtGpuAdamW hp = {.lr = lr, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->wd,
+                     .clip = o->clip, .step = r->opt.step + 1};
+    if (rt_gpu_optim_step(r->gpu, &hp, gnorm)) {
+        fprintf(stderr, "%s: --device %s: the optimizer step failed: %s\n", r->prog, r->dev->name,
+                rt_gpu_error(r->gpu));
+        return 3;
+    }
+    r->opt.step++;
+    if (!isfinite(*gnorm)) {
+        fprintf(stderr, "%s: step %lld: the gradient norm is %s on the device, after the update; stopping, ", r->prog,
+                (long long)k + 1, isnan(*gnorm) ? "nan" : "inf");
+        nothing_saved(r);
+        return 1;
+    }
+    return 0;
+}
+
 /* Pool threads per rank when --threads is not given: the CPUs this process
  * may run on, shared by the ranks on this machine. */
 static int64_t rank_threads(const RtComm *c)
@@ -1047,19 +1151,38 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
     }
     if (comm->local_size > 1 && !o->given[RT_TOPT_threads] && o->threads <= 0)
         o->threads = rank_threads(comm);
+    RtDevice dev; /* before anything is read: a machine without the device fails here */
+    int rc = rt_device_open(&dev, o->device, prog, src->cmd, talk);
+    if (!rc && dev.cuda && comm->size > 1) {
+        fprintf(stderr, "%s %s: --device %s runs in one process (data parallelism on GPUs is not implemented "
+                "yet)\n", prog, src->cmd, dev.name);
+        rc = 2;
+    } else if (!rc && dev.cuda && gpu_refuses(o)) { /* before --out is touched (--overwrite deletes) */
+        fprintf(stderr, "%s %s: --device %s: %s\n", prog, src->cmd, dev.name, gpu_refuses(o));
+        rc = 2;
+    }
+    if (rc) {
+        rt_device_close(&dev);
+        free(rank_prog);
+        return rc;
+    }
     RtModel mp = *m; /* with the run's --precision, once setup has resolved it */
     m = &mp;
-    Run r = {.m = m, .o = o, .prog = prog, .src = src, .last_ckpt = -1, .comm = comm, .lead = comm->rank == 0};
-    int rc = setup(&r);
+    Run r = {.m = m, .o = o, .prog = prog, .src = src, .last_ckpt = -1, .comm = comm, .lead = comm->rank == 0,
+             .dev = &dev};
+    rc = setup(&r);
     if (rt_precision_parse(o->precision) >= 0)
         mp.precision = rt_precision_parse(o->precision);
     RtDiag diag = {0}; /* --diag-every (analyze.c) */
+    if (rc < 0 && dev.cuda)
+        rc = gpu_start(&r);
     if (rc < 0 && (rc = rt_diag_init(&diag, m, o, prog)) == 0)
         rc = -1;
     rc = agree(&r, rc); /* every rank ready, or all stop */
     if (rc >= 0) {
         rt_diag_free(&diag);
         teardown(&r, rc);
+        rt_device_close(&dev);
         free(rank_prog);
         return rc;
     }
@@ -1082,7 +1205,11 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
             stop_job(&r, rc);
             break;
         }
-        double gnorm = rt_grad_norm_pool(r.grads, n, r.pool), lr = rt_lr(&r.sched, k);
+        double gnorm = 0, lr = rt_lr(&r.sched, k);
+        if (!r.gpu)
+            gnorm = rt_grad_norm_pool(r.grads, n, r.pool);
+        else if (isfinite(loss) && (rc = gpu_update(&r, k, lr, &gnorm)) != 0)
+            break; /* one process: nothing to stop */
         bool bad = !isfinite(loss) || !isfinite(gnorm);
         if (bad) {
             const char *what = !isfinite(loss) ? "loss" : "gradient norm";
@@ -1109,13 +1236,14 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
                 rc = 1;
                 break;
             }
-        } else {
+        } else if (!r.gpu) { /* the device has made its update in gpu_update */
             consecutive = 0;
             rt_diag_grads(&diag, k + 1, r.params, r.grads);
             /* Clipping folded into the update: one threaded pass. */
             float clip = o->clip > 0 ? rt_clip_factor(o->clip, gnorm) : 1.0f;
             rt_adamw_step_scaled(&r.opt, r.params, r.grads, clip, lr, r.pool);
-        }
+        } else
+            consecutive = 0;
         r.st.step++;
         r.st.tokens += step_tokens;
         done_here++;
@@ -1195,6 +1323,7 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
                 (long long)skipped_here, (long long)r.st.skipped);
     rt_diag_free(&diag);
     teardown(&r, rc);
+    rt_device_close(&dev);
     free(rank_prog);
     return rc;
 }

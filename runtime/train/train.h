@@ -57,6 +57,7 @@
     X(clip, "--clip", RT_OPT_REAL, 1, "X", "global gradient-norm clip, 0 = off (1.0)")                \
     X(seed, "--seed", RT_OPT_INT, 1, "N", "seed of the init and the data order (1)")                  \
     X(precision, "--precision", RT_OPT_STR, 1, "P", "matrix products: fp32|bf16 (fp32)")              \
+    X(device, "--device", RT_OPT_STR, 0, "D", "cpu|cuda|cuda:N: where the steps run (cpu)")            \
     X(threads, "--threads", RT_OPT_INT, 1, "N", "pool threads, at most 1024 (all CPUs; --resume: the run's)") \
     X(log_every, "--log-every", RT_OPT_INT, 1, "N", "progress line every N steps (10)")               \
     X(val_every, "--val-every", RT_OPT_INT, 1, "N", "validation every N steps (100)")                 \
@@ -82,6 +83,7 @@ enum {
 
 typedef struct RtTrainOptions {
     const char *data, *val, *out, *schedule, *optim, *init, *on_nan, *tokenizer, *precision;
+    const char *device; /* --device (train/device.h); not kept: a run resumes on either kind */
     int64_t batch, seq, steps, accum, warmup, seed, threads, log_every, val_every, val_batches, ckpt_every,
         exit_after;
     int64_t diag_every; /* --diag-every (train/diag.h) */
