@@ -28,6 +28,7 @@ import sys
 # Layers, lowest first: a file may use its own layer and the ones before it.
 LAYERS = [
     ("runtime/core", ["runtime/core", "runtime/model_abi.h"]),
+    ("runtime/gpu", ["runtime/gpu"]),
     ("runtime/store", ["runtime/store"]),
     ("runtime/data", ["runtime/data"]),
     ("runtime/train", ["runtime/train", "runtime/model.h"]),
@@ -39,7 +40,8 @@ LAYERS = [
     ("compiler/driver", ["compiler/driver"]),
 ]
 # Inside compiler/lower: rank of each file (a file calls only lower ranks).
-LOWER_RANKS = {"cg": 0, "arith": 0, "rows": 1, "loops": 1, "calls": 1, "abi": 1, "step": 2, "lower": 3, "jit": 4}
+LOWER_RANKS = {"cg": 0, "arith": 0, "nvptx_core": 0.5, "rows": 1, "loops": 1, "calls": 1, "abi": 1, "nvptx_kern": 1,
+               "nvptx_opt": 1, "step": 2, "lower": 3, "nvptx": 3, "jit": 4}
 
 
 def layer_of(path):

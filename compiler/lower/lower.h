@@ -58,4 +58,15 @@ LowerModule *lower_module(const IrGraph *g, const LowerOptions *o, char **err);
 /* Writes the module to path; false with a malloc'd message in *err. */
 bool lower_emit(LowerModule *m, LowerEmitKind kind, const char *path, char **err);
 void lower_module_free(LowerModule *m);
+
+/* The GPU target (nvptx*.c, issue #18): g (after ad_build and fuse_graph)
+ * as PTX for sm ("sm_80" or "sm_90") plus its launch plan, in float.
+ * Returns 0 and a program (lower_gpu_program_free), or -1 with a
+ * malloc'd message in *err (an unknown target, an LLVM without NVPTX).
+ * The JIT path of `--device cuda` calls this (runtime/gpu/exec.h runs it). */
+struct StrataGpuProgram;
+int lower_gpu_program(const IrGraph *g, const char *sm, struct StrataGpuProgram **out, char **err);
+void lower_gpu_program_free(struct StrataGpuProgram *p);
+/* The plan as text (--emit=plan). */
+void lower_gpu_plan_dump(FILE *out, const struct StrataGpuProgram *p);
 #endif

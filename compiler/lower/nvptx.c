@@ -1,0 +1,381 @@
+/* nvptx.c - the driver of the GPU lowering (lower.h: lower_gpu_program):
+ * the NVPTX target machine (nvptx64-nvidia-cuda, sm_80 or sm_90), then
+ * memory plan -> kinds of blocks -> the schedule walked kernel by kernel
+ * (nvptx_kern.c builds each distinct kernel once and adds a launch per
+ * node or row group, with the gradient copies of the CPU's step.c and the
+ * zeroing of gradients nothing writes) -> the optimizer's kernels -> verify
+ * -> default<O2> -> PTX text, returned with the plan (runtime/gpu/plan.h).
+ * lower_gpu_plan_dump prints a program (--emit=plan).  Memory: a program
+ * owns its arrays and strings; lower_gpu_program_free releases them. */
+#include "lower/nvptx.h"
+
+#include "config.h"
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef HAVE_LLVM_NVPTX
+static pthread_once_t nvptx_once = PTHREAD_ONCE_INIT;
+
+static void init_nvptx(void)
+{
+    LLVMInitializeNVPTXTargetInfo();
+    LLVMInitializeNVPTXTarget();
+    LLVMInitializeNVPTXTargetMC();
+    LLVMInitializeNVPTXAsmPrinter();
+}
+#endif
+
+static char *fmt_err(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 1;
+    char *s = xmalloc(n);
+    snprintf(s, n, "%s%s", a, b);
+    return s;
+}
+
+static LLVMTargetMachineRef nvptx_machine(const char *sm, char **err)
+{
+#ifdef HAVE_LLVM_NVPTX
+    if (strcmp(sm, "sm_80") && strcmp(sm, "sm_90")) {
+        *err = fmt_err("unknown GPU target (sm_80 or sm_90): ", sm);
+        return NULL;
+    }
+    pthread_once(&nvptx_once, init_nvptx);
+    const char *triple = "nvptx64-nvidia-cuda";
+    LLVMTargetRef target;
+    char *msg = NULL;
+    if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
+        *err = fmt_err("NVPTX target: ", msg ? msg : "not found");
+        LLVMDisposeMessage(msg);
+        return NULL;
+    }
+    LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, sm, "+ptx78", LLVMCodeGenLevelDefault,
+                                                      LLVMRelocDefault, LLVMCodeModelDefault);
+    if (!tm)
+        *err = xstrdup("cannot create the NVPTX target machine");
+    return tm;
+#else
+    (void)sm;
+    *err = xstrdup("this strata was built with an LLVM without the NVPTX target");
+    return NULL;
+#endif
+}
+
+static bool is_call_op(IrOp op)
+{
+    switch (op) {
+    case IR_MATMUL:
+    case IR_MATMUL_GRAD_W:
+    case IR_EMBED:
+    case IR_EMBED_GRAD:
+    case IR_ROPE:
+    case IR_ROPE_GRAD:
+    case IR_ATTENTION:
+    case IR_ATTENTION_GRAD:
+    case IR_CROSS_ENTROPY:
+    case IR_CE_GRAD: return true;
+    default: return false;
+    }
+}
+
+/* The rotary tables: one per distinct slot. */
+static StrataGpuTable *tables(Gpu *x, int *n)
+{
+    const IrGraph *g = x->g;
+    StrataGpuTable *t = xcalloc((size_t)g->nodes.n + 1, sizeof *t);
+    *n = 0;
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *v = g->nodes.v[i];
+        MemSlot s = x->ly->table[i];
+        bool first = s.region != MEM_NONE;
+        for (int j = 0; j < i && first; j++)
+            first = !(x->ly->table[j].region == s.region && x->ly->table[j].off == s.off);
+        if (first)
+            t[(*n)++] = (StrataGpuTable){gpu_slot_off(x, s), v->width / v->heads, v->num};
+    }
+    return t;
+}
+
+/* The schedule as launches. */
+static void walk(Gpu *x, const Kinds *kinds)
+{
+    const IrGraph *g = x->g;
+    Cg *cg = &x->cg;
+    x->phase = STRATA_GPU_ZERO_GRADS;
+    x->block_index = -1;
+    for (int p = 0; p < g->grads.n; p++)
+        if (!g->grads.v[p])
+            gpu_zero(x, STRATA_GPU_GRADS, gpu_aff(x->param_off[p] * 4, 0, 0), ((IrParam *)g->params.v[p])->numel);
+    for (int k = 0; k < g->kernels.n; k++) {
+        const IrKernel *kr = g->kernels.v[k];
+        const IrNode *first = kr->nodes.v[0];
+        bool fwd = first->id < g->nforward;
+        x->phase = !fwd ? STRATA_GPU_BACKWARD : kinds->logits_need[k] ? STRATA_GPU_FORWARD : STRATA_GPU_LOSS;
+        x->block_index = kinds->kernel_block[k];
+        if (kr->rowwise)
+            gpu_rows_kernel(x, kr);
+        else if (is_call_op(first->op))
+            gpu_call_node(x, first);
+        else
+            gpu_loop_node(x, first);
+        for (int p = cg->grad_first[k]; p >= 0; p = cg->grad_next[p]) {
+            const IrNode *gx = g->grads.v[p];
+            if (!x->ly->home[gx->id])
+                gpu_grad_store(x, gpu_aff(x->param_off[p] * 4, 0, 0), gx, ((IrParam *)g->params.v[p])->numel);
+        }
+    }
+}
+
+static void dispose_cg(Cg *cg)
+{
+    free(cg->param_off);
+    free(cg->grad_first);
+    free(cg->grad_next);
+    free(cg->out_first);
+    free(cg->out_next);
+    if (cg->b)
+        LLVMDisposeBuilder(cg->b);
+    if (cg->td)
+        LLVMDisposeTargetData(cg->td);
+}
+
+int lower_gpu_program(const IrGraph *g, const char *sm, StrataGpuProgram **out, char **err)
+{
+    *out = NULL;
+    *err = NULL;
+    if (!g->logits || !g->loss || g->kernels.n == 0 || g->nforward == 0)
+        die("lower_gpu_program: the graph needs autodiff, logits, a loss and fuse_graph");
+    LLVMTargetMachineRef tm = nvptx_machine(sm, err);
+    if (!tm)
+        return -1;
+    Gpu x = {0};
+    Cg *cg = &x.cg;
+    cg->g = g;
+    cg->prec = LOWER_F32;
+    cg->nvptx = true;
+    cg->tm = tm;
+    cg->ctx = LLVMContextCreate();
+    cg->mod = LLVMModuleCreateWithNameInContext(g->model_name ? g->model_name : "strata", cg->ctx);
+    LLVMSetTarget(cg->mod, "nvptx64-nvidia-cuda");
+    cg->td = LLVMCreateTargetDataLayout(tm);
+    LLVMSetModuleDataLayout(cg->mod, cg->td);
+    cg->b = LLVMCreateBuilderInContext(cg->ctx);
+    LLVMContextRef c = cg->ctx;
+    cg->real = LLVMFloatTypeInContext(c);
+    cg->elem = 4;
+    cg->i1 = LLVMInt1TypeInContext(c);
+    cg->i8 = LLVMInt8TypeInContext(c);
+    cg->i32 = LLVMInt32TypeInContext(c);
+    cg->i64 = LLVMInt64TypeInContext(c);
+    cg->f64 = LLVMDoubleTypeInContext(c);
+    cg->ptr = LLVMPointerTypeInContext(c, 0);
+    cg->voidt = LLVMVoidTypeInContext(c);
+
+    MemLayout ly;
+    memplan_layout(&ly, g, 4);
+    Kinds kinds;
+    kinds_find(&kinds, g, &ly);
+    cg->ly = &ly;
+    cg->kinds = &kinds;
+    lower_abi_plan(cg);
+    x.g = g;
+    x.ly = &ly;
+    x.param_off = cg->param_off;
+    x.attn_done = xcalloc((size_t)g->nodes.n + 1, sizeof *x.attn_done);
+    walk(&x, &kinds);
+    gpu_optimizer_kernels(&x);
+
+    char *msg = NULL;
+    if (LLVMVerifyModule(cg->mod, LLVMReturnStatusAction, &msg)) {
+        fprintf(stderr, "%s\n", msg);
+        die("lower: the generated NVPTX module does not verify");
+    }
+    LLVMDisposeMessage(msg);
+    LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+    LLVMErrorRef e = LLVMRunPasses(cg->mod, "default<O2>", tm, po);
+    LLVMDisposePassBuilderOptions(po);
+    LLVMMemoryBufferRef buf = NULL;
+    int rc = 0;
+    if (e) {
+        char *m = LLVMGetErrorMessage(e); /* consumes e */
+        *err = fmt_err("NVPTX passes: ", m);
+        LLVMDisposeErrorMessage(m);
+        rc = -1;
+    } else if (LLVMTargetMachineEmitToMemoryBuffer(tm, cg->mod, LLVMAssemblyFile, &msg, &buf)) {
+        *err = fmt_err("NVPTX backend: ", msg ? msg : "failed");
+        LLVMDisposeMessage(msg);
+        rc = -1;
+    }
+
+    if (rc == 0) {
+        StrataGpuProgram *p = xcalloc(1, sizeof *p);
+        size_t n = LLVMGetBufferSize(buf);
+        char *ptx = xmalloc(n + 1);
+        memcpy(ptx, LLVMGetBufferStart(buf), n);
+        ptx[n] = 0;
+        StrataGpuKernel *ks = xcalloc((size_t)x.nkeys + 1, sizeof *ks);
+        for (int i = 0; i < x.nkeys; i++)
+            ks[i].name = x.names[i];
+        StrataGpuParam *ps = xcalloc((size_t)g->params.n + 1, sizeof *ps);
+        for (int i = 0; i < g->params.n; i++) {
+            const IrParam *ip = g->params.v[i];
+            ps[i] = (StrataGpuParam){cg->param_off[i], ip->numel, ip->role == PARAM_MATRIX};
+        }
+        int ntab;
+        StrataGpuTable *tab = tables(&x, &ntab);
+        MemSlot lslot = ly.value[g->loss->id], gslot = ly.value[g->logits->id];
+        if (lslot.region == MEM_NONE || gslot.region == MEM_NONE)
+            die("lower: the loss and the logits need places in the arena");
+        *p = (StrataGpuProgram){
+            .magic = STRATA_GPU_MAGIC,
+            .version = STRATA_GPU_VERSION,
+            .target = xstrdup(sm),
+            .ptx = ptx,
+            .ptx_len = (int64_t)n,
+            .kernels = ks,
+            .nkernels = x.nkeys,
+            .launches = x.launches,
+            .nlaunches = x.nlaunches,
+            .args = x.args,
+            .nargs = x.nargs,
+            .params = ps,
+            .nparams = g->params.n,
+            .params_numel = cg->params_numel,
+            .vocab = g->logits->width,
+            .arena_bytes = gpu_aff(ly.unit_bytes[MEM_FIXED] + ly.unit_bytes[MEM_THREAD], ly.unit_bytes[MEM_ROWS],
+                                   ly.unit_bytes[MEM_SEQ]),
+            .loss_off = gpu_slot_off(&x, lslot),
+            .logits_off = gpu_slot_off(&x, gslot),
+            .tables = tab,
+            .ntables = ntab,
+            .consts = x.consts,
+            .nconsts = x.nconsts,
+        };
+        x.consts = NULL;
+        x.names = NULL;
+        x.launches = NULL;
+        x.args = NULL;
+        *out = p;
+    }
+    if (buf)
+        LLVMDisposeMemoryBuffer(buf);
+    for (int i = 0; i < x.nkeys; i++)
+        free(x.keys[i].key);
+    free(x.keys);
+    if (x.names)
+        for (int i = 0; i < x.nkeys; i++)
+            free(x.names[i]);
+    free(x.names);
+    free(x.launches);
+    free(x.args);
+    free(x.attn_done);
+    free(x.consts);
+    kinds_free(&kinds);
+    memplan_layout_free(&ly);
+    dispose_cg(cg);
+    LLVMDisposeModule(cg->mod);
+    LLVMContextDispose(cg->ctx);
+    LLVMDisposeTargetMachine(tm);
+    return rc;
+}
+
+void lower_gpu_program_free(StrataGpuProgram *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->nkernels; i++)
+        free((char *)p->kernels[i].name);
+    free((void *)p->kernels);
+    free((void *)p->launches);
+    free((void *)p->args);
+    free((void *)p->params);
+    free((void *)p->tables);
+    free((void *)p->consts);
+    free((char *)p->ptx);
+    free((char *)p->target);
+    free(p);
+}
+
+/* ---- --emit=plan ---- */
+
+static void print_aff(FILE *out, StrataGpuAffine a)
+{
+    int n = 0;
+    if (a.c || (!a.bt && !a.t))
+        n += fprintf(out, "%lld", (long long)a.c);
+    if (a.bt)
+        n += fprintf(out, "%s%lld*BT", n ? " + " : "", (long long)a.bt);
+    if (a.t)
+        fprintf(out, "%s%lld*T", n ? " + " : "", (long long)a.t);
+}
+
+static const char *phase_name(int p)
+{
+    static const char *names[] = {"forward", "loss", "backward", "zero-grads"};
+    return p >= 0 && p < 4 ? names[p] : "?";
+}
+
+void lower_gpu_plan_dump(FILE *out, const StrataGpuProgram *p)
+{
+    static const char *bufs[] = {"params", "grads", "arena", "tokens", "targets", "mask", "consts"};
+    fprintf(out, "gpu plan v%u: %s, %d kernels, %d launches, %d parameters (%lld floats), vocab %lld\n", p->version,
+            p->target, p->nkernels, p->nlaunches, p->nparams, (long long)p->params_numel, (long long)p->vocab);
+    fprintf(out, "arena bytes: ");
+    print_aff(out, p->arena_bytes);
+    fprintf(out, "\nloss: arena @ ");
+    print_aff(out, p->loss_off);
+    fprintf(out, "\nlogits: arena @ ");
+    print_aff(out, p->logits_off);
+    fprintf(out, "\n");
+    for (int i = 0; i < p->ntables; i++) {
+        fprintf(out, "rope table %d: arena @ ", i);
+        print_aff(out, p->tables[i].off);
+        fprintf(out, ", head size %lld, base %g\n", (long long)p->tables[i].hd, p->tables[i].base);
+    }
+    for (int i = 0; i < p->nconsts; i++)
+        fprintf(out, "const %d: %.9g\n", i, p->consts[i]);
+    for (int i = 0; i < p->nparams; i++)
+        fprintf(out, "param %d: @ %lld, %lld floats%s\n", i, (long long)p->params[i].offset,
+                (long long)p->params[i].numel, p->params[i].decay ? ", decay" : "");
+    for (int i = 0; i < p->nkernels; i++)
+        fprintf(out, "kernel %d: %s\n", i, p->kernels[i].name);
+    for (int i = 0; i < p->nlaunches; i++) {
+        const StrataGpuLaunch *l = &p->launches[i];
+        fprintf(out, "launch %d: %s %s", i, phase_name(l->phase), p->kernels[l->kernel].name);
+        if (l->node >= 0)
+            fprintf(out, " %%%d", l->node);
+        if (l->block_index >= 0)
+            fprintf(out, " block %d", l->block_index);
+        fprintf(out, " grid");
+        for (int d = 0; d < 2; d++) {
+            fprintf(out, d ? " x (" : " (");
+            print_aff(out, l->grid[d]);
+            fprintf(out, ")/%lld", (long long)l->grid_div[d]);
+        }
+        fprintf(out, " block %ux%u%s\n", l->block[0], l->block[1], l->acc ? " acc" : "");
+        for (int a = 0; a < l->nargs; a++) {
+            const StrataGpuArg *g = &p->args[l->arg0 + a];
+            fprintf(out, "  ");
+            if (g->kind == STRATA_GPU_ARG_PTR) {
+                fprintf(out, "%s%s @ ", g->writes ? "out " : "in  ", bufs[g->buf]);
+                print_aff(out, g->off);
+                fprintf(out, " [");
+                print_aff(out, g->size);
+                fprintf(out, "]");
+                if (g->node >= 0)
+                    fprintf(out, " %%%d", g->node);
+            } else if (g->kind == STRATA_GPU_ARG_I64) {
+                fprintf(out, "i64 ");
+                print_aff(out, g->off);
+            } else {
+                fprintf(out, "f32 %.9g", g->f);
+            }
+            fprintf(out, "\n");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+/* nvptx.h - the GPU side of the lowering (issue #18), internal to
+ * compiler/lower: the same fused, planned graph as the CPU path lowered to
+ * NVPTX kernels plus a launch plan (runtime/gpu/plan.h).  Files, bottom up:
+ *   core      nvptx_core.c: kernel functions, thread ids, barriers, shared
+ *             memory, the plan's growing arrays (launches, arguments)
+ *   emitters  nvptx_kern.c: one kernel per fused row group, matrix products,
+ *             embedding, rope, attention, cross-entropy, sum over rows,
+ *             gradient copies; nvptx_opt.c: gradient norm and AdamW
+ *   driver    nvptx.c: target, schedule walk, verify, PTX (lower_gpu_program)
+ * A kernel is built once per distinct structure (its key), so the blocks
+ * of a kind share their kernels and differ only in their launches'
+ * arguments (parameters, arena offsets, constants): the data of ir/kinds.h. */
+#ifndef STRATA_LOWER_NVPTX_H
+#define STRATA_LOWER_NVPTX_H
+#include "lower/cg.h"
+#include "gpu/plan.h"
+
+/* Threads per block of the row kernels and reductions. */
+#define GPU_ROW_THREADS 128
+#define GPU_TILE 16 /* the fp32 matrix-product tile (GPU_TILE x GPU_TILE threads) */
+
+typedef struct GpuKey {
+    char *key;                 /* malloc'd structure key */
+    int index;                 /* in the program's kernels */
+} GpuKey;
+
+/* The GPU codegen context: a Cg for arith.c's formulas (REAL = float,
+ * nvptx set) and the plan being built. */
+typedef struct Gpu {
+    Cg cg;
+    const IrGraph *g;
+    const MemLayout *ly;       /* the memory plan in bytes of float (memplan.h) */
+    int64_t *param_off;        /* per parameter: floats from the start of params */
+    GpuKey *keys;              /* (nkeys) kernels built so far */
+    int nkeys;
+    char **names;              /* (nkeys) kernel names, index order */
+    StrataGpuLaunch *launches;
+    int nlaunches, caplaunches;
+    StrataGpuArg *args;
+    int nargs, capargs;
+    int phase, block_index;    /* of the launches being added */
+    float *consts;             /* (nconsts) the CONSTS buffer */
+    int nconsts;
+    bool *attn_done;           /* per node: an ATTENTION_GRAD launched with its group */
+    /* The kernel being built: its i64 B, T and i32 acc parameters. */
+    LLVMValueRef kB, kT, kacc;
+} Gpu;
+
+/* ---- nvptx_core.c ---- */
+/* The kernel of this key if built (its index), else -1. */
+int gpu_find(Gpu *x, const char *key);
+/* Starts kernel `key` with extra parameters types[0..n): an entry point
+ * (nvvm.annotations "kernel") taking (i64 B, i64 T, i32 acc, types...);
+ * the builder is left in its entry block; returns its index. */
+int gpu_begin(Gpu *x, const char *key, LLVMTypeRef *types, unsigned n);
+LLVMValueRef gpu_param(Gpu *x, unsigned i);   /* extra parameter i of the kernel being built */
+void gpu_end(Gpu *x);                          /* ret void */
+/* llvm.nvvm.read.ptx.sreg.<name> ("tid.x", "ctaid.x", "ntid.x", ...) as i64. */
+LLVMValueRef gpu_sreg(Gpu *x, const char *name);
+void gpu_barrier(Gpu *x);
+/* A static shared-memory array of n elements of t; a pointer to it. */
+LLVMValueRef gpu_shared(Gpu *x, LLVMTypeRef t, int64_t n, const char *name);
+/* for (i = from; i < n; i += step), no accumulator (i64 values). */
+Loop gpu_loop_begin(Gpu *x, LLVMValueRef from, LLVMValueRef n, LLVMValueRef step, const char *name);
+void gpu_loop_end(Gpu *x, Loop *l, LLVMValueRef step);
+/* Block-wide reduction of v over the block's GPU_ROW_THREADS threads in a
+ * fixed tree order (deterministic), with the op of node r (MAX: maximum,
+ * else sum) or, r NULL, a sum; every thread gets the result. */
+LLVMValueRef gpu_block_reduce(Gpu *x, LLVMValueRef v, const IrNode *r, LLVMValueRef scratch);
+/* Plan building: a launch of kernel k (its arguments follow with gpu_arg_*). */
+StrataGpuLaunch *gpu_launch(Gpu *x, int k, int node, StrataGpuAffine grid, int64_t div, unsigned bx, unsigned by,
+                            bool acc);
+void gpu_arg_ptr(Gpu *x, StrataGpuBuf buf, StrataGpuAffine off, StrataGpuAffine size, bool writes, int node);
+void gpu_arg_i64(Gpu *x, StrataGpuAffine v);
+void gpu_arg_f32(Gpu *x, double f);
+/* Arguments of a node's value, aux state and rotary table, as the memory
+ * plan (or the gradient buffer, for a `home` value) places them. */
+void gpu_arg_value(Gpu *x, const IrNode *n, bool writes);
+void gpu_arg_aux(Gpu *x, const IrNode *n, bool writes);
+void gpu_arg_table(Gpu *x, const IrNode *n);
+StrataGpuAffine gpu_aff(int64_t c, int64_t bt, int64_t t);
+/* Byte offset of a slot in the arena (affine). */
+StrataGpuAffine gpu_slot_off(const Gpu *x, MemSlot s);
+
+/* ---- nvptx_kern.c: one launch (and its kernel, once per key) per node or row group ---- */
+void gpu_rows_kernel(Gpu *x, const IrKernel *k);
+void gpu_loop_node(Gpu *x, const IrNode *n);
+void gpu_call_node(Gpu *x, const IrNode *n);
+/* dst (+)= src, n floats (acc: the step's accumulate), and dst = 0. */
+void gpu_grad_store(Gpu *x, StrataGpuAffine dst_off, const IrNode *src, int64_t n);
+void gpu_zero(Gpu *x, StrataGpuBuf buf, StrataGpuAffine off, int64_t n);
+
+/* ---- nvptx_opt.c ---- */
+/* strata_sumsq, strata_sumsq_final, strata_adamw, strata_scale (plan.h). */
+void gpu_optimizer_kernels(Gpu *x);
+#endif

@@ -1,0 +1,965 @@
+/* nvptx_kern.c - the GPU kernels of the fused schedule (nvptx.h), each
+ * built once per structure key and launched once per node or row group
+ * with that node's places as arguments.  Simple, correct designs (see
+ * docs/gpu-lowering.md for what is not fast yet):
+ *   rows      a CTA of GPU_ROW_THREADS per token row; members in order: a
+ *             wide stored member is a strided column loop (unstored wide
+ *             values recomputed from their operands inside the loop that
+ *             needs them), a reduction a column loop then a fixed-order
+ *             shared-memory tree, a width-1 member a scalar in registers
+ *   gemm      fp32 GPU_TILE x GPU_TILE shared-memory tiles, one output per
+ *             thread, k in order (beta 1 when accumulating)
+ *   attention one thread per (sequence, head, query) with an online
+ *             softmax over its keys (forward, lse saved); backward as two
+ *             kernels, dq per query and dk, dv per key, from the lse
+ *   others    embed, embed_grad (a thread per column, rows in order, as the
+ *             CPU), rope (tables filled by the host), cross-entropy rows
+ *             and mean (in double, row order, as the CPU), its gradient,
+ *             sum over rows, parameter-shaped loops, gradient copies. */
+#include "lower/nvptx.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LD(p_) LLVMBuildLoad2(cg->b, cg->real, (p_), "")
+#define ST(v_, p_) LLVMBuildStore(cg->b, (v_), (p_))
+#define MUL(x_, y_) LLVMBuildMul(cg->b, (x_), (y_), "")
+#define ADD(x_, y_) LLVMBuildAdd(cg->b, (x_), (y_), "")
+#define FADD(x_, y_) cg_fop(cg, LLVMFAdd, (x_), (y_), FM_EW)
+#define FSUB(x_, y_) cg_fop(cg, LLVMFSub, (x_), (y_), FM_EW)
+#define FMUL(x_, y_) cg_fop(cg, LLVMFMul, (x_), (y_), FM_EW)
+#define LT(x_, y_) LLVMBuildICmp(cg->b, LLVMIntSLT, (x_), (y_), "")
+
+/* The exp of the inline polynomial, through EXP's formula in arith.c. */
+static LLVMValueRef gexp(Gpu *x, LLVMValueRef v)
+{
+    static IrNode e = {.op = IR_EXP};
+    return lower_unary(&x->cg, &e, v);
+}
+
+static LLVMValueRef glog(Gpu *x, LLVMValueRef v)
+{
+    static IrNode e = {.op = IR_LOG};
+    return lower_unary(&x->cg, &e, v);
+}
+
+/* ctaid.x * ntid.x + tid.x */
+static LLVMValueRef global_id(Gpu *x)
+{
+    Cg *cg = &x->cg;
+    return ADD(MUL(gpu_sreg(x, "ctaid.x"), gpu_sreg(x, "ntid.x")), gpu_sreg(x, "tid.x"));
+}
+
+/* A REAL local: alloca + initial value. */
+static LLVMValueRef local(Gpu *x, LLVMValueRef init)
+{
+    Cg *cg = &x->cg;
+    LLVMValueRef a = cg_alloca(cg, LLVMTypeOf(init), "v");
+    ST(init, a);
+    return a;
+}
+
+/* ---- row kernels ---- */
+
+#define MAXM 256
+
+typedef enum GIn { GIN_ROW, GIN_CHAN, GIN_SCALAR, GIN_CONST } GIn;
+
+typedef struct RowK {
+    const IrKernel *k;
+    int nm, nin, nout, nconst;
+    const IrNode *m[MAXM];
+    bool wide[MAXM], reduce[MAXM];
+    int ref[MAXM][2];          /* >= 0 member, else -1 - input */
+    const IrNode *in[2 * MAXM];
+    GIn ink[2 * MAXM];
+    /* while building: */
+    LLVMValueRef sval[MAXM];   /* scalars (width-1 members) */
+    LLVMValueRef memo[MAXM];   /* wide values in the current column loop */
+    bool emitted[MAXM];        /* a stored wide member already written */
+    LLVMValueRef out[MAXM], inp[2 * MAXM], cst[2 * MAXM];
+    LLVMValueRef r, col;
+} RowK;
+
+static int rk_member(const RowK *p, const IrNode *n)
+{
+    for (int j = 0; j < p->nm; j++)
+        if (p->m[j] == n)
+            return j;
+    return -1;
+}
+
+static int rk_input(RowK *p, const IrNode *n, const IrNode *user)
+{
+    for (int i = 0; i < p->nin; i++)
+        if (p->in[i] == n)
+            return i;
+    GIn kind = n->op == IR_CONST ? GIN_CONST : n->tok ? GIN_ROW : n->width > 1 ? GIN_CHAN : GIN_SCALAR;
+    if (n->is_int || (!n->tok && n->rows != 1 && n->op != IR_CONST))
+        die("lower: %%%d (%s): operand %%%d cannot be read row by row", user->id, ir_op_info[user->op].text, n->id);
+    p->in[p->nin] = n;
+    p->ink[p->nin] = kind;
+    return p->nin++;
+}
+
+static void rk_analyse(RowK *p, const IrKernel *k)
+{
+    memset(p, 0, sizeof *p);
+    p->k = k;
+    if (k->nodes.n > MAXM)
+        die("lower: a row kernel of %d members (at most %d)", k->nodes.n, MAXM);
+    for (int j = 0; j < k->nodes.n; j++) {
+        const IrNode *n = k->nodes.v[j];
+        p->m[p->nm] = n;
+        bool red = ir_op_info[n->op].reduction;
+        p->reduce[j] = red && n->in[0]->width > 1;
+        p->wide[j] = !red && n->width > 1;
+        for (int a = 0; a < ir_op_info[n->op].arity; a++) {
+            int o = rk_member(p, n->in[a]);
+            p->ref[j][a] = o >= 0 ? o : -1 - rk_input(p, n->in[a], n);
+        }
+        p->nm++;
+        p->nout += n->stored;
+    }
+    for (int i = 0; i < p->nin; i++)
+        p->nconst += p->ink[i] == GIN_CONST;
+}
+
+static void rk_key(const RowK *p, char *buf, size_t cap)
+{
+    size_t n = (size_t)snprintf(buf, cap, "rows");
+    for (int i = 0; i < p->nin && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, " i%d.%lld", p->ink[i], (long long)p->in[i]->width);
+    for (int j = 0; j < p->nm && n < cap; j++) {
+        const IrNode *m = p->m[j];
+        n += (size_t)snprintf(buf + n, cap - n, " %s.%lld.%d.%.17g(%d,%d)", ir_op_info[m->op].text,
+                              (long long)m->width, m->stored, m->op == IR_POWC ? m->num : 0, p->ref[j][0],
+                              ir_op_info[m->op].arity > 1 ? p->ref[j][1] : 0);
+    }
+    if (n >= cap)
+        die("lower: a row kernel's key is too long");
+}
+
+static LLVMValueRef rk_eval(Gpu *x, RowK *p, int ref, int64_t w);
+
+/* Member j at the current column (wide), or its scalar. */
+static LLVMValueRef rk_member_val(Gpu *x, RowK *p, int j)
+{
+    Cg *cg = &x->cg;
+    if (!p->wide[j])
+        return p->sval[j];
+    if (p->memo[j])
+        return p->memo[j];
+    const IrNode *n = p->m[j];
+    LLVMValueRef v;
+    if (p->emitted[j]) {
+        v = LD(cg_elem(cg, p->out[j], ADD(MUL(p->r, cg_i64(cg, n->width)), p->col)));
+    } else {
+        LLVMValueRef a = rk_eval(x, p, p->ref[j][0], n->width);
+        v = ir_op_info[n->op].arity == 2 ? lower_binary(cg, n, a, rk_eval(x, p, p->ref[j][1], n->width))
+                                          : lower_unary(cg, n, a);
+    }
+    return p->memo[j] = v;
+}
+
+/* Operand ref at the current column of a loop over w columns (w 1: a scalar context). */
+static LLVMValueRef rk_eval(Gpu *x, RowK *p, int ref, int64_t w)
+{
+    Cg *cg = &x->cg;
+    if (ref >= 0)
+        return rk_member_val(x, p, ref);
+    int i = -1 - ref;
+    const IrNode *n = p->in[i];
+    switch (p->ink[i]) {
+    case GIN_CONST: return p->cst[i];
+    case GIN_SCALAR: return LD(p->inp[i]);
+    case GIN_CHAN: return LD(cg_elem(cg, p->inp[i], p->col));
+    case GIN_ROW:
+        if (n->width == 1)
+            return LD(cg_elem(cg, p->inp[i], p->r));
+        if (w == 1)
+            die("lower: a wide operand in a scalar context");
+        return LD(cg_elem(cg, p->inp[i], ADD(MUL(p->r, cg_i64(cg, n->width)), p->col)));
+    }
+    return NULL;
+}
+
+/* A scalar member: every thread computes it (registers). */
+static LLVMValueRef rk_scalar(Gpu *x, RowK *p, int j)
+{
+    Cg *cg = &x->cg;
+    const IrNode *n = p->m[j];
+    LLVMValueRef a = rk_eval(x, p, p->ref[j][0], 1);
+    if (ir_op_info[n->op].reduction)
+        return lower_reduce_final(cg, n, lower_reduce_step(cg, n, lower_reduce_init(cg, n), a), 1);
+    return ir_op_info[n->op].arity == 2 ? lower_binary(cg, n, a, rk_eval(x, p, p->ref[j][1], 1))
+                                        : lower_unary(cg, n, a);
+}
+
+static void rk_build(Gpu *x, RowK *p, const char *key)
+{
+    Cg *cg = &x->cg;
+    LLVMTypeRef t[4 * MAXM];
+    unsigned nt = 0;
+    for (int j = 0; j < p->nm; j++)
+        if (p->m[j]->stored)
+            t[nt++] = cg->ptr;
+    for (int i = 0; i < p->nin; i++)
+        t[nt++] = p->ink[i] == GIN_CONST ? cg->real : cg->ptr;
+    gpu_begin(x, key, t, nt);
+    unsigned a = 0;
+    for (int j = 0; j < p->nm; j++)
+        p->out[j] = p->m[j]->stored ? gpu_param(x, a++) : NULL;
+    for (int i = 0; i < p->nin; i++) {
+        p->inp[i] = p->ink[i] == GIN_CONST ? NULL : gpu_param(x, a);
+        p->cst[i] = p->ink[i] == GIN_CONST ? gpu_param(x, a) : NULL;
+        a++;
+    }
+    LLVMValueRef scratch = gpu_shared(x, cg->real, GPU_ROW_THREADS, "red");
+    p->r = gpu_sreg(x, "ctaid.x");
+    LLVMValueRef tid = gpu_sreg(x, "tid.x"), step = cg_i64(cg, GPU_ROW_THREADS);
+    LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, tid, cg_i64(cg, 0), "");
+    for (int j = 0; j < p->nm; j++) {
+        const IrNode *n = p->m[j];
+        if (p->wide[j]) {
+            if (!n->stored)
+                continue;
+            Loop l = gpu_loop_begin(x, tid, cg_i64(cg, n->width), step, "c");
+            p->col = l.i;
+            memset(p->memo, 0, sizeof p->memo);
+            LLVMValueRef v = rk_member_val(x, p, j);
+            ST(v, cg_elem(cg, p->out[j], ADD(MUL(p->r, cg_i64(cg, n->width)), l.i)));
+            gpu_loop_end(x, &l, step);
+            p->emitted[j] = true;
+            continue;
+        }
+        LLVMValueRef v;
+        if (p->reduce[j]) {
+            int64_t w = n->in[0]->width;
+            LLVMValueRef acc = local(x, lower_reduce_init(cg, n));
+            Loop l = gpu_loop_begin(x, tid, cg_i64(cg, w), step, "c");
+            p->col = l.i;
+            memset(p->memo, 0, sizeof p->memo);
+            ST(lower_reduce_step(cg, n, LD(acc), rk_eval(x, p, p->ref[j][0], w)), acc);
+            gpu_loop_end(x, &l, step);
+            v = lower_reduce_final(cg, n, gpu_block_reduce(x, LD(acc), n, scratch), w);
+        } else {
+            v = rk_scalar(x, p, j);
+        }
+        p->sval[j] = v;
+        if (n->stored) {
+            LLVMBasicBlockRef join = cg_if(cg, first, "store");
+            ST(v, cg_elem(cg, p->out[j], p->r));
+            cg_endif(cg, join);
+        }
+    }
+    gpu_end(x);
+}
+
+void gpu_rows_kernel(Gpu *x, const IrKernel *k)
+{
+    static RowK p; /* large; the lowering is single-threaded per Gpu */
+    static char key[16384];
+    rk_analyse(&p, k);
+    rk_key(&p, key, sizeof key);
+    int ki = gpu_find(x, key);
+    if (ki < 0) {
+        ki = x->nkeys;
+        rk_build(x, &p, key);
+    }
+    const IrNode *last = k->nodes.v[k->nodes.n - 1];
+    gpu_launch(x, ki, last->id, gpu_aff(0, 1, 0), 1, GPU_ROW_THREADS, 1, false);
+    for (int j = 0; j < p.nm; j++)
+        if (p.m[j]->stored)
+            gpu_arg_value(x, p.m[j], true);
+    for (int i = 0; i < p.nin; i++) {
+        if (p.ink[i] == GIN_CONST)
+            gpu_arg_f32(x, p.in[i]->num);
+        else
+            gpu_arg_value(x, p.in[i], false);
+    }
+}
+
+/* ---- parameter-shaped loops (loops.c's, one CTA) ---- */
+
+static LLVMValueRef operand_at(Gpu *x, const IrNode *n, const IrNode *a, LLVMValueRef ap, LLVMValueRef r,
+                               LLVMValueRef c)
+{
+    Cg *cg = &x->cg;
+    if (a->op == IR_CONST)
+        return ap;
+    LLVMValueRef i = cg_i64(cg, 0);
+    if (a->rows != 1)
+        i = MUL(r, cg_i64(cg, a->width));
+    if (a->width != 1)
+        i = ADD(i, c);
+    (void)n;
+    return LD(cg_elem(cg, ap, i));
+}
+
+void gpu_loop_node(Gpu *x, const IrNode *n)
+{
+    Cg *cg = &x->cg;
+    if (n->op == IR_SUM_ROWS) {
+        const IrNode *a = n->in[0];
+        if (n->tok || n->rows != 1 || n->width != a->width || !a->tok)
+            die("lower: %%%d: sum_rows is not (B,T,w) -> [w]", n->id);
+        int ki = gpu_find(x, "sum_rows");
+        if (ki < 0) { /* y[c] (+)= sum over rows of x[r][c], rows in order.  (y, x, rows, W) */
+            LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->i64, cg->i64};
+            ki = gpu_begin(x, "sum_rows", t, 4);
+            LLVMValueRef y = gpu_param(x, 0), xs = gpu_param(x, 1), rows = gpu_param(x, 2), W = gpu_param(x, 3);
+            LLVMValueRef c = global_id(x);
+            LLVMBasicBlockRef join = cg_if(cg, LT(c, W), "col");
+            LLVMValueRef yp = cg_elem(cg, y, c);
+            LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntNE, x->kacc, cg_i32(cg, 0), "");
+            LLVMValueRef s = local(x, LLVMBuildSelect(cg->b, keep, LD(yp), cg_real(cg, 0), ""));
+            Loop l = cg_loop_begin(cg, cg_i64(cg, 0), rows, NULL, "r");
+            ST(FADD(LD(s), LD(cg_elem(cg, xs, ADD(MUL(l.i, W), c)))), s);
+            cg_loop_end(cg, &l, NULL);
+            ST(LD(s), yp);
+            cg_endif(cg, join);
+            gpu_end(x);
+        }
+        gpu_launch(x, ki, n->id, gpu_aff(n->width, 0, 0), GPU_ROW_THREADS, GPU_ROW_THREADS, 1, x->ly->home[n->id]);
+        gpu_arg_value(x, n, true);
+        gpu_arg_value(x, a, false);
+        gpu_arg_i64(x, gpu_aff(0, 1, 0));
+        gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
+        return;
+    }
+    if (n->tok)
+        die("lower: %%%d (%s): a token op outside a row kernel", n->id, ir_op_info[n->op].text);
+    bool ew = ir_op_info[n->op].elementwise, red = ir_op_info[n->op].reduction;
+    if (!ew && !red)
+        die("lower: %s is not a loop op", ir_op_info[n->op].text);
+    int ar = ir_op_info[n->op].arity;
+    char key[256];
+    size_t kl = (size_t)snprintf(key, sizeof key, "loop %s %.17g %lldx%lld", ir_op_info[n->op].text,
+                                 n->op == IR_POWC ? n->num : 0, (long long)n->rows, (long long)n->width);
+    for (int a = 0; a < ar; a++) {
+        const IrNode *o = n->in[a];
+        if (o->tok || (o->op != IR_CONST && !(o->width == n->width || o->width == 1)))
+            die("lower: %%%d (%s): operand %%%d does not broadcast to the result", n->id, ir_op_info[n->op].text,
+                o->id);
+        kl += (size_t)snprintf(key + kl, sizeof key - kl, " %d.%lldx%lld", o->op == IR_CONST, (long long)o->rows,
+                               (long long)o->width);
+    }
+    int ki = gpu_find(x, key);
+    if (ki < 0) { /* (y, operands: ptr, or float for a CONST), one CTA striding */
+        LLVMTypeRef t[3] = {cg->ptr};
+        for (int a = 0; a < ar; a++)
+            t[1 + a] = n->in[a]->op == IR_CONST ? cg->real : cg->ptr;
+        ki = gpu_begin(x, key, t, (unsigned)(1 + ar));
+        LLVMValueRef y = gpu_param(x, 0), step = cg_i64(cg, GPU_ROW_THREADS), tid = gpu_sreg(x, "tid.x");
+        if (ew) {
+            Loop l = gpu_loop_begin(x, tid, cg_i64(cg, n->rows * n->width), step, "i");
+            LLVMValueRef r = LLVMBuildSDiv(cg->b, l.i, cg_i64(cg, n->width), "");
+            LLVMValueRef c = LLVMBuildSRem(cg->b, l.i, cg_i64(cg, n->width), "");
+            LLVMValueRef v0 = operand_at(x, n, n->in[0], gpu_param(x, 1), r, c);
+            LLVMValueRef v = ar == 2 ? lower_binary(cg, n, v0, operand_at(x, n, n->in[1], gpu_param(x, 2), r, c))
+                                     : lower_unary(cg, n, v0);
+            ST(v, cg_elem(cg, y, l.i));
+            gpu_loop_end(x, &l, step);
+        } else {
+            const IrNode *a = n->in[0];
+            if (n->width != 1 || a->rows != n->rows)
+                die("lower: %%%d (%s): reduction shape is not (rows of the operand, 1)", n->id,
+                    ir_op_info[n->op].text);
+            Loop l = gpu_loop_begin(x, tid, cg_i64(cg, n->rows), step, "r");
+            LLVMValueRef acc = local(x, lower_reduce_init(cg, n));
+            Loop lc = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, a->width), NULL, "c");
+            LLVMValueRef v = a->op == IR_CONST ? gpu_param(x, 1)
+                                               : LD(cg_elem(cg, gpu_param(x, 1), ADD(MUL(l.i, cg_i64(cg, a->width)), lc.i)));
+            ST(lower_reduce_step(cg, n, LD(acc), v), acc);
+            cg_loop_end(cg, &lc, NULL);
+            ST(lower_reduce_final(cg, n, LD(acc), a->width), cg_elem(cg, y, l.i));
+            gpu_loop_end(x, &l, step);
+        }
+        gpu_end(x);
+    }
+    gpu_launch(x, ki, n->id, gpu_aff(1, 0, 0), 1, GPU_ROW_THREADS, 1, false);
+    gpu_arg_value(x, n, true);
+    for (int a = 0; a < ar; a++) {
+        if (n->in[a]->op == IR_CONST)
+            gpu_arg_f32(x, n->in[a]->num);
+        else
+            gpu_arg_value(x, n->in[a], false);
+    }
+}
+
+/* ---- matrix products ---- */
+
+/* C (M, N) (+)= op(A) op(B), fp32 tiles.  (C, A, B, M, N, K, lda, ldb, ldc) */
+static int gemm_kernel(Gpu *x, bool ta, bool tb)
+{
+    Cg *cg = &x->cg;
+    char key[32];
+    snprintf(key, sizeof key, "gemm_%c%c", ta ? 't' : 'n', tb ? 't' : 'n');
+    int ki = gpu_find(x, key);
+    if (ki >= 0)
+        return ki;
+    LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->i64, cg->i64, cg->i64, cg->i64, cg->i64, cg->i64};
+    ki = gpu_begin(x, key, t, 9);
+    LLVMValueRef C = gpu_param(x, 0), A = gpu_param(x, 1), Bm = gpu_param(x, 2), M = gpu_param(x, 3),
+                 N = gpu_param(x, 4), K = gpu_param(x, 5), lda = gpu_param(x, 6), ldb = gpu_param(x, 7),
+                 ldc = gpu_param(x, 8);
+    LLVMValueRef As = gpu_shared(x, cg->real, GPU_TILE * GPU_TILE, "As");
+    LLVMValueRef Bs = gpu_shared(x, cg->real, GPU_TILE * GPU_TILE, "Bs");
+    LLVMValueRef tx = gpu_sreg(x, "tid.x"), ty = gpu_sreg(x, "tid.y"), tile = cg_i64(cg, GPU_TILE);
+    LLVMValueRef row = ADD(MUL(gpu_sreg(x, "ctaid.x"), tile), ty), col = ADD(MUL(gpu_sreg(x, "ctaid.y"), tile), tx);
+    LLVMValueRef sum = local(x, cg_real(cg, 0)), zero = cg_i64(cg, 0);
+    LLVMValueRef mine = ADD(MUL(ty, tile), tx);
+    Loop l = gpu_loop_begin(x, zero, K, tile, "k0");
+    LLVMValueRef ka = ADD(l.i, tx), kb = ADD(l.i, ty);
+    LLVMValueRef ina = LLVMBuildAnd(cg->b, LT(row, M), LT(ka, K), "");
+    LLVMValueRef ia = ta ? ADD(MUL(ka, lda), row) : ADD(MUL(row, lda), ka);
+    LLVMValueRef va = LD(cg_elem(cg, A, LLVMBuildSelect(cg->b, ina, ia, zero, "")));
+    ST(LLVMBuildSelect(cg->b, ina, va, cg_real(cg, 0), ""), cg_elem(cg, As, mine));
+    LLVMValueRef inb = LLVMBuildAnd(cg->b, LT(kb, K), LT(col, N), "");
+    LLVMValueRef ib = tb ? ADD(MUL(col, ldb), kb) : ADD(MUL(kb, ldb), col);
+    LLVMValueRef vb = LD(cg_elem(cg, Bm, LLVMBuildSelect(cg->b, inb, ib, zero, "")));
+    ST(LLVMBuildSelect(cg->b, inb, vb, cg_real(cg, 0), ""), cg_elem(cg, Bs, mine));
+    gpu_barrier(x);
+    LLVMValueRef s = LD(sum);
+    for (int kk = 0; kk < GPU_TILE; kk++) {
+        LLVMValueRef a = LD(cg_elem(cg, As, ADD(MUL(ty, tile), cg_i64(cg, kk))));
+        LLVMValueRef b = LD(cg_elem(cg, Bs, ADD(cg_i64(cg, kk * GPU_TILE), tx)));
+        s = FADD(s, FMUL(a, b));
+    }
+    ST(s, sum);
+    gpu_barrier(x);
+    gpu_loop_end(x, &l, tile);
+    LLVMBasicBlockRef join = cg_if(cg, LLVMBuildAnd(cg->b, LT(row, M), LT(col, N), ""), "out");
+    LLVMValueRef cp = cg_elem(cg, C, ADD(MUL(row, ldc), col));
+    LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntNE, x->kacc, cg_i32(cg, 0), "");
+    LLVMValueRef prev = LLVMBuildSelect(cg->b, keep, LD(cp), cg_real(cg, 0), "");
+    ST(FADD(prev, LD(sum)), cp);
+    cg_endif(cg, join);
+    gpu_end(x);
+    return ki;
+}
+
+/* The launch: M rows (affine), N, K columns. */
+static void gemm_launch(Gpu *x, const IrNode *n, bool ta, bool tb, StrataGpuAffine M, int64_t N, StrataGpuAffine K,
+                        const IrNode *a, int64_t lda, const IrNode *b, int64_t ldb, int64_t ldc)
+{
+    int ki = gemm_kernel(x, ta, tb);
+    StrataGpuLaunch *l = gpu_launch(x, ki, n->id, M, GPU_TILE, GPU_TILE, GPU_TILE, x->ly->home[n->id]);
+    l->grid[1] = gpu_aff(N, 0, 0);
+    l->grid_div[1] = GPU_TILE;
+    gpu_arg_value(x, n, true);
+    gpu_arg_value(x, a, false);
+    gpu_arg_value(x, b, false);
+    gpu_arg_i64(x, M);
+    gpu_arg_i64(x, gpu_aff(N, 0, 0));
+    gpu_arg_i64(x, K);
+    gpu_arg_i64(x, gpu_aff(lda, 0, 0));
+    gpu_arg_i64(x, gpu_aff(ldb, 0, 0));
+    gpu_arg_i64(x, gpu_aff(ldc, 0, 0));
+}
+
+static StrataGpuAffine rows_of(const IrNode *n)
+{
+    return n->tok ? gpu_aff(0, 1, 0) : gpu_aff(n->rows, 0, 0);
+}
+
+static void gpu_matmul(Gpu *x, const IrNode *n)
+{
+    const IrNode *a = n->in[0], *w = n->in[1];
+    int64_t K = a->width, N = n->width;
+    if (w->tok || (n->trans_b ? w->width != K || w->rows != N : w->rows != K || w->width != N) ||
+        a->tok != n->tok || (!a->tok && a->rows != n->rows))
+        die("lower: %%%d: matmul shapes do not agree", n->id);
+    gemm_launch(x, n, false, n->trans_b, rows_of(n), N, gpu_aff(K, 0, 0), a, K, w, n->trans_b ? K : N, N);
+}
+
+static void gpu_matmul_grad_w(Gpu *x, const IrNode *n)
+{
+    const IrNode *a = n->in[0], *b = n->in[1];
+    if (n->tok || n->rows != a->width || n->width != b->width || a->tok != b->tok || (!a->tok && a->rows != b->rows))
+        die("lower: %%%d: matmul_grad_w result is not [wa, wb]", n->id);
+    gemm_launch(x, n, true, false, gpu_aff(a->width, 0, 0), b->width, rows_of(a), a, a->width, b, b->width,
+                b->width);
+}
+
+/* ---- embedding, rope ---- */
+
+static void gpu_embed(Gpu *x, const IrNode *n)
+{
+    Cg *cg = &x->cg;
+    int ki = gpu_find(x, "embed");
+    if (ki < 0) { /* y[r] = table[ids[r]], a CTA per row.  (y, ids, table, d) */
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->i64};
+        ki = gpu_begin(x, "embed", t, 4);
+        LLVMValueRef r = gpu_sreg(x, "ctaid.x"), d = gpu_param(x, 3), step = cg_i64(cg, GPU_ROW_THREADS);
+        LLVMValueRef id = LLVMBuildLoad2(cg->b, cg->i32, LLVMBuildGEP2(cg->b, cg->i32, gpu_param(x, 1), &r, 1, ""), "");
+        LLVMValueRef src = MUL(LLVMBuildSExt(cg->b, id, cg->i64, ""), d);
+        Loop l = gpu_loop_begin(x, gpu_sreg(x, "tid.x"), d, step, "c");
+        ST(LD(cg_elem(cg, gpu_param(x, 2), ADD(src, l.i))), cg_elem(cg, gpu_param(x, 0), ADD(MUL(r, d), l.i)));
+        gpu_loop_end(x, &l, step);
+        gpu_end(x);
+    }
+    gpu_launch(x, ki, n->id, gpu_aff(0, 1, 0), 1, GPU_ROW_THREADS, 1, false);
+    gpu_arg_value(x, n, true);
+    gpu_arg_value(x, n->in[0], false);
+    gpu_arg_value(x, n->in[1], false);
+    gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
+}
+
+static void gpu_embed_grad(Gpu *x, const IrNode *n)
+{
+    Cg *cg = &x->cg;
+    int ki = gpu_find(x, "embed_grad");
+    if (ki < 0) { /* a thread per column c: zero it (unless acc), then rows in order.  (dt, ids, g, rows, vocab, d) */
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->i64, cg->i64, cg->i64};
+        ki = gpu_begin(x, "embed_grad", t, 6);
+        LLVMValueRef dt = gpu_param(x, 0), ids = gpu_param(x, 1), gr = gpu_param(x, 2), rows = gpu_param(x, 3),
+                     vocab = gpu_param(x, 4), d = gpu_param(x, 5), c = global_id(x);
+        LLVMBasicBlockRef join = cg_if(cg, LT(c, d), "col");
+        LLVMBasicBlockRef jz = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, x->kacc, cg_i32(cg, 0), ""), "zero");
+        Loop lz = cg_loop_begin(cg, cg_i64(cg, 0), vocab, NULL, "v");
+        ST(cg_real(cg, 0), cg_elem(cg, dt, ADD(MUL(lz.i, d), c)));
+        cg_loop_end(cg, &lz, NULL);
+        cg_endif(cg, jz);
+        Loop l = cg_loop_begin(cg, cg_i64(cg, 0), rows, NULL, "r");
+        LLVMValueRef id = LLVMBuildLoad2(cg->b, cg->i32, LLVMBuildGEP2(cg->b, cg->i32, ids, &l.i, 1, ""), "");
+        LLVMValueRef p = cg_elem(cg, dt, ADD(MUL(LLVMBuildSExt(cg->b, id, cg->i64, ""), d), c));
+        ST(FADD(LD(p), LD(cg_elem(cg, gr, ADD(MUL(l.i, d), c)))), p);
+        cg_loop_end(cg, &l, NULL);
+        cg_endif(cg, join);
+        gpu_end(x);
+    }
+    const IrNode *g = n->in[1];
+    gpu_launch(x, ki, n->id, gpu_aff(n->width, 0, 0), GPU_ROW_THREADS, GPU_ROW_THREADS, 1, x->ly->home[n->id]);
+    gpu_arg_value(x, n, true);
+    gpu_arg_value(x, n->in[0], false);
+    gpu_arg_value(x, g, false);
+    gpu_arg_i64(x, rows_of(g));
+    gpu_arg_i64(x, gpu_aff(n->rows, 0, 0));
+    gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
+}
+
+static void gpu_rope(Gpu *x, const IrNode *n)
+{
+    Cg *cg = &x->cg;
+    int64_t hd = n->width / n->heads;
+    if (hd % 2 || !n->tok || !n->in[0]->tok || n->in[0]->width != n->width)
+        die("lower: %%%d: rope needs (B,T,heads x even head size)", n->id);
+    bool inv = n->op == IR_ROPE_GRAD;
+    const char *key = inv ? "rope_inverse" : "rope";
+    int ki = gpu_find(x, key);
+    if (ki < 0) { /* a CTA per row, a thread per pair.  (y, x, table, W, hd) */
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->i64, cg->i64};
+        ki = gpu_begin(x, key, t, 5);
+        LLVMValueRef y = gpu_param(x, 0), xs = gpu_param(x, 1), tab = gpu_param(x, 2), W = gpu_param(x, 3),
+                     hdv = gpu_param(x, 4), r = gpu_sreg(x, "ctaid.x"), step = cg_i64(cg, GPU_ROW_THREADS);
+        LLVMValueRef half = LLVMBuildSDiv(cg->b, hdv, cg_i64(cg, 2), ""), pos = LLVMBuildSRem(cg->b, r, x->kT, "");
+        Loop l = gpu_loop_begin(x, gpu_sreg(x, "tid.x"), LLVMBuildSDiv(cg->b, W, cg_i64(cg, 2), ""), step, "p");
+        LLVMValueRef h = LLVMBuildSDiv(cg->b, l.i, half, ""), i = LLVMBuildSRem(cg->b, l.i, half, "");
+        LLVMValueRef base = ADD(MUL(r, W), MUL(h, hdv));
+        LLVMValueRef pa = ADD(base, i), pb = ADD(pa, half);
+        LLVMValueRef a = LD(cg_elem(cg, xs, pa)), b = LD(cg_elem(cg, xs, pb));
+        LLVMValueRef cs = LD(cg_elem(cg, tab, ADD(MUL(pos, hdv), i)));
+        LLVMValueRef sn = LD(cg_elem(cg, tab, ADD(ADD(MUL(pos, hdv), half), i)));
+        if (inv)
+            sn = LLVMBuildFNeg(cg->b, sn, "");
+        ST(FSUB(FMUL(a, cs), FMUL(b, sn)), cg_elem(cg, y, pa));
+        ST(FADD(FMUL(a, sn), FMUL(b, cs)), cg_elem(cg, y, pb));
+        gpu_loop_end(x, &l, step);
+        gpu_end(x);
+    }
+    gpu_launch(x, ki, n->id, gpu_aff(0, 1, 0), 1, GPU_ROW_THREADS, 1, false);
+    gpu_arg_value(x, n, true);
+    gpu_arg_value(x, n->in[0], false);
+    gpu_arg_table(x, n);
+    gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
+    gpu_arg_i64(x, gpu_aff(hd, 0, 0));
+}
+
+/* ---- attention ---- */
+
+#define ATT_THREADS 64
+
+/* dot(a[0..hd), b[0..hd)) with a, b pointers. */
+static LLVMValueRef dot(Gpu *x, LLVMValueRef a, LLVMValueRef b, int64_t hd)
+{
+    Cg *cg = &x->cg;
+    LLVMValueRef s = local(x, cg_real(cg, 0));
+    Loop l = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, hd), NULL, "i");
+    ST(FADD(LD(s), FMUL(LD(cg_elem(cg, a, l.i)), LD(cg_elem(cg, b, l.i)))), s);
+    cg_loop_end(cg, &l, NULL);
+    return LD(s);
+}
+
+/* The unit of thread gid: (b, h, t); ptr to row t of head h in a (B,T,W) buffer. */
+typedef struct AttUnit {
+    LLVMValueRef t, bh, bT; /* position, b * heads + h, b * T */
+    LLVMValueRef hoff;      /* h * hd */
+} AttUnit;
+
+static AttUnit att_unit(Gpu *x, LLVMValueRef gid, LLVMValueRef heads, int64_t hd)
+{
+    Cg *cg = &x->cg;
+    AttUnit u;
+    u.t = LLVMBuildSRem(cg->b, gid, x->kT, "");
+    u.bh = LLVMBuildSDiv(cg->b, gid, x->kT, "");
+    LLVMValueRef b = LLVMBuildSDiv(cg->b, u.bh, heads, ""), h = LLVMBuildSRem(cg->b, u.bh, heads, "");
+    u.bT = MUL(b, x->kT);
+    u.hoff = MUL(h, cg_i64(cg, hd));
+    return u;
+}
+
+static LLVMValueRef att_row(Gpu *x, LLVMValueRef base, const AttUnit *u, LLVMValueRef pos, LLVMValueRef W)
+{
+    Cg *cg = &x->cg;
+    return cg_elem(cg, base, ADD(MUL(ADD(u->bT, pos), W), u->hoff));
+}
+
+static LLVMValueRef local_vec(Gpu *x, int64_t hd)
+{
+    Cg *cg = &x->cg;
+    LLVMValueRef a = cg_alloca(cg, LLVMArrayType2(cg->real, (uint64_t)hd), "vec");
+    cg_zero(cg, a, cg_i64(cg, hd));
+    return a;
+}
+
+static void gpu_attention(Gpu *x, const IrNode *n)
+{
+    Cg *cg = &x->cg;
+    int64_t hd = n->width / n->heads;
+    char key[48];
+    snprintf(key, sizeof key, "attention_%lld", (long long)hd);
+    int ki = gpu_find(x, key);
+    if (ki < 0) { /* (out, lse, q, k, v, heads, W) */
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->i64, cg->i64};
+        ki = gpu_begin(x, key, t, 7);
+        LLVMValueRef out = gpu_param(x, 0), lse = gpu_param(x, 1), q = gpu_param(x, 2), k = gpu_param(x, 3),
+                     v = gpu_param(x, 4), heads = gpu_param(x, 5), W = gpu_param(x, 6);
+        LLVMValueRef gid = global_id(x), units = MUL(MUL(x->kB, heads), x->kT);
+        LLVMBasicBlockRef join = cg_if(cg, LT(gid, units), "unit");
+        AttUnit u = att_unit(x, gid, heads, hd);
+        LLVMValueRef scale = cg_real(cg, (float)(1 / sqrt((double)hd)));
+        LLVMValueRef qv = att_row(x, q, &u, u.t, W), acc = local_vec(x, hd);
+        LLVMValueRef m = local(x, cg_real(cg, -INFINITY)), sum = local(x, cg_real(cg, 0));
+        Loop lk = cg_loop_begin(cg, cg_i64(cg, 0), ADD(u.t, cg_i64(cg, 1)), NULL, "u");
+        LLVMValueRef s = FMUL(dot(x, qv, att_row(x, k, &u, lk.i, W), hd), scale);
+        LLVMValueRef m0 = LD(m);
+        static IrNode mx = {.op = IR_MAX};
+        LLVMValueRef m1 = lower_reduce_step(cg, &mx, m0, s);
+        LLVMValueRef corr = gexp(x, FSUB(m0, m1)), p = gexp(x, FSUB(s, m1));
+        ST(FADD(FMUL(LD(sum), corr), p), sum);
+        LLVMValueRef vr = att_row(x, v, &u, lk.i, W);
+        Loop li = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, hd), NULL, "i");
+        LLVMValueRef ap = cg_elem(cg, acc, li.i);
+        ST(FADD(FMUL(LD(ap), corr), FMUL(p, LD(cg_elem(cg, vr, li.i)))), ap);
+        cg_loop_end(cg, &li, NULL);
+        ST(m1, m);
+        cg_loop_end(cg, &lk, NULL);
+        LLVMValueRef orow = att_row(x, out, &u, u.t, W), l = LD(sum);
+        Loop lo = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, hd), NULL, "i");
+        ST(cg_fop(cg, LLVMFDiv, LD(cg_elem(cg, acc, lo.i)), l, FM_EW), cg_elem(cg, orow, lo.i));
+        cg_loop_end(cg, &lo, NULL);
+        ST(FADD(LD(m), glog(x, l)), cg_elem(cg, lse, ADD(MUL(u.bh, x->kT), u.t)));
+        cg_endif(cg, join);
+        gpu_end(x);
+    }
+    gpu_launch(x, ki, n->id, gpu_aff(0, n->heads, 0), ATT_THREADS, ATT_THREADS, 1, false);
+    gpu_arg_value(x, n, true);
+    gpu_arg_aux(x, n, true);
+    for (int i = 0; i < 3; i++)
+        gpu_arg_value(x, n->in[i], false);
+    gpu_arg_i64(x, gpu_aff(n->heads, 0, 0));
+    gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
+}
+
+/* dq: a thread per query t; dk and dv: a thread per key u.
+ * (dq | dk, dv; q, k, v, out, lse, g, heads, W); p = e^(s - lse),
+ * D_t = g_t . out_t, ds = p (g_t . v_u - D_t). */
+static int att_grad_kernel(Gpu *x, int64_t hd, int which)
+{
+    Cg *cg = &x->cg;
+    char key[48];
+    snprintf(key, sizeof key, "attention_grad_%s_%lld", which == 0 ? "q" : "kv", (long long)hd);
+    int ki = gpu_find(x, key);
+    if (ki >= 0)
+        return ki;
+    int no = which == 0 ? 1 : 2;
+    LLVMTypeRef t[10];
+    for (int i = 0; i < no + 6; i++)
+        t[i] = cg->ptr;
+    t[no + 6] = cg->i64;
+    t[no + 7] = cg->i64;
+    ki = gpu_begin(x, key, t, (unsigned)no + 8);
+    LLVMValueRef q = gpu_param(x, no), k = gpu_param(x, no + 1), v = gpu_param(x, no + 2), o = gpu_param(x, no + 3),
+                 lse = gpu_param(x, no + 4), g = gpu_param(x, no + 5), heads = gpu_param(x, no + 6),
+                 W = gpu_param(x, no + 7);
+    LLVMValueRef gid = global_id(x), units = MUL(MUL(x->kB, heads), x->kT);
+    LLVMBasicBlockRef join = cg_if(cg, LT(gid, units), "unit");
+    AttUnit u = att_unit(x, gid, heads, hd);
+    LLVMValueRef scale = cg_real(cg, (float)(1 / sqrt((double)hd)));
+    LLVMValueRef a1 = local_vec(x, hd), a2 = which ? local_vec(x, hd) : NULL;
+    LLVMValueRef from = which == 0 ? cg_i64(cg, 0) : u.t, to = which == 0 ? ADD(u.t, cg_i64(cg, 1)) : x->kT;
+    Loop l = cg_loop_begin(cg, from, to, NULL, "j");
+    LLVMValueRef tq = which == 0 ? u.t : l.i, tk = which == 0 ? l.i : u.t; /* query, key positions */
+    LLVMValueRef qr = att_row(x, q, &u, tq, W), kr = att_row(x, k, &u, tk, W), vr = att_row(x, v, &u, tk, W);
+    LLVMValueRef gr = att_row(x, g, &u, tq, W), orow = att_row(x, o, &u, tq, W);
+    LLVMValueRef ls = LD(cg_elem(cg, lse, ADD(MUL(u.bh, x->kT), tq)));
+    LLVMValueRef p = gexp(x, FSUB(FMUL(dot(x, qr, kr, hd), scale), ls));
+    LLVMValueRef ds = FMUL(p, FSUB(dot(x, gr, vr, hd), dot(x, gr, orow, hd)));
+    Loop li = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, hd), NULL, "i");
+    LLVMValueRef p1 = cg_elem(cg, a1, li.i);
+    ST(FADD(LD(p1), FMUL(ds, LD(cg_elem(cg, which == 0 ? kr : qr, li.i)))), p1);
+    if (which) {
+        LLVMValueRef p2 = cg_elem(cg, a2, li.i);
+        ST(FADD(LD(p2), FMUL(p, LD(cg_elem(cg, gr, li.i)))), p2);
+    }
+    cg_loop_end(cg, &li, NULL);
+    cg_loop_end(cg, &l, NULL);
+    LLVMValueRef own = u.t;
+    Loop lo = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, hd), NULL, "i");
+    ST(FMUL(LD(cg_elem(cg, a1, lo.i)), scale), cg_elem(cg, att_row(x, gpu_param(x, 0), &u, own, W), lo.i));
+    if (which)
+        ST(LD(cg_elem(cg, a2, lo.i)), cg_elem(cg, att_row(x, gpu_param(x, 1), &u, own, W), lo.i));
+    cg_loop_end(cg, &lo, NULL);
+    cg_endif(cg, join);
+    gpu_end(x);
+    return ki;
+}
+
+/* ATTENTION_GRAD: the first node of a group (memplan_attention_group)
+ * launches dq and dk, dv for all; a gradient no node asks for is computed
+ * into its sibling's place first and then overwritten, or, with no
+ * sibling in that kernel, not launched. */
+static void gpu_attention_grad(Gpu *x, const IrNode *n)
+{
+    if (x->attn_done[n->id])
+        return;
+    const IrNode *fwd = n->saved, *sib[3];
+    if (!fwd || fwd->op != IR_ATTENTION)
+        die("lower: %%%d: attention_grad without its forward attention", n->id);
+    memplan_attention_group(x->g, n, sib);
+    int64_t hd = n->width / n->heads;
+    for (int w = 0; w < 3; w++)
+        if (sib[w])
+            x->attn_done[sib[w]->id] = true;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0 ? !sib[0] : !sib[1] && !sib[2])
+            continue;
+        if (pass == 1 && (!sib[1] || !sib[2]))
+            die("lower: %%%d: attention_grad needs dk and dv together on the GPU", n->id);
+        int ki = att_grad_kernel(x, hd, pass);
+        gpu_launch(x, ki, n->id, gpu_aff(0, n->heads, 0), ATT_THREADS, ATT_THREADS, 1, false);
+        if (pass == 0) {
+            gpu_arg_value(x, sib[0], true);
+        } else {
+            gpu_arg_value(x, sib[1], true);
+            gpu_arg_value(x, sib[2], true);
+        }
+        for (int i = 0; i < 3; i++)
+            gpu_arg_value(x, n->in[i], false);
+        gpu_arg_value(x, fwd, false);
+        gpu_arg_aux(x, fwd, false);
+        gpu_arg_value(x, n->in[3], false);
+        gpu_arg_i64(x, gpu_aff(n->heads, 0, 0));
+        gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
+    }
+}
+
+/* ---- cross-entropy ---- */
+
+static void gpu_cross_entropy(Gpu *x, const IrNode *n)
+{
+    Cg *cg = &x->cg;
+    const IrNode *lg = n->in[0];
+    if (!lg->tok || n->tok || n->width != 1)
+        die("lower: %%%d: cross_entropy is not logits -> scalar", n->id);
+    int ki = gpu_find(x, "ce_rows");
+    if (ki < 0) { /* a CTA per row.  (aux: lse then row losses; logits, targets, mask, V) */
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->i64};
+        ki = gpu_begin(x, "ce_rows", t, 5);
+        LLVMValueRef aux = gpu_param(x, 0), lgp = gpu_param(x, 1), tg = gpu_param(x, 2), mask = gpu_param(x, 3),
+                     V = gpu_param(x, 4);
+        LLVMValueRef scratch = gpu_shared(x, cg->real, GPU_ROW_THREADS, "red");
+        LLVMValueRef r = gpu_sreg(x, "ctaid.x"), tid = gpu_sreg(x, "tid.x"), step = cg_i64(cg, GPU_ROW_THREADS);
+        LLVMValueRef BT = MUL(x->kB, x->kT), first = LLVMBuildICmp(cg->b, LLVMIntEQ, tid, cg_i64(cg, 0), "");
+        LLVMValueRef mr = LD(cg_elem(cg, mask, r)), row = MUL(r, V);
+        LLVMValueRef lsep = cg_elem(cg, aux, r), lossp = cg_elem(cg, aux, ADD(BT, r));
+        LLVMValueRef off = LLVMBuildFCmp(cg->b, LLVMRealOEQ, mr, cg_real(cg, 0), "");
+        LLVMValueRef fn = cg->fn;
+        LLVMBasicBlockRef skip = LLVMAppendBasicBlockInContext(cg->ctx, fn, "masked"),
+                          body = LLVMAppendBasicBlockInContext(cg->ctx, fn, "row"),
+                          done = LLVMAppendBasicBlockInContext(cg->ctx, fn, "done");
+        LLVMBuildCondBr(cg->b, off, skip, body); /* uniform over the CTA */
+        LLVMPositionBuilderAtEnd(cg->b, skip);
+        LLVMBasicBlockRef j0 = cg_if(cg, first, "zero");
+        ST(cg_real(cg, 0), lsep);
+        ST(cg_real(cg, 0), lossp);
+        cg_endif(cg, j0);
+        LLVMBuildBr(cg->b, done);
+        LLVMPositionBuilderAtEnd(cg->b, body);
+        static IrNode mx = {.op = IR_MAX}, sm = {.op = IR_SUM};
+        LLVMValueRef m = local(x, cg_real(cg, -INFINITY));
+        Loop l = gpu_loop_begin(x, tid, V, step, "c");
+        ST(lower_reduce_step(cg, &mx, LD(m), LD(cg_elem(cg, lgp, ADD(row, l.i)))), m);
+        gpu_loop_end(x, &l, step);
+        LLVMValueRef mxv = gpu_block_reduce(x, LD(m), &mx, scratch);
+        LLVMValueRef s = local(x, cg_real(cg, 0));
+        Loop l2 = gpu_loop_begin(x, tid, V, step, "c");
+        ST(FADD(LD(s), gexp(x, FSUB(LD(cg_elem(cg, lgp, ADD(row, l2.i))), mxv))), s);
+        gpu_loop_end(x, &l2, step);
+        LLVMValueRef sum = gpu_block_reduce(x, LD(s), &sm, scratch);
+        LLVMValueRef lse = FADD(mxv, glog(x, sum));
+        LLVMBasicBlockRef j1 = cg_if(cg, first, "store");
+        LLVMValueRef tgt = LLVMBuildSExt(cg->b, LLVMBuildLoad2(cg->b, cg->i32, LLVMBuildGEP2(cg->b, cg->i32, tg, &r, 1, ""), ""), cg->i64, "");
+        ST(lse, lsep);
+        ST(FMUL(mr, FSUB(lse, LD(cg_elem(cg, lgp, ADD(row, tgt))))), lossp);
+        cg_endif(cg, j1);
+        LLVMBuildBr(cg->b, done);
+        LLVMPositionBuilderAtEnd(cg->b, done);
+        gpu_end(x);
+    }
+    gpu_launch(x, ki, n->id, gpu_aff(0, 1, 0), 1, GPU_ROW_THREADS, 1, false);
+    gpu_arg_aux(x, n, true);
+    gpu_arg_value(x, lg, false);
+    gpu_arg_value(x, n->in[1], false);
+    gpu_arg_ptr(x, STRATA_GPU_MASK, gpu_aff(0, 0, 0), gpu_aff(0, 4, 0), false, -1);
+    gpu_arg_i64(x, gpu_aff(lg->width, 0, 0));
+
+    ki = gpu_find(x, "ce_mean");
+    if (ki < 0) { /* one thread, in double, rows in order.  (loss, aux, mask) */
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr};
+        ki = gpu_begin(x, "ce_mean", t, 3);
+        LLVMValueRef BT = MUL(x->kB, x->kT);
+        LLVMValueRef sum = local(x, LLVMConstReal(cg->f64, 0)), cnt = local(x, LLVMConstReal(cg->f64, 0));
+        Loop l = cg_loop_begin(cg, cg_i64(cg, 0), BT, NULL, "r");
+        LLVMValueRef rl = LLVMBuildFPExt(cg->b, LD(cg_elem(cg, gpu_param(x, 1), ADD(BT, l.i))), cg->f64, "");
+        LLVMValueRef mk = LLVMBuildFPExt(cg->b, LD(cg_elem(cg, gpu_param(x, 2), l.i)), cg->f64, "");
+        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->f64, sum, ""), rl, ""), sum);
+        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->f64, cnt, ""), mk, ""), cnt);
+        cg_loop_end(cg, &l, NULL);
+        LLVMValueRef c = LLVMBuildLoad2(cg->b, cg->f64, cnt, "");
+        LLVMValueRef q = LLVMBuildFDiv(cg->b, LLVMBuildLoad2(cg->b, cg->f64, sum, ""), c, "");
+        LLVMValueRef nz = LLVMBuildFCmp(cg->b, LLVMRealUNE, c, LLVMConstReal(cg->f64, 0), "");
+        ST(LLVMBuildSelect(cg->b, nz, LLVMBuildFPTrunc(cg->b, q, cg->real, ""), cg_real(cg, 0), ""), gpu_param(x, 0));
+        gpu_end(x);
+    }
+    gpu_launch(x, ki, n->id, gpu_aff(1, 0, 0), 1, 1, 1, false);
+    gpu_arg_value(x, n, true);
+    gpu_arg_aux(x, n, false);
+    gpu_arg_ptr(x, STRATA_GPU_MASK, gpu_aff(0, 0, 0), gpu_aff(0, 4, 0), false, -1);
+}
+
+static void gpu_ce_grad(Gpu *x, const IrNode *n)
+{
+    Cg *cg = &x->cg;
+    const IrNode *lg = n->in[0], *gn = n->in[2], *ce = n->saved;
+    if (!n->tok || n->width != lg->width || gn->tok || gn->width != 1 || !ce || ce->op != IR_CROSS_ENTROPY)
+        die("lower: %%%d: cross_entropy_grad is not (B,T,V) with a scalar gradient", n->id);
+    int ki = gpu_find(x, "ce_grad");
+    if (ki < 0) { /* a CTA per row; count = sum of the mask in double.  (d, logits, targets, mask, aux, g, V) */
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->i64};
+        ki = gpu_begin(x, "ce_grad", t, 7);
+        LLVMValueRef d = gpu_param(x, 0), lgp = gpu_param(x, 1), tg = gpu_param(x, 2), mask = gpu_param(x, 3),
+                     aux = gpu_param(x, 4), gp = gpu_param(x, 5), V = gpu_param(x, 6);
+        LLVMValueRef scratch = gpu_shared(x, cg->f64, GPU_ROW_THREADS, "red64");
+        LLVMValueRef r = gpu_sreg(x, "ctaid.x"), tid = gpu_sreg(x, "tid.x"), step = cg_i64(cg, GPU_ROW_THREADS);
+        LLVMValueRef BT = MUL(x->kB, x->kT), row = MUL(r, V);
+        LLVMValueRef c = cg_alloca(cg, cg->f64, "cnt");
+        LLVMBuildStore(cg->b, LLVMConstReal(cg->f64, 0), c);
+        Loop l = gpu_loop_begin(x, tid, BT, step, "i");
+        LLVMValueRef mk = LLVMBuildFPExt(cg->b, LD(cg_elem(cg, mask, l.i)), cg->f64, "");
+        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->f64, c, ""), mk, ""), c);
+        gpu_loop_end(x, &l, step);
+        LLVMValueRef count = gpu_block_reduce(x, LLVMBuildLoad2(cg->b, cg->f64, c, ""), NULL, scratch);
+        LLVMValueRef mr = LD(cg_elem(cg, mask, r));
+        LLVMValueRef zero = LLVMBuildOr(cg->b, LLVMBuildFCmp(cg->b, LLVMRealOEQ, mr, cg_real(cg, 0), ""),
+                                        LLVMBuildFCmp(cg->b, LLVMRealOEQ, count, LLVMConstReal(cg->f64, 0), ""), "");
+        LLVMValueRef w64 = LLVMBuildFDiv(cg->b,
+                                         LLVMBuildFMul(cg->b, LLVMBuildFPExt(cg->b, LD(gp), cg->f64, ""),
+                                                       LLVMBuildFPExt(cg->b, mr, cg->f64, ""), ""),
+                                         count, "");
+        LLVMValueRef w = LLVMBuildSelect(cg->b, zero, cg_real(cg, 0), LLVMBuildFPTrunc(cg->b, w64, cg->real, ""), "");
+        LLVMValueRef ls = LD(cg_elem(cg, aux, r));
+        /* a masked row's target is not read (it may be -100) */
+        LLVMValueRef tp = LLVMBuildGEP2(cg->b, cg->i32, tg, &r, 1, "");
+        LLVMValueRef tgt = LLVMBuildSelect(cg->b, zero, cg_i64(cg, -1),
+                                           LLVMBuildSExt(cg->b, LLVMBuildLoad2(cg->b, cg->i32, tp, ""), cg->i64, ""), "");
+        Loop l2 = gpu_loop_begin(x, tid, V, step, "j");
+        LLVMValueRef e = FMUL(gexp(x, FSUB(LD(cg_elem(cg, lgp, ADD(row, l2.i))), ls)), w);
+        LLVMValueRef hit = LLVMBuildICmp(cg->b, LLVMIntEQ, l2.i, tgt, "");
+        e = LLVMBuildSelect(cg->b, hit, FSUB(e, w), e, "");
+        ST(LLVMBuildSelect(cg->b, zero, cg_real(cg, 0), e, ""), cg_elem(cg, d, ADD(row, l2.i)));
+        gpu_loop_end(x, &l2, step);
+        gpu_end(x);
+    }
+    gpu_launch(x, ki, n->id, gpu_aff(0, 1, 0), 1, GPU_ROW_THREADS, 1, false);
+    gpu_arg_value(x, n, true);
+    gpu_arg_value(x, lg, false);
+    gpu_arg_value(x, n->in[1], false);
+    gpu_arg_ptr(x, STRATA_GPU_MASK, gpu_aff(0, 0, 0), gpu_aff(0, 4, 0), false, -1);
+    gpu_arg_aux(x, ce, false);
+    gpu_arg_value(x, gn, false);
+    gpu_arg_i64(x, gpu_aff(lg->width, 0, 0));
+}
+
+void gpu_call_node(Gpu *x, const IrNode *n)
+{
+    switch (n->op) {
+    case IR_MATMUL: gpu_matmul(x, n); break;
+    case IR_MATMUL_GRAD_W: gpu_matmul_grad_w(x, n); break;
+    case IR_EMBED: gpu_embed(x, n); break;
+    case IR_EMBED_GRAD: gpu_embed_grad(x, n); break;
+    case IR_ROPE:
+    case IR_ROPE_GRAD: gpu_rope(x, n); break;
+    case IR_ATTENTION: gpu_attention(x, n); break;
+    case IR_ATTENTION_GRAD: gpu_attention_grad(x, n); break;
+    case IR_CROSS_ENTROPY: gpu_cross_entropy(x, n); break;
+    case IR_CE_GRAD: gpu_ce_grad(x, n); break;
+    default: die("lower: no GPU rule for op %s", ir_op_info[n->op].text);
+    }
+}
+
+/* ---- gradient copies and zeroing ---- */
+
+static int copy_kernel(Gpu *x, bool zero)
+{
+    Cg *cg = &x->cg;
+    const char *key = zero ? "zero" : "grad_store";
+    int ki = gpu_find(x, key);
+    if (ki >= 0)
+        return ki;
+    LLVMTypeRef t[] = {cg->ptr, cg->i64, cg->ptr};
+    ki = gpu_begin(x, key, t, zero ? 2 : 3); /* (dst, n[, src]): dst = 0, or dst = src / dst += src (acc) */
+    LLVMValueRef i = global_id(x);
+    LLVMBasicBlockRef join = cg_if(cg, LT(i, gpu_param(x, 1)), "in");
+    LLVMValueRef dp = cg_elem(cg, gpu_param(x, 0), i);
+    if (zero) {
+        ST(cg_real(cg, 0), dp);
+    } else {
+        LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntNE, x->kacc, cg_i32(cg, 0), "");
+        LLVMValueRef prev = LLVMBuildSelect(cg->b, keep, LD(dp), cg_real(cg, 0), "");
+        ST(FADD(prev, LD(cg_elem(cg, gpu_param(x, 2), i))), dp);
+    }
+    cg_endif(cg, join);
+    gpu_end(x);
+    return ki;
+}
+
+void gpu_grad_store(Gpu *x, StrataGpuAffine dst_off, const IrNode *src, int64_t n)
+{
+    int ki = copy_kernel(x, false);
+    gpu_launch(x, ki, src->id, gpu_aff(n, 0, 0), 256, 256, 1, true);
+    gpu_arg_ptr(x, STRATA_GPU_GRADS, dst_off, gpu_aff(n * 4, 0, 0), true, -1);
+    gpu_arg_i64(x, gpu_aff(n, 0, 0));
+    gpu_arg_value(x, src, false);
+}
+
+void gpu_zero(Gpu *x, StrataGpuBuf buf, StrataGpuAffine off, int64_t n)
+{
+    int ki = copy_kernel(x, true);
+    gpu_launch(x, ki, -1, gpu_aff(n, 0, 0), 256, 256, 1, false);
+    gpu_arg_ptr(x, buf, off, gpu_aff(n * 4, 0, 0), true, -1);
+    gpu_arg_i64(x, gpu_aff(n, 0, 0));
+}
