@@ -15,6 +15,7 @@
 #include "ir/gradcheck.h"
 #include "ir/ir.h"
 #include "lower/lower.h"
+#include "gpu/plan.h"
 #include "driver/check.h"
 #include "resolve/sema.h"
 #include "driver/sweep.h"
@@ -100,6 +101,9 @@ static void usage(FILE *out)
             "                   configure found ($STRATA_CC overrides) with libstrata_rt.a\n"
             "                   ($STRATA_RUNTIME_DIR overrides where it is looked for)\n"
             "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
+            "  --device cuda    build: with --emit=ptx (the GPU kernels as PTX) or\n"
+            "                   --emit=plan (their launch plan as text); --cuda-arch\n"
+            "                   sm_80 or sm_90 (default sm_90)\n"
             "  --f64            build: double precision (default float)\n"
             "  --precision P    tune: fp32, bf16 or both (default both)\n"
             "  -h, --help       this text;  --version  the version\n"
@@ -148,6 +152,8 @@ static const struct CommandHelp {
      "usage: strata build MODEL.strata -o TRAINER [-D NAME=VALUE]... [--preset NAME] [--cpu NAME]\n"
      "       strata build MODEL.strata --emit=llvm|asm|obj -o FILE [--f64] [-D NAME=VALUE]...\n"
      "                    [--preset NAME] [--cpu NAME]\n"
+     "       strata build MODEL.strata --device cuda --emit=ptx|plan -o FILE\n"
+     "                    [--cuda-arch sm_80|sm_90] [-D NAME=VALUE]... [--preset NAME]\n"
      "Compiles the model's training step (forward and backward) through LLVM.\n"
      "Without --emit: a standalone trainer executable that needs no LLVM (fp32),\n"
      "linked by the C compiler configure found ($STRATA_CC overrides) with\n"
@@ -157,7 +163,10 @@ static const struct CommandHelp {
      "                  object exporting strata_train_step, strata_forward and\n"
      "                  strata_model (model ABI v2, runtime/model_abi.h)\n"
      "  --f64           double precision (with --emit only; default float)\n"
-     "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"},
+     "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"
+     "  --device cuda   the GPU target (fp32; docs/gpu-lowering.md): --emit=ptx\n"
+     "                  writes the kernels as PTX, --emit=plan their launch plan\n"
+     "  --cuda-arch A   sm_80 or sm_90 (default sm_90)\n"},
     {"export", true,
      "usage: strata export MODEL.strata --ckpt CKPT -o DIR [-D NAME=VALUE]... [--preset NAME]\n"
      "                     [--tokenizer FILE | --gpt2 DIR | --bytes]\n"
@@ -232,6 +241,7 @@ typedef struct Args {
     double tol;
     const char *export_path;
     const char *emit, *output, *cpu, *precision;
+    const char *device, *cuda_arch; /* build: --device cpu|cuda, --cuda-arch sm_80|sm_90 */
     bool f64;
 } Args;
 
@@ -253,7 +263,8 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
         const char *s = argv[i];
         const char *val = NULL;
         static const char *const with_value[] = {"-D", "--preset", "--batch", "--seq", "--samples", "--tol",
-                                                 "--seed", "--export", "-o", "--cpu", "--precision", NULL};
+                                                 "--seed", "--export", "-o", "--cpu", "--precision",
+                                                 "--device", "--cuda-arch", NULL};
         for (int k = 0; with_value[k]; k++)
             if (!strcmp(s, with_value[k])) {
                 if (i + 1 >= argc) {
@@ -282,6 +293,18 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
             a->output = val;
         } else if (!strcmp(s, "--cpu")) {
             a->cpu = val;
+        } else if (!strcmp(s, "--device")) {
+            a->device = val;
+            if (strcmp(val, "cpu") && strcmp(val, "cuda")) {
+                fprintf(stderr, "strata: error: --device expects cpu or cuda, got '%s'\n", val);
+                return 2;
+            }
+        } else if (!strcmp(s, "--cuda-arch")) {
+            a->cuda_arch = val;
+            if (strcmp(val, "sm_80") && strcmp(val, "sm_90")) {
+                fprintf(stderr, "strata: error: --cuda-arch expects sm_80 or sm_90, got '%s'\n", val);
+                return 2;
+            }
         } else if (!strcmp(s, "--precision")) {
             a->precision = val;
             if (strcmp(val, "fp32") && strcmp(val, "bf16") && strcmp(val, "both")) {
@@ -292,8 +315,9 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
             a->f64 = true;
         } else if (!strncmp(s, "--emit=", 7)) {
             a->emit = s + 7;
-            if (strcmp(a->emit, "llvm") && strcmp(a->emit, "asm") && strcmp(a->emit, "obj")) {
-                fprintf(stderr, "strata: error: --emit expects llvm, asm or obj, got '%s'\n", a->emit);
+            if (strcmp(a->emit, "llvm") && strcmp(a->emit, "asm") && strcmp(a->emit, "obj") &&
+                strcmp(a->emit, "ptx") && strcmp(a->emit, "plan")) {
+                fprintf(stderr, "strata: error: --emit expects llvm, asm, obj, ptx or plan, got '%s'\n", a->emit);
                 return 2;
             }
         } else if (!strcmp(s, "--tol")) {
@@ -334,8 +358,37 @@ static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "
 
 /* strata build: lower the training step and write it out, or link a
  * trainer executable around it. */
+/* strata build --device cuda --emit=ptx|plan: the GPU lowering's PTX or
+ * its launch plan as text (compiler/lower/nvptx.c). */
+static bool build_gpu(const IrGraph *g, const Args *a)
+{
+    StrataGpuProgram *p = NULL;
+    char *err = NULL;
+    if (lower_gpu_program(g, a->cuda_arch ? a->cuda_arch : "sm_90", &p, &err) != 0) {
+        fprintf(stderr, "strata: error: --device cuda: %s\n", err ? err : "the GPU lowering failed");
+        free(err);
+        return false;
+    }
+    FILE *f = fopen(a->output, "w");
+    bool ok = f != NULL;
+    if (f) {
+        if (!strcmp(a->emit, "ptx"))
+            fwrite(p->ptx, 1, (size_t)p->ptx_len, f);
+        else
+            lower_gpu_plan_dump(f, p);
+        ok = !ferror(f);
+        ok = fclose(f) == 0 && ok;
+    }
+    if (!ok)
+        fprintf(stderr, "strata: error: cannot write %s: %s\n", a->output, strerror(errno));
+    lower_gpu_program_free(p);
+    return ok;
+}
+
 static bool build(const IrGraph *g, const Args *a, const char *source, const DrvIdent *id)
 {
+    if (a->emit && (!strcmp(a->emit, "ptx") || !strcmp(a->emit, "plan")))
+        return build_gpu(g, a);
     if (!a->emit)
         return drv_build_trainer(g, &(DrvBuild){.model = a->model, .source = source, .ident = id, .cpu = a->cpu,
                                                 .output = a->output});
@@ -368,6 +421,18 @@ static int run(const char *cmd, int argc, char **argv)
     if (rc) {
         free(defines);
         return rc;
+    }
+    bool gpu_emit = a.emit && (!strcmp(a.emit, "ptx") || !strcmp(a.emit, "plan"));
+    bool cuda = a.device && !strcmp(a.device, "cuda");
+    if (is_build && a.output && (gpu_emit != cuda || (cuda && a.f64) || (a.cuda_arch && !cuda))) {
+        fprintf(stderr, "strata: error: %s\n",
+                gpu_emit && !cuda ? "--emit=ptx and --emit=plan need --device cuda"
+                : cuda && a.f64  ? "--device cuda is fp32: drop --f64"
+                : a.cuda_arch && !cuda ? "--cuda-arch needs --device cuda"
+                                       : "--device cuda needs --emit=ptx or --emit=plan (a GPU trainer "
+                                         "executable is not built yet)");
+        free(defines);
+        return 2;
     }
     if (is_build && (!a.output || (a.f64 && !a.emit))) {
         fprintf(stderr, "strata: error: %s\n",
