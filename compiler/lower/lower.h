@@ -67,6 +67,15 @@ void lower_module_free(LowerModule *m);
 struct StrataGpuProgram;
 int lower_gpu_program(const IrGraph *g, const char *sm, struct StrataGpuProgram **out, char **err);
 void lower_gpu_program_free(struct StrataGpuProgram *p);
+/* For tests on machines without a GPU: the same kernels and plan built for
+ * this host as a position-independent object file at obj_path, each kernel
+ * with a wrapper NAME_emu(void **args) taking cuLaunchKernel's arguments,
+ * thread ids from the hook strata_emu_sreg (a global i64 (*)(i32 code),
+ * codes in nvptx.h's GPU_SREG_NAMES order: tid.x/y/z, ctaid.x/y/z,
+ * ntid.x/y/z) and barriers through the hook strata_emu_barrier (void (*)(void));
+ * each CTA must run alone (shared memory is a plain global).  The
+ * program's ptx is empty. */
+int lower_gpu_emulation(const IrGraph *g, const char *obj_path, struct StrataGpuProgram **out, char **err);
 /* The plan as text (--emit=plan). */
 void lower_gpu_plan_dump(FILE *out, const struct StrataGpuProgram *p);
 #endif

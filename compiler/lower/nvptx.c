@@ -144,24 +144,57 @@ static void dispose_cg(Cg *cg)
         LLVMDisposeTargetData(cg->td);
 }
 
-int lower_gpu_program(const IrGraph *g, const char *sm, StrataGpuProgram **out, char **err)
+static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+
+static void init_host(void)
+{
+    LLVMInitializeNativeTarget();
+    LLVMInitializeNativeAsmPrinter();
+}
+
+/* The emulation's machine: this host, position-independent (a shared object). */
+static LLVMTargetMachineRef host_machine(char **err)
+{
+    pthread_once(&host_once, init_host);
+    char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
+    LLVMTargetRef target;
+    LLVMTargetMachineRef tm = NULL;
+    if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
+        *err = fmt_err("host target: ", msg ? msg : "not found");
+        LLVMDisposeMessage(msg);
+    } else {
+        tm = LLVMCreateTargetMachine(target, triple, "", "", LLVMCodeGenLevelDefault, LLVMRelocPIC,
+                                     LLVMCodeModelDefault);
+        if (!tm)
+            *err = xstrdup("cannot create the host target machine");
+    }
+    LLVMDisposeMessage(triple);
+    return tm;
+}
+
+/* sm: the NVPTX target; or, emu_obj set, the host's object file at that path. */
+static int build_program(const IrGraph *g, const char *sm, const char *emu_obj, StrataGpuProgram **out, char **err)
 {
     *out = NULL;
     *err = NULL;
     if (!g->logits || !g->loss || g->kernels.n == 0 || g->nforward == 0)
         die("lower_gpu_program: the graph needs autodiff, logits, a loss and fuse_graph");
-    LLVMTargetMachineRef tm = nvptx_machine(sm, err);
+    LLVMTargetMachineRef tm = emu_obj ? host_machine(err) : nvptx_machine(sm, err);
     if (!tm)
         return -1;
     Gpu x = {0};
+    x.emulate = emu_obj != NULL;
     Cg *cg = &x.cg;
     cg->g = g;
     cg->prec = LOWER_F32;
     cg->nvptx = true;
+    cg->gpu_emulate = x.emulate;
     cg->tm = tm;
     cg->ctx = LLVMContextCreate();
     cg->mod = LLVMModuleCreateWithNameInContext(g->model_name ? g->model_name : "strata", cg->ctx);
-    LLVMSetTarget(cg->mod, "nvptx64-nvidia-cuda");
+    char *triple = LLVMGetTargetMachineTriple(tm);
+    LLVMSetTarget(cg->mod, triple);
+    LLVMDisposeMessage(triple);
     cg->td = LLVMCreateTargetDataLayout(tm);
     LLVMSetModuleDataLayout(cg->mod, cg->td);
     cg->b = LLVMCreateBuilderInContext(cg->ctx);
@@ -189,6 +222,8 @@ int lower_gpu_program(const IrGraph *g, const char *sm, StrataGpuProgram **out, 
     x.attn_done = xcalloc((size_t)g->nodes.n + 1, sizeof *x.attn_done);
     walk(&x, &kinds);
     gpu_optimizer_kernels(&x);
+    if (x.emulate)
+        gpu_emu_wrappers(&x);
 
     char *msg = NULL;
     if (LLVMVerifyModule(cg->mod, LLVMReturnStatusAction, &msg)) {
@@ -206,6 +241,12 @@ int lower_gpu_program(const IrGraph *g, const char *sm, StrataGpuProgram **out, 
         *err = fmt_err("NVPTX passes: ", m);
         LLVMDisposeErrorMessage(m);
         rc = -1;
+    } else if (emu_obj) {
+        if (LLVMTargetMachineEmitToFile(tm, cg->mod, emu_obj, LLVMObjectFile, &msg)) {
+            *err = fmt_err("host backend: ", msg ? msg : "failed");
+            LLVMDisposeMessage(msg);
+            rc = -1;
+        }
     } else if (LLVMTargetMachineEmitToMemoryBuffer(tm, cg->mod, LLVMAssemblyFile, &msg, &buf)) {
         *err = fmt_err("NVPTX backend: ", msg ? msg : "failed");
         LLVMDisposeMessage(msg);
@@ -214,9 +255,10 @@ int lower_gpu_program(const IrGraph *g, const char *sm, StrataGpuProgram **out, 
 
     if (rc == 0) {
         StrataGpuProgram *p = xcalloc(1, sizeof *p);
-        size_t n = LLVMGetBufferSize(buf);
+        size_t n = buf ? LLVMGetBufferSize(buf) : 0;
         char *ptx = xmalloc(n + 1);
-        memcpy(ptx, LLVMGetBufferStart(buf), n);
+        if (n)
+            memcpy(ptx, LLVMGetBufferStart(buf), n);
         ptx[n] = 0;
         StrataGpuKernel *ks = xcalloc((size_t)x.nkeys + 1, sizeof *ks);
         for (int i = 0; i < x.nkeys; i++)
@@ -234,7 +276,7 @@ int lower_gpu_program(const IrGraph *g, const char *sm, StrataGpuProgram **out, 
         *p = (StrataGpuProgram){
             .magic = STRATA_GPU_MAGIC,
             .version = STRATA_GPU_VERSION,
-            .target = xstrdup(sm),
+            .target = xstrdup(emu_obj ? "host" : sm),
             .ptx = ptx,
             .ptx_len = (int64_t)n,
             .kernels = ks,
@@ -282,6 +324,16 @@ int lower_gpu_program(const IrGraph *g, const char *sm, StrataGpuProgram **out, 
     LLVMContextDispose(cg->ctx);
     LLVMDisposeTargetMachine(tm);
     return rc;
+}
+
+int lower_gpu_program(const IrGraph *g, const char *sm, StrataGpuProgram **out, char **err)
+{
+    return build_program(g, sm, NULL, out, err);
+}
+
+int lower_gpu_emulation(const IrGraph *g, const char *obj_path, StrataGpuProgram **out, char **err)
+{
+    return build_program(g, NULL, obj_path, out, err);
 }
 
 void lower_gpu_program_free(StrataGpuProgram *p)

@@ -42,6 +42,7 @@ typedef struct Gpu {
     float *consts;             /* (nconsts) the CONSTS buffer */
     int nconsts;
     bool *attn_done;           /* per node: an ATTENTION_GRAD launched with its group */
+    bool emulate;              /* for the host (tests): hooks instead of PTX registers and barriers */
     /* The kernel being built: its i64 B, T and i32 acc parameters. */
     LLVMValueRef kB, kT, kacc;
 } Gpu;
@@ -55,7 +56,9 @@ int gpu_find(Gpu *x, const char *key);
 int gpu_begin(Gpu *x, const char *key, LLVMTypeRef *types, unsigned n);
 LLVMValueRef gpu_param(Gpu *x, unsigned i);   /* extra parameter i of the kernel being built */
 void gpu_end(Gpu *x);                          /* ret void */
-/* llvm.nvvm.read.ptx.sreg.<name> ("tid.x", "ctaid.x", "ntid.x", ...) as i64. */
+/* llvm.nvvm.read.ptx.sreg.<name> ("tid.x", "ctaid.x", "ntid.x", ...) as i64;
+ * emulated: a call of the hook strata_emu_sreg(code), GPU_SREG_NAMES order. */
+#define GPU_SREG_NAMES {"tid.x", "tid.y", "tid.z", "ctaid.x", "ctaid.y", "ctaid.z", "ntid.x", "ntid.y", "ntid.z"}
 LLVMValueRef gpu_sreg(Gpu *x, const char *name);
 void gpu_barrier(Gpu *x);
 /* A static shared-memory array of n elements of t; a pointer to it. */
@@ -93,4 +96,7 @@ void gpu_zero(Gpu *x, StrataGpuBuf buf, StrataGpuAffine off, int64_t n);
 /* ---- nvptx_opt.c ---- */
 /* strata_sumsq, strata_sumsq_final, strata_adamw, strata_scale (plan.h). */
 void gpu_optimizer_kernels(Gpu *x);
+/* Emulated: void NAME_emu(ptr args) for each kernel, args[i] pointing at
+ * argument i as cuLaunchKernel takes them. */
+void gpu_emu_wrappers(Gpu *x);
 #endif

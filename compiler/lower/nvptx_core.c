@@ -50,6 +50,14 @@ int gpu_begin(Gpu *x, const char *key, LLVMTypeRef *types, unsigned n)
     LLVMValueRef fn = LLVMAddFunction(cg->mod, x->names[index], LLVMFunctionType(cg->voidt, all, n + 3, false));
     free(all);
     cg_fn_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
+    if (x->emulate) {
+        cg->fn = fn;
+        LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+        x->kB = LLVMGetParam(fn, 0);
+        x->kT = LLVMGetParam(fn, 1);
+        x->kacc = LLVMGetParam(fn, 2);
+        return index;
+    }
     LLVMMetadataRef md[] = {LLVMValueAsMetadata(fn), LLVMMDStringInContext2(cg->ctx, "kernel", 6),
                             LLVMValueAsMetadata(cg_i32(cg, 1))};
     LLVMAddNamedMetadataOperand(cg->mod, "nvvm.annotations", LLVMMetadataAsValue(cg->ctx, LLVMMDNodeInContext2(cg->ctx, md, 3)));
@@ -72,9 +80,33 @@ void gpu_end(Gpu *x)
     x->cg.fn = NULL;
 }
 
+/* A hook of the emulation: a global function pointer the test sets. */
+static LLVMValueRef emu_hook(Gpu *x, const char *name, LLVMTypeRef fty, LLVMValueRef *args, unsigned n)
+{
+    Cg *cg = &x->cg;
+    LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+    if (!gv) {
+        gv = LLVMAddGlobal(cg->mod, cg->ptr, name);
+        LLVMSetInitializer(gv, LLVMConstNull(cg->ptr));
+    }
+    LLVMValueRef fp = LLVMBuildLoad2(cg->b, cg->ptr, gv, "");
+    return LLVMBuildCall2(cg->b, fty, fp, args, n, "");
+}
+
 LLVMValueRef gpu_sreg(Gpu *x, const char *name)
 {
     Cg *cg = &x->cg;
+    if (x->emulate) {
+        static const char *names[] = GPU_SREG_NAMES;
+        int code = -1;
+        for (int i = 0; i < 9; i++)
+            if (!strcmp(names[i], name))
+                code = i;
+        if (code < 0)
+            die("lower: no emulated register %s", name);
+        LLVMValueRef arg = cg_i32(cg, code);
+        return emu_hook(x, "strata_emu_sreg", LLVMFunctionType(cg->i64, &cg->i32, 1, false), &arg, 1);
+    }
     char full[64];
     snprintf(full, sizeof full, "llvm.nvvm.read.ptx.sreg.%s", name);
     unsigned id = LLVMLookupIntrinsicID(full, strlen(full));
@@ -88,6 +120,10 @@ LLVMValueRef gpu_sreg(Gpu *x, const char *name)
 void gpu_barrier(Gpu *x)
 {
     Cg *cg = &x->cg;
+    if (x->emulate) {
+        emu_hook(x, "strata_emu_barrier", LLVMFunctionType(cg->voidt, NULL, 0, false), NULL, 0);
+        return;
+    }
     const char *name = "llvm.nvvm.barrier0";
     unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
     if (!id)
@@ -100,10 +136,12 @@ LLVMValueRef gpu_shared(Gpu *x, LLVMTypeRef t, int64_t n, const char *name)
 {
     Cg *cg = &x->cg;
     LLVMTypeRef at = LLVMArrayType2(t, (uint64_t)n);
-    LLVMValueRef gv = LLVMAddGlobalInAddressSpace(cg->mod, at, name, 3);
+    LLVMValueRef gv = LLVMAddGlobalInAddressSpace(cg->mod, at, name, x->emulate ? 0 : 3);
     LLVMSetInitializer(gv, LLVMGetUndef(at));
     LLVMSetLinkage(gv, LLVMInternalLinkage);
     LLVMSetAlignment(gv, 16);
+    if (x->emulate) /* one CTA runs at a time on the host: a plain global is its shared memory */
+        return gv;
     return LLVMBuildAddrSpaceCast(cg->b, gv, cg->ptr, name);
 }
 
@@ -277,4 +315,30 @@ void gpu_arg_table(Gpu *x, const IrNode *n)
         die("lower: %%%d (%s) has no rotary table", n->id, ir_op_info[n->op].text);
     int64_t hd = n->width / n->heads;
     gpu_arg_ptr(x, STRATA_GPU_ARENA, gpu_slot_off(x, s), gpu_aff(0, 0, hd * 4), false, n->id);
+}
+
+void gpu_emu_wrappers(Gpu *x)
+{
+    Cg *cg = &x->cg;
+    for (int i = 0; i < x->nkeys; i++) {
+        LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, x->names[i]);
+        LLVMTypeRef fty = LLVMGlobalGetValueType(fn);
+        unsigned n = LLVMCountParamTypes(fty);
+        LLVMTypeRef *pt = xmalloc((n + 1) * sizeof *pt);
+        LLVMValueRef *av = xmalloc((n + 1) * sizeof *av);
+        LLVMGetParamTypes(fty, pt);
+        char name[96];
+        snprintf(name, sizeof name, "%s_emu", x->names[i]);
+        LLVMValueRef w = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->voidt, &cg->ptr, 1, false));
+        LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, w, "entry"));
+        for (unsigned a = 0; a < n; a++) {
+            LLVMValueRef idx = cg_i64(cg, a);
+            LLVMValueRef slot = LLVMBuildGEP2(cg->b, cg->ptr, LLVMGetParam(w, 0), &idx, 1, "");
+            av[a] = LLVMBuildLoad2(cg->b, pt[a], LLVMBuildLoad2(cg->b, cg->ptr, slot, ""), "");
+        }
+        LLVMBuildCall2(cg->b, fty, fn, av, n, "");
+        LLVMBuildRetVoid(cg->b);
+        free(pt);
+        free(av);
+    }
 }
