@@ -213,15 +213,15 @@ static void expect(bool ok, const char *path, const char *what, double err)
     }
 }
 
-static void *build_so(const IrGraph *g, const char *dir, StrataGpuProgram **prog)
+static void *build_so(const IrGraph *g, const char *dir, int precision, StrataGpuProgram **prog)
 {
     static int seq; /* a new name each time: dlopen returns the loaded object for a path it knows */
-    char obj[512], so[600], cmd[2048], *err = NULL;
+    char obj[512], so[600], cmd[2048], err[1024];
     snprintf(obj, sizeof obj, "%s/k%d.o", dir, seq);
     snprintf(so, sizeof so, "%s/k%d.so", dir, seq++);
-    if (lower_gpu_emulation(g, obj, prog, &err) != 0) {
+    LowerGpuOptions go = {.sm = 90, .precision = precision};
+    if (lower_gpu_emulation(g, &go, obj, prog, err, sizeof err) != 0) {
         printf("FAIL: lower_gpu_emulation: %s\n", err);
-        free(err);
         return NULL;
     }
     const char *cc = getenv("CC") ? getenv("CC") : "cc";
@@ -259,7 +259,7 @@ static void check_model(const char *path, const char *dir)
     }
     const IrGraph *g = &c.g;
     StrataGpuProgram *prog = NULL;
-    pending_so = build_so(g, dir, &prog);
+    pending_so = build_so(g, dir, STRATA_PRECISION_FP32, &prog);
     if (!pending_so) {
         failures++;
         case_free(&c);

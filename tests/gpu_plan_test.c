@@ -13,18 +13,24 @@
  *     the arena, independent of the memory plan's own check), and no launch
  *     writes over another of its own operands;
  *   - parameter offsets and the parameter count equal the CPU descriptor's
- *     (the JIT-compiled model's strata_model). */
+ *     (the JIT-compiled model's strata_model);
+ *   - lower_gpu_program_c's C source (what a built trainer links), compiled
+ *     by the C compiler and loaded, holds the same program field by field
+ *     (skipped, saying so, without a C compiler). */
 #include "gpu/plan.h"
 #include "ir/memplan.h"
 #include "lower/lower.h"
 #include "lower_case.h"
 
+#include <dlfcn.h>
 #include <glob.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static int failures;
+static bool have_cc;
 
 #define CHECK(cond, ...)                                                                                       \
     do {                                                                                                       \
@@ -209,6 +215,67 @@ static void check_shape(const IrGraph *g, const MemLayout *ly, const StrataGpuPr
     free(live.v);
 }
 
+#define SAME(field) CHECK(a->field == b->field, "C source: %s differs", #field)
+#define SAME_AFF(x) CHECK(!memcmp(&a->x, &b->x, sizeof a->x), "C source: %s differs", #x)
+
+/* The program through lower_gpu_program_c, cc and dlopen equals p. */
+static void check_c_source(const StrataGpuProgram *a, const char *path)
+{
+    static int seq;
+    char dir[] = "/tmp/strata-gpu-c-XXXXXX", src[128], so[128], cmd[2048], err[256];
+    if (!mkdtemp(dir))
+        return;
+    snprintf(src, sizeof src, "%s/p.c", dir);
+    snprintf(so, sizeof so, "%s/p%d.so", dir, seq++);
+    FILE *f = fopen(src, "w");
+    CHECK(f && lower_gpu_program_c(a, "strata_gpu_program", f, err, sizeof err) == 0, "%s: C source", path);
+    if (f)
+        fclose(f);
+    const char *srcdir = getenv("srcdir") ? getenv("srcdir") : ".", *cc = getenv("CC") ? getenv("CC") : "cc";
+    snprintf(cmd, sizeof cmd, "%s -shared -fPIC -I'%s/runtime' -o '%s' '%s'", cc, srcdir, so, src);
+    void *h = system(cmd) == 0 ? dlopen(so, RTLD_NOW | RTLD_LOCAL) : NULL;
+    CHECK(h, "%s: the C source does not compile or load (%s)", path, cmd);
+    const StrataGpuProgram *b = h ? dlsym(h, "strata_gpu_program") : NULL;
+    if (b) {
+        SAME(magic);
+        SAME(version);
+        SAME(precision);
+        SAME(ptx_len);
+        SAME(params_numel);
+        SAME(vocab);
+        SAME_AFF(arena_bytes);
+        SAME_AFF(loss_off);
+        SAME_AFF(logits_off);
+        CHECK(!strcmp(a->target, b->target) && !strcmp(a->ptx, b->ptx), "C source: target or PTX differs");
+        for (int i = 0; i < a->nkernels && i < b->nkernels; i++)
+            CHECK(!strcmp(a->kernels[i].name, b->kernels[i].name), "C source: kernel %d", i);
+        for (int i = 0; i < a->nlaunches && a->nlaunches == b->nlaunches; i++) { /* field by field: padding */
+            const StrataGpuLaunch *x = &a->launches[i], *y = &b->launches[i];
+            CHECK(x->kernel == y->kernel && x->phase == y->phase && !memcmp(x->grid, y->grid, sizeof x->grid) &&
+                      !memcmp(x->grid_div, y->grid_div, sizeof x->grid_div) &&
+                      !memcmp(x->block, y->block, sizeof x->block) && x->shared_bytes == y->shared_bytes &&
+                      x->arg0 == y->arg0 && x->nargs == y->nargs && x->acc == y->acc && x->node == y->node &&
+                      x->block_index == y->block_index,
+                  "C source: launch %d differs", i);
+        }
+        SAME(nlaunches);
+        CHECK(a->nargs == b->nargs && !memcmp(a->args, b->args, (size_t)a->nargs * sizeof *a->args),
+              "C source: arguments differ");
+        for (int i = 0; i < a->nparams && a->nparams == b->nparams; i++)
+            CHECK(a->params[i].offset == b->params[i].offset && a->params[i].numel == b->params[i].numel &&
+                      a->params[i].decay == b->params[i].decay,
+                  "C source: parameter %d differs", i);
+        SAME(nparams);
+        CHECK(a->ntables == b->ntables && !memcmp(a->tables, b->tables, (size_t)a->ntables * sizeof *a->tables),
+              "C source: tables differ");
+        CHECK(a->nconsts == b->nconsts && !memcmp(a->consts, b->consts, (size_t)a->nconsts * sizeof *a->consts),
+              "C source: constants differ");
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", dir);
+}
+
 static void check_model(Jit *jit, const char *path)
 {
     Case c;
@@ -217,10 +284,10 @@ static void check_model(Jit *jit, const char *path)
         return;
     }
     StrataGpuProgram *p = NULL;
-    char *err = NULL;
-    if (lower_gpu_program(&c.g, "sm_80", &p, &err) != 0) {
+    char err[1024];
+    LowerGpuOptions go = {.sm = 80, .precision = STRATA_PRECISION_FP32};
+    if (lower_gpu_program(&c.g, &go, &p, err, sizeof err) != 0) {
         CHECK(0, "%s: %s", path, err);
-        free(err);
         case_free(&c);
         return;
     }
@@ -244,6 +311,8 @@ static void check_model(Jit *jit, const char *path)
     } else {
         CHECK(0, "%s: the CPU path does not compile", path);
     }
+    if (have_cc)
+        check_c_source(p, path);
     printf("%s %s: %d kernels, %d launches checked at 4 shapes\n", failures == before ? "ok" : "FAIL", path,
            p->nkernels, p->nlaunches);
     memplan_layout_free(&ly);
@@ -263,6 +332,9 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    have_cc = system("${CC:-cc} --version > /dev/null 2>&1") == 0;
+    if (!have_cc)
+        printf("SKIPPED: the C source check (no C compiler)\n");
     char *err = NULL;
     Jit *jit = jit_create(&err);
     if (!jit) {

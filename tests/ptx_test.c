@@ -78,10 +78,10 @@ static int check(const char *path, bool tiny, const char *ptxas, int *assembled)
     for (int s = 0; s < 2; s++) {
         const char *sm = s ? "sm_90" : "sm_80";
         StrataGpuProgram *p = NULL;
-        char *err = NULL;
-        if (lower_gpu_program(&c.g, sm, &p, &err) != 0) {
+        char err[1024];
+        LowerGpuOptions go = {.sm = s ? 90 : 80, .precision = STRATA_PRECISION_FP32};
+        if (lower_gpu_program(&c.g, &go, &p, err, sizeof err) != 0) {
             fprintf(stderr, "FAIL %s (%s, %s): %s\n", path, tiny ? "tiny" : "default", sm, err);
-            free(err);
             failures++;
             continue;
         }

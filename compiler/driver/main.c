@@ -103,7 +103,8 @@ static void usage(FILE *out)
             "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
             "  --device cuda    build: with --emit=ptx (the GPU kernels as PTX) or\n"
             "                   --emit=plan (their launch plan as text); --cuda-arch\n"
-            "                   sm_80 or sm_90 (default sm_90)\n"
+            "                   sm_80 or sm_90 (default sm_90); --precision fp32 or bf16\n"
+            "                   (matrix products on bf16 inputs, tensor cores; default fp32)\n"
             "  --f64            build: double precision (default float)\n"
             "  --precision P    tune: fp32, bf16 or both (default both)\n"
             "  -h, --help       this text;  --version  the version\n"
@@ -153,7 +154,8 @@ static const struct CommandHelp {
      "       strata build MODEL.strata --emit=llvm|asm|obj -o FILE [--f64] [-D NAME=VALUE]...\n"
      "                    [--preset NAME] [--cpu NAME]\n"
      "       strata build MODEL.strata --device cuda --emit=ptx|plan -o FILE\n"
-     "                    [--cuda-arch sm_80|sm_90] [-D NAME=VALUE]... [--preset NAME]\n"
+     "                    [--cuda-arch sm_80|sm_90] [--precision fp32|bf16] [-D NAME=VALUE]...\n"
+     "                    [--preset NAME]\n"
      "Compiles the model's training step (forward and backward) through LLVM.\n"
      "Without --emit: a standalone trainer executable that needs no LLVM (fp32),\n"
      "linked by the C compiler configure found ($STRATA_CC overrides) with\n"
@@ -166,7 +168,9 @@ static const struct CommandHelp {
      "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"
      "  --device cuda   the GPU target (fp32; docs/gpu-lowering.md): --emit=ptx\n"
      "                  writes the kernels as PTX, --emit=plan their launch plan\n"
-     "  --cuda-arch A   sm_80 or sm_90 (default sm_90)\n"},
+     "  --cuda-arch A   sm_80 or sm_90 (default sm_90)\n"
+     "  --precision P   fp32 or bf16: the GPU's matrix products on fp32 inputs, or\n"
+     "                  on bf16 inputs with fp32 accumulation (tensor cores)\n"},
     {"export", true,
      "usage: strata export MODEL.strata --ckpt CKPT -o DIR [-D NAME=VALUE]... [--preset NAME]\n"
      "                     [--tokenizer FILE | --gpt2 DIR | --bytes]\n"
@@ -363,10 +367,12 @@ static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "
 static bool build_gpu(const IrGraph *g, const Args *a)
 {
     StrataGpuProgram *p = NULL;
-    char *err = NULL;
-    if (lower_gpu_program(g, a->cuda_arch ? a->cuda_arch : "sm_90", &p, &err) != 0) {
-        fprintf(stderr, "strata: error: --device cuda: %s\n", err ? err : "the GPU lowering failed");
-        free(err);
+    char err[1024];
+    LowerGpuOptions go = {.sm = a->cuda_arch && !strcmp(a->cuda_arch, "sm_80") ? 80 : 90,
+                          .precision = a->precision && !strcmp(a->precision, "bf16") ? STRATA_PRECISION_BF16
+                                                                                      : STRATA_PRECISION_FP32};
+    if (lower_gpu_program(g, &go, &p, err, sizeof err) != 0) {
+        fprintf(stderr, "strata: error: --device cuda: %s\n", err);
         return false;
     }
     FILE *f = fopen(a->output, "w");
@@ -424,11 +430,13 @@ static int run(const char *cmd, int argc, char **argv)
     }
     bool gpu_emit = a.emit && (!strcmp(a.emit, "ptx") || !strcmp(a.emit, "plan"));
     bool cuda = a.device && !strcmp(a.device, "cuda");
-    if (is_build && a.output && (gpu_emit != cuda || (cuda && a.f64) || (a.cuda_arch && !cuda))) {
+    bool bad_precision = is_build && a.precision && (!cuda || !strcmp(a.precision, "both"));
+    if (is_build && a.output && (gpu_emit != cuda || (cuda && a.f64) || (a.cuda_arch && !cuda) || bad_precision)) {
         fprintf(stderr, "strata: error: %s\n",
                 gpu_emit && !cuda ? "--emit=ptx and --emit=plan need --device cuda"
                 : cuda && a.f64  ? "--device cuda is fp32: drop --f64"
                 : a.cuda_arch && !cuda ? "--cuda-arch needs --device cuda"
+                : bad_precision ? "build takes --precision fp32 or bf16, with --device cuda only"
                                        : "--device cuda needs --emit=ptx or --emit=plan (a GPU trainer "
                                          "executable is not built yet)");
         free(defines);

@@ -43,6 +43,7 @@ typedef struct Gpu {
     int nconsts;
     bool *attn_done;           /* per node: an ATTENTION_GRAD launched with its group */
     bool emulate;              /* for the host (tests): hooks instead of PTX registers and barriers */
+    bool bf16;                 /* matrix products on bf16 inputs (tensor cores), fp32 accumulation */
     /* The kernel being built: its i64 B, T and i32 acc parameters. */
     LLVMValueRef kB, kT, kacc;
 } Gpu;

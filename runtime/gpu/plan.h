@@ -109,7 +109,8 @@ typedef struct StrataGpuTable {
 
 typedef struct StrataGpuProgram {
     uint32_t magic, version;
-    const char *target;      /* "sm_80", "sm_90" */
+    const char *target;      /* "sm_80", "sm_90" ("host": lower_gpu_emulation's) */
+    int32_t precision;       /* STRATA_PRECISION_FP32, or _BF16: matrix products on bf16 inputs */
     const char *ptx;         /* NUL-terminated PTX text */
     int64_t ptx_len;
     const StrataGpuKernel *kernels;
