@@ -8,7 +8,9 @@
  * interpreter (compiler/ir/interp.c): the loss, every gradient and the
  * logits within 2e-4 relative (fp32, as tests/lower_test.c); gradients
  * with accumulate are twice those without; one optimizer step (norm,
- * clipping, AdamW) equals runtime/train/optim.c's on the same gradients.
+ * clipping, AdamW) equals runtime/train/optim.c's on the same gradients;
+ * the bf16 program (tensor-core products, mma emulated per warp) against
+ * the CPU's bf16 step.
  * What this does not test: the PTX itself (tests/ptx_test.c assembles it),
  * the approximate lg2/ex2 of PTX (replaced here by exact log2/exp2),
  * warps, and the device memory model.  Skips (77) without a C compiler. */
@@ -63,6 +65,55 @@ static int64_t emu_sreg(int32_t code)
 static void emu_barrier(void)
 {
     swapcontext(&emu_cur->ctx, &emu_sched);
+}
+
+/* mma.sync m16n8k16 bf16 of one warp, called by each of its lanes: the
+ * lanes' fragments meet in a table (layouts as in nvptx_kern.c, from the
+ * PTX ISA), each lane computes its four outputs, fp32 sums in k order. */
+static struct {
+    int32_t a[4], b[2];
+    float c[4];
+} mma_in[1024];
+
+static float bf16_half(int32_t reg, int hi)
+{
+    uint32_t u = ((uint32_t)reg >> (hi ? 16 : 0) & 0xffffu) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void emu_mma(const int32_t *a, const int32_t *b, const float *c, float *d)
+{
+    Co *me = emu_cur;
+    int64_t tid = me->reg[0] + me->reg[6] * (me->reg[1] + me->reg[7] * me->reg[2]);
+    memcpy(mma_in[tid].a, a, sizeof mma_in[tid].a);
+    memcpy(mma_in[tid].b, b, sizeof mma_in[tid].b);
+    memcpy(mma_in[tid].c, c, sizeof mma_in[tid].c);
+    emu_barrier();
+    int64_t w0 = tid / 32 * 32, lane = tid % 32;
+    float A[16][16], Bm[16][8];
+    for (int L = 0; L < 32; L++) {
+        int g = L / 4, t = L % 4;
+        const int32_t *ra = mma_in[w0 + L].a, *rb = mma_in[w0 + L].b;
+        for (int h = 0; h < 2; h++) {
+            A[g][2 * t + h] = bf16_half(ra[0], h);
+            A[g + 8][2 * t + h] = bf16_half(ra[1], h);
+            A[g][2 * t + 8 + h] = bf16_half(ra[2], h);
+            A[g + 8][2 * t + 8 + h] = bf16_half(ra[3], h);
+            Bm[2 * t + h][g] = bf16_half(rb[0], h);
+            Bm[2 * t + 8 + h][g] = bf16_half(rb[1], h);
+        }
+    }
+    int g = (int)lane / 4, t = (int)lane % 4;
+    for (int i = 0; i < 4; i++) {
+        int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float sum = 0;
+        for (int k = 0; k < 16; k++)
+            sum += A[row][k] * Bm[k][col];
+        d[i] = mma_in[tid].c[i] + sum;
+    }
+    emu_barrier();
 }
 
 static void emu_main(void)
@@ -235,7 +286,9 @@ static void *build_so(const IrGraph *g, const char *dir, int precision, StrataGp
         printf("FAIL: dlopen: %s\n", dlerror());
         return NULL;
     }
-    void **hs = dlsym(h, "strata_emu_sreg"), **hb = dlsym(h, "strata_emu_barrier");
+    void **hs = dlsym(h, "strata_emu_sreg"), **hb = dlsym(h, "strata_emu_barrier"), **hm = dlsym(h, "strata_emu_mma");
+    if (hm)
+        *hm = (void *)(uintptr_t)emu_mma;
     if (hs)
         *hs = (void *)(uintptr_t)emu_sreg;
     if (hb)
@@ -376,6 +429,84 @@ out:
     case_free(&c);
 }
 
+/* bf16 products on the emulated tensor cores against the CPU's bf16 step
+ * (StrataStep.precision: the same operands rounded to bf16, fp32 sums):
+ * loss within 1e-4, gradients within 1e-2: the fp32 sums run in another
+ * order, so now and then an operand rounds to the other bf16 neighbour
+ * (2^-8 relative), which a small gradient such as attention's wk shows
+ * (measured up to 2.2e-3); a wrong fragment layout gives errors of order 1. */
+static void check_bf16(Jit *jit, const char *path, const char *dir)
+{
+    Case c;
+    if (!case_load(&c, path, NULL, NULL, 0)) {
+        failures++;
+        return;
+    }
+    const int B = 2, T = 5;
+    case_params(&c, 5);
+    JitModel jm;
+    Result r;
+    if (!case_batch(&c, 13, B, T) || !case_compile(jit, &c, LOWER_F32, &jm)) {
+        failures++;
+        case_free(&c);
+        return;
+    }
+    case_run(&c, &jm, &(RunOpts){.precision = STRATA_PRECISION_BF16}, &r);
+    const IrGraph *g = &c.g;
+    StrataGpuProgram *prog = NULL;
+    RtCuda *cu = NULL;
+    RtGpuModel *m = NULL;
+    char err[1024];
+    pending_so = build_so(g, dir, STRATA_PRECISION_BF16, &prog);
+    rt_cuda_open(&cu, 0, err, sizeof err);
+    if (!pending_so || r.status != 0 || rt_gpu_model_open(&m, cu, prog, B, T, err, sizeof err)) {
+        printf("FAIL %s (bf16): %s\n", path, pending_so ? err : "no program");
+        failures++;
+    } else {
+        int64_t n = prog->params_numel, bt = B * T, V = prog->vocab;
+        float *params = calloc((size_t)n, sizeof *params), *grads = calloc((size_t)n, sizeof *grads);
+        float *mask = malloc((size_t)bt * sizeof *mask), *logits = malloc((size_t)(bt * V) * sizeof *logits);
+        double *tmp = malloc((size_t)(n > bt * V ? n : bt * V) * sizeof *tmp), loss = NAN;
+        for (int i = 0; i < g->params.n; i++)
+            for (int64_t j = 0; j < ((IrParam *)g->params.v[i])->numel; j++)
+                params[prog->params[i].offset + j] = (float)c.params[i][j];
+        for (int64_t i = 0; i < bt; i++)
+            mask[i] = (float)c.mask[i];
+        int before = failures;
+        if (rt_gpu_set_params(m, params) || rt_gpu_train_step(m, c.tokens, c.targets, mask, 0, &loss) ||
+            rt_gpu_get_grads(m, grads)) {
+            printf("FAIL %s (bf16): %s\n", path, rt_gpu_error(m));
+            failures++;
+        } else {
+            double le = fabs(loss - r.loss) / fabs(r.loss), worst = 0;
+            expect(le < 1e-4, path, "bf16 loss against the CPU's bf16 step", le);
+            for (int i = 0; i < g->params.n; i++) {
+                const IrParam *p = g->params.v[i];
+                for (int64_t j = 0; j < p->numel; j++)
+                    tmp[j] = grads[prog->params[i].offset + j];
+                double e = tensor_error(tmp, r.grads[i], p->numel);
+                worst = fmax(worst, e);
+                if (!(e < 1e-2))
+                    printf("  bf16 gradient of %s: error %.3g\n", p->name, e);
+            }
+            expect(worst < 1e-2, path, "bf16 gradients against the CPU's bf16 step", worst);
+            printf("%s %s (bf16 tensor cores): loss %.6f (CPU bf16 %.6f), worst gradient error %.2g\n",
+                   failures == before ? "ok" : "FAIL", path, loss, r.loss, worst);
+        }
+        free(params);
+        free(grads);
+        free(mask);
+        free(logits);
+        free(tmp);
+    }
+    rt_gpu_model_close(m);
+    rt_cuda_close(cu);
+    lower_gpu_program_free(prog);
+    result_free(&c, &r);
+    jit_release(jit, &jm);
+    case_free(&c);
+}
+
 int main(int argc, char **argv)
 {
     if (system("${CC:-cc} --version > /dev/null 2>&1") != 0) {
@@ -395,9 +526,18 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    char *jerr = NULL;
+    Jit *jit = jit_create(&jerr);
+    if (!jit) {
+        fprintf(stderr, "jit: %s\n", jerr);
+        return 1;
+    }
     int n = argc < 2 ? (int)gl.gl_pathc : argc - 1;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         check_model(argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir);
+        check_bf16(jit, argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir);
+    }
+    jit_free(jit);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)

@@ -3,7 +3,8 @@
  * module passes LLVMVerifyModule and the NVPTX backend (inside
  * lower_gpu_program), the PTX declares every kernel the plan launches,
  * and, when `ptxas` is on PATH, ptxas assembles it for that architecture
- * (otherwise the test says that part was skipped).  Usage:
+ * (otherwise the test says that part was skipped); at the tiny size also
+ * the bf16 program, whose products are mma.sync on tensor cores.  Usage:
  * ptx_test [MODEL...] (default: $srcdir/models/ *.strata). */
 #include "gpu/plan.h"
 #include "lower/lower.h"
@@ -75,23 +76,25 @@ static int check(const char *path, bool tiny, const char *ptxas, int *assembled)
         return 1;
     }
     int failures = 0;
-    for (int s = 0; s < 2; s++) {
+    for (int v = 0; v < (tiny ? 4 : 2); v++) { /* sm_80, sm_90; bf16 too at the tiny size */
+        int s = v & 1, bf16 = v >> 1;
         const char *sm = s ? "sm_90" : "sm_80";
         StrataGpuProgram *p = NULL;
         char err[1024];
-        LowerGpuOptions go = {.sm = s ? 90 : 80, .precision = STRATA_PRECISION_FP32};
+        LowerGpuOptions go = {.sm = s ? 90 : 80, .precision = bf16 ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32};
         if (lower_gpu_program(&c.g, &go, &p, err, sizeof err) != 0) {
             fprintf(stderr, "FAIL %s (%s, %s): %s\n", path, tiny ? "tiny" : "default", sm, err);
             failures++;
             continue;
         }
-        bool ok = p->magic == STRATA_GPU_MAGIC && p->ptx_len > 0 && entries_present(p);
+        bool ok = p->magic == STRATA_GPU_MAGIC && p->ptx_len > 0 && entries_present(p) &&
+                  (!bf16 || strstr(p->ptx, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
         if (ok && ptxas) {
             ok = assemble(ptxas, p, sm);
             *assembled += ok;
         }
-        printf("%s %s (%s, %s): %d kernels, %d launches, %lld bytes of PTX\n", ok ? "ok" : "FAIL", path,
-               tiny ? "tiny" : "default", sm, p->nkernels, p->nlaunches, (long long)p->ptx_len);
+        printf("%s %s (%s, %s, %s): %d kernels, %d launches, %lld bytes of PTX\n", ok ? "ok" : "FAIL", path,
+               tiny ? "tiny" : "default", sm, bf16 ? "bf16" : "fp32", p->nkernels, p->nlaunches, (long long)p->ptx_len);
         failures += !ok;
         lower_gpu_program_free(p);
     }
