@@ -137,8 +137,8 @@ static void check_grid(const IrGraph *g, const StrataGpuProgram *p, const Strata
     }
     case IR_ATTENTION:
     case IR_ATTENTION_GRAD:
-        CHECK(threads >= B * n->heads * T, "%s %%%d: %lld threads for %lld units", kn, n->id, (long long)threads,
-              (long long)(B * n->heads * T));
+        CHECK(threads >= T && gy >= B * n->heads, "%s %%%d: %lld x %lld threads for %lld positions of %lld heads",
+              kn, n->id, (long long)threads, (long long)gy, (long long)T, (long long)(B * n->heads));
         break;
     case IR_EMBED_GRAD:
     case IR_SUM_ROWS:

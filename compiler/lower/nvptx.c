@@ -379,12 +379,14 @@ void lower_gpu_program_free(StrataGpuProgram *p)
 static void print_aff(FILE *out, StrataGpuAffine a)
 {
     int n = 0;
-    if (a.c || (!a.bt && !a.t))
+    if (a.c || (!a.bt && !a.t && !a.b))
         n += fprintf(out, "%lld", (long long)a.c);
     if (a.bt)
         n += fprintf(out, "%s%lld*BT", n ? " + " : "", (long long)a.bt);
     if (a.t)
-        fprintf(out, "%s%lld*T", n ? " + " : "", (long long)a.t);
+        n += fprintf(out, "%s%lld*T", n ? " + " : "", (long long)a.t);
+    if (a.b)
+        fprintf(out, "%s%lld*B", n ? " + " : "", (long long)a.b);
 }
 
 static const char *phase_name(int p)
@@ -457,7 +459,7 @@ void lower_gpu_plan_dump(FILE *out, const StrataGpuProgram *p)
 
 static void c_aff(FILE *f, StrataGpuAffine a)
 {
-    fprintf(f, "{%lldLL, %lldLL, %lldLL}", (long long)a.c, (long long)a.bt, (long long)a.t);
+    fprintf(f, "{%lldLL, %lldLL, %lldLL, %lldLL}", (long long)a.c, (long long)a.bt, (long long)a.t, (long long)a.b);
 }
 
 /* A string as a C array initializer (no limit on literal length). */
@@ -515,7 +517,7 @@ int lower_gpu_program_c(const StrataGpuProgram *p, const char *name, FILE *f, ch
         c_aff(f, p->tables[i].off);
         fprintf(f, ", %lldLL, %a},", (long long)p->tables[i].hd, p->tables[i].base);
     }
-    fprintf(f, "{{0, 0, 0}, 0, 0}};\nstatic const float %s_consts[] = {", name);
+    fprintf(f, "{{0, 0, 0, 0}, 0, 0}};\nstatic const float %s_consts[] = {", name);
     for (int i = 0; i < p->nconsts; i++)
         fprintf(f, "%af,", (double)p->consts[i]);
     fprintf(f, "0};\nconst StrataGpuProgram %s = {\n    %uu, %uu, \"%s\", %d, %s_ptx, %lldLL,\n", name, p->magic,

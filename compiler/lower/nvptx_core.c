@@ -189,7 +189,7 @@ LLVMValueRef gpu_block_reduce(Gpu *x, LLVMValueRef v, const IrNode *r, LLVMValue
 
 StrataGpuAffine gpu_aff(int64_t c, int64_t bt, int64_t t)
 {
-    return (StrataGpuAffine){c, bt, t};
+    return (StrataGpuAffine){c, bt, t, 0};
 }
 
 StrataGpuLaunch *gpu_launch(Gpu *x, int k, int node, StrataGpuAffine grid, int64_t div, unsigned bx, unsigned by,
@@ -200,7 +200,7 @@ StrataGpuLaunch *gpu_launch(Gpu *x, int k, int node, StrataGpuAffine grid, int64
         x->launches = xrealloc(x->launches, (size_t)x->caplaunches * sizeof *x->launches);
     }
     StrataGpuLaunch *l = &x->launches[x->nlaunches++];
-    *l = (StrataGpuLaunch){.kernel = k, .phase = x->phase, .grid = {grid, {1, 0, 0}, {1, 0, 0}},
+    *l = (StrataGpuLaunch){.kernel = k, .phase = x->phase, .grid = {grid, {1, 0, 0, 0}, {1, 0, 0, 0}},
                            .grid_div = {div, 1, 1}, .block = {bx, by, 1}, .arg0 = x->nargs, .acc = acc,
                            .node = node, .block_index = x->block_index};
     return l;

@@ -3,7 +3,7 @@
  * (compiler/lower/nvptx.c's lower_gpu_program) and a built trainer run the
  * same way through runtime/gpu/exec.c.
  *
- * Sizes that depend on the batch are affine in B*T and T (StrataGpuAffine),
+ * Sizes that depend on the batch are affine in B*T, T and B (StrataGpuAffine),
  * as the CPU memory plan is (compiler/ir/memplan.h).  A launch names a
  * kernel of the PTX, its grid (each dimension ceil(affine / div)), its block
  * and its arguments; every kernel takes (i64 B, i64 T, i32 accumulate)
@@ -19,14 +19,14 @@
 #define STRATA_GPU_MAGIC 0x53475055u /* "SGPU" */
 #define STRATA_GPU_VERSION 1
 
-/* c + bt * (B*T) + t * T */
+/* c + bt * (B*T) + t * T + b * B */
 typedef struct StrataGpuAffine {
-    int64_t c, bt, t;
+    int64_t c, bt, t, b;
 } StrataGpuAffine;
 
 static inline int64_t strata_gpu_eval(StrataGpuAffine a, int64_t B, int64_t T)
 {
-    return a.c + a.bt * B * T + a.t * T;
+    return a.c + a.bt * B * T + a.t * T + a.b * B;
 }
 
 /* The device buffers a pointer argument can point into. */
