@@ -296,10 +296,14 @@ static void *build_so(const IrGraph *g, const char *dir, int precision, StrataGp
     return h;
 }
 
-static void check_model(const char *path, const char *dir, int B, int T)
+/* Widths past one tile of the matrix products (64) and a head size that is
+ * not a power of two. */
+static const char *const wide[] = {"vocab=70", "d=80", "heads=2", "ffn=136", "L=2", "ctx=5"};
+
+static void check_model(const char *path, const char *dir, int B, int T, const char *const *sizes, int nsizes)
 {
     Case c;
-    if (!case_load(&c, path, NULL, NULL, 0)) {
+    if (!case_load(&c, path, NULL, sizes, nsizes)) {
         failures++;
         return;
     }
@@ -434,14 +438,14 @@ out:
  * order, so now and then an operand rounds to the other bf16 neighbour
  * (2^-8 relative), which a small gradient such as attention's wk shows
  * (measured up to 2.2e-3); a wrong fragment layout gives errors of order 1. */
-static void check_bf16(Jit *jit, const char *path, const char *dir)
+static void check_bf16(Jit *jit, const char *path, const char *dir, int B, int T, const char *const *sizes,
+                       int nsizes)
 {
     Case c;
-    if (!case_load(&c, path, NULL, NULL, 0)) {
+    if (!case_load(&c, path, NULL, sizes, nsizes)) {
         failures++;
         return;
     }
-    const int B = 2, T = 5;
     case_params(&c, 5);
     JitModel jm;
     Result r;
@@ -489,8 +493,8 @@ static void check_bf16(Jit *jit, const char *path, const char *dir)
                     printf("  bf16 gradient of %s: error %.3g\n", p->name, e);
             }
             expect(worst < 1e-2, path, "bf16 gradients against the CPU's bf16 step", worst);
-            printf("%s %s (bf16 tensor cores): loss %.6f (CPU bf16 %.6f), worst gradient error %.2g\n",
-                   failures == before ? "ok" : "FAIL", path, loss, r.loss, worst);
+            printf("%s %s (bf16 tensor cores, B=%d, T=%d): loss %.6f (CPU bf16 %.6f), worst gradient error %.2g\n",
+                   failures == before ? "ok" : "FAIL", path, B, T, loss, r.loss, worst);
         }
         free(params);
         free(grads);
@@ -533,14 +537,18 @@ int main(int argc, char **argv)
     }
     int n = argc < 2 ? (int)gl.gl_pathc : argc - 1;
     for (int i = 0; i < n; i++) {
-        check_model(argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir, 2, 5);
-        check_bf16(jit, argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir);
+        check_model(argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir, 2, 5, NULL, 0);
+        check_bf16(jit, argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir, 2, 5, NULL, 0);
     }
-    /* sequences longer than a tile of the attention kernels (64) */
+    /* sequences longer than a tile of the attention kernels (64), products
+     * of several tiles in every dimension */
     if (argc < 2)
         for (int i = 0; i < n; i++)
-            if (strstr(gl.gl_pathv[i], "/pre_ln.strata"))
-                check_model(gl.gl_pathv[i], dir, 2, 150);
+            if (strstr(gl.gl_pathv[i], "/pre_ln.strata")) {
+                check_model(gl.gl_pathv[i], dir, 2, 150, NULL, 0);
+                check_model(gl.gl_pathv[i], dir, 2, 70, wide, 6);
+                check_bf16(jit, gl.gl_pathv[i], dir, 2, 70, wide, 6);
+            }
     jit_free(jit);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

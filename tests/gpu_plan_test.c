@@ -2,9 +2,9 @@
  * made by lower_gpu_program) for every model of models/ at gradcheck's
  * tiny sizes, evaluated for several B x T:
  *   - grids cover each op's work (a CTA per token row for row kernels and
- *     the other row ops, every output tile of a product, every (sequence,
- *     head, position) of attention, every column of the column ops) and
- *     stay within CUDA's limits;
+ *     the other row ops, C's rows and columns in tiles for a product, every
+ *     (sequence, head, position) of attention, every column of the column
+ *     ops) and stay within CUDA's limits;
  *   - every pointer argument lies inside its buffer, 4-byte aligned, and
  *     64-byte aligned in the arena; arena offsets of values and aux state
  *     are the CPU memory plan's (memplan_layout, compiler/ir/memplan.h);
@@ -131,8 +131,10 @@ static void check_grid(const IrGraph *g, const StrataGpuProgram *p, const Strata
     case IR_MATMUL:
     case IR_MATMUL_GRAD_W: {
         int64_t M = n->tok ? BT : n->rows;
-        CHECK(gx * l->block[0] >= M && gy * l->block[1] >= n->width, "%s %%%d: the tiles do not cover (%lld, %lld)",
-              kn, n->id, (long long)M, (long long)n->width);
+        /* a CTA per tile of C: the grid counts C's rows and columns in tiles */
+        CHECK(strata_gpu_eval(l->grid[0], B, T) == M && strata_gpu_eval(l->grid[1], B, T) == n->width &&
+                  gx * l->grid_div[0] >= M && gy * l->grid_div[1] >= n->width,
+              "%s %%%d: the tiles do not cover (%lld, %lld)", kn, n->id, (long long)M, (long long)n->width);
         break;
     }
     case IR_ATTENTION:

@@ -17,7 +17,7 @@
 
 /* Threads per block of the row kernels and reductions. */
 #define GPU_ROW_THREADS 128
-#define GPU_TILE 16 /* the fp32 matrix-product tile (GPU_TILE x GPU_TILE threads) */
+#define GPU_TILE 16 /* the fp32 matrix product's CTA: GPU_TILE x GPU_TILE threads */
 
 typedef struct GpuKey {
     char *key;                 /* malloc'd structure key */

@@ -7,8 +7,9 @@
  *             values recomputed from their operands inside the loop that
  *             needs them), a reduction a column loop then a fixed-order
  *             shared-memory tree, a width-1 member a scalar in registers
- *   gemm      fp32 GPU_TILE x GPU_TILE shared-memory tiles, one output per
- *             thread, k in order (beta 1 when accumulating)
+ *   gemm      fp32: 64 x 64 tiles of C through shared memory, 4 x 4 per
+ *             thread in registers, k in order (beta 1 when accumulating);
+ *             bf16: mma.sync on tensor cores, fp32 accumulation
  *   attention FlashAttention-style: a CTA per tile of 64 positions of one
  *             (sequence, head), a thread per position with its own online
  *             softmax, the other side's rows staged through shared memory
@@ -393,7 +394,14 @@ void gpu_loop_node(Gpu *x, const IrNode *n)
 
 /* ---- matrix products ---- */
 
-/* C (M, N) (+)= op(A) op(B), fp32 tiles.  (C, A, B, M, N, K, lda, ldb, ldc) */
+/* C (M, N) (+)= op(A) op(B) in fp32: a CTA of GPU_TILE x GPU_TILE threads
+ * computes a GEMM_TILE x GEMM_TILE tile of C, each thread 4 x 4 elements
+ * (rows ty + 16 i, columns tx + 16 j) in registers, over K in steps of 16
+ * staged through shared memory ([k][m] and [k][n], loaded along the
+ * operand's contiguous dimension); each element sums k in order.
+ * (C, A, B, M, N, K, lda, ldb, ldc) */
+#define GEMM_TILE 64
+#define GEMM_K 16
 static int gemm_kernel(Gpu *x, bool ta, bool tb)
 {
     Cg *cg = &x->cg;
@@ -407,38 +415,63 @@ static int gemm_kernel(Gpu *x, bool ta, bool tb)
     LLVMValueRef C = gpu_param(x, 0), A = gpu_param(x, 1), Bm = gpu_param(x, 2), M = gpu_param(x, 3),
                  N = gpu_param(x, 4), K = gpu_param(x, 5), lda = gpu_param(x, 6), ldb = gpu_param(x, 7),
                  ldc = gpu_param(x, 8);
-    LLVMValueRef As = gpu_shared(x, cg->real, GPU_TILE * GPU_TILE, "As");
-    LLVMValueRef Bs = gpu_shared(x, cg->real, GPU_TILE * GPU_TILE, "Bs");
-    LLVMValueRef tx = gpu_sreg(x, "tid.x"), ty = gpu_sreg(x, "tid.y"), tile = cg_i64(cg, GPU_TILE);
-    LLVMValueRef row = ADD(MUL(gpu_sreg(x, "ctaid.x"), tile), ty), col = ADD(MUL(gpu_sreg(x, "ctaid.y"), tile), tx);
-    LLVMValueRef sum = local(x, cg_real(cg, 0)), zero = cg_i64(cg, 0);
-    LLVMValueRef mine = ADD(MUL(ty, tile), tx);
-    Loop l = gpu_loop_begin(x, zero, K, tile, "k0");
-    LLVMValueRef ka = ADD(l.i, tx), kb = ADD(l.i, ty);
-    LLVMValueRef ina = LLVMBuildAnd(cg->b, LT(row, M), LT(ka, K), "");
-    LLVMValueRef ia = ta ? ADD(MUL(ka, lda), row) : ADD(MUL(row, lda), ka);
-    LLVMValueRef va = LD(cg_elem(cg, A, LLVMBuildSelect(cg->b, ina, ia, zero, "")));
-    ST(LLVMBuildSelect(cg->b, ina, va, cg_real(cg, 0), ""), cg_elem(cg, As, mine));
-    LLVMValueRef inb = LLVMBuildAnd(cg->b, LT(kb, K), LT(col, N), "");
-    LLVMValueRef ib = tb ? ADD(MUL(col, ldb), kb) : ADD(MUL(kb, ldb), col);
-    LLVMValueRef vb = LD(cg_elem(cg, Bm, LLVMBuildSelect(cg->b, inb, ib, zero, "")));
-    ST(LLVMBuildSelect(cg->b, inb, vb, cg_real(cg, 0), ""), cg_elem(cg, Bs, mine));
-    gpu_barrier(x);
-    LLVMValueRef s = LD(sum);
-    for (int kk = 0; kk < GPU_TILE; kk++) {
-        LLVMValueRef a = LD(cg_elem(cg, As, ADD(MUL(ty, tile), cg_i64(cg, kk))));
-        LLVMValueRef b = LD(cg_elem(cg, Bs, ADD(cg_i64(cg, kk * GPU_TILE), tx)));
-        s = FADD(s, FMUL(a, b));
+    LLVMValueRef As = gpu_shared(x, cg->real, GEMM_TILE * GEMM_K, "As");
+    LLVMValueRef Bs = gpu_shared(x, cg->real, GEMM_TILE * GEMM_K, "Bs");
+    LLVMValueRef tx = gpu_sreg(x, "tid.x"), ty = gpu_sreg(x, "tid.y"), zero = cg_i64(cg, 0);
+    LLVMValueRef lid = ADD(MUL(ty, cg_i64(cg, GPU_TILE)), tx);
+    LLVMValueRef m0 = MUL(gpu_sreg(x, "ctaid.x"), cg_i64(cg, GEMM_TILE)), n0 = MUL(gpu_sreg(x, "ctaid.y"), cg_i64(cg, GEMM_TILE));
+    LLVMValueRef acc = cg_alloca(cg, LLVMArrayType2(cg->real, 16), "acc");
+    for (int i = 0; i < 16; i++)
+        ST(cg_real(cg, 0), cg_elem(cg, acc, cg_i64(cg, i)));
+    Loop l = gpu_loop_begin(x, zero, K, cg_i64(cg, GEMM_K), "k0");
+    int per = GEMM_TILE * GEMM_K / (GPU_TILE * GPU_TILE);
+    for (int e = 0; e < per; e++) {
+        LLVMValueRef idx = ADD(lid, cg_i64(cg, e * GPU_TILE * GPU_TILE));
+        /* A: (m, k), contiguous along k unless transposed */
+        LLVMValueRef m = ta ? LLVMBuildURem(cg->b, idx, cg_i64(cg, GEMM_TILE), "") : LLVMBuildUDiv(cg->b, idx, cg_i64(cg, GEMM_K), "");
+        LLVMValueRef k = ta ? LLVMBuildUDiv(cg->b, idx, cg_i64(cg, GEMM_TILE), "") : LLVMBuildURem(cg->b, idx, cg_i64(cg, GEMM_K), "");
+        LLVMValueRef gm = ADD(m0, m), gk = ADD(l.i, k);
+        LLVMValueRef in = LLVMBuildAnd(cg->b, LT(gm, M), LT(gk, K), "");
+        LLVMValueRef ia = ta ? ADD(MUL(gk, lda), gm) : ADD(MUL(gm, lda), gk);
+        LLVMValueRef va = LD(cg_elem(cg, A, LLVMBuildSelect(cg->b, in, ia, zero, "")));
+        ST(LLVMBuildSelect(cg->b, in, va, cg_real(cg, 0), ""), cg_elem(cg, As, ADD(MUL(k, cg_i64(cg, GEMM_TILE)), m)));
+        /* B: (k, n), contiguous along n unless transposed */
+        LLVMValueRef n = tb ? LLVMBuildUDiv(cg->b, idx, cg_i64(cg, GEMM_K), "") : LLVMBuildURem(cg->b, idx, cg_i64(cg, GEMM_TILE), "");
+        LLVMValueRef kb = tb ? LLVMBuildURem(cg->b, idx, cg_i64(cg, GEMM_K), "") : LLVMBuildUDiv(cg->b, idx, cg_i64(cg, GEMM_TILE), "");
+        LLVMValueRef gn = ADD(n0, n), gkb = ADD(l.i, kb);
+        LLVMValueRef inb = LLVMBuildAnd(cg->b, LT(gn, N), LT(gkb, K), "");
+        LLVMValueRef ib = tb ? ADD(MUL(gn, ldb), gkb) : ADD(MUL(gkb, ldb), gn);
+        LLVMValueRef vb = LD(cg_elem(cg, Bm, LLVMBuildSelect(cg->b, inb, ib, zero, "")));
+        ST(LLVMBuildSelect(cg->b, inb, vb, cg_real(cg, 0), ""), cg_elem(cg, Bs, ADD(MUL(kb, cg_i64(cg, GEMM_TILE)), n)));
     }
-    ST(s, sum);
     gpu_barrier(x);
-    gpu_loop_end(x, &l, tile);
-    LLVMBasicBlockRef join = cg_if(cg, LLVMBuildAnd(cg->b, LT(row, M), LT(col, N), ""), "out");
-    LLVMValueRef cp = cg_elem(cg, C, ADD(MUL(row, ldc), col));
+    LLVMValueRef c[16];
+    for (int i = 0; i < 16; i++)
+        c[i] = LD(cg_elem(cg, acc, cg_i64(cg, i)));
+    for (int kk = 0; kk < GEMM_K; kk++) {
+        LLVMValueRef av[4], bv[4];
+        for (int i = 0; i < 4; i++) {
+            av[i] = LD(cg_elem(cg, As, ADD(ty, cg_i64(cg, kk * GEMM_TILE + 16 * i))));
+            bv[i] = LD(cg_elem(cg, Bs, ADD(tx, cg_i64(cg, kk * GEMM_TILE + 16 * i))));
+        }
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                c[i * 4 + j] = FADD(c[i * 4 + j], FMUL(av[i], bv[j]));
+    }
+    for (int i = 0; i < 16; i++)
+        ST(c[i], cg_elem(cg, acc, cg_i64(cg, i)));
+    gpu_barrier(x);
+    gpu_loop_end(x, &l, cg_i64(cg, GEMM_K));
     LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntNE, x->kacc, cg_i32(cg, 0), "");
-    LLVMValueRef prev = LLVMBuildSelect(cg->b, keep, LD(cp), cg_real(cg, 0), "");
-    ST(FADD(prev, LD(sum)), cp);
-    cg_endif(cg, join);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            LLVMValueRef row = ADD(ADD(m0, ty), cg_i64(cg, 16 * i)), col = ADD(ADD(n0, tx), cg_i64(cg, 16 * j));
+            LLVMBasicBlockRef join = cg_if(cg, LLVMBuildAnd(cg->b, LT(row, M), LT(col, N), ""), "out");
+            LLVMValueRef cp = cg_elem(cg, C, ADD(MUL(row, ldc), col));
+            LLVMValueRef prev = LLVMBuildSelect(cg->b, keep, LD(cp), cg_real(cg, 0), "");
+            ST(FADD(prev, LD(cg_elem(cg, acc, cg_i64(cg, i * 4 + j)))), cp);
+            cg_endif(cg, join);
+        }
     gpu_end(x);
     return ki;
 }
@@ -597,7 +630,7 @@ static void gemm_launch(Gpu *x, const IrNode *n, bool ta, bool tb, StrataGpuAffi
                         const IrNode *a, int64_t lda, const IrNode *b, int64_t ldb, int64_t ldc)
 {
     int ki = x->bf16 ? gemm_bf16_kernel(x, ta, tb) : gemm_kernel(x, ta, tb);
-    int64_t tile = x->bf16 ? BF_TILE : GPU_TILE;
+    int64_t tile = x->bf16 ? BF_TILE : GEMM_TILE;
     StrataGpuLaunch *l = gpu_launch(x, ki, n->id, M, tile, x->bf16 ? 128 : GPU_TILE, x->bf16 ? 1 : GPU_TILE,
                                     x->ly->home[n->id]);
     l->grid[1] = gpu_aff(N, 0, 0);
