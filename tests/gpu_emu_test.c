@@ -13,7 +13,12 @@
  * the CPU's bf16 step.
  * What this does not test: the PTX itself (tests/ptx_test.c assembles it),
  * the approximate lg2/ex2 of PTX (replaced here by exact log2/exp2),
- * warps, and the device memory model.  Skips (77) without a C compiler. */
+ * warps, and the device memory model.  Skips (77) without a C compiler.
+ *
+ * Built with -DGPU_DEVICE (tests/gpu_device_test, when the tree has the
+ * CUDA driver layer runtime/gpu/cuda.c) the same checks run the PTX on
+ * device 0 through that layer instead; without a driver or a device it
+ * skips (77) saying why. */
 #include "gpu/cuda.h"
 #include "gpu/exec.h"
 #include "lower/lower.h"
@@ -29,6 +34,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifndef GPU_DEVICE
 /* ---- the fake driver ---- */
 
 struct RtCuda {
@@ -252,6 +258,8 @@ int rt_cuda_sync(RtCuda *cu, char *err, size_t errlen)
     return 0;
 }
 
+#endif
+
 /* ---- the test ---- */
 
 static int failures;
@@ -262,6 +270,42 @@ static void expect(bool ok, const char *path, const char *what, double err)
         failures++;
         printf("FAIL %s: %s (error %.3g)\n", path, what, err);
     }
+}
+
+#ifdef GPU_DEVICE
+static RtCuda *device; /* the one device of a run */
+static void *pending_so;
+
+/* The PTX for the device's architecture (any handle but NULL for success). */
+static void *build_so(const IrGraph *g, const char *dir, int precision, StrataGpuProgram **prog)
+{
+    char err[1024];
+    LowerGpuOptions go = {.sm = rt_cuda_cc(device) >= 90 ? 90 : 80, .precision = precision};
+    if (lower_gpu_program(g, &go, prog, err, sizeof err) != 0) {
+        printf("FAIL: lower_gpu_program: %s\n", err);
+        return NULL;
+    }
+    return prog;
+}
+
+static int open_device(RtCuda **cu, char *err, size_t errlen)
+{
+    *cu = device;
+    return 0;
+}
+
+static void close_device(RtCuda *cu)
+{
+}
+#else
+static int open_device(RtCuda **cu, char *err, size_t errlen)
+{
+    return rt_cuda_open(cu, 0, err, errlen);
+}
+
+static void close_device(RtCuda *cu)
+{
+    rt_cuda_close(cu);
 }
 
 static void *build_so(const IrGraph *g, const char *dir, int precision, StrataGpuProgram **prog)
@@ -295,6 +339,7 @@ static void *build_so(const IrGraph *g, const char *dir, int precision, StrataGp
         *hb = (void *)(uintptr_t)emu_barrier;
     return h;
 }
+#endif
 
 /* Widths past one tile of the matrix products (64) and a head size that is
  * not a power of two. */
@@ -323,7 +368,7 @@ static void check_model(const char *path, const char *dir, int B, int T, const c
     }
     RtCuda *cu;
     char err[1024];
-    rt_cuda_open(&cu, 0, err, sizeof err);
+    open_device(&cu, err, sizeof err);
     RtGpuModel *m;
     if (rt_gpu_model_open(&m, cu, prog, B, T, err, sizeof err)) {
         printf("FAIL %s: rt_gpu_model_open: %s\n", path, err);
@@ -427,7 +472,7 @@ static void check_model(const char *path, const char *dir, int B, int T, const c
     free(tmp);
     rt_gpu_model_close(m);
 out:
-    rt_cuda_close(cu);
+    close_device(cu);
     lower_gpu_program_free(prog);
     case_free(&c);
 }
@@ -461,7 +506,7 @@ static void check_bf16(Jit *jit, const char *path, const char *dir, int B, int T
     RtGpuModel *m = NULL;
     char err[1024];
     pending_so = build_so(g, dir, STRATA_PRECISION_BF16, &prog);
-    rt_cuda_open(&cu, 0, err, sizeof err);
+    open_device(&cu, err, sizeof err);
     if (!pending_so || r.status != 0 || rt_gpu_model_open(&m, cu, prog, B, T, err, sizeof err)) {
         printf("FAIL %s (bf16): %s\n", path, pending_so ? err : "no program");
         failures++;
@@ -503,7 +548,7 @@ static void check_bf16(Jit *jit, const char *path, const char *dir, int B, int T
         free(tmp);
     }
     rt_gpu_model_close(m);
-    rt_cuda_close(cu);
+    close_device(cu);
     lower_gpu_program_free(prog);
     result_free(&c, &r);
     jit_release(jit, &jm);
@@ -512,10 +557,19 @@ static void check_bf16(Jit *jit, const char *path, const char *dir, int B, int T
 
 int main(int argc, char **argv)
 {
+#ifdef GPU_DEVICE
+    char derr[1024];
+    if (rt_cuda_open(&device, 0, derr, sizeof derr)) {
+        printf("SKIP: no GPU to run the PTX on: %s\n", derr);
+        return 77;
+    }
+    printf("device: %s (sm_%d, %d SMs)\n", rt_cuda_name(device), rt_cuda_cc(device), rt_cuda_sm_count(device));
+#else
     if (system("${CC:-cc} --version > /dev/null 2>&1") != 0) {
         printf("SKIP: no C compiler to link the emulated kernels\n");
         return 77;
     }
+#endif
     char dir[] = "/tmp/strata-gpu-emu-XXXXXX";
     if (!mkdtemp(dir))
         return 99;
@@ -555,6 +609,11 @@ int main(int argc, char **argv)
     if (system(cmd) != 0)
         fprintf(stderr, "cannot remove %s\n", dir);
     globfree(&gl);
+#ifdef GPU_DEVICE
+    rt_cuda_close(device);
+    printf("%d models, %d failures on the device\n", n, failures);
+#else
     printf("%d models, %d failures, %ld emulated launches\n", n, failures, launches);
+#endif
     return failures ? 1 : 0;
 }
