@@ -106,6 +106,7 @@ static int64_t buf_bytes(const StrataGpuProgram *p, int buf, int64_t B, int64_t 
     case STRATA_GPU_TARGETS:
     case STRATA_GPU_MASK: return B * T * 4;
     case STRATA_GPU_CONSTS: return p->nconsts * 4;
+    case STRATA_GPU_TOKEN_INDEX: return p->index_rows > 0 ? (B * T + p->index_rows + 1) * 4 : 0;
     default: return -1;
     }
 }
@@ -245,6 +246,7 @@ static void check_c_source(const StrataGpuProgram *a, const char *path)
         SAME(ptx_len);
         SAME(params_numel);
         SAME(vocab);
+        SAME(index_rows);
         SAME_AFF(arena_bytes);
         SAME_AFF(loss_off);
         SAME_AFF(logits_off);

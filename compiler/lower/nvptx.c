@@ -300,6 +300,7 @@ static int build_program(const IrGraph *g, const char *sm, const char *emu_obj, 
             .ntables = ntab,
             .consts = x.consts,
             .nconsts = x.nconsts,
+            .index_rows = x.index_rows,
         };
         x.consts = NULL;
         x.names = NULL;
@@ -397,7 +398,7 @@ static const char *phase_name(int p)
 
 void lower_gpu_plan_dump(FILE *out, const StrataGpuProgram *p)
 {
-    static const char *bufs[] = {"params", "grads", "arena", "tokens", "targets", "mask", "consts"};
+    static const char *bufs[] = {"params", "grads", "arena", "tokens", "targets", "mask", "consts", "token-index"};
     fprintf(out, "gpu plan v%u: %s, %s, %d kernels, %d launches, %d parameters (%lld floats), vocab %lld\n",
             p->version, p->target, p->precision == STRATA_PRECISION_BF16 ? "bf16" : "fp32", p->nkernels, p->nlaunches, p->nparams, (long long)p->params_numel, (long long)p->vocab);
     fprintf(out, "arena bytes: ");
@@ -414,6 +415,8 @@ void lower_gpu_plan_dump(FILE *out, const StrataGpuProgram *p)
     }
     for (int i = 0; i < p->nconsts; i++)
         fprintf(out, "const %d: %.9g\n", i, p->consts[i]);
+    if (p->index_rows)
+        fprintf(out, "token index: ids in [0, %lld)\n", (long long)p->index_rows);
     for (int i = 0; i < p->nparams; i++)
         fprintf(out, "param %d: @ %lld, %lld floats%s\n", i, (long long)p->params[i].offset,
                 (long long)p->params[i].numel, p->params[i].decay ? ", decay" : "");
@@ -530,7 +533,8 @@ int lower_gpu_program_c(const StrataGpuProgram *p, const char *name, FILE *f, ch
     c_aff(f, p->loss_off);
     fprintf(f, ", ");
     c_aff(f, p->logits_off);
-    fprintf(f, ",\n    %s_tables, %d, %s_consts, %d,\n};\n", name, p->ntables, name, p->nconsts);
+    fprintf(f, ",\n    %s_tables, %d, %s_consts, %d, %lldLL,\n};\n", name, p->ntables, name, p->nconsts,
+            (long long)p->index_rows);
     if (fflush(f) || ferror(f)) {
         snprintf(err, errlen, "cannot write the GPU program's C source");
         return -1;

@@ -40,6 +40,7 @@ typedef struct Gpu {
     int nargs, capargs;
     int phase, block_index;    /* of the launches being added */
     float *consts;             /* (nconsts) the CONSTS buffer */
+    int64_t index_rows;        /* the token index's id range (plan.h), 0: none yet */
     int nconsts;
     bool *attn_done;           /* per node: an ATTENTION_GRAD launched with its group */
     bool emulate;              /* for the host (tests): hooks instead of PTX registers and barriers */

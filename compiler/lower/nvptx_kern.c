@@ -15,8 +15,8 @@
  *             softmax, the other side's rows staged through shared memory
  *             in tiles; backward as dq per query and dk, dv per key, from
  *             the saved lse
- *   others    embed, embed_grad (a thread per column, rows in order, as the
- *             CPU), rope (tables filled by the host), cross-entropy rows
+ *   others    embed, embed_grad (a CTA per table row over its positions in
+ *             order, from the host's token index: the CPU's sums), rope (tables filled by the host), cross-entropy rows
  *             and mean (in double, row order, as the CPU), its gradient,
  *             sum over rows, parameter-shaped loops, gradient copies. */
 #include "lower/nvptx.h"
@@ -694,13 +694,56 @@ static void gpu_embed(Gpu *x, const IrNode *n)
     gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
 }
 
-static void gpu_embed_grad(Gpu *x, const IrNode *n)
+/* EMBED_GRAD of the token ids: a CTA per row v of the table, a thread per
+ * column, over the batch positions holding v in increasing order (from the
+ * token index the host builds, plan.h): dt[v][c] = (acc ? dt[v][c] : 0) +
+ * g[p1][c] + g[p2][c] + ..., the sum in the CPU's order; every row is
+ * written, so nothing is zeroed first.  (dt, index, g, d) */
+static void embed_grad_indexed(Gpu *x, const IrNode *n)
 {
     Cg *cg = &x->cg;
     int ki = gpu_find(x, "embed_grad");
+    if (ki < 0) {
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->i64};
+        ki = gpu_begin(x, "embed_grad", t, 4);
+        LLVMValueRef dt = gpu_param(x, 0), idx = gpu_param(x, 1), gr = gpu_param(x, 2), d = gpu_param(x, 3);
+        LLVMValueRef v = gpu_sreg(x, "ctaid.x"), step = cg_i64(cg, GPU_ROW_THREADS), BT = MUL(x->kB, x->kT);
+#define IDX(i_) LLVMBuildSExt(cg->b, LLVMBuildLoad2(cg->b, cg->i32, LLVMBuildGEP2(cg->b, cg->i32, idx, (LLVMValueRef[]){(i_)}, 1, ""), ""), cg->i64, "")
+        LLVMValueRef p0 = IDX(ADD(BT, v)), p1 = IDX(ADD(ADD(BT, v), cg_i64(cg, 1)));
+        LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntNE, x->kacc, cg_i32(cg, 0), "");
+        Loop lc = gpu_loop_begin(x, gpu_sreg(x, "tid.x"), d, step, "c");
+        LLVMValueRef out = cg_elem(cg, dt, ADD(MUL(v, d), lc.i));
+        LLVMValueRef s = local(x, LLVMBuildSelect(cg->b, keep, LD(out), cg_real(cg, 0), ""));
+        Loop lp = cg_loop_begin(cg, p0, p1, NULL, "p");
+        ST(FADD(LD(s), LD(cg_elem(cg, gr, ADD(MUL(IDX(lp.i), d), lc.i)))), s);
+        cg_loop_end(cg, &lp, NULL);
+#undef IDX
+        ST(LD(s), out);
+        gpu_loop_end(x, &lc, step);
+        gpu_end(x);
+    }
+    const IrNode *g = n->in[1];
+    if (x->index_rows && x->index_rows != n->rows)
+        die("lower: %%%d: two embedding tables of different sizes read the tokens", n->id);
+    x->index_rows = n->rows;
+    gpu_launch(x, ki, n->id, gpu_aff(n->rows, 0, 0), 1, GPU_ROW_THREADS, 1, x->ly->home[n->id]);
+    gpu_arg_value(x, n, true);
+    gpu_arg_ptr(x, STRATA_GPU_TOKEN_INDEX, gpu_aff(0, 0, 0), gpu_aff((n->rows + 1) * 4, 4, 0), false, -1);
+    gpu_arg_value(x, g, false);
+    gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
+}
+
+static void gpu_embed_grad(Gpu *x, const IrNode *n)
+{
+    Cg *cg = &x->cg;
+    if (n->in[0]->op == IR_INPUT_TOKENS && n->in[1]->tok) {
+        embed_grad_indexed(x, n);
+        return;
+    }
+    int ki = gpu_find(x, "embed_grad_columns");
     if (ki < 0) { /* a thread per column c: zero it (unless acc), then rows in order.  (dt, ids, g, rows, vocab, d) */
         LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->i64, cg->i64, cg->i64};
-        ki = gpu_begin(x, "embed_grad", t, 6);
+        ki = gpu_begin(x, "embed_grad_columns", t, 6);
         LLVMValueRef dt = gpu_param(x, 0), ids = gpu_param(x, 1), gr = gpu_param(x, 2), rows = gpu_param(x, 3),
                      vocab = gpu_param(x, 4), d = gpu_param(x, 5), c = global_id(x);
         LLVMBasicBlockRef join = cg_if(cg, LT(c, d), "col");

@@ -43,6 +43,7 @@ struct RtGpuModel {
     Launch *launches;
     RtCudaKernel *sumsq, *sumsq_final, *adamw;
     float *ones;               /* (B*T) the mask when the caller gives none */
+    int32_t *index;            /* (B*T + index_rows + 1) the token index (plan.h), host side */
     char err[1024];
 };
 
@@ -194,10 +195,11 @@ int rt_gpu_model_open(RtGpuModel **out, RtCuda *cu, const StrataGpuProgram *prog
     if (rt_cuda_load_ptx(cu, prog->ptx, e, sizeof e))
         rc = fail(g, "cannot load the PTX (%s): %s", prog->target, e);
     size_t pbytes = (size_t)prog->params_numel * 4, bt = (size_t)(B * T);
+    size_t nindex = prog->index_rows > 0 ? bt + (size_t)prog->index_rows + 1 : 0;
     size_t sizes[STRATA_GPU_NBUFS] = {pbytes, pbytes, (size_t)strata_gpu_eval(prog->arena_bytes, B, T),
-                                      bt * 4, bt * 4, bt * 4, (size_t)prog->nconsts * 4};
+                                      bt * 4, bt * 4, bt * 4, (size_t)prog->nconsts * 4, nindex * 4};
     static const char *names[STRATA_GPU_NBUFS] = {"parameters", "gradients", "arena", "tokens", "targets", "mask",
-                                                  "constants"};
+                                                  "constants", "token index"};
     for (int b = 0; b < STRATA_GPU_NBUFS && !rc; b++) {
         g->bytes[b] = sizes[b];
         rc = alloc_buf(g, &g->buf[b], sizes[b], names[b]);
@@ -206,7 +208,7 @@ int rt_gpu_model_open(RtGpuModel **out, RtCuda *cu, const StrataGpuProgram *prog
     rc = rc ? rc : alloc_buf(g, &g->v, pbytes, "second moments");
     rc = rc ? rc : alloc_buf(g, &g->partial, 8 * (STRATA_GPU_NORM_BLOCKS + 1), "norm partial sums");
     rc = rc ? rc : upload(g, g->buf[STRATA_GPU_CONSTS], prog->consts, (size_t)prog->nconsts * 4, "constants");
-    if (!rc && !(g->ones = malloc(bt * sizeof *g->ones)))
+    if (!rc && (!(g->ones = malloc(bt * sizeof *g->ones)) || (nindex && !(g->index = malloc(nindex * 4)))))
         rc = fail(g, "out of memory");
     for (size_t i = 0; !rc && i < bt; i++)
         g->ones[i] = 1;
@@ -246,6 +248,7 @@ void rt_gpu_model_close(RtGpuModel *g)
         }
     free(g->launches);
     free(g->ones);
+    free(g->index);
     free(g);
 }
 
@@ -320,6 +323,32 @@ static int check_ids(RtGpuModel *g, const int32_t *ids, const float *mask, const
     return 0;
 }
 
+/* The token index of plan.h: positions sorted by id (a stable counting
+ * sort), then the start of each id's run. */
+static int upload_index(RtGpuModel *g, const int32_t *tokens)
+{
+    int64_t bt = g->B * g->T, V = g->prog->index_rows;
+    if (V <= 0)
+        return 0;
+    int32_t *order = g->index, *start = g->index + bt;
+    for (int64_t v = 0; v <= V; v++)
+        start[v] = 0;
+    for (int64_t i = 0; i < bt; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return fail(g, "tokens[%lld] = %d is outside the embedding's %lld rows", (long long)i, tokens[i],
+                        (long long)V);
+        start[tokens[i] + 1]++;
+    }
+    for (int64_t v = 0; v < V; v++)
+        start[v + 1] += start[v];
+    for (int64_t i = 0; i < bt; i++) /* start[v] walks through v's run, then is put back */
+        order[start[tokens[i]]++] = (int32_t)i;
+    for (int64_t v = V; v > 0; v--)
+        start[v] = start[v - 1];
+    start[0] = 0;
+    return upload(g, g->buf[STRATA_GPU_TOKEN_INDEX], g->index, (size_t)(bt + V + 1) * 4, "token index");
+}
+
 int rt_gpu_train_step(RtGpuModel *g, const int32_t *tokens, const int32_t *targets, const float *mask,
                       int accumulate, double *loss)
 {
@@ -329,7 +358,7 @@ int rt_gpu_train_step(RtGpuModel *g, const int32_t *tokens, const int32_t *targe
         return -1;
     if (upload(g, g->buf[STRATA_GPU_TOKENS], tokens, bt4, "tokens") ||
         upload(g, g->buf[STRATA_GPU_TARGETS], targets, bt4, "targets") ||
-        upload(g, g->buf[STRATA_GPU_MASK], mk, bt4, "mask"))
+        upload(g, g->buf[STRATA_GPU_MASK], mk, bt4, "mask") || upload_index(g, tokens))
         return -1;
     unsigned phases = 1u << STRATA_GPU_FORWARD | 1u << STRATA_GPU_LOSS | 1u << STRATA_GPU_BACKWARD;
     if (!accumulate)

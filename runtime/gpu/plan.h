@@ -38,6 +38,9 @@ typedef enum StrataGpuBuf {
     STRATA_GPU_TARGETS,      /* (B*T) int32 */
     STRATA_GPU_MASK,         /* (B*T) floats (all ones when the caller gives none) */
     STRATA_GPU_CONSTS,       /* (nconsts) floats: the program's `consts`, uploaded once */
+    STRATA_GPU_TOKEN_INDEX,  /* (B*T + index_rows + 1) int32, when index_rows > 0: the positions of the
+                                batch sorted by token id, stably, then where each id's run starts
+                                (index_rows + 1 entries); the host builds it from the tokens each step */
     STRATA_GPU_NBUFS
 } StrataGpuBuf;
 
@@ -130,6 +133,7 @@ typedef struct StrataGpuProgram {
     int32_t ntables;
     const float *consts;     /* compile-time numbers a kernel reads through a pointer */
     int32_t nconsts;
+    int64_t index_rows;      /* > 0: the token ids' range of STRATA_GPU_TOKEN_INDEX (the embedding's rows) */
 } StrataGpuProgram;
 
 #endif
