@@ -107,6 +107,7 @@ static int64_t buf_bytes(const StrataGpuProgram *p, int buf, int64_t B, int64_t 
     case STRATA_GPU_MASK: return B * T * 4;
     case STRATA_GPU_CONSTS: return p->nconsts * 4;
     case STRATA_GPU_TOKEN_INDEX: return p->index_rows > 0 ? (B * T + p->index_rows + 1) * 4 : 0;
+    case STRATA_GPU_SCRATCH: return strata_gpu_eval(p->scratch_bytes, B, T);
     default: return -1;
     }
 }
@@ -250,6 +251,7 @@ static void check_c_source(const StrataGpuProgram *a, const char *path)
         SAME_AFF(arena_bytes);
         SAME_AFF(loss_off);
         SAME_AFF(logits_off);
+        SAME_AFF(scratch_bytes);
         CHECK(!strcmp(a->target, b->target) && !strcmp(a->ptx, b->ptx), "C source: target or PTX differs");
         for (int i = 0; i < a->nkernels && i < b->nkernels; i++)
             CHECK(!strcmp(a->kernels[i].name, b->kernels[i].name), "C source: kernel %d", i);

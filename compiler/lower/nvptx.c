@@ -301,6 +301,7 @@ static int build_program(const IrGraph *g, const char *sm, const char *emu_obj, 
             .consts = x.consts,
             .nconsts = x.nconsts,
             .index_rows = x.index_rows,
+            .scratch_bytes = gpu_aff(x.scratch_bytes > GPU_SCRATCH_PARTIALS ? x.scratch_bytes : GPU_SCRATCH_PARTIALS, 0, 0),
         };
         x.consts = NULL;
         x.names = NULL;
@@ -398,7 +399,8 @@ static const char *phase_name(int p)
 
 void lower_gpu_plan_dump(FILE *out, const StrataGpuProgram *p)
 {
-    static const char *bufs[] = {"params", "grads", "arena", "tokens", "targets", "mask", "consts", "token-index"};
+    static const char *bufs[] = {"params", "grads", "arena", "tokens", "targets", "mask", "consts", "token-index",
+                                 "scratch"};
     fprintf(out, "gpu plan v%u: %s, %s, %d kernels, %d launches, %d parameters (%lld floats), vocab %lld\n",
             p->version, p->target, p->precision == STRATA_PRECISION_BF16 ? "bf16" : "fp32", p->nkernels, p->nlaunches, p->nparams, (long long)p->params_numel, (long long)p->vocab);
     fprintf(out, "arena bytes: ");
@@ -407,6 +409,8 @@ void lower_gpu_plan_dump(FILE *out, const StrataGpuProgram *p)
     print_aff(out, p->loss_off);
     fprintf(out, "\nlogits: arena @ ");
     print_aff(out, p->logits_off);
+    fprintf(out, "\nscratch bytes: ");
+    print_aff(out, p->scratch_bytes);
     fprintf(out, "\n");
     for (int i = 0; i < p->ntables; i++) {
         fprintf(out, "rope table %d: arena @ ", i);
@@ -533,8 +537,10 @@ int lower_gpu_program_c(const StrataGpuProgram *p, const char *name, FILE *f, ch
     c_aff(f, p->loss_off);
     fprintf(f, ", ");
     c_aff(f, p->logits_off);
-    fprintf(f, ",\n    %s_tables, %d, %s_consts, %d, %lldLL,\n};\n", name, p->ntables, name, p->nconsts,
+    fprintf(f, ",\n    %s_tables, %d, %s_consts, %d, %lldLL, ", name, p->ntables, name, p->nconsts,
             (long long)p->index_rows);
+    c_aff(f, p->scratch_bytes);
+    fprintf(f, ",\n};\n");
     if (fflush(f) || ferror(f)) {
         snprintf(err, errlen, "cannot write the GPU program's C source");
         return -1;

@@ -17,6 +17,8 @@
 
 /* Threads per block of the row kernels and reductions. */
 #define GPU_ROW_THREADS 128
+#define GPU_SCRATCH_PARTIALS 64 /* bytes of STRATA_GPU_SCRATCH before the partial sums */
+#define GPU_ROW_CHUNKS 64       /* a sum over rows: this many chunks of rows, then their sums in order */
 #define GPU_TILE 16 /* the fp32 matrix product's CTA: GPU_TILE x GPU_TILE threads */
 
 typedef struct GpuKey {
@@ -41,6 +43,7 @@ typedef struct Gpu {
     int phase, block_index;    /* of the launches being added */
     float *consts;             /* (nconsts) the CONSTS buffer */
     int64_t index_rows;        /* the token index's id range (plan.h), 0: none yet */
+    int64_t scratch_bytes;     /* STRATA_GPU_SCRATCH's size so far */
     int nconsts;
     bool *attn_done;           /* per node: an ATTENTION_GRAD launched with its group */
     bool emulate;              /* for the host (tests): hooks instead of PTX registers and barriers */

@@ -17,8 +17,9 @@
  *             the saved lse
  *   others    embed, embed_grad (a CTA per table row over its positions in
  *             order, from the host's token index: the CPU's sums), rope (tables filled by the host), cross-entropy rows
- *             and mean (in double, row order, as the CPU), its gradient,
- *             sum over rows, parameter-shaped loops, gradient copies. */
+ *             and mean (in double), its gradient, sums over rows in two
+ *             stages (chunks of rows, then the chunks in order),
+ *             parameter-shaped loops, gradient copies. */
 #include "lower/nvptx.h"
 
 #include <math.h>
@@ -308,27 +309,55 @@ void gpu_loop_node(Gpu *x, const IrNode *n)
         const IrNode *a = n->in[0];
         if (n->tok || n->rows != 1 || n->width != a->width || !a->tok)
             die("lower: %%%d: sum_rows is not (B,T,w) -> [w]", n->id);
-        int ki = gpu_find(x, "sum_rows");
-        if (ki < 0) { /* y[c] (+)= sum over rows of x[r][c], rows in order.  (y, x, rows, W) */
+        /* stage 1: GPU_ROW_CHUNKS chunks of rows, a thread per (column, chunk), rows in order:
+         * partial[j][c].  (partial, x, rows, W) */
+        int k1 = gpu_find(x, "sum_rows_partial");
+        if (k1 < 0) {
             LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->i64, cg->i64};
-            ki = gpu_begin(x, "sum_rows", t, 4);
-            LLVMValueRef y = gpu_param(x, 0), xs = gpu_param(x, 1), rows = gpu_param(x, 2), W = gpu_param(x, 3);
-            LLVMValueRef c = global_id(x);
+            k1 = gpu_begin(x, "sum_rows_partial", t, 4);
+            LLVMValueRef part = gpu_param(x, 0), xs = gpu_param(x, 1), rows = gpu_param(x, 2), W = gpu_param(x, 3);
+            LLVMValueRef c = global_id(x), j = gpu_sreg(x, "ctaid.y");
+            LLVMValueRef cs = LLVMBuildSDiv(cg->b, ADD(rows, cg_i64(cg, GPU_ROW_CHUNKS - 1)), cg_i64(cg, GPU_ROW_CHUNKS), "");
+            LLVMBasicBlockRef join = cg_if(cg, LT(c, W), "col");
+            LLVMValueRef r0 = MUL(j, cs), r1 = ADD(r0, cs);
+            r1 = LLVMBuildSelect(cg->b, LT(r1, rows), r1, rows, "");
+            LLVMValueRef s = local(x, cg_real(cg, 0));
+            Loop l = cg_loop_begin(cg, r0, r1, NULL, "r");
+            ST(FADD(LD(s), LD(cg_elem(cg, xs, ADD(MUL(l.i, W), c)))), s);
+            cg_loop_end(cg, &l, NULL);
+            ST(LD(s), cg_elem(cg, part, ADD(MUL(j, W), c)));
+            cg_endif(cg, join);
+            gpu_end(x);
+        }
+        /* stage 2: y[c] = (acc ? y[c] : 0) + the chunks' sums in order.  (y, partial, W) */
+        int k2 = gpu_find(x, "sum_rows_final");
+        if (k2 < 0) {
+            LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->i64};
+            k2 = gpu_begin(x, "sum_rows_final", t, 3);
+            LLVMValueRef y = gpu_param(x, 0), part = gpu_param(x, 1), W = gpu_param(x, 2), c = global_id(x);
             LLVMBasicBlockRef join = cg_if(cg, LT(c, W), "col");
             LLVMValueRef yp = cg_elem(cg, y, c);
             LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntNE, x->kacc, cg_i32(cg, 0), "");
             LLVMValueRef s = local(x, LLVMBuildSelect(cg->b, keep, LD(yp), cg_real(cg, 0), ""));
-            Loop l = cg_loop_begin(cg, cg_i64(cg, 0), rows, NULL, "r");
-            ST(FADD(LD(s), LD(cg_elem(cg, xs, ADD(MUL(l.i, W), c)))), s);
+            Loop l = cg_loop_begin(cg, cg_i64(cg, 0), cg_i64(cg, GPU_ROW_CHUNKS), NULL, "j");
+            ST(FADD(LD(s), LD(cg_elem(cg, part, ADD(MUL(l.i, W), c)))), s);
             cg_loop_end(cg, &l, NULL);
             ST(LD(s), yp);
             cg_endif(cg, join);
             gpu_end(x);
         }
-        gpu_launch(x, ki, n->id, gpu_aff(n->width, 0, 0), GPU_ROW_THREADS, GPU_ROW_THREADS, 1, x->ly->home[n->id]);
-        gpu_arg_value(x, n, true);
+        int64_t pbytes = GPU_ROW_CHUNKS * n->width * 4;
+        if (GPU_SCRATCH_PARTIALS + pbytes > x->scratch_bytes)
+            x->scratch_bytes = GPU_SCRATCH_PARTIALS + pbytes;
+        StrataGpuLaunch *l = gpu_launch(x, k1, n->id, gpu_aff(n->width, 0, 0), GPU_ROW_THREADS, GPU_ROW_THREADS, 1, false);
+        l->grid[1] = gpu_aff(GPU_ROW_CHUNKS, 0, 0);
+        gpu_arg_ptr(x, STRATA_GPU_SCRATCH, gpu_aff(GPU_SCRATCH_PARTIALS, 0, 0), gpu_aff(pbytes, 0, 0), true, -1);
         gpu_arg_value(x, a, false);
         gpu_arg_i64(x, gpu_aff(0, 1, 0));
+        gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
+        gpu_launch(x, k2, n->id, gpu_aff(n->width, 0, 0), GPU_ROW_THREADS, GPU_ROW_THREADS, 1, x->ly->home[n->id]);
+        gpu_arg_value(x, n, true);
+        gpu_arg_ptr(x, STRATA_GPU_SCRATCH, gpu_aff(GPU_SCRATCH_PARTIALS, 0, 0), gpu_aff(pbytes, 0, 0), false, -1);
         gpu_arg_i64(x, gpu_aff(n->width, 0, 0));
         return;
     }
@@ -1201,27 +1230,35 @@ static void gpu_cross_entropy(Gpu *x, const IrNode *n)
     gpu_arg_i64(x, gpu_aff(lg->width, 0, 0));
 
     ki = gpu_find(x, "ce_mean");
-    if (ki < 0) { /* one thread, in double, rows in order.  (loss, aux, mask) */
-        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr};
-        ki = gpu_begin(x, "ce_mean", t, 3);
-        LLVMValueRef BT = MUL(x->kB, x->kT);
+    if (ki < 0) { /* a CTA; sums in double, each thread's rows strided, then a fixed tree.
+                   * loss = sum / count (0 if count is 0); the count to the scratch (a double).
+                   * (loss, aux, mask, scratch) */
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->ptr};
+        ki = gpu_begin(x, "ce_mean", t, 4);
+        LLVMValueRef red = gpu_shared(x, cg->f64, GPU_ROW_THREADS, "red64");
+        LLVMValueRef BT = MUL(x->kB, x->kT), tid = gpu_sreg(x, "tid.x"), step = cg_i64(cg, GPU_ROW_THREADS);
         LLVMValueRef sum = local(x, LLVMConstReal(cg->f64, 0)), cnt = local(x, LLVMConstReal(cg->f64, 0));
-        Loop l = cg_loop_begin(cg, cg_i64(cg, 0), BT, NULL, "r");
+        Loop l = gpu_loop_begin(x, tid, BT, step, "r");
         LLVMValueRef rl = LLVMBuildFPExt(cg->b, LD(cg_elem(cg, gpu_param(x, 1), ADD(BT, l.i))), cg->f64, "");
         LLVMValueRef mk = LLVMBuildFPExt(cg->b, LD(cg_elem(cg, gpu_param(x, 2), l.i)), cg->f64, "");
         LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->f64, sum, ""), rl, ""), sum);
         LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->f64, cnt, ""), mk, ""), cnt);
-        cg_loop_end(cg, &l, NULL);
-        LLVMValueRef c = LLVMBuildLoad2(cg->b, cg->f64, cnt, "");
-        LLVMValueRef q = LLVMBuildFDiv(cg->b, LLVMBuildLoad2(cg->b, cg->f64, sum, ""), c, "");
+        gpu_loop_end(x, &l, step);
+        LLVMValueRef tot = gpu_block_reduce(x, LLVMBuildLoad2(cg->b, cg->f64, sum, ""), NULL, red);
+        LLVMValueRef c = gpu_block_reduce(x, LLVMBuildLoad2(cg->b, cg->f64, cnt, ""), NULL, red);
+        LLVMBasicBlockRef join = cg_if(cg, LLVMBuildICmp(cg->b, LLVMIntEQ, tid, cg_i64(cg, 0), ""), "store");
+        LLVMValueRef q = LLVMBuildFDiv(cg->b, tot, c, "");
         LLVMValueRef nz = LLVMBuildFCmp(cg->b, LLVMRealUNE, c, LLVMConstReal(cg->f64, 0), "");
         ST(LLVMBuildSelect(cg->b, nz, LLVMBuildFPTrunc(cg->b, q, cg->real, ""), cg_real(cg, 0), ""), gpu_param(x, 0));
+        LLVMBuildStore(cg->b, c, gpu_param(x, 3));
+        cg_endif(cg, join);
         gpu_end(x);
     }
-    gpu_launch(x, ki, n->id, gpu_aff(1, 0, 0), 1, 1, 1, false);
+    gpu_launch(x, ki, n->id, gpu_aff(1, 0, 0), 1, GPU_ROW_THREADS, 1, false);
     gpu_arg_value(x, n, true);
     gpu_arg_aux(x, n, false);
     gpu_arg_ptr(x, STRATA_GPU_MASK, gpu_aff(0, 0, 0), gpu_aff(0, 4, 0), false, -1);
+    gpu_arg_ptr(x, STRATA_GPU_SCRATCH, gpu_aff(0, 0, 0), gpu_aff(8, 0, 0), true, -1);
 }
 
 static void gpu_ce_grad(Gpu *x, const IrNode *n)
@@ -1231,21 +1268,15 @@ static void gpu_ce_grad(Gpu *x, const IrNode *n)
     if (!n->tok || n->width != lg->width || gn->tok || gn->width != 1 || !ce || ce->op != IR_CROSS_ENTROPY)
         die("lower: %%%d: cross_entropy_grad is not (B,T,V) with a scalar gradient", n->id);
     int ki = gpu_find(x, "ce_grad");
-    if (ki < 0) { /* a CTA per row; count = sum of the mask in double.  (d, logits, targets, mask, aux, g, V) */
-        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->i64};
-        ki = gpu_begin(x, "ce_grad", t, 7);
+    if (ki < 0) { /* a CTA per row; count: the mask's sum that ce_mean left in the scratch.
+                   * (d, logits, targets, mask, aux, g, V, scratch) */
+        LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->ptr, cg->i64, cg->ptr};
+        ki = gpu_begin(x, "ce_grad", t, 8);
         LLVMValueRef d = gpu_param(x, 0), lgp = gpu_param(x, 1), tg = gpu_param(x, 2), mask = gpu_param(x, 3),
                      aux = gpu_param(x, 4), gp = gpu_param(x, 5), V = gpu_param(x, 6);
-        LLVMValueRef scratch = gpu_shared(x, cg->f64, GPU_ROW_THREADS, "red64");
         LLVMValueRef r = gpu_sreg(x, "ctaid.x"), tid = gpu_sreg(x, "tid.x"), step = cg_i64(cg, GPU_ROW_THREADS);
-        LLVMValueRef BT = MUL(x->kB, x->kT), row = MUL(r, V);
-        LLVMValueRef c = cg_alloca(cg, cg->f64, "cnt");
-        LLVMBuildStore(cg->b, LLVMConstReal(cg->f64, 0), c);
-        Loop l = gpu_loop_begin(x, tid, BT, step, "i");
-        LLVMValueRef mk = LLVMBuildFPExt(cg->b, LD(cg_elem(cg, mask, l.i)), cg->f64, "");
-        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->f64, c, ""), mk, ""), c);
-        gpu_loop_end(x, &l, step);
-        LLVMValueRef count = gpu_block_reduce(x, LLVMBuildLoad2(cg->b, cg->f64, c, ""), NULL, scratch);
+        LLVMValueRef row = MUL(r, V);
+        LLVMValueRef count = LLVMBuildLoad2(cg->b, cg->f64, gpu_param(x, 7), "count"); /* ce_mean's */
         LLVMValueRef mr = LD(cg_elem(cg, mask, r));
         LLVMValueRef zero = LLVMBuildOr(cg->b, LLVMBuildFCmp(cg->b, LLVMRealOEQ, mr, cg_real(cg, 0), ""),
                                         LLVMBuildFCmp(cg->b, LLVMRealOEQ, count, LLVMConstReal(cg->f64, 0), ""), "");
@@ -1275,6 +1306,7 @@ static void gpu_ce_grad(Gpu *x, const IrNode *n)
     gpu_arg_aux(x, ce, false);
     gpu_arg_value(x, gn, false);
     gpu_arg_i64(x, gpu_aff(lg->width, 0, 0));
+    gpu_arg_ptr(x, STRATA_GPU_SCRATCH, gpu_aff(0, 0, 0), gpu_aff(8, 0, 0), false, -1);
 }
 
 void gpu_call_node(Gpu *x, const IrNode *n)

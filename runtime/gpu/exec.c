@@ -197,9 +197,10 @@ int rt_gpu_model_open(RtGpuModel **out, RtCuda *cu, const StrataGpuProgram *prog
     size_t pbytes = (size_t)prog->params_numel * 4, bt = (size_t)(B * T);
     size_t nindex = prog->index_rows > 0 ? bt + (size_t)prog->index_rows + 1 : 0;
     size_t sizes[STRATA_GPU_NBUFS] = {pbytes, pbytes, (size_t)strata_gpu_eval(prog->arena_bytes, B, T),
-                                      bt * 4, bt * 4, bt * 4, (size_t)prog->nconsts * 4, nindex * 4};
+                                      bt * 4, bt * 4, bt * 4, (size_t)prog->nconsts * 4, nindex * 4,
+                                      (size_t)strata_gpu_eval(prog->scratch_bytes, B, T)};
     static const char *names[STRATA_GPU_NBUFS] = {"parameters", "gradients", "arena", "tokens", "targets", "mask",
-                                                  "constants", "token index"};
+                                                  "constants", "token index", "scratch"};
     for (int b = 0; b < STRATA_GPU_NBUFS && !rc; b++) {
         g->bytes[b] = sizes[b];
         rc = alloc_buf(g, &g->buf[b], sizes[b], names[b]);

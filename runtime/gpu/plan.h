@@ -41,6 +41,8 @@ typedef enum StrataGpuBuf {
     STRATA_GPU_TOKEN_INDEX,  /* (B*T + index_rows + 1) int32, when index_rows > 0: the positions of the
                                 batch sorted by token id, stably, then where each id's run starts
                                 (index_rows + 1 entries); the host builds it from the tokens each step */
+    STRATA_GPU_SCRATCH,      /* scratch_bytes: the cross-entropy's token count (a double at 0), then the
+                                partial sums of the two-stage sums over rows */
     STRATA_GPU_NBUFS
 } StrataGpuBuf;
 
@@ -134,6 +136,7 @@ typedef struct StrataGpuProgram {
     const float *consts;     /* compile-time numbers a kernel reads through a pointer */
     int32_t nconsts;
     int64_t index_rows;      /* > 0: the token ids' range of STRATA_GPU_TOKEN_INDEX (the embedding's rows) */
+    StrataGpuAffine scratch_bytes; /* of STRATA_GPU_SCRATCH */
 } StrataGpuProgram;
 
 #endif
