@@ -555,6 +555,62 @@ static void check_bf16(Jit *jit, const char *path, const char *dir, int B, int T
     case_free(&c);
 }
 
+/* Bad input gets a message, not a crash: a program of another version, a
+ * batch too large, token ids and targets outside the vocabulary (a masked
+ * target may be anything, as -100 in fine-tuning), an AdamW step 0. */
+static void check_errors(const char *path, const char *dir)
+{
+    Case c;
+    if (!case_load(&c, path, NULL, NULL, 0) || (case_params(&c, 1), !case_batch(&c, 3, 2, 5))) {
+        failures++;
+        return;
+    }
+    StrataGpuProgram *prog = NULL;
+    RtCuda *cu = NULL;
+    RtGpuModel *m = NULL;
+    char err[1024];
+    pending_so = build_so(&c.g, dir, STRATA_PRECISION_FP32, &prog);
+    open_device(&cu, err, sizeof err);
+    if (!pending_so) {
+        failures++;
+        goto out;
+    }
+    StrataGpuProgram bad = *prog;
+    bad.version = STRATA_GPU_VERSION + 1;
+    expect(rt_gpu_model_open(&m, cu, &bad, 2, 5, err, sizeof err) == -1 && !m && strstr(err, "version"), path,
+           "a program of another version is refused", 0);
+    expect(rt_gpu_model_open(&m, cu, prog, 1, (int64_t)1 << 40, err, sizeof err) == -1 && strstr(err, "out of range"),
+           path, "a batch too large is refused", 0);
+    if (rt_gpu_model_open(&m, cu, prog, 2, 5, err, sizeof err)) {
+        printf("FAIL %s: %s\n", path, err);
+        failures++;
+        goto out;
+    }
+    int32_t tokens[10], targets[10];
+    float mask[10];
+    for (int i = 0; i < 10; i++)
+        tokens[i] = c.tokens[i], targets[i] = c.targets[i], mask[i] = 1;
+    double loss;
+    tokens[3] = (int32_t)prog->vocab;
+    expect(rt_gpu_train_step(m, tokens, targets, mask, 0, &loss) == -1 && strstr(rt_gpu_error(m), "tokens[3]"), path,
+           "a token id past the vocabulary is refused", 0);
+    tokens[3] = c.tokens[3];
+    targets[7] = -100;
+    expect(rt_gpu_train_step(m, tokens, targets, mask, 0, &loss) == -1 && strstr(rt_gpu_error(m), "targets[7]"), path,
+           "a target outside the vocabulary is refused where the mask counts it", 0);
+    mask[7] = 0;
+    expect(rt_gpu_train_step(m, tokens, targets, mask, 0, &loss) == 0 && isfinite(loss), path,
+           "a masked target of -100 is accepted", 0);
+    RtGpuAdamW hp = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .step = 0};
+    expect(rt_gpu_optim_step(m, &hp, NULL) == -1 && strstr(rt_gpu_error(m), "step"), path, "AdamW step 0 is refused",
+           0);
+out:
+    rt_gpu_model_close(m);
+    close_device(cu);
+    lower_gpu_program_free(prog);
+    case_free(&c);
+}
+
 int main(int argc, char **argv)
 {
 #ifdef GPU_DEVICE
@@ -594,6 +650,8 @@ int main(int argc, char **argv)
         check_model(argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir, 2, 5, NULL, 0);
         check_bf16(jit, argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir, 2, 5, NULL, 0);
     }
+    if (argc < 2 && n > 0)
+        check_errors(gl.gl_pathv[0], dir);
     /* sequences longer than a tile of the attention kernels (64), products
      * of several tiles in every dimension */
     if (argc < 2)
