@@ -507,8 +507,11 @@ static int gemm_kernel(Gpu *x, bool ta, bool tb)
 
 /* ---- bf16 tensor cores: mma.sync m16n8k16, fp32 accumulation ---- */
 
-#define BF_TILE 64 /* the CTA's tile of C: 64 x 64, four warps of 32 x 32 */
-#define BF_K 16
+#define BF_TILE 128  /* the CTA's tile of C: 128 x 128, eight warps (2 x 4) of 64 x 32 */
+#define BF_K 32      /* K staged per step: two mma k-steps of 16 */
+#define BF_THREADS 256
+#define BF_MI 4      /* a warp's mma tiles: BF_MI (m16) x BF_NI (n8) */
+#define BF_NI 4
 
 /* fp32 -> bf16 bits (i32, low 16), nearest even, NaN kept quiet: the
  * rounding of runtime/core/gemm_kernels.c's bf16_bits. */
@@ -563,10 +566,11 @@ static void mma(Gpu *x, LLVMValueRef *a, LLVMValueRef *b, LLVMValueRef *c, LLVMV
 }
 
 /* C (M, N) (+)= op(A) op(B) with A and B rounded to bf16, on tensor cores.
- * A CTA of 4 warps computes a 64 x 64 tile of C, a warp 32 x 32 of it as
- * 2 x 4 mma tiles (m16 n8), over K in steps of 16 staged through shared
+ * A CTA of 8 warps computes a 128 x 128 tile of C, a warp 64 x 32 of it as
+ * 4 x 4 mma tiles (m16 n8), over K in steps of 32 staged through shared
  * memory as bf16 (A as [m][k], B as [n][k], so each fragment register is
- * one 32-bit load).  Fragment layouts: PTX ISA, "mma.m16n8k16" (.bf16):
+ * one 32-bit load; the global loads run along the operand's contiguous
+ * dimension).  Fragment layouts: PTX ISA, "mma.m16n8k16" (.bf16):
  * with g = lane / 4, t = lane % 4, A regs {(g, 2t), (g+8, 2t), (g, 2t+8),
  * (g+8, 2t+8)} (two columns each), B regs {k 2t, k 2t+8} of column g, C
  * {(g, 2t..2t+1), (g+8, 2t..2t+1)}.  (C, A, B, M, N, K, lda, ldb, ldc) */
@@ -588,66 +592,79 @@ static int gemm_bf16_kernel(Gpu *x, bool ta, bool tb)
     LLVMValueRef tid = gpu_sreg(x, "tid.x"), zero = cg_i64(cg, 0);
     LLVMValueRef m0 = MUL(gpu_sreg(x, "ctaid.x"), cg_i64(cg, BF_TILE)), n0 = MUL(gpu_sreg(x, "ctaid.y"), cg_i64(cg, BF_TILE));
     LLVMValueRef warp = LLVMBuildUDiv(cg->b, tid, cg_i64(cg, 32), ""), lane = LLVMBuildURem(cg->b, tid, cg_i64(cg, 32), "");
-    LLVMValueRef wm = MUL(LLVMBuildUDiv(cg->b, warp, cg_i64(cg, 2), ""), cg_i64(cg, 32));
-    LLVMValueRef wn = MUL(LLVMBuildURem(cg->b, warp, cg_i64(cg, 2), ""), cg_i64(cg, 32));
+    LLVMValueRef wm = MUL(LLVMBuildUDiv(cg->b, warp, cg_i64(cg, 4), ""), cg_i64(cg, 16 * BF_MI));
+    LLVMValueRef wn = MUL(LLVMBuildURem(cg->b, warp, cg_i64(cg, 4), ""), cg_i64(cg, 8 * BF_NI));
     LLVMValueRef g = LLVMBuildUDiv(cg->b, lane, cg_i64(cg, 4), ""), tq = LLVMBuildURem(cg->b, lane, cg_i64(cg, 4), "");
     LLVMValueRef t2 = MUL(tq, cg_i64(cg, 2));
-    LLVMValueRef acc = cg_alloca(cg, LLVMArrayType2(cg->real, 32), "acc");
-    for (int i = 0; i < 32; i++)
+    enum { NACC = BF_MI * BF_NI * 4 };
+    LLVMValueRef acc = cg_alloca(cg, LLVMArrayType2(cg->real, NACC), "acc");
+    for (int i = 0; i < NACC; i++)
         ST(cg_real(cg, 0), cg_elem(cg, acc, cg_i64(cg, i)));
     Loop l = gpu_loop_begin(x, zero, K, cg_i64(cg, BF_K), "k0");
-    for (int j = 0; j < BF_TILE * BF_K / 128; j++) { /* stage the tiles */
-        LLVMValueRef idx = ADD(tid, cg_i64(cg, 128 * j));
-        LLVMValueRef r = LLVMBuildUDiv(cg->b, idx, cg_i64(cg, BF_K), ""), kk = LLVMBuildURem(cg->b, idx, cg_i64(cg, BF_K), "");
-        LLVMValueRef gk = ADD(l.i, kk);
-        LLVMValueRef gm = ADD(m0, r), gn = ADD(n0, r);
+    for (int j = 0; j < BF_TILE * BF_K / BF_THREADS; j++) { /* stage the tiles */
+        LLVMValueRef idx = ADD(tid, cg_i64(cg, BF_THREADS * j));
+        LLVMValueRef kq = cg_i64(cg, BF_K), tq2 = cg_i64(cg, BF_TILE);
+        /* A (m, k): consecutive threads along k, or along m when transposed */
+        LLVMValueRef r = ta ? LLVMBuildURem(cg->b, idx, tq2, "") : LLVMBuildUDiv(cg->b, idx, kq, "");
+        LLVMValueRef kk = ta ? LLVMBuildUDiv(cg->b, idx, tq2, "") : LLVMBuildURem(cg->b, idx, kq, "");
+        LLVMValueRef gk = ADD(l.i, kk), gm = ADD(m0, r);
         LLVMValueRef ina = LLVMBuildAnd(cg->b, LT(gm, M), LT(gk, K), "");
         LLVMValueRef ia = ta ? ADD(MUL(gk, lda), gm) : ADD(MUL(gm, lda), gk);
         LLVMValueRef va = LD(cg_elem(cg, A, LLVMBuildSelect(cg->b, ina, ia, zero, "")));
         va = LLVMBuildSelect(cg->b, ina, va, cg_real(cg, 0), "");
-        ST(LLVMBuildTrunc(cg->b, to_bf16(x, va), i16, ""), LLVMBuildGEP2(cg->b, i16, As, &idx, 1, ""));
-        LLVMValueRef inb = LLVMBuildAnd(cg->b, LT(gn, N), LT(gk, K), "");
-        LLVMValueRef ib = tb ? ADD(MUL(gn, ldb), gk) : ADD(MUL(gk, ldb), gn);
+        LLVMValueRef ea = ADD(MUL(r, kq), kk);
+        ST(LLVMBuildTrunc(cg->b, to_bf16(x, va), i16, ""), LLVMBuildGEP2(cg->b, i16, As, &ea, 1, ""));
+        /* B (k, n): consecutive threads along n, or along k when transposed */
+        LLVMValueRef nn = tb ? LLVMBuildUDiv(cg->b, idx, kq, "") : LLVMBuildURem(cg->b, idx, tq2, "");
+        LLVMValueRef kb = tb ? LLVMBuildURem(cg->b, idx, kq, "") : LLVMBuildUDiv(cg->b, idx, tq2, "");
+        LLVMValueRef gkb = ADD(l.i, kb), gn = ADD(n0, nn);
+        LLVMValueRef inb = LLVMBuildAnd(cg->b, LT(gn, N), LT(gkb, K), "");
+        LLVMValueRef ib = tb ? ADD(MUL(gn, ldb), gkb) : ADD(MUL(gkb, ldb), gn);
         LLVMValueRef vb = LD(cg_elem(cg, Bm, LLVMBuildSelect(cg->b, inb, ib, zero, "")));
         vb = LLVMBuildSelect(cg->b, inb, vb, cg_real(cg, 0), "");
-        ST(LLVMBuildTrunc(cg->b, to_bf16(x, vb), i16, ""), LLVMBuildGEP2(cg->b, i16, Bs, &idx, 1, ""));
+        LLVMValueRef eb = ADD(MUL(nn, kq), kb);
+        ST(LLVMBuildTrunc(cg->b, to_bf16(x, vb), i16, ""), LLVMBuildGEP2(cg->b, i16, Bs, &eb, 1, ""));
     }
     gpu_barrier(x);
-    /* 32-bit loads of bf16 pairs: element e of a [64][16] i16 tile */
+    /* 32-bit loads of bf16 pairs: element e of a [BF_TILE][BF_K] i16 tile */
 #define PAIR(base, e) LLVMBuildLoad2(cg->b, cg->i32, LLVMBuildGEP2(cg->b, i16, (base), (LLVMValueRef[]){(e)}, 1, ""), "")
-    LLVMValueRef bfrag[4][2];
-    for (int ni = 0; ni < 4; ni++) {
-        LLVMValueRef n = ADD(ADD(wn, cg_i64(cg, ni * 8)), g);
-        LLVMValueRef e = ADD(MUL(n, cg_i64(cg, BF_K)), t2);
-        bfrag[ni][0] = PAIR(Bs, e);
-        bfrag[ni][1] = PAIR(Bs, ADD(e, cg_i64(cg, 8)));
-    }
-    for (int mi = 0; mi < 2; mi++) {
-        LLVMValueRef r0 = ADD(ADD(wm, cg_i64(cg, mi * 16)), g), r1 = ADD(r0, cg_i64(cg, 8));
-        LLVMValueRef e0 = ADD(MUL(r0, cg_i64(cg, BF_K)), t2), e1 = ADD(MUL(r1, cg_i64(cg, BF_K)), t2);
-        LLVMValueRef a[4] = {PAIR(As, e0), PAIR(As, e1), PAIR(As, ADD(e0, cg_i64(cg, 8))), PAIR(As, ADD(e1, cg_i64(cg, 8)))};
-        for (int ni = 0; ni < 4; ni++) {
-            LLVMValueRef c[4], d[4];
-            for (int i = 0; i < 4; i++)
-                c[i] = LD(cg_elem(cg, acc, cg_i64(cg, (mi * 4 + ni) * 4 + i)));
-            mma(x, a, bfrag[ni], c, d);
-            for (int i = 0; i < 4; i++)
-                ST(d[i], cg_elem(cg, acc, cg_i64(cg, (mi * 4 + ni) * 4 + i)));
+    for (int ks = 0; ks < BF_K; ks += 16) {
+        LLVMValueRef bfrag[BF_NI][2];
+        for (int ni = 0; ni < BF_NI; ni++) {
+            LLVMValueRef n = ADD(ADD(wn, cg_i64(cg, ni * 8)), g);
+            LLVMValueRef e = ADD(ADD(MUL(n, cg_i64(cg, BF_K)), t2), cg_i64(cg, ks));
+            bfrag[ni][0] = PAIR(Bs, e);
+            bfrag[ni][1] = PAIR(Bs, ADD(e, cg_i64(cg, 8)));
+        }
+        for (int mi = 0; mi < BF_MI; mi++) {
+            LLVMValueRef r0 = ADD(ADD(wm, cg_i64(cg, mi * 16)), g), r1 = ADD(r0, cg_i64(cg, 8));
+            LLVMValueRef e0 = ADD(ADD(MUL(r0, cg_i64(cg, BF_K)), t2), cg_i64(cg, ks));
+            LLVMValueRef e1 = ADD(ADD(MUL(r1, cg_i64(cg, BF_K)), t2), cg_i64(cg, ks));
+            LLVMValueRef a[4] = {PAIR(As, e0), PAIR(As, e1), PAIR(As, ADD(e0, cg_i64(cg, 8))),
+                                 PAIR(As, ADD(e1, cg_i64(cg, 8)))};
+            for (int ni = 0; ni < BF_NI; ni++) {
+                LLVMValueRef c[4], d[4];
+                for (int i = 0; i < 4; i++)
+                    c[i] = LD(cg_elem(cg, acc, cg_i64(cg, (mi * BF_NI + ni) * 4 + i)));
+                mma(x, a, bfrag[ni], c, d);
+                for (int i = 0; i < 4; i++)
+                    ST(d[i], cg_elem(cg, acc, cg_i64(cg, (mi * BF_NI + ni) * 4 + i)));
+            }
         }
     }
 #undef PAIR
     gpu_barrier(x);
     gpu_loop_end(x, &l, cg_i64(cg, BF_K));
     LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntNE, x->kacc, cg_i32(cg, 0), "");
-    for (int mi = 0; mi < 2; mi++)
-        for (int ni = 0; ni < 4; ni++)
+    for (int mi = 0; mi < BF_MI; mi++)
+        for (int ni = 0; ni < BF_NI; ni++)
             for (int i = 0; i < 4; i++) {
                 LLVMValueRef row = ADD(ADD(ADD(m0, wm), cg_i64(cg, mi * 16 + (i >= 2 ? 8 : 0))), g);
                 LLVMValueRef col = ADD(ADD(ADD(n0, wn), cg_i64(cg, ni * 8 + (i & 1))), t2);
                 LLVMBasicBlockRef join = cg_if(cg, LLVMBuildAnd(cg->b, LT(row, M), LT(col, N), ""), "out");
                 LLVMValueRef cp = cg_elem(cg, C, ADD(MUL(row, ldc), col));
                 LLVMValueRef prev = LLVMBuildSelect(cg->b, keep, LD(cp), cg_real(cg, 0), "");
-                ST(FADD(prev, LD(cg_elem(cg, acc, cg_i64(cg, (mi * 4 + ni) * 4 + i)))), cp);
+                ST(FADD(prev, LD(cg_elem(cg, acc, cg_i64(cg, (mi * BF_NI + ni) * 4 + i)))), cp);
                 cg_endif(cg, join);
             }
     gpu_end(x);
@@ -660,7 +677,7 @@ static void gemm_launch(Gpu *x, const IrNode *n, bool ta, bool tb, StrataGpuAffi
 {
     int ki = x->bf16 ? gemm_bf16_kernel(x, ta, tb) : gemm_kernel(x, ta, tb);
     int64_t tile = x->bf16 ? BF_TILE : GEMM_TILE;
-    StrataGpuLaunch *l = gpu_launch(x, ki, n->id, M, tile, x->bf16 ? 128 : GPU_TILE, x->bf16 ? 1 : GPU_TILE,
+    StrataGpuLaunch *l = gpu_launch(x, ki, n->id, M, tile, x->bf16 ? BF_THREADS : GPU_TILE, x->bf16 ? 1 : GPU_TILE,
                                     x->ly->home[n->id]);
     l->grid[1] = gpu_aff(N, 0, 0);
     l->grid_div[1] = tile;
