@@ -345,10 +345,11 @@ static void *build_so(const IrGraph *g, const char *dir, int precision, StrataGp
  * not a power of two. */
 static const char *const wide[] = {"vocab=70", "d=80", "heads=2", "ffn=136", "L=2", "ctx=5"};
 
-static void check_model(const char *path, const char *dir, int B, int T, const char *const *sizes, int nsizes)
+static void check_model(const char *path, const char *text, const char *dir, int B, int T, const char *const *sizes,
+                        int nsizes)
 {
     Case c;
-    if (!case_load(&c, path, NULL, sizes, nsizes)) {
+    if (!case_load(&c, path, text, sizes, nsizes)) {
         failures++;
         return;
     }
@@ -647,18 +648,23 @@ int main(int argc, char **argv)
     }
     int n = argc < 2 ? (int)gl.gl_pathc : argc - 1;
     for (int i = 0; i < n; i++) {
-        check_model(argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir, 2, 5, NULL, 0);
+        check_model(argc < 2 ? gl.gl_pathv[i] : argv[i + 1], NULL, dir, 2, 5, NULL, 0);
         check_bf16(jit, argc < 2 ? gl.gl_pathv[i] : argv[i + 1], dir, 2, 5, NULL, 0);
     }
     if (argc < 2 && n > 0)
         check_errors(gl.gl_pathv[0], dir);
+    /* every elementwise op and reduction, and blocks of several kinds (tests/lower_case.c) */
+    if (argc < 2) {
+        check_model("ops_zoo", ops_zoo, dir, 3, 8, NULL, 0);
+        check_model("kinds_zoo", kinds_zoo, dir, 2, 5, NULL, 0);
+    }
     /* sequences longer than a tile of the attention kernels (64), products
      * of several tiles in every dimension */
     if (argc < 2)
         for (int i = 0; i < n; i++)
             if (strstr(gl.gl_pathv[i], "/pre_ln.strata")) {
-                check_model(gl.gl_pathv[i], dir, 2, 150, NULL, 0);
-                check_model(gl.gl_pathv[i], dir, 2, 70, wide, 6);
+                check_model(gl.gl_pathv[i], NULL, dir, 2, 150, NULL, 0);
+                check_model(gl.gl_pathv[i], NULL, dir, 2, 70, wide, 6);
                 check_bf16(jit, gl.gl_pathv[i], dir, 2, 70, wide, 6);
             }
     jit_free(jit);
