@@ -83,6 +83,24 @@ static bool is_call_op(IrOp op)
     }
 }
 
+/* A node that is not a row kernel or a loop, to its emitter. */
+static void call_node(Gpu *x, const IrNode *n)
+{
+    switch (n->op) {
+    case IR_MATMUL: gpu_matmul(x, n); break;
+    case IR_MATMUL_GRAD_W: gpu_matmul_grad_w(x, n); break;
+    case IR_EMBED: gpu_embed(x, n); break;
+    case IR_EMBED_GRAD: gpu_embed_grad(x, n); break;
+    case IR_ROPE:
+    case IR_ROPE_GRAD: gpu_rope(x, n); break;
+    case IR_ATTENTION: gpu_attention(x, n); break;
+    case IR_ATTENTION_GRAD: gpu_attention_grad(x, n); break;
+    case IR_CROSS_ENTROPY: gpu_cross_entropy(x, n); break;
+    case IR_CE_GRAD: gpu_ce_grad(x, n); break;
+    default: die("lower: no GPU rule for op %s", ir_op_info[n->op].text);
+    }
+}
+
 /* The rotary tables: one per distinct slot. */
 static StrataGpuTable *tables(Gpu *x, int *n)
 {
@@ -120,7 +138,7 @@ static void walk(Gpu *x, const Kinds *kinds)
         if (kr->rowwise)
             gpu_rows_kernel(x, kr);
         else if (is_call_op(first->op))
-            gpu_call_node(x, first);
+            call_node(x, first);
         else
             gpu_loop_node(x, first);
         for (int p = cg->grad_first[k]; p >= 0; p = cg->grad_next[p]) {

@@ -3,9 +3,10 @@
  * NVPTX kernels plus a launch plan (runtime/gpu/plan.h).  Files, bottom up:
  *   core      nvptx_core.c: kernel functions, thread ids, barriers, shared
  *             memory, the plan's growing arrays (launches, arguments)
- *   emitters  nvptx_kern.c: one kernel per fused row group, matrix products,
- *             embedding, rope, attention, cross-entropy, sum over rows,
- *             gradient copies; nvptx_opt.c: gradient norm and AdamW
+ *   emitters  nvptx_kern.c: one kernel per fused row group, embedding,
+ *             rope, cross-entropy, sums over rows, gradient copies;
+ *             nvptx_gemm.c: matrix products (fp32, bf16 tensor cores);
+ *             nvptx_attn.c: attention; nvptx_opt.c: gradient norm and AdamW
  *   driver    nvptx.c: target, schedule walk, verify, PTX (lower_gpu_program)
  * A kernel is built once per distinct structure (its key), so the blocks
  * of a kind share their kernels and differ only in their launches'
@@ -75,6 +76,13 @@ void gpu_loop_end(Gpu *x, Loop *l, LLVMValueRef step);
  * fixed tree order (deterministic), with the op of node r (MAX: maximum,
  * else sum) or, r NULL, a sum; every thread gets the result. */
 LLVMValueRef gpu_block_reduce(Gpu *x, LLVMValueRef v, const IrNode *r, LLVMValueRef scratch);
+/* e^v and log v by arith.c's formulas (EXP, LOG); ctaid.x * ntid.x +
+ * tid.x; an alloca holding init; the rows of a value (B*T or its rows). */
+LLVMValueRef gpu_exp(Gpu *x, LLVMValueRef v);
+LLVMValueRef gpu_log(Gpu *x, LLVMValueRef v);
+LLVMValueRef gpu_global_id(Gpu *x);
+LLVMValueRef gpu_local(Gpu *x, LLVMValueRef init);
+StrataGpuAffine gpu_rows_of(const IrNode *n);
 /* Plan building: a launch of kernel k (its arguments follow with gpu_arg_*). */
 StrataGpuLaunch *gpu_launch(Gpu *x, int k, int node, StrataGpuAffine grid, int64_t div, unsigned bx, unsigned by,
                             bool acc);
@@ -90,10 +98,21 @@ StrataGpuAffine gpu_aff(int64_t c, int64_t bt, int64_t t);
 /* Byte offset of a slot in the arena (affine). */
 StrataGpuAffine gpu_slot_off(const Gpu *x, MemSlot s);
 
-/* ---- nvptx_kern.c: one launch (and its kernel, once per key) per node or row group ---- */
+/* ---- the emitters: one launch (and its kernel, once per key) per node or row group ---- */
+/* nvptx_kern.c */
 void gpu_rows_kernel(Gpu *x, const IrKernel *k);
-void gpu_loop_node(Gpu *x, const IrNode *n);
-void gpu_call_node(Gpu *x, const IrNode *n);
+void gpu_loop_node(Gpu *x, const IrNode *n);   /* parameter-shaped ops, SUM_ROWS */
+void gpu_embed(Gpu *x, const IrNode *n);
+void gpu_embed_grad(Gpu *x, const IrNode *n);
+void gpu_rope(Gpu *x, const IrNode *n);        /* ROPE, ROPE_GRAD */
+void gpu_cross_entropy(Gpu *x, const IrNode *n);
+void gpu_ce_grad(Gpu *x, const IrNode *n);
+/* nvptx_gemm.c */
+void gpu_matmul(Gpu *x, const IrNode *n);
+void gpu_matmul_grad_w(Gpu *x, const IrNode *n);
+/* nvptx_attn.c */
+void gpu_attention(Gpu *x, const IrNode *n);
+void gpu_attention_grad(Gpu *x, const IrNode *n); /* the first of a group launches it */
 /* dst (+)= src, n floats (acc: the step's accumulate), and dst = 0. */
 void gpu_grad_store(Gpu *x, StrataGpuAffine dst_off, const IrNode *src, int64_t n);
 void gpu_zero(Gpu *x, StrataGpuBuf buf, StrataGpuAffine off, int64_t n);

@@ -185,6 +185,40 @@ LLVMValueRef gpu_block_reduce(Gpu *x, LLVMValueRef v, const IrNode *r, LLVMValue
     return out;
 }
 
+/* ---- helpers the emitters share ---- */
+
+LLVMValueRef gpu_exp(Gpu *x, LLVMValueRef v)
+{
+    static IrNode e = {.op = IR_EXP};
+    return lower_unary(&x->cg, &e, v);
+}
+
+LLVMValueRef gpu_log(Gpu *x, LLVMValueRef v)
+{
+    static IrNode e = {.op = IR_LOG};
+    return lower_unary(&x->cg, &e, v);
+}
+
+LLVMValueRef gpu_global_id(Gpu *x)
+{
+    Cg *cg = &x->cg;
+    return LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, gpu_sreg(x, "ctaid.x"), gpu_sreg(x, "ntid.x"), ""),
+                        gpu_sreg(x, "tid.x"), "");
+}
+
+LLVMValueRef gpu_local(Gpu *x, LLVMValueRef init)
+{
+    Cg *cg = &x->cg;
+    LLVMValueRef a = cg_alloca(cg, LLVMTypeOf(init), "v");
+    LLVMBuildStore(cg->b, init, a);
+    return a;
+}
+
+StrataGpuAffine gpu_rows_of(const IrNode *n)
+{
+    return n->tok ? gpu_aff(0, 1, 0) : gpu_aff(n->rows, 0, 0);
+}
+
 /* ---- the plan ---- */
 
 StrataGpuAffine gpu_aff(int64_t c, int64_t bt, int64_t t)
