@@ -11,7 +11,8 @@
  *   - replaying a training step's launches, every value a launch reads was
  *     written by its producer and not overwritten since (an interval map of
  *     the arena, independent of the memory plan's own check), and no launch
- *     writes over another of its own operands;
+ *     writes over another of its own operands; scratch reads (the token
+ *     count, partial sums) find what a launch for the same node wrote;
  *   - parameter offsets and the parameter count equal the CPU descriptor's
  *     (the JIT-compiled model's strata_model);
  *   - lower_gpu_program_c's C source (what a built trainer links), compiled
@@ -162,7 +163,7 @@ static void check_grid(const IrGraph *g, const StrataGpuProgram *p, const Strata
 
 static void check_shape(const IrGraph *g, const MemLayout *ly, const StrataGpuProgram *p, int64_t B, int64_t T)
 {
-    Map live = {0};
+    Map live = {0}, scratch = {0}; /* scratch: owner = the launch that wrote it */
     for (int i = 0; i < p->ntables; i++) { /* filled by the host before the step */
         int64_t o = strata_gpu_eval(p->tables[i].off, B, T);
         map_write(&live, o, o + T * p->tables[i].hd * 4, -2);
@@ -181,6 +182,19 @@ static void check_shape(const IrGraph *g, const MemLayout *ly, const StrataGpuPr
             CHECK(off >= 0 && size >= 0 && off + size <= cap, "launch %d (%s) arg %d: [%lld, %lld) outside %lld bytes",
                   li, kn, ai, (long long)off, (long long)(off + size), (long long)cap);
             CHECK(off % 4 == 0, "launch %d arg %d: offset %lld not aligned", li, ai, (long long)off);
+            if (a->buf == STRATA_GPU_SCRATCH && !a->writes) {
+                /* read what a launch for the same node (or the forward node it reuses) wrote, unclobbered */
+                int owner = -1;
+                for (int k = 0; k < scratch.n && owner != -3; k++)
+                    if (scratch.v[k].a < off + size && scratch.v[k].b > off)
+                        owner = owner == -1 || owner == scratch.v[k].owner ? scratch.v[k].owner : -3;
+                const IrNode *me = l->node >= 0 ? g->nodes.v[l->node] : NULL;
+                int pn = owner >= 0 ? p->launches[owner].node : -1;
+                CHECK(owner >= 0 && map_owned(&scratch, off, off + size, owner) && me &&
+                          (pn == me->id || (me->saved && pn == me->saved->id)),
+                      "launch %d (%s): scratch [%lld, %lld) not written for it", li, kn, (long long)off,
+                      (long long)(off + size));
+            }
             if (a->buf != STRATA_GPU_ARENA || a->node < 0)
                 continue;
             CHECK(off % 64 == 0, "launch %d (%s) arg %d: arena offset %lld not 64-byte aligned", li, kn, ai,
@@ -208,6 +222,10 @@ static void check_shape(const IrGraph *g, const MemLayout *ly, const StrataGpuPr
         }
         for (int ai = 0; ai < l->nargs; ai++) { /* then its writes land */
             const StrataGpuArg *a = &p->args[l->arg0 + ai];
+            if (a->kind == STRATA_GPU_ARG_PTR && a->buf == STRATA_GPU_SCRATCH && a->writes) {
+                int64_t o = strata_gpu_eval(a->off, B, T);
+                map_write(&scratch, o, o + strata_gpu_eval(a->size, B, T), li);
+            }
             if (a->kind != STRATA_GPU_ARG_PTR || a->buf != STRATA_GPU_ARENA || !a->writes || a->node < 0)
                 continue;
             const IrNode *n = g->nodes.v[a->node];
@@ -217,6 +235,7 @@ static void check_shape(const IrGraph *g, const MemLayout *ly, const StrataGpuPr
         }
     }
     free(live.v);
+    free(scratch.v);
 }
 
 #define SAME(field) CHECK(a->field == b->field, "C source: %s differs", #field)
