@@ -56,7 +56,11 @@ LLVM_CONFIG=$strata_llvm_found
 LLVM_VERSION=$strata_llvm_version
 AC_MSG_RESULT([$LLVM_CONFIG ($LLVM_VERSION)])
 LLVM_CFLAGS=`$LLVM_CONFIG --cflags`
-LLVM_LIBS=`$LLVM_CONFIG --ldflags --libs core orcjit native passes target --system-libs | tr '\n' ' '`
+strata_llvm_nvptx=
+AS_CASE([" `$LLVM_CONFIG --targets-built 2>/dev/null` "], [*" NVPTX "*],
+  [strata_llvm_nvptx=nvptx
+   AC_DEFINE([HAVE_LLVM_NVPTX], [1], [Define if LLVM has the NVPTX target (GPU lowering, issue #18).])])
+LLVM_LIBS=`$LLVM_CONFIG --ldflags --libs core orcjit native passes target $strata_llvm_nvptx --system-libs | tr '\n' ' '`
 AC_SUBST([LLVM_VERSION])
 AC_SUBST([LLVM_CFLAGS])
 AC_SUBST([LLVM_LIBS])

@@ -40,7 +40,8 @@ LAYERS = [
     ("compiler/driver", ["compiler/driver"]),
 ]
 # Inside compiler/lower: rank of each file (a file calls only lower ranks).
-LOWER_RANKS = {"cg": 0, "arith": 0, "rows": 1, "loops": 1, "calls": 1, "abi": 1, "step": 2, "lower": 3, "jit": 4}
+LOWER_RANKS = {"cg": 0, "arith": 0, "nvptx_core": 0.5, "rows": 1, "loops": 1, "calls": 1, "abi": 1, "nvptx_kern": 1,
+               "nvptx_gemm": 1, "nvptx_attn": 1, "nvptx_opt": 1, "step": 2, "lower": 3, "nvptx": 3, "jit": 4}
 
 
 def layer_of(path):

@@ -29,6 +29,9 @@ typedef struct Case {
  * differ from the rest), the embedding read by every block, numbers that
  * differ per block (1/sqrt(l), 1 + l), and a value the logits do not need. */
 extern const char kinds_zoo[];
+/* Every elementwise op and reduction the model files leave out, a scalar
+ * parameter used twice, matmul with W [in, out] (tests/lower_test.c). */
+extern const char ops_zoo[];
 
 /* The file `path`, or the source `text` under that name, at the sizes
  * `sizes` (NULL: gradcheck's tiny ones, "L=4" included), through

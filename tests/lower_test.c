@@ -41,34 +41,6 @@
 
 static const int shapes[][2] = {{2, 5}, {3, 8}}; /* (B, T) */
 
-/* Every op the model files leave out: sigmoid, tanh, gelu, abs, exp, log,
- * sqrt, rsqrt, division, x^1.5, x^3, max (and so sign, eq_mask and
- * gelu_grad in the backward), layernorm, a scalar parameter used twice (its
- * gradient is a sum, copied out of the arena), and matmul with W [in, out]
- * (not transposed).  Powers act on tanh(x): x^3 of the residual stream
- * would overflow float within the 4 blocks. */
-static const char ops_zoo[] =
-    "import \"std\"\n"
-    "config {\n vocab = 11\n d = 16\n heads = 2\n ffn = 24\n L = 2\n}\n"
-    "fn zoo(x) {\n"
-    "    param s = constant(0.7)\n"
-    "    param v[dim(x)] = ones\n"
-    "    a = sigmoid(x) * tanh(x) - gelu(x) / (2 + abs(x)) + silu(x) * v\n"
-    "    b = exp(-square(x) * 0.5) + log(1 + square(x)) + sqrt(1 + abs(x)) * s + rsqrt(2 + x * x)\n"
-    "    t = tanh(x)\n"
-    "    c = (1 + square(t)) ^ 1.5 + t ^ 3 - (x - max(x)) + sum(x) / dim(x) * v - mean(x) * s\n"
-    "    return a + b + c * 0.1\n"
-    "}\n"
-    "model {\n"
-    "    x = embed(tokens, vocab, d) as tok_embeddings\n"
-    "    for l in 1..L {\n"
-    "        x = x + attention(layernorm(x) as attn_norm, heads) as attn\n"
-    "        x = x + gelu_mlp(zoo(x) as zoo, ffn) as mlp\n"
-    "    }\n"
-    "    param w[d, vocab] = normal(0.3)\n"
-    "    logits = matmul(layernorm(x) as norm, w)\n"
-    "}\n";
-
 typedef struct Errors {
     double loss, logits, grads; /* the worst gradient */
     const char *worst_grad;     /* its parameter */

@@ -15,6 +15,7 @@
 #include "ir/gradcheck.h"
 #include "ir/ir.h"
 #include "lower/lower.h"
+#include "gpu/plan.h"
 #include "driver/check.h"
 #include "resolve/sema.h"
 #include "driver/sweep.h"
@@ -105,7 +106,9 @@ static void usage(FILE *out)
             "  --precision P    tune: fp32, bf16 or both (default both); build --device\n"
             "                   cuda: the GPU program's matrix products, fp32 or bf16\n"
             "  --device D       build: cpu (default) or cuda: the trainer also carries the\n"
-            "                   model's GPU program (TRAINER train --device cuda)\n"
+            "                   model's GPU program (TRAINER train --device cuda); with\n"
+            "                   --emit=ptx or --emit=plan: its kernels as PTX, or their\n"
+            "                   launch plan as text\n"
             "  --cuda-arch A    build --device cuda: the GPU, sm_80 or sm_90 (default sm_90)\n"
             "  -h, --help       this text;  --version  the version\n"
             "\n"
@@ -154,6 +157,9 @@ static const struct CommandHelp {
      "                    [--device cuda [--cuda-arch sm_NN] [--precision fp32|bf16]]\n"
      "       strata build MODEL.strata --emit=llvm|asm|obj -o FILE [--f64] [-D NAME=VALUE]...\n"
      "                    [--preset NAME] [--cpu NAME]\n"
+     "       strata build MODEL.strata --device cuda --emit=ptx|plan -o FILE\n"
+     "                    [--cuda-arch sm_80|sm_90] [--precision fp32|bf16] [-D NAME=VALUE]...\n"
+     "                    [--preset NAME]\n"
      "Compiles the model's training step (forward and backward) through LLVM.\n"
      "Without --emit: a standalone trainer executable that needs no LLVM (fp32),\n"
      "linked by the C compiler configure found ($STRATA_CC overrides) with\n"
@@ -165,6 +171,8 @@ static const struct CommandHelp {
      "                  runtime/model_abi.h)\n"
      "  --f64           double precision (with --emit only; default float)\n"
      "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"
+     "  --emit=ptx|plan with --device cuda: the GPU program's kernels as PTX, or\n"
+     "                  their launch plan as text (docs/gpu-lowering.md)\n"
      "  --device D      cpu (default) or cuda: with cuda the trainer also carries\n"
      "                  the model's GPU program, for TRAINER train|sft|eval|sample\n"
      "                  --device cuda on a machine with an NVIDIA GPU and driver\n"
@@ -322,8 +330,9 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
             a->f64 = true;
         } else if (!strncmp(s, "--emit=", 7)) {
             a->emit = s + 7;
-            if (strcmp(a->emit, "llvm") && strcmp(a->emit, "asm") && strcmp(a->emit, "obj")) {
-                fprintf(stderr, "strata: error: --emit expects llvm, asm or obj, got '%s'\n", a->emit);
+            if (strcmp(a->emit, "llvm") && strcmp(a->emit, "asm") && strcmp(a->emit, "obj") &&
+                strcmp(a->emit, "ptx") && strcmp(a->emit, "plan")) {
+                fprintf(stderr, "strata: error: --emit expects llvm, asm, obj, ptx or plan, got '%s'\n", a->emit);
                 return 2;
             }
         } else if (!strcmp(s, "--tol")) {
@@ -364,9 +373,40 @@ static const char *tiny_defaults[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "
 
 /* strata build: lower the training step and write it out, or link a
  * trainer executable around it. */
+/* strata build --device cuda --emit=ptx|plan: the GPU lowering's PTX or
+ * its launch plan as text (compiler/lower/nvptx.c). */
+static bool build_gpu(const IrGraph *g, const Args *a)
+{
+    StrataGpuProgram *p = NULL;
+    char err[1024];
+    LowerGpuOptions go = {.sm = a->cuda_arch && !strcmp(a->cuda_arch, "sm_80") ? 80 : 90,
+                          .precision = a->precision && !strcmp(a->precision, "bf16") ? STRATA_PRECISION_BF16
+                                                                                      : STRATA_PRECISION_FP32};
+    if (lower_gpu_program(g, &go, &p, err, sizeof err) != 0) {
+        fprintf(stderr, "strata: error: --device cuda: %s\n", err);
+        return false;
+    }
+    FILE *f = fopen(a->output, "w");
+    bool ok = f != NULL;
+    if (f) {
+        if (!strcmp(a->emit, "ptx"))
+            fwrite(p->ptx, 1, (size_t)p->ptx_len, f);
+        else
+            lower_gpu_plan_dump(f, p);
+        ok = !ferror(f);
+        ok = fclose(f) == 0 && ok;
+    }
+    if (!ok)
+        fprintf(stderr, "strata: error: cannot write %s: %s\n", a->output, strerror(errno));
+    lower_gpu_program_free(p);
+    return ok;
+}
+
 static bool build(const IrGraph *g, const Args *a, const char *source, const DrvIdent *id)
 {
     const bool cuda = a->device && !strcmp(a->device, "cuda");
+    if (a->emit && (!strcmp(a->emit, "ptx") || !strcmp(a->emit, "plan")))
+        return build_gpu(g, a);
     if (!a->emit)
         return drv_build_trainer(g, &(DrvBuild){.model = a->model, .source = source, .ident = id, .cpu = a->cpu,
                                                 .output = a->output, .cuda = cuda,
@@ -420,6 +460,10 @@ static int run(const char *cmd, int argc, char **argv)
         snprintf(bad, sizeof bad, "%s goes with --device cuda", a.cuda_arch ? "--cuda-arch" : "--precision");
     else if (cuda && a.precision && !strcmp(a.precision, "both"))
         snprintf(bad, sizeof bad, "build --device cuda: --precision expects fp32 or bf16");
+    else if (is_build && !cuda && a.emit && (!strcmp(a.emit, "ptx") || !strcmp(a.emit, "plan")))
+        snprintf(bad, sizeof bad, "--emit=ptx and --emit=plan need --device cuda");
+    else if (cuda && a.f64)
+        snprintf(bad, sizeof bad, "--device cuda is fp32 (or --precision bf16): drop --f64");
     else if (cuda && a.emit && (!strcmp(a.emit, "llvm") || !strcmp(a.emit, "asm") || !strcmp(a.emit, "obj")))
         snprintf(bad, sizeof bad, "--emit=%s writes the CPU's compiled step; it does not go with --device cuda",
                  a.emit);

@@ -1,7 +1,8 @@
 /* arith.c - the arithmetic of every elementwise op and reduction (the
  * formulas of interp.c, as LLVM IR on one element) and an exp that
  * vectorises: the half of the lowering core (cg.h) that the row kernels
- * (rows.c) and the other loops (loops.c) share.  Fast-math: elementwise
+ * (rows.c) and the other loops (loops.c) share, and the GPU's kernels
+ * (nvptx_kern.c: Cg.nvptx, with no libm: tanh, log and pow inline).  Fast-math: elementwise
  * arithmetic may contract (FMA), reductions may also reassociate (so they
  * vectorise); never nnan/ninf, so NaN and Inf propagate as in interp.c. */
 #include "lower/cg.h"
@@ -100,13 +101,51 @@ static LLVMValueRef exp_poly(Cg *cg, LLVMValueRef v)
 
 static LLVMValueRef exp_of(Cg *cg, LLVMValueRef v)
 {
-    return cg->libm_exp ? intrinsic1(cg, "llvm.exp", v) : exp_poly(cg, v);
+    return cg->libm_exp && !cg->nvptx ? intrinsic1(cg, "llvm.exp", v) : exp_poly(cg, v);
+}
+
+/* A non-overloaded NVVM intrinsic of one float (llvm.nvvm.lg2.approx.f). */
+static LLVMValueRef nvvm1(Cg *cg, const char *name, LLVMValueRef v)
+{
+    if (cg->gpu_emulate) /* on the host: the exact log2 / exp2 in their place */
+        return intrinsic1(cg, strstr(name, "lg2") ? "llvm.log2" : "llvm.exp2", v);
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    if (!id)
+        die("lower: no intrinsic %s", name);
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, NULL, 0);
+    return LLVMBuildCall2(cg->b, LLVMIntrinsicGetType(cg->ctx, id, NULL, 0), fn, &v, 1, "");
+}
+
+/* On the GPU (no libm): log through PTX's lg2.approx.f32 (absolute error
+ * about 2^-22 in log2), times ln 2. */
+static LLVMValueRef gpu_log(Cg *cg, LLVMValueRef v)
+{
+    return fp_mul(cg, nvvm1(cg, "llvm.nvvm.lg2.approx.f", v), cg_real(cg, 0.69314718055994530942));
+}
+
+/* On the GPU: tanh as Cephes tanhf, a minimax odd polynomial for
+ * |v| < 0.625 (where 1 - 2 / (e^2v + 1) would cancel), else that formula
+ * with the inline exp, and the sign put back. */
+static LLVMValueRef gpu_tanh(Cg *cg, LLVMValueRef v)
+{
+    static const double c[] = {-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+                               -3.33332819422e-1};
+    LLVMValueRef a = intrinsic1(cg, "llvm.fabs", v), z = fp_mul(cg, v, v), p = cg_real(cg, c[0]);
+    for (int k = 1; k < 5; k++)
+        p = fp_add(cg, fp_mul(cg, p, z), cg_real(cg, c[k]));
+    LLVMValueRef small = fp_add(cg, fp_mul(cg, fp_mul(cg, p, z), v), v);
+    LLVMValueRef e = exp_poly(cg, fp_add(cg, a, a));
+    LLVMValueRef big = fp_sub(cg, cg_real(cg, 1), fp_div(cg, cg_real(cg, 2), fp_add(cg, e, cg_real(cg, 1))));
+    big = intrinsic(cg, "llvm.copysign", (LLVMValueRef[]){big, v}, 2);
+    return LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealOLT, a, cg_real(cg, 0.625), ""), small, big, "");
 }
 
 /* tanh has no LLVM intrinsic: libm's tanh / tanhf (accurate near 0, where
  * 1 - 2 / (exp(2x) + 1) would cancel). */
 static LLVMValueRef call_tanh(Cg *cg, LLVMValueRef v)
 {
+    if (cg->nvptx)
+        return gpu_tanh(cg, v);
     LLVMValueRef fn = cg_extern(cg, cg->prec == LOWER_F32 ? "tanhf" : "tanh", cg->real, &cg->real, 1);
     return cg_call(cg, fn, &v, 1);
 }
@@ -133,6 +172,9 @@ static LLVMValueRef powc(Cg *cg, LLVMValueRef v, double p)
             r = fp_mul(cg, r, v);
         return p < 0 ? fp_div(cg, cg_real(cg, 1), r) : r;
     }
+    if (cg->nvptx) /* 2^(p log2 v) through PTX's approximate lg2 and ex2 */
+        return nvvm1(cg, "llvm.nvvm.ex2.approx.f",
+                     fp_mul(cg, cg_real(cg, p), nvvm1(cg, "llvm.nvvm.lg2.approx.f", v)));
     return intrinsic(cg, "llvm.pow", (LLVMValueRef[]){v, cg_real(cg, p)}, 2);
 }
 
@@ -151,7 +193,7 @@ LLVMValueRef lower_unary(Cg *cg, const IrNode *x, LLVMValueRef v)
     case IR_NEG: return LLVMBuildFNeg(cg->b, v, "");
     case IR_POWC: return powc(cg, v, x->num);
     case IR_EXP: return exp_of(cg, v);
-    case IR_LOG: return intrinsic1(cg, "llvm.log", v);
+    case IR_LOG: return cg->nvptx ? gpu_log(cg, v) : intrinsic1(cg, "llvm.log", v);
     case IR_TANH: return call_tanh(cg, v);
     case IR_SIGMOID: return sigmoid(cg, v);
     case IR_SILU: return fp_mul(cg, v, sigmoid(cg, v));

@@ -41,6 +41,8 @@ typedef struct Cg {
     int64_t elem;              /* bytes per REAL */
     bool libm_exp;             /* LowerOptions.libm_exp */
     bool inline_blocks;        /* LowerOptions.inline_blocks */
+    bool nvptx;                /* building GPU kernels (nvptx*.c): no libm calls in arith.c */
+    bool gpu_emulate;          /* the GPU kernels built for the host, for tests (nvptx.c) */
     LLVMContextRef ctx;
     LLVMModuleRef mod;
     LLVMBuilderRef b;

@@ -60,21 +60,36 @@ LowerModule *lower_module(const IrGraph *g, const LowerOptions *o, char **err);
 bool lower_emit(LowerModule *m, LowerEmitKind kind, const char *path, char **err);
 void lower_module_free(LowerModule *m);
 
-/* --- the GPU target (issue #18) ---------------------------------------------
- * INTERFACE OWNED BY GPU-LOWER: declared here by gpu-runtime from the two GPU
- * branches' contract, so that compiler/driver/train.c compiles; at the merge
- * take gpu-lower's declarations and delete compiler/lower/gpu_missing.c. */
-#include <stdio.h>
-typedef struct StrataGpuProgram StrataGpuProgram; /* runtime/gpu/plan.h */
+/* The GPU target (nvptx*.c, issue #18; interface owned by gpu-lower, the
+ * JIT path of `--device cuda` and `strata build --device cuda` call it):
+ * g (after ad_build and fuse_graph) as PTX plus its launch plan
+ * (runtime/gpu/plan.h, run by runtime/gpu/exec.h).  Returns 0 and a
+ * program (lower_gpu_program_free), or -1 with a message in err (an
+ * unknown architecture, an LLVM without NVPTX). */
+typedef struct StrataGpuProgram StrataGpuProgram;
 typedef struct LowerGpuOptions {
     int sm;               /* target architecture: 80 for sm_80, 90 for sm_90 */
     int precision;        /* STRATA_PRECISION_FP32 or _BF16: the matrix products' inputs */
 } LowerGpuOptions;
-/* g (after ad_build and fuse_graph) as PTX and launch plan; 0, or -1 with a message in err. */
 int lower_gpu_program(const IrGraph *g, const LowerGpuOptions *o, StrataGpuProgram **out, char *err,
                       size_t errlen);
 void lower_gpu_program_free(StrataGpuProgram *p);
-/* The program as C source that defines `const StrataGpuProgram NAME` (what a
- * built trainer links); 0, or -1 with a message in err. */
+/* The plan as text (--emit=plan). */
+void lower_gpu_plan_dump(FILE *out, const StrataGpuProgram *p);
+/* The program as C source that defines `const StrataGpuProgram NAME`
+ * (what a built trainer links, with runtime/ on its include path); 0, or
+ * -1 with a message in err (a failed write). */
 int lower_gpu_program_c(const StrataGpuProgram *p, const char *name, FILE *f, char *err, size_t errlen);
+/* For tests on machines without a GPU: the same kernels and plan built for
+ * this host as a position-independent object file at obj_path, each kernel
+ * with a wrapper NAME_emu(void **args) taking cuLaunchKernel's arguments,
+ * thread ids from the hook strata_emu_sreg (a global i64 (*)(i32 code),
+ * codes in nvptx.h's GPU_SREG_NAMES order: tid.x/y/z, ctaid.x/y/z,
+ * ntid.x/y/z), barriers through the hook strata_emu_barrier (void (*)(void))
+ * and bf16 mma through strata_emu_mma (void (*)(const int32_t a[4], const
+ * int32_t b[2], const float c[4], float d[4]), one call per lane of a warp);
+ * each CTA must run alone (shared memory is a plain global).  o->sm is
+ * ignored; the program's ptx is empty. */
+int lower_gpu_emulation(const IrGraph *g, const LowerGpuOptions *o, const char *obj_path, StrataGpuProgram **out,
+                        char *err, size_t errlen);
 #endif

@@ -1,45 +1,51 @@
-/* exec.h - INTERFACE OWNED BY GPU-LOWER (branch gpu-lower, issue #18).
- * Written by gpu-runtime from the contract between the two GPU branches so
- * that its callers (runtime/train, runtime/cmd) compile; at the merge take
- * gpu-lower's exec.h (and plan.h) and delete runtime/gpu/exec_missing.c.
- * A model's device program (StrataGpuProgram: PTX and launch plan, plan.h)
- * opened on an RtCuda at a batch shape: parameters, gradients, AdamW
- * moments and the arena live on the device; host copies move through the
- * calls below.  Every int call returns 0, else -1 with rt_gpu_error. */
+/* exec.h - a compiled model run on the GPU (issue #18): the program of
+ * compiler/lower/nvptx.c (runtime/gpu/plan.h: PTX and launch plan) loaded
+ * on an RtCuda (cuda.h) for one batch shape B x T, with the parameters,
+ * gradients, AdamW moments and the arena in device memory.  The calls
+ * mirror the CPU path: a training step is forward + backward (gradients
+ * overwritten, or added with accumulate), the optimizer step clips to a
+ * global norm and applies AdamW as runtime/train/optim.c does, element by
+ * element with the same float operations.  Host buffers are the caller's.
+ * Every int function returns 0, or -1 with rt_gpu_error(g) saying why.
+ * Memory: rt_gpu_model_open allocates the device buffers, close frees
+ * them; the program must outlive the model (it is not copied). */
 #ifndef STRATA_GPU_EXEC_H
 #define STRATA_GPU_EXEC_H
+#include "gpu/cuda.h"
+#include "gpu/plan.h"
+
+#include <stddef.h>
 #include <stdint.h>
 
-#include "gpu/cuda.h"
-
-typedef struct StrataGpuProgram StrataGpuProgram; /* plan.h (gpu-lower) */
 typedef struct RtGpuModel RtGpuModel;
 
-/* AdamW of one step, as runtime/train/optim.c (decoupled decay on the
- * parameters the plan's decay mask marks).  step: this update's t, 1 for
- * the first (bias corrections 1 - beta^t); clip: the global gradient-norm
- * limit, 0 = off. */
+/* One AdamW update: step is its number t (1 for the first), as RtAdamW.step
+ * after the increment; clip > 0 clips the gradients to that global norm
+ * first (torch's clip_grad_norm_), 0 does not. */
 typedef struct RtGpuAdamW {
     double lr, beta1, beta2, eps, weight_decay, clip;
     int64_t step;
 } RtGpuAdamW;
 
-/* Loads the PTX and allocates params/grads/m/v/arena for (B,T) batches. */
-int rt_gpu_model_open(RtGpuModel **out, RtCuda *cu, const StrataGpuProgram *prog, int64_t B, int64_t T,
-                      char *err, size_t errlen);
+/* Loads the PTX, allocates params/grads/m/v (zeroed) and the arena for
+ * B x T; the parameters start at zero (rt_gpu_set_params). */
+int rt_gpu_model_open(RtGpuModel **out, RtCuda *cu, const StrataGpuProgram *prog, int64_t B, int64_t T, char *err,
+                      size_t errlen);
 void rt_gpu_model_close(RtGpuModel *g);
-int rt_gpu_set_params(RtGpuModel *g, const float *host);            /* (params_numel) */
-int rt_gpu_get_params(RtGpuModel *g, float *host);
-int rt_gpu_set_moments(RtGpuModel *g, const float *m, const float *v); /* AdamW state, for resume */
-int rt_gpu_get_moments(RtGpuModel *g, float *m, float *v);          /* for checkpoints */
-int rt_gpu_get_grads(RtGpuModel *g, float *host);                   /* for gradient checks */
-/* Forward and backward of one (B,T) batch on the device; mask NULL = all
- * ones; accumulate: add to the gradients instead of overwriting them. */
+int rt_gpu_set_params(RtGpuModel *g, const float *host /* (params_numel) */);
+int rt_gpu_get_params(RtGpuModel *g, float *host /* (params_numel) */);
+int rt_gpu_set_moments(RtGpuModel *g, const float *m, const float *v);   /* (params_numel) each, for resume */
+int rt_gpu_get_moments(RtGpuModel *g, float *m, float *v);              /* for checkpoints */
+int rt_gpu_get_grads(RtGpuModel *g, float *host /* (params_numel) */);
+/* Forward and backward of one batch: tokens, targets (B*T); mask (B*T) or
+ * NULL (all ones); gradients overwritten (accumulate 0) or added to; the
+ * mean loss over unmasked tokens into *loss. */
 int rt_gpu_train_step(RtGpuModel *g, const int32_t *tokens, const int32_t *targets, const float *mask,
                       int accumulate, double *loss);
-/* Clip and AdamW on the device; *grad_norm: the norm before clipping. */
+/* Clip (hp->clip > 0) and AdamW on the device; the norm before clipping
+ * into *grad_norm (may be NULL). */
 int rt_gpu_optim_step(RtGpuModel *g, const RtGpuAdamW *hp, double *grad_norm);
-/* The logits (B,T,vocab) of a (B,T) batch, to host memory. */
+/* The logits (B, T, vocab) of a batch, into host memory. */
 int rt_gpu_forward(RtGpuModel *g, const int32_t *tokens, float *logits);
 const char *rt_gpu_error(const RtGpuModel *g);
 #endif
