@@ -123,4 +123,16 @@ void gpu_optimizer_kernels(Gpu *x);
 /* Emulated: void NAME_emu(ptr args) for each kernel, args[i] pointing at
  * argument i as cuLaunchKernel takes them. */
 void gpu_emu_wrappers(Gpu *x);
+/* Shorthands of the kernel emitters (nvptx_kern.c, nvptx_gemm.c,
+ * nvptx_attn.c), with a Cg *cg in scope: loads and stores of reals, i64
+ * arithmetic, elementwise float operations, a signed comparison. */
+#define LD(p_) LLVMBuildLoad2(cg->b, cg->real, (p_), "")
+#define ST(v_, p_) LLVMBuildStore(cg->b, (v_), (p_))
+#define MUL(x_, y_) LLVMBuildMul(cg->b, (x_), (y_), "")
+#define ADD(x_, y_) LLVMBuildAdd(cg->b, (x_), (y_), "")
+#define FADD(x_, y_) cg_fop(cg, LLVMFAdd, (x_), (y_), FM_EW)
+#define FSUB(x_, y_) cg_fop(cg, LLVMFSub, (x_), (y_), FM_EW)
+#define FMUL(x_, y_) cg_fop(cg, LLVMFMul, (x_), (y_), FM_EW)
+#define LT(x_, y_) LLVMBuildICmp(cg->b, LLVMIntSLT, (x_), (y_), "")
+
 #endif

@@ -20,15 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LD(p_) LLVMBuildLoad2(cg->b, cg->real, (p_), "")
-#define ST(v_, p_) LLVMBuildStore(cg->b, (v_), (p_))
-#define MUL(x_, y_) LLVMBuildMul(cg->b, (x_), (y_), "")
-#define ADD(x_, y_) LLVMBuildAdd(cg->b, (x_), (y_), "")
-#define FADD(x_, y_) cg_fop(cg, LLVMFAdd, (x_), (y_), FM_EW)
-#define FSUB(x_, y_) cg_fop(cg, LLVMFSub, (x_), (y_), FM_EW)
-#define FMUL(x_, y_) cg_fop(cg, LLVMFMul, (x_), (y_), FM_EW)
-#define LT(x_, y_) LLVMBuildICmp(cg->b, LLVMIntSLT, (x_), (y_), "")
-
 /* ---- row kernels ---- */
 
 #define MAXM 256
