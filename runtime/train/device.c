@@ -77,31 +77,13 @@ int rt_device_model(RtDevice *d, const RtModel *m, int precision, int64_t B, int
     return 0;
 }
 
+static int gpu_forward(void *g, const int32_t *tokens, float *logits)
+{
+    return rt_gpu_forward(g, tokens, logits);
+}
+
 int rt_gpu_eval_loss(RtGpuModel *g, int64_t vocab, RtLoader *l, int64_t batches, float *logits, double *loss,
                      int64_t *ntok)
 {
-    const int64_t B = l->B, T = l->T, V = vocab;
-    int32_t *tok = malloc((size_t)(B * T) * sizeof *tok), *tgt = malloc((size_t)(B * T) * sizeof *tgt);
-    if (!tok || !tgt) {
-        fprintf(stderr, "strata: out of memory\n");
-        exit(3);
-    }
-    rt_loader_reset(l);
-    double sum = 0;
-    int64_t n = 0, k = 0;
-    int rows, rc = 0;
-    while ((batches <= 0 || k < batches) && (rows = rt_loader_next(l, tok, tgt)) > 0) {
-        if (rt_gpu_forward(g, tok, logits)) {
-            rc = -1;
-            break;
-        }
-        for (int64_t r = 0; r < (int64_t)rows * T; r++) /* (B,T,V) logits, first `rows` sequences */
-            sum += rt_xent_row(logits + r * V, V, tgt[r]);
-        n += (int64_t)rows * T;
-        k++;
-    }
-    free(tok), free(tgt);
-    *loss = n ? sum / (double)n : NAN;
-    *ntok = n;
-    return rc;
+    return rt_mean_xent(l, batches, vocab, logits, gpu_forward, g, loss, ntok);
 }

@@ -3,6 +3,7 @@
 #include "train/sample.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -115,4 +116,34 @@ int32_t rt_sample(const float *logits, int64_t vocab, const RtSampleOptions *o, 
             return (int32_t)i;
     }
     return last; /* rounding left the sum just under u */
+}
+
+int rt_mean_xent(RtLoader *l, int64_t batches, int64_t vocab, float *logits,
+                 int (*forward)(void *ctx, const int32_t *tokens, float *logits), void *ctx, double *loss,
+                 int64_t *ntok)
+{
+    const int64_t B = l->B, T = l->T;
+    int32_t *tok = malloc((size_t)(B * T) * sizeof *tok), *tgt = malloc((size_t)(B * T) * sizeof *tgt);
+    if (!tok || !tgt) {
+        fprintf(stderr, "strata: out of memory\n");
+        exit(3);
+    }
+    rt_loader_reset(l);
+    double sum = 0;
+    int64_t n = 0, k = 0;
+    int rows, rc = 0;
+    while ((batches <= 0 || k < batches) && (rows = rt_loader_next(l, tok, tgt)) > 0) {
+        if (forward(ctx, tok, logits)) {
+            rc = -1;
+            break;
+        }
+        for (int64_t r = 0; r < (int64_t)rows * T; r++) /* (B,T,V) logits, first `rows` sequences */
+            sum += rt_xent_row(logits + r * vocab, vocab, tgt[r]);
+        n += (int64_t)rows * T;
+        k++;
+    }
+    free(tok), free(tgt);
+    *loss = n ? sum / (double)n : NAN;
+    *ntok = n;
+    return rc;
 }

@@ -12,9 +12,13 @@
  *   the kept p_i are renormalized to sum to 1, the rest are 0.
  * A draw is the first i with cumsum(p)_i > u, u uniform in [0, 1) from a
  * splitmix64 stream the caller holds.  t = 0 is greedy (argmax, the lowest
- * id among equal maxima).  Buffers belong to the caller. */
+ * id among equal maxima).  Buffers belong to the caller.
+ * rt_mean_xent: the mean cross-entropy of a forward pass over a loader's
+ * batches (validation and eval, on the CPU or the device). */
 #ifndef STRATA_SAMPLE_H
 #define STRATA_SAMPLE_H
+#include "data/data.h"
+
 #include <stdint.h>
 
 typedef struct RtSampleOptions {
@@ -36,4 +40,12 @@ void rt_sample_probs(const float *logits, int64_t vocab, const RtSampleOptions *
  * rt_sample_probs with the stream *rng.  probs, work as above. */
 int32_t rt_sample(const float *logits, int64_t vocab, const RtSampleOptions *o, uint64_t *rng, double *probs,
                   int32_t *work);
+/* The mean of rt_xent_row over every position of up to `batches` batches
+ * of l from its start (0 = all): forward(ctx, tokens, logits) fills the
+ * (B,T,vocab) logits of a batch, 0 on success.  The mean into *loss (NaN
+ * for no batch), the position count into *ntok; 0, or -1 when a forward
+ * pass failed. */
+int rt_mean_xent(RtLoader *l, int64_t batches, int64_t vocab, float *logits,
+                 int (*forward)(void *ctx, const int32_t *tokens, float *logits), void *ctx, double *loss,
+                 int64_t *ntok);
 #endif

@@ -237,35 +237,28 @@ static bool config_ctx(const char *config_json, double *ctx)
 
 /* --- validation ----------------------------------------------------------- */
 
+typedef struct CpuForward { /* rt_eval_loss's forward pass for rt_mean_xent */
+    const RtModel *m;
+    const float *params;
+    RtPool *pool;
+    void *arena;
+    int64_t arena_bytes, B, T;
+} CpuForward;
+
+static int cpu_forward(void *ctx, const int32_t *tokens, float *logits)
+{
+    const CpuForward *f = ctx;
+    StrataStep s = {.params = (void *)f->params, .arena = f->arena, .arena_bytes = f->arena_bytes, .tokens = tokens,
+                    .B = f->B, .T = f->T, .logits = logits, .pool = f->pool, .precision = f->m->precision};
+    return f->m->forward(&s) == STRATA_OK ? 0 : -1;
+}
+
 int rt_eval_loss(const RtModel *m, const float *params, RtLoader *l, int64_t batches, RtPool *pool, void *arena,
                  int64_t arena_bytes, float *logits, double *loss, int64_t *ntok)
 {
-    const int64_t B = l->B, T = l->T, V = m->desc->vocab;
-    int32_t *tok = malloc((size_t)(B * T) * sizeof *tok), *tgt = malloc((size_t)(B * T) * sizeof *tgt);
-    if (!tok || !tgt) {
-        fprintf(stderr, "strata: out of memory\n");
-        exit(3);
-    }
-    rt_loader_reset(l);
-    double sum = 0;
-    int64_t n = 0, k = 0;
-    int rows, rc = 0;
-    while ((batches <= 0 || k < batches) && (rows = rt_loader_next(l, tok, tgt)) > 0) {
-        StrataStep s = {.params = (void *)params, .arena = arena, .arena_bytes = arena_bytes, .tokens = tok,
-                        .B = B, .T = T, .logits = logits, .pool = pool, .precision = m->precision};
-        if (m->forward(&s) != STRATA_OK) {
-            rc = -1;
-            break;
-        }
-        for (int64_t r = 0; r < (int64_t)rows * T; r++) /* (B,T,V) logits, first `rows` sequences */
-            sum += rt_xent_row(logits + r * V, V, tgt[r]);
-        n += (int64_t)rows * T;
-        k++;
-    }
-    free(tok), free(tgt);
-    *loss = n ? sum / (double)n : NAN;
-    *ntok = n;
-    return rc;
+    CpuForward f = {.m = m, .params = params, .pool = pool, .arena = arena, .arena_bytes = arena_bytes, .B = l->B,
+                    .T = l->T};
+    return rt_mean_xent(l, batches, m->desc->vocab, logits, cpu_forward, &f, loss, ntok);
 }
 
 /* --- the shard source of `train` ------------------------------------------ */
