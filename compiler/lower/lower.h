@@ -60,7 +60,7 @@ LowerModule *lower_module(const IrGraph *g, const LowerOptions *o, char **err);
 bool lower_emit(LowerModule *m, LowerEmitKind kind, const char *path, char **err);
 void lower_module_free(LowerModule *m);
 
-/* The GPU target (nvptx*.c, issue #18; interface owned by gpu-lower, the
+/* The GPU target (nvptx*.c, issue #18; the
  * JIT path of `--device cuda` and `strata build --device cuda` call it):
  * g (after ad_build and fuse_graph) as PTX plus its launch plan
  * (runtime/gpu/plan.h, run by runtime/gpu/exec.h).  Returns 0 and a
