@@ -172,6 +172,15 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
         RtDevice dev;
         rc = rt_device_open(&dev, device, "strata", cmd, 0); /* the trainer opens it again, and says which */
         gpu_sm = dev.cu ? rt_cuda_cc(dev.cu) : 0;
+        if (gpu_sm && gpu_sm < 80) { /* bf16 mma and the kernels' PTX need sm_80 */
+            fprintf(stderr, "strata %s: --device %s: %s has compute capability %d.%d; Strata's GPU code needs 8.0 "
+                            "or newer (A100, H100, H200)\n",
+                    cmd, device, rt_cuda_name(dev.cu), gpu_sm / 10, gpu_sm % 10);
+            rc = 1;
+        }
+        /* PTX for sm_80 runs on 8.x, for sm_90 on 9.0 and later (the driver
+         * compiles PTX for newer devices). */
+        gpu_sm = gpu_sm >= 90 ? 90 : 80;
         rt_device_close(&dev);
     }
     if (rc) {
