@@ -2,11 +2,12 @@
  * the host's GEMM-only roofline measured in the same run (make bench;
  * issues #3, #15).
  *   bench/train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T]
- *                     [--steps K] [--warmup W] [--threads N]
+ *                     [--steps K] [--warmup W] [--threads N] [--remat]
  * One step = strata_train_step + rt_grad_norm_pool + clipping to max norm 1
  * folded into rt_adamw_step_scaled (lr 3e-4, betas 0.9/0.95, eps 1e-8,
  * weight decay 0.1 on matrices only), as runtime/train/train.c does it and
- * bench/torch_train_bench.py does it in torch.  W
+ * bench/torch_train_bench.py does it in torch.  --remat: the step of
+ * strata train --remat (compiler/ir/remat.h; the arena line shows its size).  W
  * warm-up steps (default 2), then K timed ones (default 5): median and min.
  * Model FLOPs per step (fwd + bwd), from the parameter table:
  *   matmul    = 6 * (elements of every STRATA_ROLE_MATRIX parameter) * B*T
@@ -24,6 +25,7 @@
 #include "ir/ad.h"
 #include "front/ast.h"
 #include "ir/fuse.h"
+#include "ir/remat.h"
 #include "lower/jit.h"
 #include "train/optim.h"
 #include "core/cpu.h"
@@ -46,7 +48,7 @@ static double now(void)
 typedef struct Args {
     const char *model;
     const char *defines[64];
-    int ndefines, batch, seq, threads, steps, warmup, bf16;
+    int ndefines, batch, seq, threads, steps, warmup, bf16, remat;
 } Args;
 
 static bool parse(int argc, char **argv, Args *a)
@@ -69,6 +71,8 @@ static bool parse(int argc, char **argv, Args *a)
             a->steps = atoi(argv[++i]);
         else if (!strcmp(s, "--warmup") && v)
             a->warmup = atoi(argv[++i]);
+        else if (!strcmp(s, "--remat"))
+            a->remat = 1;
         else if (s[0] != '-' && !have_model)
             a->model = s, have_model = true;
         else
@@ -94,6 +98,8 @@ static bool load(IrGraph *g, Program *prog, const Args *a)
     diag_finish(&d);
     if (ok) {
         ad_build(g);
+        if (a->remat)
+            remat_blocks(g);
         fuse_graph(g);
     }
     return ok;
@@ -248,7 +254,7 @@ int main(int argc, char **argv)
     Args a;
     if (!parse(argc, argv, &a)) {
         fprintf(stderr, "usage: train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T] "
-                        "[--steps K] [--warmup W] [--threads N] [--precision fp32|bf16]\n");
+                        "[--steps K] [--warmup W] [--threads N] [--precision fp32|bf16] [--remat]\n");
         return 2;
     }
     IrGraph g;

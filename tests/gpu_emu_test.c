@@ -658,6 +658,18 @@ int main(int argc, char **argv)
         check_model("ops_zoo", ops_zoo, dir, 3, 8, NULL, 0);
         check_model("kinds_zoo", kinds_zoo, dir, 2, 5, NULL, 0);
     }
+    /* block rematerialisation (strata --remat): the recomputed forward in
+     * the backward pass, the logits' gradient over the logits */
+    if (argc < 2)
+        for (int i = 0; i < n; i++)
+            if (strstr(gl.gl_pathv[i], "/pre_ln.strata") || strstr(gl.gl_pathv[i], "/mix_ln.strata")) {
+                case_remat = true;
+                printf("with --remat:\n");
+                check_model(gl.gl_pathv[i], NULL, dir, 2, 5, NULL, 0);
+                if (strstr(gl.gl_pathv[i], "/mix_ln.strata"))
+                    check_model("kinds_zoo", kinds_zoo, dir, 2, 5, NULL, 0);
+                case_remat = false;
+            }
     /* sequences longer than a tile of the attention kernels (64), products
      * of several tiles in every dimension */
     if (argc < 2)

@@ -72,6 +72,8 @@ const char kinds_zoo[] =
     "    logits = linear(rmsnorm(x) as norm, vocab) as output\n"
     "}\n";
 
+bool case_remat;
+
 bool case_load(Case *c, const char *path, const char *text, const char *const *sizes, int nsizes)
 {
     memset(c, 0, sizeof *c);
@@ -93,6 +95,12 @@ bool case_load(Case *c, const char *path, const char *text, const char *const *s
     if (!ok)
         return false;
     ad_build(&c->g);
+    if (!ir_verify(&c->g, stderr))
+        return false;
+    if (case_remat && (remat_blocks(&c->g) == 0 && c->g.blocks.n > 0)) {
+        fprintf(stderr, "%s: remat_blocks recomputed nothing\n", path);
+        return false;
+    }
     if (!ir_verify(&c->g, stderr))
         return false;
     fuse_graph(&c->g);

@@ -10,6 +10,7 @@
 #include "driver/export.h"
 #include "driver/import.h"
 #include "ir/fuse.h"
+#include "ir/remat.h"
 #include "ir/memplan.h"
 #include "train/metrics.h"
 #include "ir/gradcheck.h"
@@ -102,6 +103,9 @@ static void usage(FILE *out)
             "                   configure found ($STRATA_CC overrides) with libstrata_rt.a\n"
             "                   ($STRATA_RUNTIME_DIR overrides where it is looked for)\n"
             "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
+            "  --remat          check, gradcheck, build (and train, sft): recompute each\n"
+            "                   block's forward values in the backward pass (activation\n"
+            "                   checkpointing): less memory, the same numbers\n"
             "  --f64            build: double precision (default float)\n"
             "  --precision P    tune: fp32, bf16 or both (default both); build --device\n"
             "                   cuda: the GPU program's matrix products, fp32 or bf16\n"
@@ -127,7 +131,7 @@ static const struct CommandHelp {
 } command_help[] = {
     {"check", true,
      "usage: strata check MODEL.strata [-D NAME=VALUE]... [--preset NAME] [--batch N] [--seq T]\n"
-     "                    [--dump=ast|ir|grad|fused|memory]\n"
+     "                    [--remat] [--dump=ast|ir|grad|fused|memory]\n"
      "Parses, checks and resolves the model and prints its config, the per-block\n"
      "plan with every compile-time value substituted, the parameter table, the\n"
      "parameter count, FLOPs per token, a memory estimate for --batch N (default\n"
@@ -138,10 +142,13 @@ static const struct CommandHelp {
      "  --dump=grad     the IR with the backward pass autodiff appends\n"
      "  --dump=fused    the kernels after fusion (* = written to memory)\n"
      "  --dump=memory   the buffer plan of a training step (fp32)\n"
+     "  --remat         the memory estimate, fusion and plan of a step that\n"
+     "                  recomputes each block's forward values in the backward\n"
+     "                  pass (strata train --remat)\n"
      "Exit status: 0 ok, 1 bad input (model file, -D, preset), 2 usage, 3 internal error.\n"},
     {"gradcheck", true,
      "usage: strata gradcheck MODEL.strata [-D NAME=VALUE]... [--batch N] [--seq T] [--samples K]\n"
-     "                        [--tol X] [--seed N] [--export FILE]\n"
+     "                        [--tol X] [--seed N] [--export FILE] [--remat]\n"
      "Compares every parameter's autodiff gradient with central finite differences,\n"
      "in fp64 on the reference interpreter, at a tiny size: vocab=11 d=16 heads=2\n"
      "ffn=24 L=4 ctx=5 where the config has them (-D still wins).\n"
@@ -151,10 +158,12 @@ static const struct CommandHelp {
      "  --tol X         largest relative error accepted (1e-6)\n"
      "  --seed N        random parameters and batch (1)\n"
      "  --export FILE   write the point, the loss and the gradients as JSON\n"
+     "  --remat         check the graph whose backward pass recomputes each\n"
+     "                  block's forward values (strata train --remat)\n"
      "Exit status: 0 every gradient within --tol, 1 bad input or a failed check, 2 usage.\n"},
     {"build", true,
      "usage: strata build MODEL.strata -o TRAINER [-D NAME=VALUE]... [--preset NAME] [--cpu NAME]\n"
-     "                    [--device cuda [--cuda-arch sm_NN] [--precision fp32|bf16]]\n"
+     "                    [--remat] [--device cuda [--cuda-arch sm_NN] [--precision fp32|bf16]]\n"
      "       strata build MODEL.strata --emit=llvm|asm|obj -o FILE [--f64] [-D NAME=VALUE]...\n"
      "                    [--preset NAME] [--cpu NAME]\n"
      "       strata build MODEL.strata --device cuda --emit=ptx|plan -o FILE\n"
@@ -171,6 +180,10 @@ static const struct CommandHelp {
      "                  runtime/model_abi.h)\n"
      "  --f64           double precision (with --emit only; default float)\n"
      "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"
+     "  --remat         a step that recomputes each block's forward values in the\n"
+     "                  backward pass instead of keeping them (activation\n"
+     "                  checkpointing): a fraction of the activation memory for\n"
+     "                  about one more forward pass of the blocks, the same numbers\n"
      "  --emit=ptx|plan with --device cuda: the GPU program's kernels as PTX, or\n"
      "                  their launch plan as text (docs/gpu-lowering.md)\n"
      "  --device D      cpu (default) or cuda: with cuda the trainer also carries\n"
@@ -236,12 +249,19 @@ static bool print_command_help(int argc, char **argv)
     for (int i = 0; trainer_commands[i]; i++)
         if (!strcmp(argv[1], trainer_commands[i]) && argc > 2 &&
             (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
-            printf("usage: strata %s MODEL.strata [-D NAME=VALUE]... [--preset NAME] [--quiet] [OPTIONS]\n"
+            bool trains = !strcmp(argv[1], "train") || !strcmp(argv[1], "sft");
+            printf("usage: strata %s MODEL.strata [-D NAME=VALUE]... [--preset NAME]%s [--quiet] [OPTIONS]\n"
                    "JIT-compiles the model (fp32) and runs the trainer's `%s` in process;\n"
-                   "every option after the model but -D and --preset goes to the trainer.\n"
+                   "every option after the model but -D%s goes to the trainer.\n"
                    "strata %s MODEL.strata --help lists OPTIONS, the same as a built\n"
-                   "trainer's (strata build MODEL -o TRAINER; TRAINER %s --help).\n",
-                   argv[1], argv[1], argv[1], argv[1]);
+                   "trainer's (strata build MODEL -o TRAINER; TRAINER %s --help).\n%s",
+                   argv[1], trains ? " [--remat]" : "", argv[1], trains ? ", --preset and --remat" : " and --preset",
+                   argv[1], argv[1],
+                   trains ? "  --remat  recompute each block's forward values in the backward pass\n"
+                            "           instead of keeping them (activation checkpointing): a\n"
+                            "           fraction of the activation memory for about one more\n"
+                            "           forward pass of the blocks; the same numbers, bit for bit\n"
+                          : "");
             return true;
         }
     return false;
@@ -255,7 +275,7 @@ typedef struct Args {
     const char *export_path;
     const char *emit, *output, *cpu, *precision;
     const char *device, *cuda_arch; /* build --device cuda [--cuda-arch sm_NN] */
-    bool f64;
+    bool f64, remat;
 } Args;
 
 static bool parse_count(const char *s, int64_t *out)
@@ -326,6 +346,8 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
                 fprintf(stderr, "strata: error: --precision expects fp32, bf16 or both, got '%s'\n", val);
                 return 2;
             }
+        } else if (!strcmp(s, "--remat")) {
+            a->remat = true;
         } else if (!strcmp(s, "--f64")) {
             a->f64 = true;
         } else if (!strncmp(s, "--emit=", 7)) {
@@ -520,6 +542,8 @@ static int run(const char *cmd, int argc, char **argv)
         ad_build(&g);
         if (!ir_verify(&g, stderr))
             die("autodiff built an invalid graph");
+        if (a.remat && remat_blocks(&g) && !ir_verify(&g, stderr))
+            die("rematerialisation built an invalid graph");
         fuse_graph(&g);
         memplan_build(&mp, &g, a.batch, a.seq, 4);
     }

@@ -29,6 +29,7 @@
 #include "front/ast.h"
 #include "store/atomic_file.h"
 #include "ir/fuse.h"
+#include "ir/remat.h"
 #include "lower/jit.h"
 #include "lower/lower.h"
 #include "resolve/sema.h"
@@ -86,8 +87,8 @@ bool drv_check_ctx(const IrGraph *g)
 
 /* Reads, resolves, differentiates and fuses the model, and makes its
  * identity; false after the errors were reported (file:line:col). */
-static bool load_graph(const char *model, const SemaOptions *opt, Program *prog, IrGraph *g, const char **source,
-                       DrvIdent *id)
+static bool load_graph(const char *model, const SemaOptions *opt, bool remat, Program *prog, IrGraph *g,
+                       const char **source, DrvIdent *id)
 {
     const char *why = NULL;
     SrcFile *src = src_read(model, &why);
@@ -107,6 +108,8 @@ static bool load_graph(const char *model, const SemaOptions *opt, Program *prog,
     ad_build(g);
     if (!ir_verify(g, stderr))
         die("autodiff built an invalid graph");
+    if (remat && remat_blocks(g) && !ir_verify(g, stderr))
+        die("rematerialisation built an invalid graph");
     fuse_graph(g);
     return true;
 }
@@ -121,7 +124,7 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
     pass[npass++] = (char *)cmd;
     SemaOptions opt = {.defines = defines};
     const char *model = NULL;
-    bool quiet = false;
+    bool quiet = false, remat = false;
     int rc = 0;
     char *tmpinit_arg = NULL; /* "--init=TMP" when given as --init=DIR */
     for (int i = 0; i < argc && !rc; i++) {
@@ -137,6 +140,13 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
             }
         } else if (!strncmp(s, "-D", 2)) {
             defines[opt.ndefines++] = s + 2;
+        } else if (!strcmp(s, "--remat")) { /* a compile option: the step's code, not the trainer's */
+            remat = true;
+            if (strcmp(cmd, "train") && strcmp(cmd, "sft")) {
+                fprintf(stderr, "strata: error: --remat changes the backward pass: it goes with train and sft, "
+                                "not %s\n", cmd);
+                rc = 2;
+            }
         } else if (!model && npass == 2 && s[0] != '-') {
             model = s; /* the first operand before any trainer option */
         } else {
@@ -237,7 +247,7 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
     StrataGpuProgram *gpu = NULL;
     DrvIdent id = {0};
     char *err = NULL, *config = NULL;
-    if (!load_graph(model, &opt, &prog, &g, &source, &id)) {
+    if (!load_graph(model, &opt, remat, &prog, &g, &source, &id)) {
         rc = 1;
         goto out;
     }

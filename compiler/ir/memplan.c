@@ -1,10 +1,15 @@
 /* memplan.c - liveness-based buffer reuse over the kernel schedule.
  * A buffer is born at the kernel that writes it and dies after the last
  * kernel that reads it (a backward op that reuses a forward node's saved
- * state reads that node too); the loss and the logits live to the end.
+ * state reads that node too); the loss and the logits live to the end
+ * (the logits but in a graph of remat_blocks, below).
  * Offsets come from a best-fit free list in schedule order, one per region
  * (memplan.h), so a kernel's outputs never overlap the inputs it is still
- * reading.  Sizes here are per unit of the region (per token, ...). */
+ * reading, with one exception: in a graph of remat_blocks (g->remat) the
+ * logits die at the cross-entropy gradient, which then takes over their
+ * buffer (rt_cross_entropy_grad reads each logit before it writes its
+ * gradient; the logits' buffer is the largest of the step).  Sizes here
+ * are per unit of the region (per token, ...). */
 #include "ir/memplan.h"
 
 #include "core/kernels.h"
@@ -133,6 +138,8 @@ typedef struct Item {
     MemRegion region;     /* MEM_ROWS or MEM_FIXED */
     int64_t size;         /* bytes per unit, rounded */
     int birth, death;     /* kernels */
+    int takes;            /* the item whose buffer it takes over at its birth (-1: none) */
+    bool given;           /* taken over at its death: not released */
 } Item;
 
 typedef struct Items {
@@ -215,18 +222,29 @@ static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
     }
     if (g->loss)
         last[g->loss->id] = nk;
-    if (g->logits)
+    if (g->logits && !g->remat)
         last[g->logits->id] = nk;
     Items it = {xmalloc((size_t)(2 * n + 1) * sizeof *it.v), 0};
+    int logits_item = -1;
     for (int i = 0; i < n && nk > 0; i++) {
         const IrNode *x = g->nodes.v[i];
         if (x->kernel < 0 || !x->stored || ly->home[i])
             continue;
         MemRegion r = x->tok ? MEM_ROWS : MEM_FIXED;
         int64_t unit = x->tok ? x->width * elem : memplan_value_bytes(x, 1, 1, elem);
-        it.v[it.n++] = (Item){x, false, r, round_up(unit), first[i], last[i]};
+        int takes = -1;
+        if (x->op == IR_CE_GRAD && logits_item >= 0 && x->in[0] == g->logits) {
+            Item *lg = &it.v[logits_item];
+            if (lg->death == x->kernel && lg->size == round_up(unit) && !lg->given) {
+                takes = logits_item;
+                lg->given = true;
+            }
+        }
+        if (x == g->logits && g->remat)
+            logits_item = it.n;
+        it.v[it.n++] = (Item){x, false, r, round_up(unit), first[i], last[i], takes, false};
         if (aux_per_token(x))
-            it.v[it.n++] = (Item){x, true, MEM_ROWS, round_up(aux_per_token(x) * elem), first[i], last[i]};
+            it.v[it.n++] = (Item){x, true, MEM_ROWS, round_up(aux_per_token(x) * elem), first[i], last[i], -1, false};
     }
     free(last);
     free(first);
@@ -266,13 +284,14 @@ static void place(MemLayout *ly, const Items *it, MemRegion r, int nk)
         for (int q = bstart[k]; q < bstart[k + 1]; q++) {
             const Item *m = &it->v[born[q]];
             MemSlot *s = m->aux ? &ly->aux[m->n->id] : &ly->value[m->n->id];
-            *s = (MemSlot){r, fl_alloc(&fl, m->size)};
+            *s = m->takes >= 0 ? ly->value[it->v[m->takes].n->id] : (MemSlot){r, fl_alloc(&fl, m->size)};
             ly->total_bytes[r] += m->size;
             ly->nbuffers += !m->aux;
         }
         for (int q = dstart[k]; q < dstart[k + 1]; q++) {
             const Item *m = &it->v[dying[q]];
-            fl_release(&fl, (m->aux ? ly->aux : ly->value)[m->n->id].off, m->size);
+            if (!m->given)
+                fl_release(&fl, (m->aux ? ly->aux : ly->value)[m->n->id].off, m->size);
         }
     }
     ly->unit_bytes[r] = fl.end;
@@ -297,7 +316,7 @@ static void verify(const MemLayout *ly, const Items *it, MemRegion r, int nk)
             if (s.off % ALIGN || a->size % ALIGN || s.off + a->size > ly->unit_bytes[r])
                 die("memplan: %%%d ends past its region", a->n->id);
             for (int64_t c = s.off / ALIGN; c < (s.off + a->size) / ALIGN; c++) {
-                if (owner[c])
+                if (owner[c] && owner[c] - 1 != a->takes)
                     die("memplan: %%%d and %%%d are live together and overlap", it->v[owner[c] - 1].n->id,
                         a->n->id);
                 owner[c] = born[q] + 1;
@@ -306,6 +325,8 @@ static void verify(const MemLayout *ly, const Items *it, MemRegion r, int nk)
         for (int q = dstart[k]; q < dstart[k + 1]; q++) {
             const Item *a = &it->v[dying[q]];
             MemSlot s = a->aux ? ly->aux[a->n->id] : ly->value[a->n->id];
+            if (a->given) /* its cells belong to the taker now */
+                continue;
             for (int64_t c = s.off / ALIGN; c < (s.off + a->size) / ALIGN; c++)
                 owner[c] = 0;
         }
@@ -416,7 +437,7 @@ static int64_t peak_live(const MemPlan *mp, const IrGraph *g, int64_t B, int64_t
     for (int j = 0; j < it.n; j++) {
         int64_t bytes = it.v[j].size * units(it.v[j].region, B, T);
         delta[it.v[j].birth] += bytes;
-        delta[it.v[j].death + 1] -= bytes;
+        delta[it.v[j].death + !it.v[j].given] -= bytes; /* a given buffer is counted as its taker's */
     }
     int64_t peak = 0, live = ly->unit_bytes[MEM_SEQ] * T + ly->unit_bytes[MEM_THREAD];
     for (int k = 0; k <= nk; k++) {

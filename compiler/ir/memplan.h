@@ -1,7 +1,8 @@
 /* memplan.h - buffer planning for one training step (forward + backward).
  * Over the fused kernel schedule (fuse.h), every value written to memory
  * gets a place in one activation arena; a buffer is reused once its last
- * reader has run.  Parameters live in their own buffer, and so do the
+ * reader has run (and, in a graph of remat_blocks, the logits' gradient
+ * takes over the logits' buffer, memplan.c).  Parameters live in their own buffer, and so do the
  * gradients a kernel writes straight into the gradient buffer (`home`).
  *
  * The plan does not depend on the batch shape: the arena is four regions

@@ -123,7 +123,8 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
  *     dlogits[r][j] = g[0] mask[r] (exp(logits[r][j] - lse[r]) - [j == targets[r]]) / count
  *   with lse from rt_cross_entropy_rows and count over all rows (each call
  *   recomputes it from mask: rows additions).  Rows with mask 0 (and all
- *   rows when count == 0) are written as zeros without reading the target. */
+ *   rows when count == 0) are written as zeros without reading the target.
+ *   dlogits may be logits (the gradient written over the logits). */
 #define RT_KERNELS_DECLARE(REAL, S)                                                                          \
     void rt_embed##S(REAL *y /* (rows, d) */, const int32_t *tokens /* (rows) */,                            \
                      const REAL *table /* (vocab, d) */, int64_t r0, int64_t r1, int64_t vocab, int64_t d);  \

@@ -430,7 +430,9 @@ void FN(rt_cross_entropy)(REAL *loss, REAL *row_loss, REAL *lse, const REAL *log
     FN(rt_cross_entropy_mean)(loss, row_loss, mask, rows);
 }
 
-void FN(rt_cross_entropy_grad)(REAL *restrict dlogits, const REAL *restrict logits, const int32_t *restrict targets,
+/* dlogits may be logits (remat's memory plan puts the gradient over the
+ * logits): each element is read before it is written, so no restrict. */
+void FN(rt_cross_entropy_grad)(REAL *dlogits, const REAL *logits, const int32_t *restrict targets,
                                const REAL *restrict mask, const REAL *restrict lse, const REAL *restrict g,
                                int64_t r0, int64_t r1, int64_t rows, int64_t V)
 {

@@ -1,0 +1,25 @@
+/* remat.h - block rematerialisation (activation checkpointing).
+ * remat_blocks rewrites a differentiated graph (after ad_build, before
+ * fuse_graph) so that the backward pass of each block recomputes the
+ * block's forward values from the block's input instead of reading the
+ * ones the forward pass computed.  The forward values then die inside the
+ * forward pass, and the memory plan keeps only the residual stream between
+ * blocks (each block's output) plus one block's recomputed values at a
+ * time: the activation memory of PyTorch's torch.utils.checkpoint around
+ * every block, for about one more forward pass of the blocks.
+ *
+ * The recomputed nodes are copies of the forward nodes (same ops, same
+ * kernels after fusion, same fixed work split), so the loss and every
+ * gradient are the same numbers with and without it.
+ *
+ * It also sets g->remat, which lets the memory plan put the logits'
+ * gradient over the logits (memplan.c): after a training step of such a
+ * graph the arena holds the logits' gradient, not the logits (a caller that
+ * wants them passes StrataStep.logits). */
+#ifndef STRATA_REMAT_H
+#define STRATA_REMAT_H
+#include "ir/ir.h"
+
+/* Returns the number of nodes added (0: no block had anything to redo). */
+int remat_blocks(IrGraph *g);
+#endif
