@@ -169,6 +169,14 @@ static void strip_bf16(uint16_t *out16, const float *p, int64_t rs, int64_t ks, 
         for (int64_t q = 0; q < (kc + 1) / 2; q++) {
             const float *c0 = p + 2 * q * ks, *c1 = c0 + ks;
             bool two = 2 * q + 1 < kc;
+            if (2 * q + 17 < kc) { /* rows ks apart: ahead of the hardware's stride prefetch */
+                __builtin_prefetch(c0 + 16 * ks);
+                __builtin_prefetch(c1 + 16 * ks);
+                if (R > 16) {
+                    __builtin_prefetch(c0 + 16 * ks + 16);
+                    __builtin_prefetch(c1 + 16 * ks + 16);
+                }
+            }
             uint32_t *o = out + q * R;
             if (rows == R && two) {
                 for (int r = 0; r < R; r++)
