@@ -19,10 +19,13 @@ static bool is_leaf(const IrNode *n)
     return n->op == IR_INPUT_TOKENS || n->op == IR_INPUT_TARGETS || n->op == IR_PARAM || n->op == IR_CONST;
 }
 
-/* A forward node that a block's backward pass may recompute. */
+/* A forward node that a block's backward pass may recompute.  Attention
+ * is kept: its output and log-sum-exp take d + heads numbers per token
+ * (about the residual stream's), and it is the one forward op whose cost
+ * grows with T. */
 static bool redoable(const IrGraph *g, const IrNode *x)
 {
-    if (x->id >= g->nforward || x->block < 0 || is_leaf(x))
+    if (x->id >= g->nforward || x->block < 0 || is_leaf(x) || x->op == IR_ATTENTION)
         return false;
     const IrBlock *b = g->blocks.v[x->block];
     return x != b->out;

@@ -4,7 +4,8 @@
  * block's forward values from the block's input instead of reading the
  * ones the forward pass computed.  The forward values then die inside the
  * forward pass, and the memory plan keeps only the residual stream between
- * blocks (each block's output) plus one block's recomputed values at a
+ * blocks (each block's output) and attention's output and log-sum-exp
+ * (kept, not redone: remat.c) plus one block's recomputed values at a
  * time: the activation memory of PyTorch's torch.utils.checkpoint around
  * every block, for about one more forward pass of the blocks.
  *
