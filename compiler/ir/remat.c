@@ -1,9 +1,10 @@
 /* remat.c - block rematerialisation (remat.h).
  * A forward node of block b is redone when a backward node of block b
- * reads it (as an operand or as the saved forward state of attention).
- * What is redone is that node and the nodes of block b it needs in turn,
- * back to the block's input; the block's output is never redone, since it
- * is the next block's input and stays in memory anyway.  The copies go
+ * reads it.  What is redone is that node and the nodes of block b it
+ * needs in turn, back to the block's input; the block's output is never
+ * redone, since it is the next block's input and stays in memory anyway,
+ * nor is attention (below), whose gradient reads the kept output and
+ * log-sum-exp with the redone q, k and v (the same numbers).  The copies go
  * just before the first backward node of block b that reads one of them,
  * in the backward pass and in block b, so fusion keeps them in the
  * block's backward run (one compiled function per block kind still) and
