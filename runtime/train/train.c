@@ -78,9 +78,9 @@ typedef struct TrainState {
 } TrainState;
 
 /* The state and options as the checkpoint keeps them (checkpoint.h), with
- * the source's data identity; for_ranks: what every rank of a job must
- * agree on (all but the thread count, which is each machine's). */
-static char *state_json(const RtTrainOptions *o, const TrainState *s, const RtBatchSource *src, bool for_ranks)
+ * the source's data identity: also what every rank of a job must agree on
+ * (the thread count, each machine's, is not among them). */
+static char *state_json(const RtTrainOptions *o, const TrainState *s, const RtBatchSource *src)
 {
     json_t *j = json_object();
     json_object_set_new(j, "command", json_string(src->cmd));
@@ -94,7 +94,7 @@ static char *state_json(const RtTrainOptions *o, const TrainState *s, const RtBa
     for (int i = 0; i < RT_N_TRAIN_OPTS; i++) {
         const RtOptSpec *sp = &rt_train_specs[i];
         const char *at = (const char *)o + sp->offset;
-        if (!sp->saved || (for_ranks && i == RT_TOPT_threads))
+        if (!sp->saved)
             continue;
         json_t *v = NULL;
         switch (sp->kind) {
@@ -352,7 +352,7 @@ typedef struct Run {
     const RtModel *m;
     RtTrainOptions *o;
     const char *prog;
-    char *ckpt_path, *metrics_path;
+    char *ckpt_path, *metrics_path, *settings_path; /* OUT/checkpoint.safetensors, metrics.jsonl, run.json */
     char *data_err;
     RtBatchSource *src;  /* the batches: shards (train) or records (sft) */
     bool have_src, have_val;
@@ -401,6 +401,29 @@ static void nothing_saved(Run *r)
         fprintf(stderr, "nothing saved (no checkpoint written by this run)\n");
 }
 
+/* OUT/run.json: the run's thread count, kept beside the checkpoint rather
+ * than in it, so that the checkpoint's bytes do not depend on --threads.
+ * Rewritten (atomically) after every checkpoint; a failure is a warning,
+ * since nothing the run computes depends on it. */
+static void write_settings(Run *r)
+{
+    char text[64], *err = NULL;
+    int n = snprintf(text, sizeof text, "{\"threads\": %lld}\n", (long long)r->o->threads);
+    if (rt_atomic_write_file(r->settings_path, text, (size_t)n, &err)) {
+        fprintf(stderr, "%s: warning: %s (a resume without --threads will use all CPUs)\n", r->prog, err);
+        free(err);
+    }
+}
+
+/* The thread count OUT/run.json records, or 0 (all CPUs) without one. */
+static int64_t run_threads(const Run *r)
+{
+    json_t *j = json_load_file(r->settings_path, 0, NULL), *t = json_object_get(j, "threads");
+    int64_t n = json_is_integer(t) && json_integer_value(t) >= 0 ? json_integer_value(t) : 0;
+    json_decref(j);
+    return n;
+}
+
 /* --device cuda: the weights and moments back on the host (r->params,
  * r->opt.m, r->opt.v), for a checkpoint or validation.  0, or -1 (printed). */
 static int gpu_fetch(Run *r, bool moments, const char *why)
@@ -429,7 +452,7 @@ static int save(Run *r)
     }
     r->st.optim_step = r->opt.step;
     r->src->get_state(r->src, &r->st.epoch, &r->st.pos);
-    char *js = state_json(r->o, &r->st, r->src, false), *err = NULL;
+    char *js = state_json(r->o, &r->st, r->src), *err = NULL;
     RtCkptInfo info = {.source = r->m->source, .model_path = r->m->path, .config_json = r->m->config_json,
                        .state_json = js, .model_id = r->m->model_id, .sources_json = r->m->sources_json,
                        .defines_json = r->m->defines_json};
@@ -442,6 +465,7 @@ static int save(Run *r)
         free(err);
         return -1;
     }
+    write_settings(r);
     r->last_ckpt = r->st.step;
     r->wrote = true;
     return 0;
@@ -603,10 +627,10 @@ static int prepare_dir(Run *r)
     }
     r->have_dir = true;
     char *diag = rt_fmt("%s/diagnostics.jsonl", o->out);
-    const char *files[3] = {r->ckpt_path, r->metrics_path, diag}, *found[3];
+    const char *files[4] = {r->ckpt_path, r->metrics_path, diag, r->settings_path}, *found[4];
     long long bytes = 0, b;
-    int stale = 0; /* the temporary files of the checkpoint and of the logs' trims */
-    for (int i = 0; i < 3; i++, bytes += b)
+    int stale = 0; /* the temporary files of the checkpoint, of the logs' trims and of run.json */
+    for (int i = 0; i < 4; i++, bytes += b)
         stale += rt_atomic_clean_stale(files[i], &b);
     if (stale > 0 && !o->quiet)
         fprintf(stderr, "%s: note: removed %d temporary file%s of killed runs from %s (%.1f MB)\n", r->prog, stale,
@@ -616,16 +640,18 @@ static int prepare_dir(Run *r)
         return -1;
     }
     int n = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         struct stat st;
         if (stat(files[i], &st) == 0 && S_ISREG(st.st_mode))
             found[n++] = files[i];
     }
     int rc = -1;
     if (n > 0 && !o->overwrite) {
-        fprintf(stderr, "%s: %s holds a run already (%s%s%s%s%s): give --resume to continue it, --overwrite to "
-                "start afresh (deleting it), or another --out\n", r->prog, o->out, found[0], n > 1 ? ", " : "",
-                n > 1 ? found[1] : "", n > 2 ? ", " : "", n > 2 ? found[2] : "");
+        fprintf(stderr, "%s: %s holds a run already (", r->prog, o->out);
+        for (int i = 0; i < n; i++)
+            fprintf(stderr, "%s%s", i ? ", " : "", found[i]);
+        fprintf(stderr, "): give --resume to continue it, --overwrite to start afresh (deleting it), or another "
+                "--out\n");
         rc = 1;
     }
     for (int i = 0; i < n && rc < 0; i++) {
@@ -709,7 +735,8 @@ static int setup(Run *r)
         return 1;
     }
     if (asprintf(&r->ckpt_path, "%s/%s", o->out, RT_CKPT_NAME) < 0 ||
-        asprintf(&r->metrics_path, "%s/metrics.jsonl", o->out) < 0)
+        asprintf(&r->metrics_path, "%s/metrics.jsonl", o->out) < 0 ||
+        asprintf(&r->settings_path, "%s/run.json", o->out) < 0)
         return 3;
     if (o->resume && o->overwrite) {
         if (r->lead)
@@ -751,6 +778,8 @@ static int setup(Run *r)
                     "equal to rounding (bit-exact needs %lld)\n",
                     r->prog, r->ckpt_path, (long long)r->st.ranks, r->comm->size, (long long)r->st.ranks);
         const int cpus = rt_pool_cpus();
+        if (!o->given[RT_TOPT_threads] && r->lead)
+            o->threads = run_threads(r);
         if (!o->given[RT_TOPT_threads] && o->threads > cpus) { /* the run's threads, up to this machine's */
             if (r->lead && !o->quiet)
                 fprintf(stderr, "%s: note: the checkpoint's run had %lld threads; %d here (the same bits)\n",
@@ -886,7 +915,7 @@ static void teardown(Run *r, int rc)
         r->src->close(r->src);
     rt_pool_free(r->pool);
     free(r->params), free(r->grads), free(r->arena), free(r->tok), free(r->tgt), free(r->logits), free(r->mask);
-    free(r->ckpt_path), free(r->metrics_path);
+    free(r->ckpt_path), free(r->metrics_path), free(r->settings_path);
     json_decref(r->state);
 }
 
@@ -1034,7 +1063,7 @@ static void share_start(Run *r)
                  5 * rt_comm_hash(r->opt.v, bytes);
     if (!rt_comm_same_u64(c, h))
         rt_comm_abort(c, 3, "internal error: the weights differ from rank 0's after the broadcast");
-    char *js = state_json(r->o, &r->st, r->src, true);
+    char *js = state_json(r->o, &r->st, r->src);
     if (!js)
         rt_comm_abort(c, 3, "out of memory");
     int same = rt_comm_same_u64(c, rt_comm_hash(js, strlen(js)));

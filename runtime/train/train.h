@@ -15,6 +15,9 @@
  * (epoch, pos), the step number, the options) is in the checkpoint, and no
  * other state exists, so a resumed run is bit-identical to one that never
  * stopped (for any --threads: the kernels' sums do not depend on it).
+ * The thread count is not in the checkpoint (its bytes are the same for
+ * any --threads); the run's is kept beside it, OUT/run.json, for a resume
+ * without --threads.
  * What makes the run what it is is in the checkpoint too, and --resume
  * checks it: the model (ident.h), the data's identity (RtBatchSource.data_id)
  * and --batch, --seq, --seed; --force-resume overrides.  The run directory
@@ -58,7 +61,7 @@
     X(seed, "--seed", RT_OPT_INT, 1, "N", "seed of the init and the data order (1)")                  \
     X(precision, "--precision", RT_OPT_STR, 1, "P", "matrix products: fp32|bf16 (fp32)")              \
     X(device, "--device", RT_OPT_STR, 0, "D", "cpu|cuda|cuda:N: where the steps run (cpu)")            \
-    X(threads, "--threads", RT_OPT_INT, 1, "N", "pool threads, at most 1024 (all CPUs; --resume: the run's)") \
+    X(threads, "--threads", RT_OPT_INT, 0, "N", "pool threads, at most 1024 (all CPUs; --resume: the run's)") \
     X(log_every, "--log-every", RT_OPT_INT, 1, "N", "progress line every N steps (10)")               \
     X(val_every, "--val-every", RT_OPT_INT, 1, "N", "validation every N steps (100)")                 \
     X(val_batches, "--val-batches", RT_OPT_INT, 1, "N", "validation batches, 0 = all (20)")           \
