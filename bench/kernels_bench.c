@@ -6,7 +6,7 @@
  * GFLOP/s counts the same nominal work for both versions: per causal
  * (query, key <= query) pair 4 hd flops forward (q.k, p v), 8 hd backward
  * (dp, dv, dq, dk); the flash backward also recomputes q.k (not counted).
- *   gcc -O3 -march=native -Iruntime bench/kernels_bench.c runtime/core/kernels.c -lm -lpthread */
+ *   make bench/kernels_bench  (on an AVX-512 CPU the kernels run their AVX-512 build) */
 #define _POSIX_C_SOURCE 200809L
 #include "core/kernels.h"
 

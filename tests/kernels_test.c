@@ -7,10 +7,16 @@
  * oracle see the same numbers.  Error = max |kernel - oracle| / max |oracle|
  * over the output; tolerances TOL_F64 and TOL_F32.  rt_attention_cached (a
  * KV cache filled position by position) is checked against rt_attention
- * over the whole sequence instead (observed: the same bytes).  Exit 0 =
+ * over the whole sequence instead (observed: the same bytes).  Where the
+ * runtime has the AVX-512 build of the float kernels (kernels_isa.h) and
+ * this CPU runs it, its attention (forward, cached, backward) and
+ * cross-entropy (rows, gradient) must give the bytes of the base build on
+ * every shape (test_wide).  Exit 0 =
  * pass, 1 = fail; one line per check with both errors. */
 #include "ir/interp.h"
+#include "core/cpu.h"
 #include "core/kernels.h"
+#include "core/kernels_isa.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -483,6 +489,112 @@ static void test_expf(void)
     free(x), free(y);
 }
 
+/* ---- the AVX-512 build against the base build: the same bytes ---- */
+
+static float *rand_f32(int64_t n, double scale)
+{
+    float *x = malloc((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)(scale * rng_normal());
+    return x;
+}
+
+#ifdef STRATA_KERNELS_X512
+static void same_bytes(const char *what, const char *shape, const float *a, const float *b, int64_t n)
+{
+    int64_t at = -1;
+    for (int64_t i = 0; i < n && at < 0; i++)
+        if (memcmp(a + i, b + i, sizeof *a))
+            at = i;
+    printf("%-32s %-28s %s", what, shape, at < 0 ? "same bytes\n" : "");
+    if (at >= 0) {
+        printf("DIFFER at %lld: %.9g vs %.9g  FAIL\n", (long long)at, a[at], b[at]);
+        failures++;
+    }
+}
+
+static void wide_attention(int B, int T, int W, int H)
+{
+    char shape[64];
+    snprintf(shape, sizeof shape, "B=%d T=%d W=%d H=%d", B, T, W, H);
+    int64_t n = (int64_t)B * T * W, nl = (int64_t)B * H * T, hd = W / H;
+    float *q = rand_f32(n, 1.5), *k = rand_f32(n, 1.5), *v = rand_f32(n, 1), *g = rand_f32(n, 1);
+    float *o[2], *l[2], *dq[2], *dk[2], *dv[2], *oc[2];
+    int64_t wn = rt_attention_grad_work_numel(hd) > rt_attention_work_numel(hd) ? rt_attention_grad_work_numel(hd)
+                                                                                 : rt_attention_work_numel(hd);
+    float *work = malloc((size_t)wn * sizeof *work);
+    for (int x = 0; x < 2; x++) {
+        o[x] = calloc((size_t)n, 4), l[x] = calloc((size_t)nl, 4), oc[x] = calloc((size_t)n, 4);
+        dq[x] = calloc((size_t)n, 4), dk[x] = calloc((size_t)n, 4), dv[x] = calloc((size_t)n, 4);
+        (x ? rt_attention_f32_x512 : rt_attention_f32_base)(o[x], l[x], q, k, v, work, 0, (int64_t)B * H, T, W, H);
+        /* the last T - T/2 queries over a cache of the whole sequence */
+        (x ? rt_attention_cached_f32_x512 : rt_attention_cached_f32_base)(oc[x], q, k, v, work, 0, (int64_t)B * H,
+                                                                          T - T / 2, T / 2, T, W, H);
+        (x ? rt_attention_grad_f32_x512 : rt_attention_grad_f32_base)(dq[x], dk[x], dv[x], q, k, v, o[x], l[x], g,
+                                                                      work, 0, (int64_t)B * H, T, W, H);
+    }
+    same_bytes("attention out (x512 vs base)", shape, o[0], o[1], n);
+    same_bytes("attention lse (x512 vs base)", shape, l[0], l[1], nl);
+    same_bytes("attention cached (x512 vs base)", shape, oc[0], oc[1], (int64_t)B * (T - T / 2) * W);
+    same_bytes("attention dq (x512 vs base)", shape, dq[0], dq[1], n);
+    same_bytes("attention dk (x512 vs base)", shape, dk[0], dk[1], n);
+    same_bytes("attention dv (x512 vs base)", shape, dv[0], dv[1], n);
+    for (int x = 0; x < 2; x++)
+        free(o[x]), free(l[x]), free(oc[x]), free(dq[x]), free(dk[x]), free(dv[x]);
+    free(q), free(k), free(v), free(g), free(work);
+}
+
+static void wide_cross_entropy(int64_t rows, int64_t V, bool masked)
+{
+    char shape[64];
+    snprintf(shape, sizeof shape, "rows=%lld V=%lld%s", (long long)rows, (long long)V, masked ? " masked" : "");
+    float *logits = rand_f32(rows * V, 3), *mask = NULL, g = 0.75f;
+    int32_t *tg = malloc((size_t)rows * sizeof *tg);
+    for (int64_t r = 0; r < rows; r++)
+        tg[r] = (int32_t)(rng_next() % (uint64_t)V);
+    if (masked) {
+        mask = malloc((size_t)rows * sizeof *mask);
+        for (int64_t r = 0; r < rows; r++)
+            mask[r] = r % 3 == 1 ? 0.0f : 1.0f;
+    }
+    float *loss[2], *lse[2], *d[2];
+    for (int x = 0; x < 2; x++) {
+        loss[x] = calloc((size_t)rows, 4), lse[x] = calloc((size_t)rows, 4), d[x] = calloc((size_t)(rows * V), 4);
+        (x ? rt_cross_entropy_rows_f32_x512 : rt_cross_entropy_rows_f32_base)(loss[x], lse[x], logits, tg, mask, 0,
+                                                                              rows, V);
+        (x ? rt_cross_entropy_grad_f32_x512 : rt_cross_entropy_grad_f32_base)(d[x], logits, tg, mask, lse[x], &g, 0,
+                                                                              rows, rows, V);
+    }
+    same_bytes("cross-entropy rows (x512 vs base)", shape, loss[0], loss[1], rows);
+    same_bytes("cross-entropy lse (x512 vs base)", shape, lse[0], lse[1], rows);
+    same_bytes("cross-entropy grad (x512 vs base)", shape, d[0], d[1], rows * V);
+    for (int x = 0; x < 2; x++)
+        free(loss[x]), free(lse[x]), free(d[x]);
+    free(logits), free(mask), free(tg);
+}
+#endif
+
+static void test_wide(void)
+{
+#ifdef STRATA_KERNELS_X512
+    if (!rt_kernels_wide()) {
+        printf("AVX-512 build of the float kernels: not run, this CPU has no AVX-512 (%s)\n",
+               rt_cpu_isa_name(rt_cpu()));
+        return;
+    }
+    static const int shapes[][4] = {{2, 1, 32, 4}, {2, 7, 64, 2}, {1, 64, 128, 2}, {2, 130, 96, 1},
+                                    {1, 257, 40, 2}, {1, 200, 512, 8}};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        wide_attention(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]);
+    wide_cross_entropy(5, 50, false);
+    wide_cross_entropy(9, 1003, true);
+    wide_cross_entropy(3, 32000, false);
+#else
+    (void)rand_f32;
+    printf("AVX-512 build of the float kernels: not in this build (configure: AVX-512 kernels: no)\n");
+#endif
+}
+
 int main(void)
 {
     test_expf();
@@ -504,6 +616,7 @@ int main(void)
         for (int mode = 0; mode < 3; mode++)
             test_cross_entropy(B, T, mode, shape);
     }
+    test_wide();
     if (failures)
         printf("kernels_test: %d check(s) FAILED\n", failures);
     else

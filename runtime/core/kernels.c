@@ -1,14 +1,21 @@
 /* kernels.c - the C kernels of kernels.h, in float and double.  The bodies
  * live once in kernels_impl.h, included here once per precision; this file
- * sets the precision macros and holds the precision-free helpers.
+ * sets the precision macros.  exp: rt_expf_vec (kernels_vec.h) in float
+ * (vectorised), libm's exp in double.
  *
- * exp: rt_expf_vec below in float (vectorised), libm's exp in double.
- *
- * VEC is a GNU C vector (gcc and clang) of 32 bytes where AVX is enabled,
- * else 16 (SSE2, the x86-64 baseline).  Only the attention tile products
- * use it: auto-vectorization of a register-blocked product turned out to
- * swing by 10x between compilers and flags, the vector type does not. */
+ * The float kernels whose time matters in a training step (attention
+ * forward, cached and backward, cross-entropy rows and gradient) exist
+ * twice where the build allows (configure's KERNELS_X512): as built here
+ * (`_base`: the runtime's flags, AVX2 and FMA on x86-64) and in
+ * kernels_x512.c with 64-byte vectors for AVX-512.  The public name calls
+ * the AVX-512 one when cpuid says the CPU has AVX-512 (cpu.h), never by
+ * the environment.  Both compute every element with the same operations in
+ * the same order (the width only changes which elements share a vector),
+ * so they give the same bits: tests/kernels_test checks it. */
 #include "core/kernels.h"
+
+#include "core/cpu.h"
+#include "core/kernels_isa.h"
 
 #include <assert.h>
 #include <math.h>
@@ -16,83 +23,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__AVX__)
-#define VBYTES 32
-#else
-#define VBYTES 16
-#endif
-typedef float VecF32 __attribute__((vector_size(VBYTES)));
-typedef double VecF64 __attribute__((vector_size(VBYTES)));
-
-/* e^v in float, VL lanes at a time, without a library call (libm's expf
- * is a call per element): the exp_poly of compiler/lower/arith.c written on
- * GNU C vectors, because GCC does not if-convert the clamps of a scalar
- * version (without -fno-trapping-math) and so would not vectorise loops
- * around it.  v = n ln2 + r, n = round(v / ln2) (by adding and subtracting
- * 1.5 2^23: exact for |n| < 2^22), r in two parts of ln2 (Cody-Waite), e^r
- * by Cephes expf's minimax polynomial, 2^n built in the exponent bits as
- * 2^(n/2) 2^(n - n/2) so that results down to the denormals and up to
- * overflow stay right.  v is clamped first to [-104, 89], where the result
- * is already 0 or Inf; NaN passes through.  About 1 ulp, as libm's.  Every
- * lane computes the same operations, so an element's result does not
- * depend on its position (lane or tail) or on any thread split. */
-typedef int32_t VecI32 __attribute__((vector_size(VBYTES)));
-#define VLF ((int64_t)(sizeof(VecF32) / sizeof(float)))
-
-static inline VecF32 select_f32(VecI32 mask, VecF32 a, VecF32 b)
-{
-    return (VecF32)((mask & (VecI32)a) | (~mask & (VecI32)b));
-}
-
-static inline VecF32 rt_expf_vec(VecF32 v)
-{
-    const VecF32 z = {0};
-    VecF32 hi = z + 89.0f, lo = z - 104.0f, round = z + 0x1.8p23f;
-    VecF32 x = select_f32(v < hi, v, hi);
-    x = select_f32(x > lo, x, lo);
-    VecF32 n = (x * 1.44269504088896341f + round) - round;
-    VecF32 r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    VecF32 p = z + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    VecI32 ni = __builtin_convertvector(n, VecI32), n1 = ni >> 1, n2 = ni - n1;
-    VecF32 y = p * (VecF32)((n1 + 127) << 23) * (VecF32)((n2 + 127) << 23);
-    return select_f32(v != v, v, y);
-}
-
-/* x[i] = e^x[i] for i < n; the last partial vector is padded with zeros. */
-static void expn_f32(float *x, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + VLF <= n; i += VLF) {
-        VecF32 v;
-        memcpy(&v, x + i, sizeof v);
-        v = rt_expf_vec(v);
-        memcpy(x + i, &v, sizeof v);
-    }
-    if (i < n) {
-        VecF32 v = {0};
-        memcpy(&v, x + i, sizeof(float) * (size_t)(n - i));
-        v = rt_expf_vec(v);
-        memcpy(x + i, &v, sizeof(float) * (size_t)(n - i));
-    }
-}
+#include "core/kernels_vec.h"
 
 void rt_expf_array(float *x, int64_t n)
 {
     expn_f32(x, n);
-}
-
-/* One element: lane 0 of the same. */
-static inline float expf_poly(float v)
-{
-    VecF32 x = {v};
-    return rt_expf_vec(x)[0];
 }
 
 static void expn_f64(double *x, int64_t n)
@@ -101,6 +36,12 @@ static void expn_f64(double *x, int64_t n)
         x[i] = exp(x[i]);
 }
 
+/* The dispatched kernels' float bodies under their _base names. */
+#define rt_attention_f32 rt_attention_f32_base
+#define rt_attention_cached_f32 rt_attention_cached_f32_base
+#define rt_attention_grad_f32 rt_attention_grad_f32_base
+#define rt_cross_entropy_rows_f32 rt_cross_entropy_rows_f32_base
+#define rt_cross_entropy_grad_f32 rt_cross_entropy_grad_f32_base
 #define REAL float
 #define VEC VecF32
 #define FN(name) name##_f32
@@ -112,6 +53,59 @@ static void expn_f64(double *x, int64_t n)
 #undef FN
 #undef EXP
 #undef EXPN
+#undef rt_attention_f32
+#undef rt_attention_cached_f32
+#undef rt_attention_grad_f32
+#undef rt_cross_entropy_rows_f32
+#undef rt_cross_entropy_grad_f32
+
+/* ---- the dispatch ---- */
+
+bool rt_kernels_wide(void)
+{
+#ifdef STRATA_KERNELS_X512
+    return rt_cpu()->avx512;
+#else
+    return false;
+#endif
+}
+
+#ifdef STRATA_KERNELS_X512
+#define PICK(name) (rt_kernels_wide() ? name##_x512 : name##_base)
+#else
+#define PICK(name) name##_base
+#endif
+
+void rt_attention_f32(float *out, float *lse, const float *q, const float *k, const float *v, float *work, int64_t bh0,
+                      int64_t bh1, int64_t T, int64_t W, int64_t heads)
+{
+    PICK(rt_attention_f32)(out, lse, q, k, v, work, bh0, bh1, T, W, heads);
+}
+
+void rt_attention_cached_f32(float *out, const float *q, const float *kc, const float *vc, float *work, int64_t bh0,
+                             int64_t bh1, int64_t T, int64_t pos, int64_t max_T, int64_t W, int64_t heads)
+{
+    PICK(rt_attention_cached_f32)(out, q, kc, vc, work, bh0, bh1, T, pos, max_T, W, heads);
+}
+
+void rt_attention_grad_f32(float *dq, float *dk, float *dv, const float *q, const float *k, const float *v,
+                           const float *out, const float *lse, const float *g, float *work, int64_t bh0, int64_t bh1,
+                           int64_t T, int64_t W, int64_t heads)
+{
+    PICK(rt_attention_grad_f32)(dq, dk, dv, q, k, v, out, lse, g, work, bh0, bh1, T, W, heads);
+}
+
+void rt_cross_entropy_rows_f32(float *row_loss, float *lse, const float *logits, const int32_t *targets,
+                               const float *mask, int64_t r0, int64_t r1, int64_t V)
+{
+    PICK(rt_cross_entropy_rows_f32)(row_loss, lse, logits, targets, mask, r0, r1, V);
+}
+
+void rt_cross_entropy_grad_f32(float *dlogits, const float *logits, const int32_t *targets, const float *mask,
+                               const float *lse, const float *g, int64_t r0, int64_t r1, int64_t rows, int64_t V)
+{
+    PICK(rt_cross_entropy_grad_f32)(dlogits, logits, targets, mask, lse, g, r0, r1, rows, V);
+}
 
 #define REAL double
 #define VEC VecF64

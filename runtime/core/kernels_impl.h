@@ -15,6 +15,18 @@
 #define NR (2 * VL)                                 /* columns of a gemm block */
 #define FREE ((int64_t)1 << 40)                     /* no bound, in gemm */
 
+/* s + a b as the vector blocks compute it: one fused multiply-add where
+ * the build has FMA (the compiler contracts the blocks' vector `+=`), so
+ * that a column gets the same bits in a vector block or in the scalar
+ * tail, whatever the vector width (kernels_x512.c). */
+#ifndef MADD
+#ifdef __FMA__
+#define MADD(a, b, s) _Generic((s), float: __builtin_fmaf, double: __builtin_fma)(a, b, s)
+#else
+#define MADD(a, b, s) ((s) + (a) * (b))
+#endif
+#endif
+
 /* y[0..n) += a x[0..n). */
 static inline void FN(axpy)(REAL *restrict y, REAL a, const REAL *restrict x, int64_t n)
 {
@@ -101,7 +113,7 @@ static void FN(gemm)(REAL *restrict c, int64_t ldc, const REAL *restrict a, int6
             for (int64_t nn = n; nn < n1; nn++) {
                 REAL s = add ? c[r * ldc + nn] : 0;
                 for (int64_t kk = 0; kk < nk; kk++)
-                    s += ak0[r * ai + kk * ak] * bk0[kk * ldb + nn];
+                    s = MADD(ak0[r * ai + kk * ak], bk0[kk * ldb + nn], s);
                 c[r * ldc + nn] = s;
             }
     }
