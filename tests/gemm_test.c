@@ -248,14 +248,20 @@ static void test_kernels(void)
     const RtCpu *cpu = rt_cpu();
     printf("host ISA: %s (avx2 %d, fma %d, avx512 %d, avx512_bf16 %d)\n", rt_cpu_isa_name(cpu), cpu->avx2, cpu->fma,
            cpu->avx512, cpu->avx512_bf16);
+    /* odd K: the last pair half empty; two KC slices.  A^T and B read
+     * across rows (strided packing), A and B^T along them (the AVX-512
+     * kernels' vector packing): the bf16 kernels must agree bitwise. */
+    static const int flag_sets[] = {RT_GEMM_TA, RT_GEMM_TB};
+    for (int fs = 0; fs < 2; fs++) {
     float *ref_bf16 = NULL;
     const char *ref_name = NULL;
-    Prob p = make(RT_GEMM_TA, 37, 75, 301); /* odd K: the last pair half empty; two KC slices */
+    Prob p = make(flag_sets[fs], 37, 75, 301);
+    printf("%s:\n", fs ? "A, B^T" : "A^T, B");
     for (size_t n = 0; n < sizeof names / sizeof *names; n++) {
         bool bf16 = strstr(names[n], "bf16") != NULL;
         float *C = malloc(sizeof(float) * (size_t)(p.M * p.ldc));
         memcpy(C, p.C0, sizeof(float) * (size_t)(p.M * p.ldc));
-        RtGemmTile g = {.ta = 1, .tb = 0, .K = p.K, .A = p.A, .B = p.B, .lda = p.lda, .ldb = p.ldb, .beta = 1,
+        RtGemmTile g = {.ta = !fs, .tb = fs, .K = p.K, .A = p.A, .B = p.B, .lda = p.lda, .ldb = p.ldb, .beta = 1,
                         .C = C, .ldc = p.ldc, .i0 = 0, .i1 = p.M, .j0 = 0, .j1 = p.N};
         int rc = rt_gemm_tile_named(names[n], &g);
         CHECK(rc >= 0, "kernel %s is not in this build", names[n]);
@@ -276,6 +282,7 @@ static void test_kernels(void)
     }
     unmake(&p);
     free(ref_bf16);
+    }
 }
 
 static float bits(uint32_t u)

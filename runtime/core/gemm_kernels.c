@@ -189,29 +189,52 @@ static void strip_bf16(uint16_t *out16, const float *p, int64_t rs, int64_t ks, 
     }
 }
 
+#ifdef STRATA_X86
+static void strip_bf16_rows512(uint32_t *out, const float *p, int64_t rs, int64_t rows, int R, int64_t kc);
+#endif
+
+/* strip_bf16 with the kernel's packer: the AVX-512 kernels pack rows that
+ * are contiguous in k (the common case: A as stored, B^T) sixteen pairs of
+ * sixteen rows at a time through a transpose in registers; the others, and
+ * every other case, by the scalar loops.  The same bytes either way. */
+static void strip_bf16_k(bool wide, uint16_t *out, const float *p, int64_t rs, int64_t ks, int64_t rows, int R,
+                         int64_t kc)
+{
+#ifdef STRATA_X86
+    if (wide && ks == 1) {
+        strip_bf16_rows512((uint32_t *)out, p, rs, rows, R, kc);
+        return;
+    }
+#endif
+    (void)wide;
+    strip_bf16(out, p, rs, ks, rows, R, kc);
+}
+
 /* Block op(A)[i0.., k0..] (mc x kc) into MR-row strips; op(B)[k0.., j0..]
  * (kc x nc) into NR-column strips (op(B)^T's rows are B's columns). */
-static void pack_a(void *ap, bool bf16, const RtGemmTile *g, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int MR)
+static void pack_a(void *ap, bool bf16, bool wide, const RtGemmTile *g, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+                   int MR)
 {
     int64_t rs = g->ta ? 1 : g->lda, ks = g->ta ? g->lda : 1, kp = bf16 ? (kc + 1) / 2 * 2 : kc;
     for (int64_t s = 0; s < mc; s += MR) {
         const float *p = g->A + (i0 + s) * rs + k0 * ks;
         int64_t rows = mc - s < MR ? mc - s : MR;
         if (bf16)
-            strip_bf16((uint16_t *)ap + s / MR * kp * MR, p, rs, ks, rows, MR, kc);
+            strip_bf16_k(wide, (uint16_t *)ap + s / MR * kp * MR, p, rs, ks, rows, MR, kc);
         else
             strip_f32((float *)ap + s / MR * kc * MR, p, rs, ks, rows, MR, kc);
     }
 }
 
-static void pack_b(void *bp, bool bf16, const RtGemmTile *g, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int NR)
+static void pack_b(void *bp, bool bf16, bool wide, const RtGemmTile *g, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
+                   int NR)
 {
     int64_t rs = g->tb ? g->ldb : 1, ks = g->tb ? 1 : g->ldb, kp = bf16 ? (kc + 1) / 2 * 2 : kc;
     for (int64_t s = 0; s < nc; s += NR) {
         const float *p = g->B + (j0 + s) * rs + k0 * ks;
         int64_t cols = nc - s < NR ? nc - s : NR;
         if (bf16)
-            strip_bf16((uint16_t *)bp + s / NR * kp * NR, p, rs, ks, cols, NR, kc);
+            strip_bf16_k(wide, (uint16_t *)bp + s / NR * kp * NR, p, rs, ks, cols, NR, kc);
         else
             strip_f32((float *)bp + s / NR * kc * NR, p, rs, ks, cols, NR, kc);
     }
@@ -438,6 +461,68 @@ T_AVX2 static void ukr_avx2_bf16_emul(int64_t kc, const void *apv, const void *b
             _mm256_storeu_ps(c, v);
         }
 }
+
+/* fp32 -> bf16 bits as bf16_bits, sixteen at a time. */
+T_512 static inline __m512i bf16_bits512(__m512i u)
+{
+    __m512i rounded = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+                         _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))),
+        16);
+    __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    return _mm512_mask_blend_epi32(nan, rounded, quiet);
+}
+
+/* strip_bf16's case ks == 1 (row r at p + r rs, contiguous in k): for each
+ * block of 16 pairs and 16 rows, each row's 32 floats become one vector
+ * of 16 pairs, the 16 vectors are transposed (32-bit elements: unpack by
+ * 32 and 64 bits, then 128-bit lanes twice), and each pair index's
+ * vector is one store of its R (<= 16 per block) rows.  The last pairs
+ * (fewer than 16, or an odd kc's half pair) as strip_bf16. */
+T_512 static void strip_bf16_rows512(uint32_t *out, const float *p, int64_t rs, int64_t rows, int R, int64_t kc)
+{
+    int64_t full = kc / 2, q0 = 0;
+    for (; q0 + 16 <= full; q0 += 16)
+        for (int r0 = 0; r0 < R; r0 += 16) {
+            int nr = R - r0 < 16 ? R - r0 : 16;
+            __m512i v[16], a[16], b[16];
+            for (int i = 0; i < 16; i++) {
+                if (r0 + i >= rows || i >= nr) {
+                    v[i] = _mm512_setzero_si512();
+                    continue;
+                }
+                const float *src = p + (r0 + i) * rs + 2 * q0;
+                __m256i lo = _mm512_cvtepi32_epi16(bf16_bits512(_mm512_loadu_si512((const void *)src)));
+                __m256i hi = _mm512_cvtepi32_epi16(bf16_bits512(_mm512_loadu_si512((const void *)(src + 16))));
+                v[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); /* pairs q0.. of row r0 + i */
+            }
+            for (int i = 0; i < 16; i += 2) {
+                a[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
+                a[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
+            }
+            /* b[4g + c], 128-bit lane l: rows 4g..4g+3 of pair 4l + c */
+            for (int g = 0; g < 16; g += 4) {
+                b[g] = _mm512_unpacklo_epi64(a[g], a[g + 2]);
+                b[g + 1] = _mm512_unpackhi_epi64(a[g], a[g + 2]);
+                b[g + 2] = _mm512_unpacklo_epi64(a[g + 1], a[g + 3]);
+                b[g + 3] = _mm512_unpackhi_epi64(a[g + 1], a[g + 3]);
+            }
+            __mmask16 m = (__mmask16)((1u << nr) - 1);
+            for (int c = 0; c < 4; c++) {
+                __m512i x = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x88), y = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xdd);
+                __m512i z = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x88);
+                __m512i w = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xdd);
+                __m512i col[4] = {_mm512_shuffle_i32x4(x, z, 0x88), _mm512_shuffle_i32x4(y, w, 0x88),
+                                  _mm512_shuffle_i32x4(x, z, 0xdd), _mm512_shuffle_i32x4(y, w, 0xdd)};
+                for (int l = 0; l < 4; l++)
+                    _mm512_mask_storeu_epi32(out + (q0 + 4 * l + c) * R + r0, m, col[l]);
+            }
+        }
+    if (q0 < (kc + 1) / 2) /* the rest: pairs q0.. as strip_bf16 over k from 2 q0 */
+        strip_bf16((uint16_t *)(out + q0 * R), p + 2 * q0, rs, 1, rows, R, kc - 2 * q0);
+}
 #endif
 
 /* ---- kernel table ---- */
@@ -447,16 +532,17 @@ typedef struct Kernel {
     int MR, NR;
     bool bf16;              /* packs bf16 pairs */
     Ukr *ukr;
+    bool wide;              /* packs bf16 with AVX-512 (strip_bf16_k) */
 } Kernel;
 
-static const Kernel k_generic = {"generic", 4, 8, false, ukr_generic};
-static const Kernel k_generic_bf16 = {"generic-bf16", 4, 8, true, ukr_generic_bf16};
+static const Kernel k_generic = {"generic", 4, 8, false, ukr_generic, false};
+static const Kernel k_generic_bf16 = {"generic-bf16", 4, 8, true, ukr_generic_bf16, false};
 #ifdef STRATA_X86
-static const Kernel k_avx2 = {"avx2", 6, 16, false, ukr_avx2};
-static const Kernel k_avx512 = {"avx512", 12, 32, false, ukr_avx512};
-static const Kernel k_avx512_bf16 = {"avx512_bf16", 12, 32, true, ukr_avx512_bf16};
-static const Kernel k_avx512_bf16e = {"avx512-bf16emul", 12, 32, true, ukr_avx512_bf16_emul};
-static const Kernel k_avx2_bf16e = {"avx2-bf16emul", 6, 16, true, ukr_avx2_bf16_emul};
+static const Kernel k_avx2 = {"avx2", 6, 16, false, ukr_avx2, false};
+static const Kernel k_avx512 = {"avx512", 12, 32, false, ukr_avx512, false};
+static const Kernel k_avx512_bf16 = {"avx512_bf16", 12, 32, true, ukr_avx512_bf16, true};
+static const Kernel k_avx512_bf16e = {"avx512-bf16emul", 12, 32, true, ukr_avx512_bf16_emul, true};
+static const Kernel k_avx2_bf16e = {"avx2-bf16emul", 6, 16, true, ukr_avx2_bf16_emul, false};
 #endif
 
 /* Every kernel this build has, for tests; `needs` says what the CPU must have. */
@@ -549,13 +635,13 @@ static void tile(const Kernel *kn, const RtGemmTile *g, const Shared *sh)
             const char *bslice = sb ? sb + (size_t)(k0 * sh->bpad) * esz + (size_t)(j0 / NR) * (size_t)(kstep * NR) * esz
                                     : (const char *)w->bp;
             if (!sb)
-                pack_b(w->bp, kn->bf16, g, k0, kc, j0, nc, NR);
+                pack_b(w->bp, kn->bf16, kn->wide, g, k0, kc, j0, nc, NR);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = M - ic < MC ? M - ic : MC, i0 = g->i0 + ic;
                 const char *aslice = sa ? sa + (size_t)(k0 * sh->apad) * esz + (size_t)(i0 / MR) * (size_t)(kstep * MR) * esz
                                         : (const char *)w->ap;
                 if (!sa)
-                    pack_a(w->ap, kn->bf16, g, i0, mc, k0, kc, MR);
+                    pack_a(w->ap, kn->bf16, kn->wide, g, i0, mc, k0, kc, MR);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     /* a strip: kc rows of NR floats, or kc/2 pairs of NR bf16 pairs */
                     const char *bs = bslice + (size_t)(jr / NR) * (size_t)(kstep * NR) * esz;
@@ -643,7 +729,7 @@ static void pack_units(void *ctx, int64_t u0, int64_t u1, int thread)
             int64_t cols = g->j1 - j < kn->NR ? g->j1 - j : kn->NR;
             char *dst = (char *)P->packed + (size_t)(k0 * P->sh.bpad) * esz + (size_t)(q * kstep * kn->NR) * esz;
             if (kn->bf16)
-                strip_bf16((uint16_t *)dst, g->B + j * rs + k0 * ks, rs, ks, cols, kn->NR, kc);
+                strip_bf16_k(kn->wide, (uint16_t *)dst, g->B + j * rs + k0 * ks, rs, ks, cols, kn->NR, kc);
             else
                 strip_f32((float *)dst, g->B + j * rs + k0 * ks, rs, ks, cols, kn->NR, kc);
         } else { /* A shared: rows q MR.. */
@@ -651,7 +737,7 @@ static void pack_units(void *ctx, int64_t u0, int64_t u1, int thread)
             int64_t rows = g->i1 - i < kn->MR ? g->i1 - i : kn->MR;
             char *dst = (char *)P->packed + (size_t)(k0 * P->sh.apad) * esz + (size_t)(q * kstep * kn->MR) * esz;
             if (kn->bf16)
-                strip_bf16((uint16_t *)dst, g->A + i * rs + k0 * ks, rs, ks, rows, kn->MR, kc);
+                strip_bf16_k(kn->wide, (uint16_t *)dst, g->A + i * rs + k0 * ks, rs, ks, rows, kn->MR, kc);
             else
                 strip_f32((float *)dst, g->A + i * rs + k0 * ks, rs, ks, rows, kn->MR, kc);
         }
