@@ -172,7 +172,7 @@ const RtGemmBackend *rt_gemm_choose(int flags, int64_t M, int64_t N, int64_t K, 
         else if ((b = rt_gemm_tuned(flags, M, N, K)))
             w = "tuned";
         else
-            b = flags & RT_GEMM_BF16 ? &be_strata : &be_openblas, w = "default";
+            b = flags & RT_GEMM_BF16 || rt_cpu()->avx512 ? &be_strata : &be_openblas, w = "default";
     }
     if ((flags & RT_GEMM_BF16) && !b->bf16) /* only strata multiplies in bf16 */
         b = &be_strata, w = "bf16";

@@ -19,7 +19,10 @@
  * bench); else the tuning table of this CPU model (`strata tune` measures
  * every candidate on a model's shapes and caches the winners in
  * $XDG_CACHE_HOME/strata/gemm-CPU.json, see gemm_tune.c); else bf16 goes to
- * strata and fp32 to openblas.  Nothing is measured during a run, so every
+ * strata, and fp32 to strata on CPUs with AVX-512 (its 12x32 kernel: 1.8x
+ * OpenBLAS on an AVX-512 host whose environment holds OpenBLAS to its
+ * Haswell kernels, which the layer may not read) and to openblas on the
+ * others.  Nothing is measured during a run, so every
  * process on a host makes the same choice.  fp64 (the tests' reference
  * precision) always uses openblas.  rt_gemm_describe says what a product
  * gets, for reports. */
