@@ -22,10 +22,8 @@
  * line, "result key=value ...", is for bench/train-vs-torch.
  * Memory: everything is malloc'd in main and freed there; exit 0 ok,
  * 1 bad model or failing step, 2 usage. */
-#include "ir/ad.h"
+#include "ir/pipeline.h"
 #include "front/ast.h"
-#include "ir/fuse.h"
-#include "ir/remat.h"
 #include "lower/jit.h"
 #include "train/optim.h"
 #include "core/cpu.h"
@@ -97,10 +95,10 @@ static bool load(IrGraph *g, Program *prog, const Args *a)
     bool ok = ast_load(prog, &d, src) && sema_resolve(prog, &opt, &d, g);
     diag_finish(&d);
     if (ok) {
-        ad_build(g);
-        if (a->remat)
-            remat_blocks(g);
-        fuse_graph(g);
+        const char *what;
+        ok = ir_train_graph(g, a->remat, stderr, &what);
+        if (!ok)
+            fprintf(stderr, "train_bench: internal error: %s built an invalid graph\n", what);
     }
     return ok;
 }

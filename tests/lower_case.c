@@ -97,12 +97,14 @@ bool case_load(Case *c, const char *path, const char *text, const char *const *s
     ad_build(&c->g);
     if (!ir_verify(&c->g, stderr))
         return false;
-    if (case_remat && (remat_blocks(&c->g) == 0 && c->g.blocks.n > 0)) {
-        fprintf(stderr, "%s: remat_blocks recomputed nothing\n", path);
-        return false;
+    if (case_remat) {
+        if (remat_blocks(&c->g) == 0 && c->g.blocks.n > 0) {
+            fprintf(stderr, "%s: remat_blocks recomputed nothing\n", path);
+            return false;
+        }
+        if (!ir_verify(&c->g, stderr))
+            return false;
     }
-    if (!ir_verify(&c->g, stderr))
-        return false;
     fuse_graph(&c->g);
     return true;
 }

@@ -3,14 +3,13 @@
  * sample and building a trainer executable are in driver/train.c.
  * Exit codes: 0 success, 1 bad input (model file, -D, preset), 2 usage,
  * 3 out of memory or an internal error. */
-#include "ir/ad.h"
+#include "ir/pipeline.h"
 #include "front/ast.h"
 #include "cmd/commands.h"
 #include "driver/train.h"
 #include "driver/export.h"
 #include "driver/import.h"
 #include "ir/fuse.h"
-#include "ir/remat.h"
 #include "ir/memplan.h"
 #include "train/metrics.h"
 #include "ir/gradcheck.h"
@@ -539,12 +538,9 @@ static int run(const char *cmd, int argc, char **argv)
     bool train_graph = !a.dump || strcmp(a.dump, "ir");
     MemPlan mp = {0};
     if (train_graph) {
-        ad_build(&g);
-        if (!ir_verify(&g, stderr))
-            die("autodiff built an invalid graph");
-        if (a.remat && remat_blocks(&g) && !ir_verify(&g, stderr))
-            die("rematerialisation built an invalid graph");
-        fuse_graph(&g);
+        const char *what;
+        if (!ir_train_graph(&g, a.remat, stderr, &what))
+            die("%s built an invalid graph", what);
         memplan_build(&mp, &g, a.batch, a.seq, 4);
     }
     if (is_build) {

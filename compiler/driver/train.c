@@ -25,11 +25,9 @@
 #include "driver/config.h"
 #include "driver/import.h"
 #include "core/util.h"
-#include "ir/ad.h"
+#include "ir/pipeline.h"
 #include "front/ast.h"
 #include "store/atomic_file.h"
-#include "ir/fuse.h"
-#include "ir/remat.h"
 #include "lower/jit.h"
 #include "lower/lower.h"
 #include "resolve/sema.h"
@@ -105,12 +103,9 @@ static bool load_graph(const char *model, const SemaOptions *opt, bool remat, Pr
     if (!ok || !drv_check_ctx(g))
         return false;
     drv_ident_make(id, prog, opt, g); /* of the forward graph */
-    ad_build(g);
-    if (!ir_verify(g, stderr))
-        die("autodiff built an invalid graph");
-    if (remat && remat_blocks(g) && !ir_verify(g, stderr))
-        die("rematerialisation built an invalid graph");
-    fuse_graph(g);
+    const char *what;
+    if (!ir_train_graph(g, remat, stderr, &what))
+        die("%s built an invalid graph", what);
     return true;
 }
 
