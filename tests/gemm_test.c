@@ -322,6 +322,20 @@ static void test_tuning(void)
     const RtGemmBackend *b = rt_gemm_tuned(RT_GEMM_TB, 100, 64, 32), *c = rt_gemm_tuned(RT_GEMM_BF16, 50, 40, 30);
     CHECK(b != NULL && c != NULL && c->bf16 != NULL, "the tuned choices are not read back");
     CHECK(rt_gemm_tuned(0, 100, 64, 32) == NULL, "an untuned shape has a tuned choice");
+    /* the default of an untuned shape, from cpuid alone: Strata's kernels
+     * for bf16, and for fp32 on AVX-512 CPUs; OpenBLAS for fp32 elsewhere */
+    if (!getenv("STRATA_GEMM")) {
+        const char *why = NULL;
+        const RtGemmBackend *d32 = rt_gemm_choose(0, 100, 64, 32, &why);
+        const char *want = rt_cpu()->avx512 ? "strata" : "openblas";
+        CHECK(d32 && !strcmp(d32->name, want) && why && !strcmp(why, "default"),
+              "untuned fp32 default: %s (%s), want %s (default) on a CPU %s AVX-512", d32 ? d32->name : "-",
+              why ? why : "-", want, rt_cpu()->avx512 ? "with" : "without");
+        const RtGemmBackend *d16 = rt_gemm_choose(RT_GEMM_BF16, 100, 64, 32, NULL);
+        CHECK(d16 && !strcmp(d16->name, "strata"), "untuned bf16 default: %s, want strata", d16 ? d16->name : "-");
+        printf("ok   untuned defaults: fp32 %s, bf16 %s (avx512 %d)\n", d32 ? d32->name : "-", d16 ? d16->name : "-",
+               rt_cpu()->avx512);
+    }
     printf("ok   tuning: table %s, %s and %s chosen\n", path ? path : "?", b ? b->name : "-", c ? c->name : "-");
     if (path)
         unlink(path);
