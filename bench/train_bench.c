@@ -29,6 +29,7 @@
 #include "core/cpu.h"
 #include "core/gemm.h"
 #include "core/pool.h"
+#include "core/util.h"
 #include "resolve/sema.h"
 
 #include <math.h>
@@ -289,15 +290,12 @@ int main(int argc, char **argv)
            rt_pool_size(pool), a.bf16 ? "bf16" : "fp32", (double)bytes / (1 << 20));
     Work w = measure_work(&g, d, pool, B, T, a.bf16);
 
-    float *params = bench_calloc((size_t)n, sizeof *params), *grads = bench_calloc((size_t)n, sizeof *grads);
+    /* the big buffers as the trainer allocates them (util.h: 2 MiB pages where THP allows) */
+    float *params = rt_zalloc64((size_t)n * sizeof *params), *grads = rt_zalloc64((size_t)n * sizeof *grads);
     init_params(d, params);
-    void *arena = aligned_alloc(64, ((size_t)bytes + 63) / 64 * 64);
+    void *arena = rt_zalloc64((size_t)bytes);
     int32_t *tokens = bench_calloc((size_t)BT, sizeof *tokens), *targets = bench_calloc((size_t)BT, sizeof *targets);
     RtSegment *segs = bench_calloc((size_t)d->nparams, sizeof *segs);
-    if (!arena) {
-        fprintf(stderr, "train_bench: out of memory (arena of %lld bytes)\n", (long long)bytes);
-        return 3;
-    }
     uint64_t s = 12345;
     for (int64_t r = 0; r < BT; r++) {
         tokens[r] = (int32_t)(lcg(&s) % (uint64_t)d->vocab);

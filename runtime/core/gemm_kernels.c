@@ -17,6 +17,7 @@
  * the bits depend on K and the kernel alone (issue #13).
  * Work buffers are per thread (thread-local, freed when the thread ends). */
 #include "core/gemm_kernels.h"
+#include "core/util.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -55,12 +56,7 @@ static void work_init(void)
 
 static void *xaligned(size_t n)
 {
-    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
-    if (!p) {
-        fprintf(stderr, "strata: out of memory (%zu bytes for matrix products)\n", n);
-        exit(3);
-    }
-    return p;
+    return rt_alloc64(n);
 }
 
 /* Big enough for every kernel: MR <= 12, NR <= 32, 4-byte elements (bf16

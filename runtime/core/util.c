@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 char *rt_fmt(const char *fmt, ...)
 {
@@ -21,15 +22,29 @@ char *rt_fmt(const char *fmt, ...)
     return s;
 }
 
-void *rt_zalloc64(size_t n)
+void *rt_alloc64(size_t n)
 {
-    size_t bytes = (n + 63) / 64 * 64;
-    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    size_t bytes = n ? (n + 63) / 64 * 64 : 64, align = 64;
+    if (bytes >= RT_HUGE_MIN) {
+        align = (size_t)2 << 20;
+        bytes = (bytes + align - 1) / align * align;
+    }
+    void *p = aligned_alloc(align, bytes);
     if (!p) {
         fprintf(stderr, "strata: out of memory (%zu bytes)\n", n);
         exit(3);
     }
-    memset(p, 0, bytes ? bytes : 64);
+#ifdef MADV_HUGEPAGE
+    if (align > 64)
+        (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: where THP is off, nothing changes */
+#endif
+    return p;
+}
+
+void *rt_zalloc64(size_t n)
+{
+    void *p = rt_alloc64(n);
+    memset(p, 0, n ? (n + 63) / 64 * 64 : 64);
     return p;
 }
 

@@ -1,8 +1,13 @@
 /* util.h - small helpers the runtime's files share.
  * rt_fmt: printf into a new malloc'd string (the caller frees it); the
- * runtime's error messages are made with it.  rt_zalloc64: zeroed memory,
- * 64-byte aligned, size rounded up to 64 (free it).  Out of memory prints a
- * line and exits 3, as everywhere in the runtime.
+ * runtime's error messages are made with it.  rt_alloc64: memory 64-byte
+ * aligned, size rounded up to 64 (free it); from RT_HUGE_MIN bytes on it is
+ * aligned to 2 MiB and marked MADV_HUGEPAGE, so that where transparent huge
+ * pages are "madvise" (as on some hosts) the big buffers (parameters,
+ * gradients, moments, the arena, packed operands) sit on 2 MiB pages: a
+ * page fault and a TLB entry per 2 MiB instead of per 4 KiB (measured on
+ * LLaMA-71M's step: docs/performance.md).  rt_zalloc64: the same, zeroed.
+ * Out of memory prints a line and exits 3, as everywhere in the runtime.
  * rt_splitmix64 and rt_xoshiro256ss: the generators behind the data order
  * (data.c), parameter init (init.c) and the SFT record order (cmd/sft.c);
  * their outputs are part of those files' documented, resumable behaviour.
@@ -15,6 +20,8 @@
 #include <stdint.h>
 
 char *rt_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define RT_HUGE_MIN ((size_t)4 << 20)
+void *rt_alloc64(size_t n);
 void *rt_zalloc64(size_t n);
 
 #define RT_FNV64_INIT 0xcbf29ce484222325ull /* FNV-1a 64 offset basis */

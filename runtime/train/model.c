@@ -4,6 +4,7 @@
 
 #include "store/checkpoint.h"
 #include "train/ident.h"
+#include "core/util.h"
 
 #include <jansson.h>
 
@@ -22,12 +23,7 @@ float *rt_load_weights(const RtModel *m, const char *prog, const char *path, jso
         return NULL;
     }
     size_t bytes = ((size_t)m->desc->params_numel * sizeof(float) + 63) / 64 * 64;
-    float *p = aligned_alloc(64, bytes);
-    if (!p) {
-        fprintf(stderr, "%s: out of memory\n", prog);
-        exit(3);
-    }
-    memset(p, 0, bytes);
+    float *p = rt_zalloc64(bytes);
     if (rt_ckpt_read_params(&st, m->desc, p, &err)) {
         fprintf(stderr, "%s: %s\n", prog, err);
         free(err), free(p);

@@ -6,6 +6,8 @@
  * self + (value t1) / t2, division by a scalar is a true division). */
 #include "train/optim.h"
 
+#include "core/util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,10 +84,8 @@ int rt_adamw_init(RtAdamW *o, int64_t n, const RtSegment *segs, int nsegs, RtAda
     o->n = n;
     o->decay = sorted;
     o->ndecay = ndecay;
-    o->m = xmalloc(sizeof *o->m * (size_t)n);
-    o->v = xmalloc(sizeof *o->v * (size_t)n);
-    memset(o->m, 0, sizeof *o->m * (size_t)n);
-    memset(o->v, 0, sizeof *o->v * (size_t)n);
+    o->m = rt_zalloc64(sizeof *o->m * (size_t)n);
+    o->v = rt_zalloc64(sizeof *o->v * (size_t)n);
     return 0;
 }
 

@@ -381,17 +381,6 @@ typedef struct Run {
     RtGpuModel *gpu;     /* --device cuda: the model on the device (params, grads, moments there) */
 } Run;
 
-static void *xalloc(size_t n)
-{
-    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
-    if (!p) {
-        fprintf(stderr, "strata: out of memory (%zu bytes)\n", n);
-        exit(3);
-    }
-    memset(p, 0, (n + 63) / 64 * 64);
-    return p;
-}
-
 /* The tail of a message that stops a run: where the last good weights are. */
 static void nothing_saved(Run *r)
 {
@@ -719,7 +708,7 @@ static int share_verdict(Run *r, int rc, char **text)
     int64_t h[2] = {rc, *text ? (int64_t)strlen(*text) + 1 : 0};
     rt_comm_bcast(r->comm, h, sizeof h, 0);
     if (!r->lead && h[1] > 0)
-        *text = xalloc((size_t)h[1]);
+        *text = rt_zalloc64((size_t)h[1]);
     if (h[1] > 0)
         rt_comm_bcast(r->comm, *text, (size_t)h[1], 0);
     return (int)h[0];
@@ -830,15 +819,15 @@ static int setup(Run *r)
     r->arena_bytes = strata_arena_bytes(d, r->lead ? B : r->slice.rows, T, rt_pool_size(r->pool));
     if (r->dev->cuda && !r->have_val) /* the steps run on the device: no host activations */
         r->arena_bytes = 64;
-    r->params = xalloc((size_t)n * sizeof(float));
-    r->grads = xalloc((size_t)n * sizeof(float));
-    r->arena = xalloc((size_t)r->arena_bytes);
-    r->tok = xalloc((size_t)(B * T) * sizeof(int32_t)); /* (B,T) the global batch, every rank */
-    r->tgt = xalloc((size_t)(B * T) * sizeof(int32_t));
+    r->params = rt_zalloc64((size_t)n * sizeof(float));
+    r->grads = rt_zalloc64((size_t)n * sizeof(float));
+    r->arena = rt_zalloc64((size_t)r->arena_bytes);
+    r->tok = rt_zalloc64((size_t)(B * T) * sizeof(int32_t)); /* (B,T) the global batch, every rank */
+    r->tgt = rt_zalloc64((size_t)(B * T) * sizeof(int32_t));
     if (r->have_val)
-        r->logits = xalloc((size_t)(B * T * d->vocab) * sizeof(float));
+        r->logits = rt_zalloc64((size_t)(B * T * d->vocab) * sizeof(float));
     if (r->src->masked)
-        r->mask = xalloc((size_t)(B * T) * sizeof(float));
+        r->mask = rt_zalloc64((size_t)(B * T) * sizeof(float));
     /* Optimizer: weight decay on matrices unless --decay-all. */
     RtSegment *segs = calloc((size_t)d->nparams + 1, sizeof *segs);
     for (int64_t i = 0; i < d->nparams; i++)
@@ -1028,7 +1017,7 @@ static int agree(Run *r, int rc)
     RtComm *c = r->comm;
     if (c->size == 1)
         return rc;
-    double *v = xalloc((size_t)c->size * sizeof *v); /* (ranks) 1 ready, else status + 2 */
+    double *v = rt_zalloc64((size_t)c->size * sizeof *v); /* (ranks) 1 ready, else status + 2 */
     v[c->rank] = rc + 2;
     rt_comm_allreduce_sum_f64(c, v, c->size);
     int out = -1;
