@@ -54,11 +54,6 @@ static void work_init(void)
     pthread_key_create(&work_key, work_free);
 }
 
-static void *xaligned(size_t n)
-{
-    return rt_alloc64(n);
-}
-
 /* Big enough for every kernel: MR <= 12, NR <= 32, 4-byte elements (bf16
  * pairs take the space of one float per k). */
 static Work *work(void)
@@ -71,9 +66,9 @@ static Work *work(void)
             fprintf(stderr, "strata: out of memory\n");
             exit(3);
         }
-        w->ap = xaligned((size_t)(MC + 12) * (KC + 2) * 4);
-        w->bp = xaligned((size_t)(NC + 32) * (KC + 2) * 4);
-        w->edge = xaligned(12 * 32 * 4);
+        w->ap = rt_alloc64((size_t)(MC + 12) * (KC + 2) * 4);
+        w->bp = rt_alloc64((size_t)(NC + 32) * (KC + 2) * 4);
+        w->edge = rt_alloc64(12 * 32 * 4);
         pthread_setspecific(work_key, w);
     }
     return w;
@@ -694,7 +689,7 @@ static void *shared_buffer(size_t bytes)
     }
     if (b->bytes < bytes) {
         free(b->p);
-        b->p = xaligned(bytes);
+        b->p = rt_alloc64(bytes);
         b->bytes = (bytes + 63) / 64 * 64;
     }
     return b->p;

@@ -22,8 +22,7 @@ float *rt_load_weights(const RtModel *m, const char *prog, const char *path, jso
         free(err);
         return NULL;
     }
-    size_t bytes = ((size_t)m->desc->params_numel * sizeof(float) + 63) / 64 * 64;
-    float *p = rt_zalloc64(bytes);
+    float *p = rt_zalloc64((size_t)m->desc->params_numel * sizeof(float));
     if (rt_ckpt_read_params(&st, m->desc, p, &err)) {
         fprintf(stderr, "%s: %s\n", prog, err);
         free(err), free(p);
