@@ -3,8 +3,9 @@
  * issues #3, #15).
  *   bench/train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T]
  *                     [--steps K] [--warmup W] [--threads N] [--remat]
- * One step = strata_train_step + rt_grad_norm_pool + clipping to max norm 1
- * folded into rt_adamw_step_scaled (lr 3e-4, betas 0.9/0.95, eps 1e-8,
+ * One step = strata_train_step (taking the gradient norm's block sums as
+ * it goes) + rt_grad_norm_finish + clipping to max norm 1 folded into
+ * rt_adamw_step_scaled (lr 3e-4, betas 0.9/0.95, eps 1e-8,
  * weight decay 0.1 on matrices only), as runtime/train/train.c does it and
  * bench/torch_train_bench.py does it in torch.  --remat: the step of
  * strata train --remat (compiler/ir/remat.h; the arena line shows its size).  W
@@ -296,6 +297,10 @@ int main(int argc, char **argv)
     void *arena = rt_zalloc64((size_t)bytes);
     int32_t *tokens = bench_calloc((size_t)BT, sizeof *tokens), *targets = bench_calloc((size_t)BT, sizeof *targets);
     RtSegment *segs = bench_calloc((size_t)d->nparams, sizeof *segs);
+    double *sumsq = bench_calloc((size_t)rt_grad_norm_blocks(n), sizeof *sumsq);
+    int64_t(*spans)[2] = bench_calloc((size_t)d->nparams, sizeof *spans);
+    for (int64_t i = 0; i < d->nparams; i++)
+        spans[i][0] = d->params[i].offset, spans[i][1] = d->params[i].numel;
     uint64_t s = 12345;
     for (int64_t r = 0; r < BT; r++) {
         tokens[r] = (int32_t)(lcg(&s) % (uint64_t)d->vocab);
@@ -310,14 +315,14 @@ int main(int argc, char **argv)
     double loss = 0, first_loss = 0;
     StrataStep st = {.params = params, .grads = grads, .arena = arena, .arena_bytes = bytes, .tokens = tokens,
                      .targets = targets, .B = B, .T = T, .loss = &loss, .pool = pool,
-                     .precision = a.bf16 ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32};
+                     .precision = a.bf16 ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32, .grad_sumsq = sumsq};
     double *total = bench_calloc((size_t)a.steps, sizeof *total), *fb = bench_calloc((size_t)a.steps, sizeof *fb);
     double *upd = bench_calloc((size_t)a.steps, sizeof *upd);
     for (int k = 0; k < a.warmup + a.steps; k++) {
         double t0 = now();
         int status = m.train_step(&st);
         double t1 = now();
-        double norm = rt_grad_norm_pool(grads, n, pool);
+        double norm = rt_grad_norm_finish(grads, n, (const int64_t(*)[2])spans, (int)d->nparams, sumsq);
         rt_adamw_step_scaled(&opt, params, grads, rt_clip_factor(1.0, norm), 3e-4, pool); /* clip folded in */
         double t2 = now();
         if (status != STRATA_OK || !isfinite(loss)) {
@@ -357,7 +362,7 @@ int main(int argc, char **argv)
     jit_free(jit);
     ir_free(&g);
     ast_program_free(&prog);
-    free(params), free(grads), free(arena), free(tokens), free(targets), free(segs);
+    free(params), free(grads), free(arena), free(tokens), free(targets), free(segs), free(sumsq), free(spans);
     free(total), free(fb), free(upd);
     return 0;
 }

@@ -1,5 +1,5 @@
 /* model.h - a compiled model as the runtime sees it: the descriptor and
- * entry points of model ABI v3 (model_abi.h) with the source it came from,
+ * entry points of model ABI v4 (model_abi.h) with the source it came from,
  * and what every command needs from a checkpoint of it.  A standalone
  * trainer's generated main fills an RtModel with the linked-in model; the
  * JIT (`strata train MODEL ...`) fills one with the compiled code.

@@ -1,4 +1,4 @@
-/* model_abi.h - model ABI v3: what a compiled model (compiler/lower/lower.c, JIT
+/* model_abi.h - model ABI v4: what a compiled model (compiler/lower/lower.c, JIT
  * or object file) exports and how a trainer calls it.  No LLVM here: the
  * runtime and an AOT-linked trainer include this header alone.
  *
@@ -44,12 +44,13 @@
  * calls on disjoint arenas and pools may run concurrently.
  *
  * The generated code calls rt_matmul_f32 / rt_matmul_f64 (runtime/core/gemm.h), runtime/core/kernels.h,
- * rt_pool_run (runtime/core/pool.h) and libc/libm (memset, memmove, tanh, ...). */
+ * rt_pool_run (runtime/core/pool.h), rt_grad_sumsq_blocks (runtime/train/optim.h) and libc/libm
+ * (memset, memmove, tanh, ...). */
 #ifndef STRATA_MODEL_ABI_H
 #define STRATA_MODEL_ABI_H
 #include <stdint.h>
 
-#define STRATA_ABI_VERSION 3
+#define STRATA_ABI_VERSION 4
 #define STRATA_MODEL_MAGIC 0x41525453u /* "STRA" as little-endian bytes */
 
 /* Parameter initialisation rules (the same numbering as IrInitKind). */
@@ -141,6 +142,13 @@ typedef struct StrataStep {
                                  kv_width is 0); positions < kv_pos are read, the T new ones written */
     int64_t kv_pos;           /* position of the first new token, 0 <= kv_pos */
     int64_t kv_len;           /* positions the cache holds per sequence, kv_pos + T <= kv_len */
+    /* strata_train_step of fp32 modules only (v4): */
+    double *grad_sumsq;       /* out: NULL, or rt_grad_norm_blocks(params_numel) doubles: right after
+                                 the kernel that finishes a parameter's gradient (in grads, with
+                                 what accumulate added), the sums of squares of the blocks of
+                                 RT_NORM_BLOCK elements wholly inside it (rt_grad_sumsq_blocks);
+                                 rt_grad_norm_finish makes the norm of them.  Other entries, and
+                                 those of the parameters of skipped blocks, are not written */
 } StrataStep;
 
 /* StrataStep.precision: the matrix products' operands in fp32, or rounded

@@ -1,4 +1,4 @@
-/* abi_test.c - model ABI v3 (runtime/model_abi.h) beyond plain numbers,
+/* abi_test.c - model ABI v4 (runtime/model_abi.h) beyond plain numbers,
  * which lower_test.c checks: for every model in $srcdir/models at tiny
  * sizes, JIT-compiled in float,
  *   desc      the descriptor matches the IR (names, sizes, layout, vocab,
@@ -17,7 +17,13 @@
  *   accumulate  a second step with accumulate adds its gradient (2 g);
  *   arena     the arena is smaller than the stored values without reuse;
  *   kinds     the blocks' kernels inline in the entry points instead of in
- *             one function per kind of block give bitwise the same results.
+ *             one function per kind of block give bitwise the same results;
+ *   norm      at sizes where parameters hold whole blocks of the gradient
+ *             norm (RT_NORM_BLOCK), the block sums a train step takes as it
+ *             finishes each gradient (StrataStep.grad_sumsq) give, through
+ *             rt_grad_norm_finish, bitwise rt_grad_norm_pool of its
+ *             gradients: fp32 and bf16, accumulating, kinds and inline,
+ *             every block inside a parameter written.
  * Then skipping: pre_ln at L=4 with blocks 1 and 3 skipped must be pre_ln
  * at L=2 with the parameters of blocks 0 and 2 (interpreter, f64 and f32):
  * forward logits, loss and gradients, with zero gradients for the skipped
@@ -338,6 +344,55 @@ static void check_kinds(Jit *jit, Case *c, const JitModel *m, RtPool *pool, cons
     report(ok, name, "kinds", "= every block inline, bitwise: capture, skip, accumulate, forward");
 }
 
+/* ---- the gradient norm's block sums ---- */
+
+static void check_norm(Jit *jit, RtPool *pool, const char *path, const char *text)
+{
+    static const char *const sizes[] = {"vocab=300", "d=64", "heads=2", "ffn=128", "L=3", "ctx=5"};
+    const char *name = base_name(path);
+    Case c;
+    JitModel m[2];
+    LowerOptions inl = {.precision = LOWER_F32, .opt_level = 2, .inline_blocks = true};
+    if (!case_load(&c, path, text, sizes, 6) || !case_compile(jit, &c, LOWER_F32, &m[0]) ||
+        !case_compile_with(jit, &c, &inl, &m[1])) {
+        report(false, name, "norm", "does not load or compile at the norm's sizes");
+        case_free(&c);
+        return;
+    }
+    case_params(&c, 3);
+    bool ok = case_batch(&c, 5, 2, 5);
+    char detail[160] = "no batch";
+    Result base = {0};
+    if (ok)
+        case_run(&c, &m[0], &(RunOpts){.pool = pool}, &base);
+    for (int build = 0; build < 2 && ok; build++) {
+        const RunOpts runs[] = {
+            {.pool = pool, .norm = true},
+            {.pool = NULL, .norm = true},
+            {.pool = pool, .norm = true, .precision = STRATA_PRECISION_BF16},
+            {.pool = pool, .norm = true, .accumulate = 1, .grads_from = &base},
+        };
+        for (size_t i = 0; i < sizeof runs / sizeof *runs && ok; i++) {
+            Result r;
+            case_run(&c, &m[build], &runs[i], &r);
+            ok = r.status == 0 && isfinite(r.norm_pass) && r.norm_fused == r.norm_pass && r.sums_inside > 0 &&
+                 r.sums_written == r.sums_inside;
+            snprintf(detail, sizeof detail, "%s run %zu: %lld of %lld blocks from the step, norm %.17g vs %.17g",
+                     build ? "inline" : "kinds", i, (long long)r.sums_written, (long long)r.sums_inside,
+                     r.norm_fused, r.norm_pass);
+            result_free(&c, &r);
+        }
+    }
+    if (ok) /* every run passed: say what they covered */
+        snprintf(detail, sizeof detail, "4 runs (fp32, no pool, bf16, accumulate) x kinds, inline: the step's "
+                 "block sums = rt_grad_norm_pool, bitwise");
+    report(ok, name, "norm", detail);
+    result_free(&c, &base);
+    jit_release(jit, &m[0]);
+    jit_release(jit, &m[1]);
+    case_free(&c);
+}
+
 /* A model file (text NULL) or the source text under the name `path`, at
  * gradcheck's tiny sizes or `sizes`.  strict: every block must be skippable
  * (as in every model of models/). */
@@ -570,6 +625,9 @@ int main(void)
         check_model(jit, pool, gl.gl_pathv[i], NULL, NULL, 0, true);
     static const char *const zoo_sizes[] = {"vocab=11", "d=16", "heads=2", "ffn=24", "L=7", "ctx=5"};
     check_model(jit, pool, "kinds_zoo", kinds_zoo, zoo_sizes, 6, false);
+    for (size_t i = 0; i < gl.gl_pathc; i++)
+        check_norm(jit, pool, gl.gl_pathv[i], NULL);
+    check_norm(jit, pool, "kinds_zoo", kinds_zoo);
     check_skip(jit, pool, pre_ln);
     check_errors(jit, pre_ln);
     check_unskippable(jit, pool);

@@ -1,4 +1,4 @@
-/* decode_test.c - strata_decode (model ABI v3, runtime/model_abi.h): for
+/* decode_test.c - strata_decode (model ABI v4, runtime/model_abi.h): for
  * every model in $srcdir/models and kinds_zoo (blocks of several kinds,
  * attention without RoPE) at tiny sizes, B = 2 sequences of T = 9 and of
  * T = 70 positions (past the 64-query attention tile), the logits of a

@@ -1,7 +1,9 @@
 /* lower_case.c - the shared harness of lower_test.c and abi_test.c
  * (lower_case.h): tiny models, random points, the interpreter's reference
- * and one call of a compiled entry point through model ABI v3. */
+ * and one call of a compiled entry point through model ABI v4. */
 #include "lower_case.h"
+
+#include "train/optim.h"
 
 #include <limits.h>
 #include <math.h>
@@ -240,13 +242,39 @@ int case_run(const Case *c, const JitModel *m, const RunOpts *o, Result *r)
     void *params = pack(m, c->params, f32);
     void *grads = o->grads_from ? pack(m, o->grads_from->grads, f32) : poisoned(d->params_numel, f32);
     void *logits = o->logits_out ? poisoned(BT * V, f32) : NULL, *cap = o->capture ? poisoned(ncap, f32) : NULL;
+    int64_t nblocks = rt_grad_norm_blocks(d->params_numel);
+    double *sums = o->norm ? poisoned(nblocks, false) : NULL;
+    if (sums) { /* the padding between parameters is 0, as in a trainer's buffer, not NaN */
+        char *in = calloc((size_t)d->params_numel + 1, 1);
+        for (int p = 0; p < d->nparams; p++)
+            memset(in + d->params[p].offset, 1, (size_t)d->params[p].numel);
+        for (int64_t i = 0; i < d->params_numel; i++)
+            if (!in[i])
+                ((float *)grads)[i] = 0;
+        free(in);
+    }
     StrataStep s = {.params = params, .grads = grads, .arena = arena, .arena_bytes = r->arena_bytes,
                     .tokens = c->tokens, .targets = c->targets, .mask = o->no_mask ? NULL : mask,
                     .B = c->B, .T = c->T, .loss = &r->loss, .logits = logits, .capture = cap, .skip = o->skip,
                     .pool = o->pool, .accumulate = o->accumulate,
-                    .precision = o->precision};
+                    .precision = o->precision, .grad_sumsq = sums};
     r->loss = NAN;
     r->status = (o->forward ? m->forward : m->train_step)(&s);
+    if (sums) {
+        int64_t(*spans)[2] = calloc((size_t)d->nparams + 1, sizeof *spans);
+        for (int p = 0; p < d->nparams; p++) {
+            spans[p][0] = d->params[p].offset, spans[p][1] = d->params[p].numel;
+            int64_t end = d->params[p].offset + d->params[p].numel;
+            int64_t b1 = end / RT_NORM_BLOCK, b0 = (d->params[p].offset + RT_NORM_BLOCK - 1) / RT_NORM_BLOCK;
+            r->sums_inside += b1 > b0 ? b1 - b0 : 0;
+        }
+        for (int64_t b = 0; b < nblocks; b++)
+            r->sums_written += !isnan(sums[b]);
+        r->norm_fused = rt_grad_norm_finish(grads, d->params_numel, (const int64_t(*)[2])spans, (int)d->nparams, sums);
+        r->norm_pass = rt_grad_norm_pool(grads, d->params_numel, NULL);
+        free(spans);
+        free(sums);
+    }
     r->logits = from_real(logits ? logits : strata_logits_in_arena(d, arena, c->B, c->T), BT * V, f32);
     r->grads = calloc((size_t)d->nparams + 1, sizeof *r->grads);
     for (int p = 0; p < d->nparams; p++)

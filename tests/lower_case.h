@@ -1,7 +1,7 @@
 /* lower_case.h - what the tests of compiled models share (lower_test.c,
  * abi_test.c): a model at a tiny size with random parameters and batches,
  * its fp64 interpreter run (compiler/ir/interp.c, the reference), and one
- * call of a JIT-compiled entry point through model ABI v3 with the
+ * call of a JIT-compiled entry point through model ABI v4 with the
  * results converted to double.  Memory: case_* and result_free pair up. */
 #ifndef STRATA_LOWER_CASE_H
 #define STRATA_LOWER_CASE_H
@@ -61,6 +61,8 @@ typedef struct RunOpts {
     int accumulate;
     int precision;           /* StrataStep.precision */
     const struct Result *grads_from; /* preload the gradient buffer (accumulate) */
+    bool norm;               /* a train step of a float model: pass grad_sumsq (NaN-filled) and
+                                fill Result's norm fields */
 } RunOpts;
 
 typedef struct Result {
@@ -70,6 +72,12 @@ typedef struct Result {
     double **grads;          /* per parameter */
     double *capture;         /* (nblocks + 1, B*T, width) */
     int64_t arena_bytes;
+    /* RunOpts.norm: rt_grad_norm_finish of the step's block sums and
+     * rt_grad_norm_pool of its gradient buffer (runtime/train/optim.h), the
+     * block sums the step wrote and those it should have (the blocks wholly
+     * inside one parameter). */
+    double norm_fused, norm_pass;
+    int64_t sums_written, sums_inside;
 } Result;
 
 /* One call; buffers the code must write start as NaN. */

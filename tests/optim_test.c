@@ -166,6 +166,54 @@ static void test_clip(void)
     free(x);
 }
 
+/* The norm from block sums taken parameter by parameter (as a train step
+ * takes them, in any order) and finished by rt_grad_norm_finish is
+ * rt_grad_norm to the bit, for layouts with parameters smaller than a
+ * block, straddling blocks, gaps between parameters, a short last block,
+ * and the spans listed out of order; every sum the finish reads must have
+ * been written (the others are NaN). */
+static void test_norm_blocks(void)
+{
+    const int64_t B = RT_NORM_BLOCK;
+    /* sizes of consecutive parameters; a negative size is a gap */
+    static const int64_t layouts[][8] = {
+        {B, B, B, 0},                              /* aligned, whole blocks */
+        {5, 3 * B + 7, -11, B - 5, 2 * B, 1, 0},   /* straddling, a gap, a tiny one */
+        {B / 2, B / 2, 4 * B + B / 3, 17, 0},      /* two halves share a block; short tail */
+        {7 * B + 1, 0},                            /* one parameter, short last block */
+        {3, -2, 5, 0},                             /* no whole block anywhere */
+    };
+    RtPool *pool = rt_pool_create(3);
+    for (size_t L = 0; L < sizeof layouts / sizeof *layouts; L++) {
+        int64_t spans[8][2], n = 0;
+        int np = 0;
+        for (int i = 0; layouts[L][i]; i++) {
+            int64_t s = layouts[L][i];
+            if (s > 0)
+                spans[np][0] = n, spans[np][1] = s, np++;
+            n += s > 0 ? s : -s;
+        }
+        float *g = malloc(sizeof *g * (size_t)n);
+        randn(g, n, 1e-2);
+        int64_t nb = rt_grad_norm_blocks(n);
+        double *sums = malloc(sizeof *sums * (size_t)nb);
+        for (int64_t b = 0; b < nb; b++)
+            sums[b] = NAN;
+        for (int i = np - 1; i >= 0; i--) /* last parameter first, one with the pool, one without */
+            rt_grad_sumsq_blocks(i % 2 ? pool : NULL, g, g + spans[i][0], spans[i][1], sums);
+        int64_t(*rev)[2] = malloc(sizeof *rev * (size_t)np);
+        for (int i = 0; i < np; i++)
+            rev[i][0] = spans[np - 1 - i][0], rev[i][1] = spans[np - 1 - i][1];
+        double want = rt_grad_norm(g, n), got = rt_grad_norm_finish(g, n, (const int64_t(*)[2])rev, np, sums);
+        char what[160];
+        snprintf(what, sizeof what, "norm from block sums, layout %zu (n %lld): %.17g vs %.17g", L, (long long)n,
+                 got, want);
+        check(got == want, what);
+        free(g), free(sums), free(rev);
+    }
+    rt_pool_free(pool);
+}
+
 /* ---- the optimizer by hand ---- */
 
 static void test_step_by_hand(void)
@@ -458,6 +506,7 @@ int main(int argc, char **argv)
     } else if (argc == 1) {
         test_schedules();
         test_clip();
+        test_norm_blocks();
         test_step_by_hand();
         test_mask();
         test_pool_step();

@@ -1,4 +1,4 @@
-/* abi.c - the compile-time side of model ABI v3 (model_abi.h): the
+/* abi.c - the compile-time side of model ABI v4 (model_abi.h): the
  * parameter layout (and which kernel computes each gradient and block
  * output), the KV cache layout of strata_decode (each attention's keys
  * and values), the StrataStep type as LLVM sees it, and the strata_model
@@ -125,7 +125,7 @@ static void check_layout(Cg *cg, LLVMTypeRef t, const size_t *off, unsigned n, s
 LLVMTypeRef lower_step_type(Cg *cg)
 {
     LLVMTypeRef p = cg->ptr, i64 = cg->i64;
-    LLVMTypeRef f[] = {p, p, p, i64, p, p, p, i64, i64, p, p, p, p, p, cg->i32, cg->i32, p, i64, i64};
+    LLVMTypeRef f[] = {p, p, p, i64, p, p, p, i64, i64, p, p, p, p, p, cg->i32, cg->i32, p, i64, i64, p};
     static const size_t off[] = {
         offsetof(StrataStep, params),  offsetof(StrataStep, grads),       offsetof(StrataStep, arena),
         offsetof(StrataStep, arena_bytes), offsetof(StrataStep, tokens),  offsetof(StrataStep, targets),
@@ -133,9 +133,9 @@ LLVMTypeRef lower_step_type(Cg *cg)
         offsetof(StrataStep, loss),    offsetof(StrataStep, logits),      offsetof(StrataStep, capture),
         offsetof(StrataStep, skip),    offsetof(StrataStep, pool),        offsetof(StrataStep, accumulate),
         offsetof(StrataStep, precision), offsetof(StrataStep, kv),     offsetof(StrataStep, kv_pos),
-        offsetof(StrataStep, kv_len)};
-    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 19, false);
-    check_layout(cg, t, off, 19, sizeof(StrataStep), "StrataStep");
+        offsetof(StrataStep, kv_len),  offsetof(StrataStep, grad_sumsq)};
+    LLVMTypeRef t = LLVMStructTypeInContext(cg->ctx, f, 20, false);
+    check_layout(cg, t, off, 20, sizeof(StrataStep), "StrataStep");
     return t;
 }
 

@@ -69,6 +69,7 @@ typedef struct Cg {
     LLVMValueRef kv, kv_pos, kv_len; /* StrataStep's (strata_decode; kv_pos 0 elsewhere) */
     LLVMValueRef params, grads, arena, tokens, targets, mask, B, T, BT, pool, acc, logits, capture, skip;
     LLVMValueRef gemm_flags;   /* i32: RT_GEMM_BF16 for a bf16 step, else 0 */
+    LLVMValueRef sumsq;        /* StrataStep.grad_sumsq (a null pointer outside fp32 train steps) */
     LLVMValueRef region[MEM_NREGIONS]; /* start of each arena region */
     bool *attn_grad_done;      /* per node id: an ATTENTION_GRAD emitted with its group */
     /* In a kind's function: the pass being built, the index in kp->refs of

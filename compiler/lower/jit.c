@@ -4,7 +4,8 @@
  * (many models can live in one JIT), adds it under its own resource
  * tracker (so jit_release can drop the code) and looks them up, which is
  * when ORC generates machine code.  Symbols: the runtime kernels, the
- * thread pool and the tiled products (gemm.h) are defined as absolute addresses taken
+ * thread pool, the tiled products (gemm.h) and the gradient norm's block
+ * sums (train/optim.h) are defined as absolute addresses taken
  * here, so the code calls exactly the copies linked into this program even
  * when the linker dropped an unreferenced shared library; everything else
  * (libm, memset, malloc) is found in the process. */
@@ -14,6 +15,7 @@
 #include "core/kernels.h"
 #include "lower/cg.h"
 #include "core/pool.h"
+#include "train/optim.h"
 
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
@@ -42,6 +44,7 @@ static const struct {
     KERNEL_PAIR(rt_matmul),
     {"rt_pool_run", (void (*)(void))rt_pool_run},
     {"rt_pool_size", (void (*)(void))rt_pool_size},
+    {"rt_grad_sumsq_blocks", (void (*)(void))rt_grad_sumsq_blocks},
 };
 
 static bool failed(LLVMErrorRef e, char **err)

@@ -1,7 +1,7 @@
 /* jit.h - in-process compilation of a lowered model (ORC LLJIT).
  * jit_create makes one JIT per process (or per trainer); jit_compile lowers
  * an IrGraph with lower.h, compiles it for this host and returns the
- * model's entry points and descriptor (model ABI v3, runtime/model_abi.h)
+ * model's entry points and descriptor (model ABI v4, runtime/model_abi.h)
  * with how long each step took.
  * Compiled code stays valid until jit_release or jit_free.  jit_compile
  * may be called from several threads; one JIT's additions and lookups are

@@ -1,6 +1,6 @@
 /* lower.h - LLVM lowering of the tensor IR (forward and backward pass).
  * lower_module turns an IrGraph that went through ad_build and fuse_graph
- * into an LLVM module implementing model ABI v3 (runtime/model_abi.h: the
+ * into an LLVM module implementing model ABI v4 (runtime/model_abi.h: the
  * strata_model descriptor and the strata_train_step / strata_forward /
  * strata_decode entry points), for float or double; lower_emit writes it as text IR, assembly
  * or an object file; jit.h compiles it in process.

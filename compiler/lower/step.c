@@ -1,4 +1,4 @@
-/* step.c - the entry points of model ABI v3 (model_abi.h) and the
+/* step.c - the entry points of model ABI v4 (model_abi.h) and the
  * functions of the kinds of blocks (ir/kinds.h) that they call:
  *   int strata_train_step(const StrataStep *s)   every kernel of the schedule
  *   int strata_forward(const StrataStep *s)      the forward kernels the logits need
@@ -66,27 +66,45 @@ static LLVMValueRef grad_store_fn(Cg *cg)
     return fn;
 }
 
-/* Gradients computed by kernel k that live in the arena: into their slots. */
+/* StrataStep.grad_sumsq, when given: the block sums of squares of a
+ * finished gradient, slot[0..numel) of the gradient buffer, while it is in
+ * cache (runtime/train/optim.h).  Only fp32 train steps have the field. */
+static void grad_sumsq(Cg *cg, LLVMValueRef slot, int64_t numel)
+{
+    if (!cg->train || cg->prec != LOWER_F32)
+        return;
+    LLVMTypeRef t[] = {cg->ptr, cg->ptr, cg->ptr, cg->i64, cg->ptr};
+    LLVMValueRef fn = cg_extern(cg, "rt_grad_sumsq_blocks", cg->voidt, t, 5);
+    LLVMBasicBlockRef join = cg_if(cg, LLVMBuildIsNotNull(cg->b, cg->sumsq, ""), "grad_sumsq");
+    cg_call(cg, fn, (LLVMValueRef[]){cg->pool, cg->grads, slot, cg_i64(cg, numel), cg->sumsq}, 5);
+    cg_endif(cg, join);
+}
+
+/* Gradients finished by kernel k: those that live in the arena into their
+ * slots, then the sums of squares of all of them. */
 static void grad_epilogue(Cg *cg, int k)
 {
     const IrGraph *g = cg->g;
     if (cg->kp) { /* a kind's function: the slots are columns */
         for (int i = 0; i < cg->kp->ngrads; i++) {
             const KindGrad *kg = &cg->kp->grads[i];
-            if (kg->x->kernel != k || cg->ly->home[kg->x->id])
+            if (kg->x->kernel != k)
                 continue;
-            LLVMValueRef args[] = {cg_col_ptr(cg, kg->col), cg_home(cg, kg->x), cg_i64(cg, kg->param->numel), cg->acc};
-            cg_call(cg, grad_store_fn(cg), args, 4);
+            LLVMValueRef slot = cg_col_ptr(cg, kg->col);
+            if (!cg->ly->home[kg->x->id])
+                cg_call(cg, grad_store_fn(cg),
+                        (LLVMValueRef[]){slot, cg_home(cg, kg->x), cg_i64(cg, kg->param->numel), cg->acc}, 4);
+            grad_sumsq(cg, slot, kg->param->numel);
         }
         return;
     }
     for (int p = cg->grad_first[k]; p >= 0; p = cg->grad_next[p]) {
         const IrNode *x = g->grads.v[p];
-        if (cg->ly->home[x->id])
-            continue;
-        LLVMValueRef args[] = {grad_slot(cg, p), cg_home(cg, x), cg_i64(cg, ((IrParam *)g->params.v[p])->numel),
-                               cg->acc};
-        cg_call(cg, grad_store_fn(cg), args, 4);
+        int64_t numel = ((IrParam *)g->params.v[p])->numel;
+        if (!cg->ly->home[x->id])
+            cg_call(cg, grad_store_fn(cg), (LLVMValueRef[]){grad_slot(cg, p), cg_home(cg, x), cg_i64(cg, numel), cg->acc},
+                    4);
+        grad_sumsq(cg, grad_slot(cg, p), numel);
     }
 }
 
@@ -209,7 +227,7 @@ static void emit_kernel(Cg *cg, const IrKernel *k)
 /* The fields of the env struct an entry point gives a kind's function. */
 enum {
     ENV_PARAMS, ENV_GRADS, ENV_TOKENS, ENV_TARGETS, ENV_MASK, ENV_B, ENV_T, ENV_BT, ENV_POOL, ENV_ACC,
-    ENV_LOGITS, ENV_CAPTURE, ENV_SKIP, ENV_GEMM_FLAGS, ENV_KV, ENV_KV_POS, ENV_KV_LEN,
+    ENV_LOGITS, ENV_CAPTURE, ENV_SKIP, ENV_GEMM_FLAGS, ENV_KV, ENV_KV_POS, ENV_KV_LEN, ENV_SUMSQ,
     ENV_REGION, /* + MemRegion - MEM_ROWS */
     ENV_NFIELDS = ENV_REGION + MEM_NREGIONS - MEM_ROWS
 };
@@ -219,7 +237,7 @@ static void env_fields(Cg *cg, LLVMValueRef *f[ENV_NFIELDS])
 {
     LLVMValueRef *first[] = {&cg->params, &cg->grads, &cg->tokens, &cg->targets, &cg->mask, &cg->B, &cg->T,
                              &cg->BT, &cg->pool, &cg->acc, &cg->logits, &cg->capture, &cg->skip,
-                             &cg->gemm_flags, &cg->kv, &cg->kv_pos, &cg->kv_len};
+                             &cg->gemm_flags, &cg->kv, &cg->kv_pos, &cg->kv_len, &cg->sumsq};
     for (int i = 0; i < ENV_REGION; i++)
         f[i] = first[i];
     for (int r = MEM_ROWS; r < MEM_NREGIONS; r++)
@@ -569,6 +587,7 @@ static void load_step(Cg *cg, LLVMValueRef s)
     cg->kv = cg->decode ? field(cg, s, 16, p, "kv") : LLVMConstNull(p);
     cg->kv_pos = cg->decode ? field(cg, s, 17, i64, "kv_pos") : cg_i64(cg, 0);
     cg->kv_len = cg->decode ? field(cg, s, 18, i64, "kv_len") : cg_i64(cg, 0);
+    cg->sumsq = cg->train && cg->prec == LOWER_F32 ? field(cg, s, 19, p, "grad_sumsq") : LLVMConstNull(p);
     LLVMValueRef bad = LLVMBuildOr(cg->b, is_null(cg, cg->params), is_null(cg, cg->tokens), "");
     if (cg->train)
         bad = LLVMBuildOr(cg->b, bad, LLVMBuildOr(cg->b, is_null(cg, cg->grads), is_null(cg, cg->targets), ""), "");

@@ -209,8 +209,8 @@ static double block_sumsq(const float *g, int64_t len)
     for (; i + 8 <= len; i += 8)
         for (int j = 0; j < 8; j++)
             acc[j] += (double)g[i + j] * g[i + j];
-    for (; i < len; i++)
-        acc[i % 8] += (double)g[i] * g[i];
+    for (int j = 0; i + j < len; j++) /* the tail: i is a multiple of 8, so lane j */
+        acc[j] += (double)g[i + j] * g[i + j];
     double s = 0;
     for (int j = 0; j < 8; j++)
         s += acc[j];
@@ -251,6 +251,82 @@ double rt_grad_norm_pool(const float *g, int64_t n, RtPool *pool)
     for (int64_t k = 0; k < nblocks; k++) /* block order, as rt_grad_norm */
         s += c.sums[k];
     free(c.sums);
+    return sqrt(s);
+}
+
+int64_t rt_grad_norm_blocks(int64_t n)
+{
+    return (n + RT_NORM_BLOCK - 1) / RT_NORM_BLOCK;
+}
+
+/* The blocks [*b0, *b1) wholly inside elements [off, off + numel): full
+ * blocks only, so the short last block of the buffer is never inside. */
+static void blocks_inside(int64_t off, int64_t numel, int64_t *b0, int64_t *b1)
+{
+    *b0 = (off + RT_NORM_BLOCK - 1) / RT_NORM_BLOCK;
+    *b1 = (off + numel) / RT_NORM_BLOCK;
+    if (*b1 < *b0)
+        *b1 = *b0;
+}
+
+typedef struct SumsqCtx {
+    const float *grads;
+    int64_t b0;                 /* the units are blocks b0 + u */
+    double *sums;
+} SumsqCtx;
+
+static void sumsq_chunk(void *ctx, int64_t begin, int64_t end, int thread)
+{
+    (void)thread;
+    const SumsqCtx *c = ctx;
+    for (int64_t u = begin; u < end; u++) {
+        int64_t b = c->b0 + u;
+        c->sums[b] = block_sumsq(c->grads + b * RT_NORM_BLOCK, RT_NORM_BLOCK);
+    }
+}
+
+void rt_grad_sumsq_blocks(RtPool *pool, const float *grads, const float *g, int64_t numel, double *sums)
+{
+    int64_t b0, b1;
+    blocks_inside(g - grads, numel, &b0, &b1);
+    SumsqCtx c = {grads, b0, sums};
+    if (b1 - b0 < 16) /* a small gradient: not worth waking the pool */
+        sumsq_chunk(&c, 0, b1 - b0, 0);
+    else
+        rt_pool_run(pool, b1 - b0, 4, sumsq_chunk, &c);
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    int64_t x = (*(const int64_t(*)[2])a)[0], y = (*(const int64_t(*)[2])b)[0];
+    return (x > y) - (x < y);
+}
+
+double rt_grad_norm_finish(const float *grads, int64_t n, const int64_t (*params)[2], int nparams, const double *sums)
+{
+    int64_t nblocks = rt_grad_norm_blocks(n);
+    int64_t(*ps)[2] = xmalloc(sizeof *ps * (size_t)(nparams > 0 ? nparams : 1));
+    memcpy(ps, params, sizeof *ps * (size_t)nparams);
+    qsort(ps, (size_t)nparams, sizeof *ps, by_offset);
+    /* Walk the blocks and the parameters together: parameter i is the first
+     * that ends after block b starts, the only one that can hold it; a block
+     * it does not hold is summed here (about one per parameter). */
+    double s = 0;
+    int i = 0;
+    for (int64_t b = 0; b < nblocks; b++) {
+        while (i < nparams && ps[i][0] + ps[i][1] <= b * RT_NORM_BLOCK) /* ends before the block */
+            i++;
+        int64_t b0 = 0, b1 = 0;
+        if (i < nparams)
+            blocks_inside(ps[i][0], ps[i][1], &b0, &b1);
+        if (b >= b0 && b < b1)
+            s += sums[b];
+        else {
+            int64_t at = b * RT_NORM_BLOCK;
+            s += block_sumsq(grads + at, n - at < RT_NORM_BLOCK ? n - at : RT_NORM_BLOCK);
+        }
+    }
+    free(ps);
     return sqrt(s);
 }
 

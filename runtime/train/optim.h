@@ -97,6 +97,27 @@ void rt_adamw_step_scaled(RtAdamW *o, float *params, const float *grads, float g
 double rt_grad_norm(const float *g, int64_t n);
 /* The same number, computed by the pool's threads. */
 double rt_grad_norm_pool(const float *g, int64_t n, RtPool *pool);
+
+/* The same number again, with most block sums taken while the train step
+ * ran (model_abi.h StrataStep.grad_sumsq), so that the update is the one
+ * pass over the moments and parameters that still reads the gradients:
+ * each parameter's gradient is summed right after the kernel that
+ * finishes it, while it is still in cache, instead of in a pass of its own
+ * over 4 bytes a parameter from memory.  sums has rt_grad_norm_blocks(n)
+ * entries, one per block of RT_NORM_BLOCK elements of the flat buffer.
+ *   rt_grad_sumsq_blocks  (called by the generated train step) the sums of
+ *                         the blocks that lie wholly inside g's parameter,
+ *                         g[0..numel) at element g - grads of the buffer;
+ *   rt_grad_norm_finish   after the step: computes the blocks that no one
+ *                         parameter holds (those that straddle two, or hold
+ *                         the buffer's short last block) from g, then adds
+ *                         all block sums in order.
+ * The result is bit for bit rt_grad_norm's.  params: the parameters' first
+ * elements and sizes (nparams of them, any order), the same that the step
+ * saw, not overlapping.  rt_grad_sumsq_blocks's pool may be NULL. */
+int64_t rt_grad_norm_blocks(int64_t n);
+void rt_grad_sumsq_blocks(RtPool *pool, const float *grads, const float *g, int64_t numel, double *sums);
+double rt_grad_norm_finish(const float *grads, int64_t n, const int64_t (*params)[2], int nparams, const double *sums);
 /* Clips to a global norm as torch.nn.utils.clip_grad_norm_: with
  * c = max_norm / (norm + 1e-6), computed in float as torch does
  * ((1 / (norm + 1e-6)) max_norm, each operation rounded to float), multiplies

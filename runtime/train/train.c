@@ -379,6 +379,9 @@ typedef struct Run {
     bool wrote;          /* this run wrote a checkpoint or a metrics row */
     RtDevice *dev;       /* --device */
     RtGpuModel *gpu;     /* --device cuda: the model on the device (params, grads, moments there) */
+    double *sumsq;       /* the gradient norm's block sums, taken by the train step (optim.h): NULL
+                            when the gradients change after it (--accum, ranks, the device) */
+    int64_t (*spans)[2]; /* (nparams) each parameter's offset and size, for rt_grad_norm_finish */
 } Run;
 
 /* The tail of a message that stops a run: where the last good weights are. */
@@ -828,6 +831,12 @@ static int setup(Run *r)
         r->logits = rt_zalloc64((size_t)(B * T * d->vocab) * sizeof(float));
     if (r->src->masked)
         r->mask = rt_zalloc64((size_t)(B * T) * sizeof(float));
+    if (o->accum == 1 && r->comm->size == 1 && !r->dev->cuda) {
+        r->sumsq = rt_zalloc64((size_t)rt_grad_norm_blocks(n) * sizeof *r->sumsq);
+        r->spans = rt_zalloc64((size_t)(d->nparams + 1) * sizeof *r->spans);
+        for (int64_t i = 0; i < d->nparams; i++)
+            r->spans[i][0] = d->params[i].offset, r->spans[i][1] = d->params[i].numel;
+    }
     /* Optimizer: weight decay on matrices unless --decay-all. */
     RtSegment *segs = calloc((size_t)d->nparams + 1, sizeof *segs);
     for (int64_t i = 0; i < d->nparams; i++)
@@ -904,6 +913,7 @@ static void teardown(Run *r, int rc)
         r->src->close(r->src);
     rt_pool_free(r->pool);
     free(r->params), free(r->grads), free(r->arena), free(r->tok), free(r->tgt), free(r->logits), free(r->mask);
+    free(r->sumsq), free(r->spans);
     free(r->ckpt_path), free(r->metrics_path), free(r->settings_path);
     json_decref(r->state);
 }
@@ -969,7 +979,8 @@ static int gradient(Run *r, double *loss)
         StrataStep s = {.params = r->params, .grads = r->grads, .arena = r->arena, .arena_bytes = r->arena_bytes,
                         .tokens = r->tok + off, .targets = r->tgt + off, .mask = r->mask ? r->mask + off : NULL,
                         .B = r->slice.rows, .T = o->seq, .loss = &l, .pool = r->pool,
-                        .accumulate = r->mask ? held > 0 : k > 0, .precision = r->m->precision};
+                        .accumulate = r->mask ? held > 0 : k > 0, .precision = r->m->precision,
+                        .grad_sumsq = r->sumsq};
         int st = r->m->train_step(&s);
         if (st != STRATA_OK) {
             fprintf(stderr, "%s: the model's train step failed (status %d)\n", r->prog, st);
@@ -1217,7 +1228,9 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
             break;
         }
         double gnorm = 0, lr = rt_lr(&r.sched, k);
-        if (!r.gpu)
+        if (r.sumsq) /* the step took most block sums: the rest, then the same number */
+            gnorm = rt_grad_norm_finish(r.grads, n, (const int64_t(*)[2])r.spans, (int)m->desc->nparams, r.sumsq);
+        else if (!r.gpu)
             gnorm = rt_grad_norm_pool(r.grads, n, r.pool);
         else if (isfinite(loss) && (rc = gpu_update(&r, k, lr, &gnorm)) != 0)
             break; /* one process: nothing to stop */
