@@ -127,8 +127,8 @@ typedef struct StrataStep {
     double *loss;             /* out, train step: mean masked cross-entropy; NULL = not wanted */
     void *logits;             /* out: NULL or (B, T, vocab) REAL; NULL leaves the logits in the
                                  arena (strata_logits_in_arena), valid until the next call;
-                                 but strata_train_step of a model compiled with --remat
-                                 leaves their gradient there instead (compiler/ir/memplan.c) */
+                                 but strata_train_step leaves their gradient there instead:
+                                 it overwrites them (compiler/ir/memplan.c) */
     void *capture;            /* out: NULL or (nblocks + 1, B, T, width) REAL: the residual stream
                                  entering block 0, then leaving each block */
     const uint8_t *skip;      /* in: NULL or (nblocks) flags; block l skipped: its output is its

@@ -241,7 +241,8 @@ int case_run(const Case *c, const JitModel *m, const RunOpts *o, Result *r)
     void *arena = poisoned(r->arena_bytes / d->real_bytes, f32), *mask = to_real(c->mask, BT, f32);
     void *params = pack(m, c->params, f32);
     void *grads = o->grads_from ? pack(m, o->grads_from->grads, f32) : poisoned(d->params_numel, f32);
-    void *logits = o->logits_out ? poisoned(BT * V, f32) : NULL, *cap = o->capture ? poisoned(ncap, f32) : NULL;
+    bool redirect = o->forward ? o->logits_out : !o->arena_logits;
+    void *logits = redirect ? poisoned(BT * V, f32) : NULL, *cap = o->capture ? poisoned(ncap, f32) : NULL;
     int64_t nblocks = rt_grad_norm_blocks(d->params_numel);
     double *sums = o->norm ? poisoned(nblocks, false) : NULL;
     if (sums) { /* the padding between parameters is 0, as in a trainer's buffer, not NaN */

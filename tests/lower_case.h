@@ -55,7 +55,10 @@ typedef struct RunOpts {
     RtPool *pool;
     const uint8_t *skip;
     bool capture;            /* pass a capture buffer */
-    bool logits_out;         /* logits to a buffer of the caller, not the arena */
+    bool logits_out;         /* forward: logits to a buffer of the caller, not the arena */
+    bool arena_logits;       /* train step: leave the logits in the arena, where their gradient
+                                overwrites them (memplan.c), so r->logits is that gradient;
+                                without it a train step writes them to a buffer of the caller */
     bool forward;            /* strata_forward instead of strata_train_step */
     bool no_mask;            /* mask NULL */
     int accumulate;

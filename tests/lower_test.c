@@ -97,12 +97,12 @@ static bool check_precision(Jit *jit, RtPool *pool, Case *c, LowerPrecision prec
             break;
         }
         Result r;
-        /* remat: the first shape asks for the logits, the second leaves them
-         * in the arena, where their gradient overwrites them (memplan.c) */
-        RunOpts o = {.pool = pool, .logits_out = c->g.remat && s == 0};
+        /* the first shape asks for the logits, the others leave them in the
+         * arena, where their gradient overwrites them (memplan.c) */
+        RunOpts o = {.pool = pool, .arena_logits = s > 0};
         int st = case_run(c, &m, &o, &r);
         Errors e = compare(c, &r);
-        if (c->g.remat && s > 0)
+        if (s > 0)
             e.logits = 0;
         if (st != STRATA_OK || !(worst(e) <= tol)) {
             ok = false;

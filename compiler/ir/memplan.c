@@ -2,13 +2,14 @@
  * A buffer is born at the kernel that writes it and dies after the last
  * kernel that reads it (a backward op that reuses a forward node's saved
  * state reads that node too); the loss and the logits live to the end
- * (the logits but in a graph of remat_blocks, below).
+ * (the logits but in a training graph, below).
  * Offsets come from a best-fit free list in schedule order, one per region
  * (memplan.h), so a kernel's outputs never overlap the inputs it is still
- * reading, with one exception: in a graph of remat_blocks (g->remat) the
- * logits die at the cross-entropy gradient, which then takes over their
- * buffer (rt_cross_entropy_grad reads each logit before it writes its
- * gradient; the logits' buffer is the largest of the step).  Sizes here
+ * reading, with one exception: in a training graph the logits die at the
+ * cross-entropy gradient, which then takes over their buffer
+ * (rt_cross_entropy_grad reads each logit before it writes its gradient;
+ * the logits' buffer is the largest of the step, B x T x vocab, and this
+ * saves a second one at the peak, the start of the backward pass).  Sizes here
  * are per unit of the region (per token, ...). */
 #include "ir/memplan.h"
 
@@ -222,7 +223,12 @@ static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
     }
     if (g->loss)
         last[g->loss->id] = nk;
-    if (g->logits && !g->remat)
+    bool trains = false; /* a cross-entropy gradient reads the logits */
+    for (int i = g->nforward; i < n && g->logits; i++) {
+        const IrNode *x = g->nodes.v[i];
+        trains |= x->op == IR_CE_GRAD && x->in[0] == g->logits;
+    }
+    if (g->logits && !trains)
         last[g->logits->id] = nk;
     Items it = {xmalloc((size_t)(2 * n + 1) * sizeof *it.v), 0};
     int logits_item = -1;
@@ -240,7 +246,7 @@ static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
                 lg->given = true;
             }
         }
-        if (x == g->logits && g->remat)
+        if (x == g->logits && trains)
             logits_item = it.n;
         it.v[it.n++] = (Item){x, false, r, round_up(unit), first[i], last[i], takes, false};
         if (aux_per_token(x))
