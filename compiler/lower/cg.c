@@ -7,6 +7,8 @@
  * arithmetic is arith.c, the other half of the core. */
 #include "lower/cg.h"
 
+#include <llvm-c/DebugInfo.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,6 +145,23 @@ void cg_loop_end(Cg *cg, Loop *l, LLVMValueRef acc_next)
     LLVMAddIncoming(l->i, &next, &latch, 1);
     if (l->acc)
         LLVMAddIncoming(l->acc, &acc_next, &latch, 1);
+    LLVMPositionBuilderAtEnd(cg->b, l->exit);
+}
+
+void cg_loop_end_rows(Cg *cg, Loop *l)
+{
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
+    LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->i, cg_i64(cg, 1), "");
+    LLVMValueRef br = LLVMBuildBr(cg->b, l->head);
+    LLVMAddIncoming(l->i, &next, &latch, 1);
+    /* !llvm.loop !{self, !{"llvm.loop.vectorize.enable", i1 false}} */
+    LLVMMetadataRef off[] = {LLVMMDStringInContext2(cg->ctx, "llvm.loop.vectorize.enable", 26),
+                             LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), 0, false))};
+    LLVMMetadataRef self = LLVMTemporaryMDNode(cg->ctx, NULL, 0);
+    LLVMMetadataRef ops[] = {self, LLVMMDNodeInContext2(cg->ctx, off, 2)};
+    LLVMMetadataRef loop = LLVMMDNodeInContext2(cg->ctx, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(self, loop);
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(cg->ctx, "llvm.loop", 9), LLVMMetadataAsValue(cg->ctx, loop));
     LLVMPositionBuilderAtEnd(cg->b, l->exit);
 }
 

@@ -142,6 +142,14 @@ typedef struct Loop {
 } Loop;
 Loop cg_loop_begin(Cg *cg, LLVMValueRef from, LLVMValueRef n, LLVMValueRef acc_init, const char *name);
 void cg_loop_end(Cg *cg, Loop *l, LLVMValueRef acc_next);
+/* cg_loop_end for a loop over rows whose body reduces with reassoc
+ * (FM_RED): marked llvm.loop.vectorize.enable false, so that LLVM never
+ * vectorises across rows (once a narrow row's column loops are unrolled,
+ * it otherwise may, summing a row in another order in the vector body than
+ * in its scalar remainder: a row's bits would depend on how many rows the
+ * call had, i.e. on the batch, the thread split, or decode against
+ * forward). */
+void cg_loop_end_rows(Cg *cg, Loop *l);
 
 /* Parallel tasks: void name(ptr ctx, i64 begin, i64 end, i32 thread), run
  * by rt_pool_run over [0, n) in tiles of `grain` (an i64 value that must

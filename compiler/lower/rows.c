@@ -335,7 +335,7 @@ static void build_body(Cg *cg, const RowPlan *p, LLVMValueRef fn)
             G.scr[j] = cg_alloca(cg, LLVMArrayType2(cg->real, (uint64_t)p->m[j].n->width), "scratch");
     Loop lr = cg_loop_begin(cg, LLVMGetParam(fn, carg), LLVMGetParam(fn, carg + 1), NULL, "r");
     row(cg, &G, lr.i);
-    cg_loop_end(cg, &lr, NULL);
+    cg_loop_end_rows(cg, &lr);
     LLVMBuildRetVoid(cg->b);
     free(mem);
     LLVMPositionBuilderAtEnd(cg->b, at);
