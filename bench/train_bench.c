@@ -2,13 +2,14 @@
  * the host's GEMM-only roofline measured in the same run (make bench;
  * issues #3, #15).
  *   bench/train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T]
- *                     [--steps K] [--warmup W] [--threads N] [--remat]
+ *                     [--steps K] [--warmup W] [--threads N] [--remat[=MODE]]
  * One step = strata_train_step (taking the gradient norm's block sums as
  * it goes) + rt_grad_norm_finish + clipping to max norm 1 folded into
  * rt_adamw_step_scaled (lr 3e-4, betas 0.9/0.95, eps 1e-8,
  * weight decay 0.1 on matrices only), as runtime/train/train.c does it and
- * bench/torch_train_bench.py does it in torch.  --remat: the step of
- * strata train --remat (compiler/ir/remat.h; the arena line shows its size).  W
+ * bench/torch_train_bench.py does it in torch.  --remat[=MODE]: the step of
+ * strata train --remat[=MODE] (compiler/ir/pipeline.h: pointwise by default,
+ * blocks for plain --remat, none; the arena line shows its size).  W
  * warm-up steps (default 2), then K timed ones (default 5): median and min.
  * Model FLOPs per step (fwd + bwd), from the parameter table:
  *   matmul    = 6 * (elements of every STRATA_ROLE_MATRIX parameter) * B*T
@@ -48,7 +49,8 @@ static double now(void)
 typedef struct Args {
     const char *model;
     const char *defines[64];
-    int ndefines, batch, seq, threads, steps, warmup, bf16, remat;
+    int ndefines, batch, seq, threads, steps, warmup, bf16;
+    IrRemat remat;
 } Args;
 
 static bool parse(int argc, char **argv, Args *a)
@@ -72,7 +74,9 @@ static bool parse(int argc, char **argv, Args *a)
         else if (!strcmp(s, "--warmup") && v)
             a->warmup = atoi(argv[++i]);
         else if (!strcmp(s, "--remat"))
-            a->remat = 1;
+            a->remat = IR_REMAT_BLOCKS;
+        else if (!strncmp(s, "--remat=", 8) && ir_remat_parse(s + 8, &a->remat))
+            ;
         else if (s[0] != '-' && !have_model)
             a->model = s, have_model = true;
         else
@@ -254,7 +258,8 @@ int main(int argc, char **argv)
     Args a;
     if (!parse(argc, argv, &a)) {
         fprintf(stderr, "usage: train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T] "
-                        "[--steps K] [--warmup W] [--threads N] [--precision fp32|bf16] [--remat]\n");
+                        "[--steps K] [--warmup W] [--threads N] [--precision fp32|bf16]\n"
+                        "                   [--remat[=none|pointwise|blocks]]\n");
         return 2;
     }
     IrGraph g;
@@ -287,8 +292,9 @@ int main(int argc, char **argv)
     RtPool *pool = rt_pool_create(a.threads);
     int64_t B = a.batch, T = a.seq, BT = B * T, n = d->params_numel;
     int64_t bytes = strata_arena_bytes(d, B, T, rt_pool_size(pool));
-    printf("batch %lld x %lld, %d pool threads, %s products, arena %.1f MiB\n", (long long)B, (long long)T,
-           rt_pool_size(pool), a.bf16 ? "bf16" : "fp32", (double)bytes / (1 << 20));
+    printf("batch %lld x %lld, %d pool threads, %s products, arena %.1f MiB (remat %s)\n", (long long)B,
+           (long long)T, rt_pool_size(pool), a.bf16 ? "bf16" : "fp32", (double)bytes / (1 << 20),
+           ir_remat_name(a.remat));
     Work w = measure_work(&g, d, pool, B, T, a.bf16);
 
     /* the big buffers as the trainer allocates them (util.h: 2 MiB pages where THP allows) */

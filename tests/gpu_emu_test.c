@@ -661,13 +661,13 @@ int main(int argc, char **argv)
     /* block rematerialisation (strata --remat): the recomputed forward in
      * the backward pass, the logits' gradient over the logits */
     if (argc < 2) {
-        case_remat = true;
+        case_remat = IR_REMAT_BLOCKS;
         printf("with --remat:\n");
         for (int i = 0; i < n; i++)
             if (strstr(gl.gl_pathv[i], "/pre_ln.strata") || strstr(gl.gl_pathv[i], "/mix_ln.strata"))
                 check_model(gl.gl_pathv[i], NULL, dir, 2, 5, NULL, 0);
         check_model("kinds_zoo", kinds_zoo, dir, 2, 5, NULL, 0);
-        case_remat = false;
+        case_remat = IR_REMAT_POINTWISE;
     }
     /* sequences longer than a tile of the attention kernels (64), products
      * of several tiles in every dimension */

@@ -74,7 +74,7 @@ const char kinds_zoo[] =
     "    logits = linear(rmsnorm(x) as norm, vocab) as output\n"
     "}\n";
 
-bool case_remat;
+IrRemat case_remat; /* IR_REMAT_POINTWISE (0): the pipeline's default */
 
 bool case_load(Case *c, const char *path, const char *text, const char *const *sizes, int nsizes)
 {
@@ -99,13 +99,15 @@ bool case_load(Case *c, const char *path, const char *text, const char *const *s
     ad_build(&c->g);
     if (!ir_verify(&c->g, stderr))
         return false;
-    if (case_remat) {
+    if (case_remat == IR_REMAT_BLOCKS) {
         if (remat_blocks(&c->g) == 0 && c->g.blocks.n > 0) {
             fprintf(stderr, "%s: remat_blocks recomputed nothing\n", path);
             return false;
         }
         if (!ir_verify(&c->g, stderr))
             return false;
+    } else if (case_remat == IR_REMAT_POINTWISE && remat_pointwise(&c->g) && !ir_verify(&c->g, stderr)) {
+        return false;
     }
     fuse_graph(&c->g);
     return true;

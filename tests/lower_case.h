@@ -9,6 +9,7 @@
 #include "front/ast.h"
 #include "ir/fuse.h"
 #include "ir/interp.h"
+#include "ir/pipeline.h"
 #include "ir/remat.h"
 #include "lower/jit.h"
 #include "core/pool.h"
@@ -36,9 +37,10 @@ extern const char ops_zoo[];
 
 /* The file `path`, or the source `text` under that name, at the sizes
  * `sizes` (NULL: gradcheck's tiny ones, "L=4" included), through
- * autodiff, block rematerialisation when case_remat is set (remat.h,
- * strata --remat) and fusion. */
-extern bool case_remat;
+ * autodiff, the rematerialisation case_remat names (remat.h: pointwise,
+ * the default of strata, unless a test sets IR_REMAT_BLOCKS, plain
+ * strata --remat, or IR_REMAT_NONE) and fusion. */
+extern IrRemat case_remat;
 bool case_load(Case *c, const char *path, const char *text, const char *const *sizes, int nsizes);
 void case_params(Case *c, uint64_t seed);
 /* A random batch (token ids within every embedding, targets within the

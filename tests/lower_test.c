@@ -6,8 +6,9 @@
  * compiler/ir/interp.c, for two batch shapes from one compilation, with a
  * two-thread pool.  A model written here, ops_zoo, adds every elementwise op
  * and reduction the language has (the model files use only some), and
- * kinds_zoo (lower_case.c) blocks of four kinds.  All of it again with
- * block rematerialisation (strata --remat).  Also
+ * kinds_zoo (lower_case.c) blocks of four kinds, all with strata's default
+ * rematerialisation (pointwise, remat.h).  All of it again with block
+ * rematerialisation (strata --remat), and the two zoos with none.  Also
  * writes the first model as .ll, .s and .o (lower_emit), and checks the
  * inline exp against libm in ulps.  The ABI's other
  * features (skip, capture, threads, accumulate, errors) are abi_test.c's.
@@ -376,14 +377,18 @@ int main(int argc, char **argv)
     failures += !check_model(jit, pool, "kinds_zoo", kinds_zoo, false);
     failures += !check_attention_grad_alone(jit, pool);
     failures += !check_exp(jit);
-    printf("with --remat (compiler/ir/remat.c; first batch shape with StrataStep.logits, the second with the "
-           "logits' gradient written over them):\n");
-    case_remat = true;
+    printf("with --remat (compiler/ir/remat.c):\n");
+    case_remat = IR_REMAT_BLOCKS;
     for (int i = 0; i < n; i++)
         failures += !check_model(jit, pool, argc < 2 ? gl.gl_pathv[i] : argv[i + 1], NULL, false);
     failures += !check_model(jit, pool, "ops_zoo", ops_zoo, false);
     failures += !check_model(jit, pool, "kinds_zoo", kinds_zoo, false);
-    case_remat = false;
+    printf("with --remat=none (every forward value the backward pass reads kept; the models above ran with "
+           "the default, pointwise):\n");
+    case_remat = IR_REMAT_NONE;
+    failures += !check_model(jit, pool, "ops_zoo", ops_zoo, false);
+    failures += !check_model(jit, pool, "kinds_zoo", kinds_zoo, false);
+    case_remat = IR_REMAT_POINTWISE;
     globfree(&gl);
     rt_pool_free(pool);
     jit_free(jit);

@@ -102,9 +102,11 @@ static void usage(FILE *out)
             "                   configure found ($STRATA_CC overrides) with libstrata_rt.a\n"
             "                   ($STRATA_RUNTIME_DIR overrides where it is looked for)\n"
             "  --cpu NAME       build: target CPU, e.g. x86-64-v3 (default: this host)\n"
-            "  --remat          check, gradcheck, build (and train, sft): recompute each\n"
-            "                   block's forward values in the backward pass (activation\n"
-            "                   checkpointing): less memory, the same numbers\n"
+            "  --remat[=MODE]   check, gradcheck, build (and train, sft): what the backward\n"
+            "                   pass recomputes instead of keeping (activation\n"
+            "                   checkpointing): pointwise (the default: norms' outputs,\n"
+            "                   activations and gates), blocks (each block's forward values;\n"
+            "                   plain --remat) or none; the same numbers whichever\n"
             "  --f64            build: double precision (default float)\n"
             "  --precision P    tune: fp32, bf16 or both (default both); build --device\n"
             "                   cuda: the GPU program's matrix products, fp32 or bf16\n"
@@ -130,7 +132,7 @@ static const struct CommandHelp {
 } command_help[] = {
     {"check", true,
      "usage: strata check MODEL.strata [-D NAME=VALUE]... [--preset NAME] [--batch N] [--seq T]\n"
-     "                    [--remat] [--dump=ast|ir|grad|fused|memory]\n"
+     "                    [--remat[=MODE]] [--dump=ast|ir|grad|fused|memory]\n"
      "Parses, checks and resolves the model and prints its config, the per-block\n"
      "plan with every compile-time value substituted, the parameter table, the\n"
      "parameter count, FLOPs per token, a memory estimate for --batch N (default\n"
@@ -141,13 +143,13 @@ static const struct CommandHelp {
      "  --dump=grad     the IR with the backward pass autodiff appends\n"
      "  --dump=fused    the kernels after fusion (* = written to memory)\n"
      "  --dump=memory   the buffer plan of a training step (fp32)\n"
-     "  --remat         the memory estimate, fusion and plan of a step that\n"
-     "                  recomputes each block's forward values in the backward\n"
-     "                  pass (strata train --remat)\n"
+     "  --remat[=MODE]  the memory estimate, fusion and plan of a step with that\n"
+     "                  rematerialisation (strata train --remat[=MODE]): pointwise\n"
+     "                  (the default), blocks (plain --remat) or none\n"
      "Exit status: 0 ok, 1 bad input (model file, -D, preset), 2 usage, 3 internal error.\n"},
     {"gradcheck", true,
      "usage: strata gradcheck MODEL.strata [-D NAME=VALUE]... [--batch N] [--seq T] [--samples K]\n"
-     "                        [--tol X] [--seed N] [--export FILE] [--remat]\n"
+     "                        [--tol X] [--seed N] [--export FILE] [--remat[=MODE]]\n"
      "Compares every parameter's autodiff gradient with central finite differences,\n"
      "in fp64 on the reference interpreter, at a tiny size: vocab=11 d=16 heads=2\n"
      "ffn=24 L=4 ctx=5 where the config has them (-D still wins).\n"
@@ -157,12 +159,12 @@ static const struct CommandHelp {
      "  --tol X         largest relative error accepted (1e-6)\n"
      "  --seed N        random parameters and batch (1)\n"
      "  --export FILE   write the point, the loss and the gradients as JSON\n"
-     "  --remat         check the graph whose backward pass recomputes each\n"
-     "                  block's forward values (strata train --remat)\n"
+     "  --remat[=MODE]  check the graph of that rematerialisation: pointwise (the\n"
+     "                  default), blocks (plain --remat) or none\n"
      "Exit status: 0 every gradient within --tol, 1 bad input or a failed check, 2 usage.\n"},
     {"build", true,
      "usage: strata build MODEL.strata -o TRAINER [-D NAME=VALUE]... [--preset NAME] [--cpu NAME]\n"
-     "                    [--remat] [--device cuda [--cuda-arch sm_NN] [--precision fp32|bf16]]\n"
+     "                    [--remat[=MODE]] [--device cuda [--cuda-arch sm_NN] [--precision fp32|bf16]]\n"
      "       strata build MODEL.strata --emit=llvm|asm|obj -o FILE [--f64] [-D NAME=VALUE]...\n"
      "                    [--preset NAME] [--cpu NAME]\n"
      "       strata build MODEL.strata --device cuda --emit=ptx|plan -o FILE\n"
@@ -179,10 +181,12 @@ static const struct CommandHelp {
      "                  runtime/model_abi.h)\n"
      "  --f64           double precision (with --emit only; default float)\n"
      "  --cpu NAME      target CPU, e.g. x86-64-v3 (default: this host)\n"
-     "  --remat         a step that recomputes each block's forward values in the\n"
-     "                  backward pass instead of keeping them (activation\n"
-     "                  checkpointing): a fraction of the activation memory for\n"
-     "                  about one more forward pass of the blocks, the same numbers\n"
+     "  --remat[=MODE]  what the backward pass recomputes instead of keeping\n"
+     "                  (activation checkpointing), the same numbers whichever:\n"
+     "                  pointwise (the default) the elementwise values it reads\n"
+     "                  (norms' outputs, activations, gates); blocks (plain --remat)\n"
+     "                  each block's forward values, a fraction of the activation\n"
+     "                  memory for about one more forward pass of the blocks; none\n"
      "  --emit=ptx|plan with --device cuda: the GPU program's kernels as PTX, or\n"
      "                  their launch plan as text (docs/gpu-lowering.md)\n"
      "  --device D      cpu (default) or cuda: with cuda the trainer also carries\n"
@@ -254,12 +258,15 @@ static bool print_command_help(int argc, char **argv)
                    "every option after the model but -D%s goes to the trainer.\n"
                    "strata %s MODEL.strata --help lists OPTIONS, the same as a built\n"
                    "trainer's (strata build MODEL -o TRAINER; TRAINER %s --help).\n%s",
-                   argv[1], trains ? " [--remat]" : "", argv[1], trains ? ", --preset and --remat" : " and --preset",
-                   argv[1], argv[1],
-                   trains ? "  --remat  recompute each block's forward values in the backward pass\n"
-                            "           instead of keeping them (activation checkpointing): a\n"
-                            "           fraction of the activation memory for about one more\n"
-                            "           forward pass of the blocks; the same numbers, bit for bit\n"
+                   argv[1], trains ? " [--remat[=MODE]]" : "", argv[1],
+                   trains ? ", --preset and --remat" : " and --preset", argv[1], argv[1],
+                   trains ? "  --remat[=MODE]  what the backward pass recomputes instead of keeping\n"
+                            "                  (activation checkpointing), the same numbers bit for\n"
+                            "                  bit: pointwise (the default) the elementwise values it\n"
+                            "                  reads (norms' outputs, activations, gates); blocks\n"
+                            "                  (plain --remat) each block's forward values, a fraction\n"
+                            "                  of the activation memory for about one more forward pass\n"
+                            "                  of the blocks; none\n"
                           : "");
             return true;
         }
@@ -274,7 +281,8 @@ typedef struct Args {
     const char *export_path;
     const char *emit, *output, *cpu, *precision;
     const char *device, *cuda_arch; /* build --device cuda [--cuda-arch sm_NN] */
-    bool f64, remat;
+    bool f64;
+    IrRemat remat;
 } Args;
 
 static bool parse_count(const char *s, int64_t *out)
@@ -346,7 +354,12 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
                 return 2;
             }
         } else if (!strcmp(s, "--remat")) {
-            a->remat = true;
+            a->remat = IR_REMAT_BLOCKS;
+        } else if (!strncmp(s, "--remat=", 8)) {
+            if (!ir_remat_parse(s + 8, &a->remat)) {
+                fprintf(stderr, "strata: error: --remat expects none, pointwise or blocks, got '%s'\n", s + 8);
+                return 2;
+            }
         } else if (!strcmp(s, "--f64")) {
             a->f64 = true;
         } else if (!strncmp(s, "--emit=", 7)) {

@@ -85,7 +85,7 @@ bool drv_check_ctx(const IrGraph *g)
 
 /* Reads, resolves, differentiates and fuses the model, and makes its
  * identity; false after the errors were reported (file:line:col). */
-static bool load_graph(const char *model, const SemaOptions *opt, bool remat, Program *prog, IrGraph *g,
+static bool load_graph(const char *model, const SemaOptions *opt, IrRemat remat, Program *prog, IrGraph *g,
                        const char **source, DrvIdent *id)
 {
     const char *why = NULL;
@@ -119,7 +119,8 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
     pass[npass++] = (char *)cmd;
     SemaOptions opt = {.defines = defines};
     const char *model = NULL;
-    bool quiet = false, remat = false;
+    bool quiet = false;
+    IrRemat remat = IR_REMAT_POINTWISE;
     int rc = 0;
     char *tmpinit_arg = NULL; /* "--init=TMP" when given as --init=DIR */
     for (int i = 0; i < argc && !rc; i++) {
@@ -135,9 +136,12 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
             }
         } else if (!strncmp(s, "-D", 2)) {
             defines[opt.ndefines++] = s + 2;
-        } else if (!strcmp(s, "--remat")) { /* a compile option: the step's code, not the trainer's */
-            remat = true;
-            if (strcmp(cmd, "train") && strcmp(cmd, "sft")) {
+        } else if (!strcmp(s, "--remat") || !strncmp(s, "--remat=", 8)) { /* the step's code, not the trainer's */
+            remat = IR_REMAT_BLOCKS;
+            if (s[7] == '=' && !ir_remat_parse(s + 8, &remat)) {
+                fprintf(stderr, "strata: error: --remat expects none, pointwise or blocks, got '%s'\n", s + 8);
+                rc = 2;
+            } else if (strcmp(cmd, "train") && strcmp(cmd, "sft")) {
                 fprintf(stderr, "strata: error: --remat changes the backward pass: it goes with train and sft, "
                                 "not %s\n", cmd);
                 rc = 2;

@@ -150,9 +150,6 @@ typedef struct IrGraph {
     int nforward;      /* nodes of the forward pass (0 until autodiff ran) */
     PtrVec grads;      /* IrNode* per parameter: d loss / d param (NULL: zero) */
     PtrVec kernels;    /* IrKernel*, execution order (empty until fuse_graph ran) */
-    bool remat;        /* remat_blocks ran: the backward pass recomputes each block's
-                          forward values, and the training step need not keep the
-                          logits (their gradient may overwrite them, memplan.c) */
 } IrGraph;
 
 void ir_init(IrGraph *g);

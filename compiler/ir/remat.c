@@ -1,4 +1,6 @@
-/* remat.c - block rematerialisation (remat.h).
+/* remat.c - rematerialisation (remat.h): which forward nodes a block's
+ * backward pass redoes differs (remat_blocks, remat_pointwise), how is
+ * shared (redo).  remat_blocks:
  * A forward node of block b is redone when a backward node of block b
  * reads it.  What is redone is that node and the nodes of block b it
  * needs in turn, back to the block's input; the block's output is never
@@ -42,38 +44,13 @@ static IrNode **read_slot(IrNode *x, int a)
     return a < ir_op_info[x->op].arity ? &x->in[a] : &x->saved;
 }
 
-int remat_blocks(IrGraph *g)
+/* Copies the needed forward nodes (need[id]) of each block just before
+ * first[block], the first backward node of that block that reads one of
+ * them, and points the block's backward readers at the copies.  Returns
+ * the number of copies. */
+static int redo(IrGraph *g, const bool *need, const int *first)
 {
     int n = g->nodes.n, nf = g->nforward, nb = g->blocks.n;
-    if (nf == 0 || nf >= n)
-        return 0;
-    g->remat = true;
-    bool *need = xcalloc((size_t)nf, sizeof *need);
-    int *first = xmalloc((size_t)nb * sizeof *first); /* first backward reader per block, by id */
-    for (int b = 0; b < nb; b++)
-        first[b] = n;
-    for (int i = nf; i < n; i++) {
-        IrNode *y = g->nodes.v[i];
-        for (int a = 0; a < nreads(y); a++) {
-            const IrNode *o = *read_slot(y, a);
-            if (o && redoable(g, o) && o->block == y->block) {
-                need[o->id] = true;
-                if (i < first[y->block])
-                    first[y->block] = i;
-            }
-        }
-    }
-    /* What the needed nodes need, within their block (operands come first). */
-    for (int i = nf - 1; i >= 0; i--) {
-        IrNode *x = g->nodes.v[i];
-        if (!need[i])
-            continue;
-        for (int a = 0; a < nreads(x); a++) {
-            const IrNode *o = *read_slot(x, a);
-            if (o && redoable(g, o) && o->block == x->block)
-                need[o->id] = true;
-        }
-    }
     /* The needed nodes by block, in id order (a counting sort). */
     int *start = xcalloc((size_t)nb + 1, sizeof *start), *order = xmalloc((size_t)nf * sizeof *order + 1);
     int added = 0;
@@ -131,6 +108,103 @@ int remat_blocks(IrGraph *g)
         ((IrNode *)nodes.v[i])->id = i;
     vec_free(&g->nodes);
     g->nodes = nodes;
-    free(need), free(first), free(start), free(order), free(fill), free(head), free(next), free(copy);
+    free(start), free(order), free(fill), free(head), free(next), free(copy);
+    return added;
+}
+
+int remat_blocks(IrGraph *g)
+{
+    int n = g->nodes.n, nf = g->nforward, nb = g->blocks.n;
+    if (nf == 0 || nf >= n)
+        return 0;
+    bool *need = xcalloc((size_t)nf, sizeof *need);
+    int *first = xmalloc((size_t)nb * sizeof *first + 1); /* first backward reader per block, by id */
+    for (int b = 0; b < nb; b++)
+        first[b] = n;
+    for (int i = nf; i < n; i++) {
+        IrNode *y = g->nodes.v[i];
+        for (int a = 0; a < nreads(y); a++) {
+            const IrNode *o = *read_slot(y, a);
+            if (o && redoable(g, o) && o->block == y->block) {
+                need[o->id] = true;
+                if (i < first[y->block])
+                    first[y->block] = i;
+            }
+        }
+    }
+    /* What the needed nodes need, within their block (operands come first). */
+    for (int i = nf - 1; i >= 0; i--) {
+        IrNode *x = g->nodes.v[i];
+        if (!need[i])
+            continue;
+        for (int a = 0; a < nreads(x); a++) {
+            const IrNode *o = *read_slot(x, a);
+            if (o && redoable(g, o) && o->block == x->block)
+                need[o->id] = true;
+        }
+    }
+    int added = redo(g, need, first);
+    free(need), free(first);
+    return added;
+}
+
+/* A forward value that remat_pointwise may redo: an elementwise op's
+ * per-token value wider than one number, inside a block, not the block's
+ * output. */
+static bool pointwise(const IrGraph *g, const IrNode *x)
+{
+    if (x->id >= g->nforward || x->block < 0 || is_leaf(x) || !ir_op_info[x->op].elementwise || !x->tok ||
+        x->width <= 1)
+        return false;
+    return x != ((const IrBlock *)g->blocks.v[x->block])->out;
+}
+
+int remat_pointwise(IrGraph *g)
+{
+    int n = g->nodes.n, nf = g->nforward, nb = g->blocks.n;
+    if (nf == 0 || nf >= n)
+        return 0;
+    /* kept[i]: a backward node reads forward node i (so it stays in memory
+     * unless redone); away[i]: one of another block does (so it stays). */
+    bool *kept = xcalloc((size_t)nf, sizeof *kept), *away = xcalloc((size_t)nf, sizeof *away);
+    bool *need = xcalloc((size_t)nf, sizeof *need);
+    for (int i = nf; i < n; i++) {
+        const IrNode *y = g->nodes.v[i];
+        for (int a = 0; a < nreads(y); a++) {
+            const IrNode *o = *read_slot((IrNode *)y, a);
+            if (o && o->id < nf) {
+                kept[o->id] = true;
+                away[o->id] |= o->block != y->block;
+            }
+        }
+    }
+    for (int i = 0; i < nf; i++)
+        need[i] = kept[i] && !away[i] && pointwise(g, g->nodes.v[i]);
+    /* Drop a candidate whose operand would stay in memory only for it: one
+     * no backward node reads, that is not redone itself (in its block). */
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int i = 0; i < nf; i++) {
+            IrNode *x = g->nodes.v[i];
+            for (int a = 0; need[i] && a < nreads(x); a++) {
+                const IrNode *o = *read_slot(x, a);
+                if (o && !is_leaf(o) && !(need[o->id] && o->block == x->block) && !kept[o->id])
+                    need[i] = false, changed = true;
+            }
+        }
+    }
+    int *first = xmalloc((size_t)nb * sizeof *first + 1);
+    for (int b = 0; b < nb; b++)
+        first[b] = n;
+    for (int i = nf; i < n; i++) {
+        const IrNode *y = g->nodes.v[i];
+        for (int a = 0; a < nreads(y); a++) {
+            const IrNode *o = *read_slot((IrNode *)y, a);
+            if (o && o->id < nf && need[o->id] && i < first[y->block])
+                first[y->block] = i;
+        }
+    }
+    int added = redo(g, need, first);
+    free(kept), free(away), free(need), free(first);
     return added;
 }

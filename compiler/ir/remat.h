@@ -1,4 +1,4 @@
-/* remat.h - block rematerialisation (activation checkpointing).
+/* remat.h - rematerialisation (activation checkpointing).
  * remat_blocks rewrites a differentiated graph (after ad_build, before
  * fuse_graph) so that the backward pass of each block recomputes the
  * block's forward values from the block's input instead of reading the
@@ -11,16 +11,20 @@
  *
  * The recomputed nodes are copies of the forward nodes (same ops, same
  * kernels after fusion, same fixed work split), so the loss and every
- * gradient are the same numbers with and without it.
- *
- * It also sets g->remat, which lets the memory plan put the logits'
- * gradient over the logits (memplan.c): after a training step of such a
- * graph the arena holds the logits' gradient, not the logits (a caller that
- * wants them passes StrataStep.logits). */
+ * gradient are the same numbers with and without it. */
 #ifndef STRATA_REMAT_H
 #define STRATA_REMAT_H
 #include "ir/ir.h"
 
 /* Returns the number of nodes added (0: no block had anything to redo). */
 int remat_blocks(IrGraph *g);
+
+/* The light form, on by default: a block's backward pass recomputes only
+ * the elementwise values it reads (a norm's scaled rows, SwiGLU's gate and
+ * product, ...) from operands it keeps anyway (the norm's input and its
+ * rsqrt, the gate's two products); the matrix products, attention and
+ * everything whose redoing would keep another value alive are kept, as
+ * PyTorch's selective activation checkpointing saves the matmul outputs.
+ * Same numbers as without it.  Returns the number of nodes added. */
+int remat_pointwise(IrGraph *g);
 #endif
