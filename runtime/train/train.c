@@ -827,8 +827,8 @@ static int setup(Run *r)
     r->arena = rt_zalloc64((size_t)r->arena_bytes);
     r->tok = rt_zalloc64((size_t)(B * T) * sizeof(int32_t)); /* (B,T) the global batch, every rank */
     r->tgt = rt_zalloc64((size_t)(B * T) * sizeof(int32_t));
-    if (r->have_val)
-        r->logits = rt_zalloc64((size_t)(B * T * d->vocab) * sizeof(float));
+    if (r->have_val) /* validation's logits: where strata_forward leaves them anyway, no second copy */
+        r->logits = strata_logits_in_arena(d, r->arena, B, T);
     if (r->src->masked)
         r->mask = rt_zalloc64((size_t)(B * T) * sizeof(float));
     if (o->accum == 1 && r->comm->size == 1 && !r->dev->cuda) {
@@ -912,7 +912,7 @@ static void teardown(Run *r, int rc)
     if (r->have_src)
         r->src->close(r->src);
     rt_pool_free(r->pool);
-    free(r->params), free(r->grads), free(r->arena), free(r->tok), free(r->tgt), free(r->logits), free(r->mask);
+    free(r->params), free(r->grads), free(r->arena), free(r->tok), free(r->tgt), free(r->mask);
     free(r->sumsq), free(r->spans);
     free(r->ckpt_path), free(r->metrics_path), free(r->settings_path);
     json_decref(r->state);
