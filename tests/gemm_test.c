@@ -218,27 +218,39 @@ static void test_threads(void)
 static void test_shared_packing(void)
 {
     const RtGemmBackend *st = rt_gemm_backend_named("strata");
-    for (int bf16 = 0; bf16 < 2; bf16++)
-        for (int w = 0; w < 2; w++) {
-            Prob p = w ? make(RT_GEMM_TA | RT_GEMM_TB, 1100, 300, 600) : make(0, 90, 2100, 530);
-            float *c = product(&p, st, 2, 1, bf16), *r = malloc(sizeof(float) * (size_t)(p.M * p.ldc + 1));
-            memcpy(r, p.C0, sizeof(float) * (size_t)(p.M * p.ldc));
-            RtGemmSplit sp = rt_gemm_plan(p.M, p.N);
-            int ta = p.flags & RT_GEMM_TA ? 1 : 0, tb = p.flags & RT_GEMM_TB ? 1 : 0;
-            for (int64_t s = 0; s < sp.count; s++) {
-                int64_t lo = s * sp.size, len = sp.rows ? p.M : p.N, hi = lo + sp.size < len ? lo + sp.size : len;
-                int64_t i0 = sp.rows ? lo : 0, m = sp.rows ? hi - lo : p.M, j0 = sp.rows ? 0 : lo;
-                int64_t n = sp.rows ? p.N : hi - lo;
-                (bf16 ? st->bf16 : st->f32)(ta, tb, m, n, p.K, p.A + (ta ? i0 : i0 * p.lda), p.lda,
-                                            p.B + (tb ? j0 * p.ldb : j0), p.ldb, 1, r + i0 * p.ldc + j0, p.ldc);
+    const size_t cap = rt_gemm_shared_cap;
+    /* the default cap (one group), then groups of one K slice, then of two
+     * (fp32) or four (bf16) slices of the third shape's 4 */
+    const size_t caps[] = {cap, 1, 700000};
+    for (int k = 0; k < 6; k++) /* beta 1, then 0 (which a group after the first must not apply) */
+        for (int bf16 = 0; bf16 < 2; bf16++)
+            for (int w = 0; w < 3; w++) {
+                Prob p = w == 1   ? make(RT_GEMM_TA | RT_GEMM_TB, 1100, 300, 600)
+                         : w == 2 ? make(RT_GEMM_TB, 200, 150, 1700)
+                                  : make(0, 90, 2100, 530);
+                float beta = k < 3 ? 1 : 0;
+                rt_gemm_shared_cap = caps[k % 3];
+                float *c = product(&p, st, 2, beta, bf16), *r = malloc(sizeof(float) * (size_t)(p.M * p.ldc + 1));
+                rt_gemm_shared_cap = cap;
+                memcpy(r, p.C0, sizeof(float) * (size_t)(p.M * p.ldc));
+                RtGemmSplit sp = rt_gemm_plan(p.M, p.N);
+                int ta = p.flags & RT_GEMM_TA ? 1 : 0, tb = p.flags & RT_GEMM_TB ? 1 : 0;
+                for (int64_t s = 0; s < sp.count; s++) {
+                    int64_t lo = s * sp.size, len = sp.rows ? p.M : p.N, hi = lo + sp.size < len ? lo + sp.size : len;
+                    int64_t i0 = sp.rows ? lo : 0, m = sp.rows ? hi - lo : p.M, j0 = sp.rows ? 0 : lo;
+                    int64_t n = sp.rows ? p.N : hi - lo;
+                    (bf16 ? st->bf16 : st->f32)(ta, tb, m, n, p.K, p.A + (ta ? i0 : i0 * p.lda), p.lda,
+                                                p.B + (tb ? j0 * p.ldb : j0), p.ldb, beta, r + i0 * p.ldc + j0, p.ldc);
+                }
+                CHECK(!memcmp(c, r, sizeof(float) * (size_t)(p.M * p.ldc)),
+                      "strata %s %lldx%lldx%lld, beta %g, shared side in groups under %zu bytes: the shared packing "
+                      "changed the bits", bf16 ? "bf16" : "fp32", (long long)p.M, (long long)p.N, (long long)p.K,
+                      (double)beta, caps[k % 3]);
+                free(c), free(r);
+                unmake(&p);
             }
-            CHECK(!memcmp(c, r, sizeof(float) * (size_t)(p.M * p.ldc)),
-                  "strata %s %lldx%lldx%lld: the shared packing changed the bits", bf16 ? "bf16" : "fp32",
-                  (long long)p.M, (long long)p.N, (long long)p.K);
-            free(c), free(r);
-            unmake(&p);
-        }
-    printf("ok   strata: one operand packed once for all strips = strip by strip, bitwise (fp32, bf16)\n");
+    printf("ok   strata: one operand packed once for all strips = strip by strip, bitwise (fp32, bf16), whole "
+           "and in groups of K slices\n");
 }
 
 static void test_kernels(void)

@@ -581,6 +581,7 @@ const char *rt_gemm_kernel_name(const RtCpu *cpu, bool bf16)
 typedef struct Shared {
     const void *a, *b;     /* packed op(A) or op(B), NULL: packed per tile */
     int64_t apad, bpad;    /* M and N rounded up to MR and NR */
+    bool more;             /* the tile's K goes on an earlier group's slices: add to C */
 } Shared;
 
 static void tile(const Kernel *kn, const RtGemmTile *g, const Shared *sh);
@@ -621,7 +622,7 @@ static void tile(const Kernel *kn, const RtGemmTile *g, const Shared *sh)
         int64_t nc = N - jc < NC ? N - jc : NC, j0 = g->j0 + jc;
         for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
             int64_t kc = g->K - k0 < KC ? g->K - k0 : KC, kstep = kn->bf16 ? (kc + 1) / 2 * 2 : kc;
-            bool first = k0 == 0;
+            bool first = k0 == 0 && !(sh && sh->more);
             /* B's strips of this slice: shared (j0 is NR-aligned), or packed here */
             const char *bslice = sb ? sb + (size_t)(k0 * sh->bpad) * esz + (size_t)(j0 / NR) * (size_t)(kstep * NR) * esz
                                     : (const char *)w->bp;
@@ -654,6 +655,8 @@ static void tile(const Kernel *kn, const RtGemmTile *g, const Shared *sh)
 }
 
 /* ---- a whole product ---- */
+
+size_t rt_gemm_shared_cap = (size_t)8 << 20;
 
 /* The shared operand's buffer: the calling thread's, grown as needed. */
 static pthread_key_t shared_key;
@@ -769,13 +772,30 @@ void rt_gemm_product_strata(RtPool *pool, const RtCpu *cpu, bool bf16, const RtG
     int64_t side = sp.rows ? N : M;
     P.strips_per_slice = (side + R - 1) / R;
     int64_t pad = P.strips_per_slice * R;
-    P.packed = shared_buffer((size_t)(pad * kpad) * esz);
+    /* Groups of K slices, so that the packed shared side stays under
+     * rt_gemm_shared_cap bytes (the head's backward product would pack all
+     * of W); each group is packed, then multiplied and added to C, so every
+     * element still gets the slices in order: the same bits. */
+    int64_t group = slices;
+    if ((size_t)(pad * kpad) * esz > rt_gemm_shared_cap) {
+        group = (int64_t)(rt_gemm_shared_cap / ((size_t)(pad * KC) * esz));
+        group = group < 1 ? 1 : group;
+    }
+    P.packed = shared_buffer((size_t)(pad * (group < slices ? group * KC : kpad)) * esz);
     if (sp.rows)
         P.sh.b = P.packed, P.sh.bpad = pad;
     else
         P.sh.a = P.packed, P.sh.apad = pad;
     /* units of about 16k packed elements: a fixed split, as everything */
     int64_t grain = (16384 / ((int64_t)R * KC)) > 1 ? 16384 / ((int64_t)R * KC) : 1;
-    rt_pool_run(pool, slices * P.strips_per_slice, grain, pack_units, &P);
-    rt_pool_run(pool, sp.count, 1, strip_units, &P);
+    for (int64_t s0 = 0; s0 < slices; s0 += group) {
+        int64_t kb = s0 * KC, ke = (s0 + group) * KC < g->K ? (s0 + group) * KC : g->K;
+        Product Q = P;
+        Q.g.K = ke - kb;
+        Q.g.A = g->A + kb * (g->ta ? g->lda : 1);
+        Q.g.B = g->B + kb * (g->tb ? 1 : g->ldb);
+        Q.sh.more = s0 > 0;
+        rt_pool_run(pool, (Q.g.K + KC - 1) / KC * P.strips_per_slice, grain, pack_units, &Q);
+        rt_pool_run(pool, sp.count, 1, strip_units, &Q);
+    }
 }
