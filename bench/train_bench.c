@@ -304,9 +304,6 @@ int main(int argc, char **argv)
     int32_t *tokens = bench_calloc((size_t)BT, sizeof *tokens), *targets = bench_calloc((size_t)BT, sizeof *targets);
     RtSegment *segs = bench_calloc((size_t)d->nparams, sizeof *segs);
     double *sumsq = bench_calloc((size_t)rt_grad_norm_blocks(n), sizeof *sumsq);
-    int64_t(*spans)[2] = bench_calloc((size_t)d->nparams, sizeof *spans);
-    for (int64_t i = 0; i < d->nparams; i++)
-        spans[i][0] = d->params[i].offset, spans[i][1] = d->params[i].numel;
     uint64_t s = 12345;
     for (int64_t r = 0; r < BT; r++) {
         tokens[r] = (int32_t)(lcg(&s) % (uint64_t)d->vocab);
@@ -315,7 +312,8 @@ int main(int argc, char **argv)
     RtAdamWConfig cfg = rt_adamw_defaults(RT_OPTIM_ADAMW);
     cfg.beta2 = 0.95, cfg.weight_decay = 0.1;
     RtAdamW opt;
-    if (rt_adamw_init(&opt, n, segs, decay_segments(d, segs), cfg) != 0)
+    int nsegs = decay_segments(d, segs);
+    if (rt_adamw_init(&opt, n, segs, nsegs, cfg) != 0)
         return 1;
 
     double loss = 0, first_loss = 0;
@@ -328,7 +326,7 @@ int main(int argc, char **argv)
         double t0 = now();
         int status = m.train_step(&st);
         double t1 = now();
-        double norm = rt_grad_norm_finish(grads, n, (const int64_t(*)[2])spans, (int)d->nparams, sumsq);
+        double norm = rt_grad_norm_finish(grads, n, segs, nsegs, sumsq);
         rt_adamw_step_scaled(&opt, params, grads, rt_clip_factor(1.0, norm), 3e-4, pool); /* clip folded in */
         double t2 = now();
         if (status != STRATA_OK || !isfinite(loss)) {
@@ -368,7 +366,7 @@ int main(int argc, char **argv)
     jit_free(jit);
     ir_free(&g);
     ast_program_free(&prog);
-    free(params), free(grads), free(arena), free(tokens), free(targets), free(segs), free(sumsq), free(spans);
+    free(params), free(grads), free(arena), free(tokens), free(targets), free(segs), free(sumsq);
     free(total), free(fb), free(upd);
     return 0;
 }

@@ -264,16 +264,16 @@ int case_run(const Case *c, const JitModel *m, const RunOpts *o, Result *r)
     r->loss = NAN;
     r->status = (o->forward ? m->forward : m->train_step)(&s);
     if (sums) {
-        int64_t(*spans)[2] = calloc((size_t)d->nparams + 1, sizeof *spans);
+        RtSegment *spans = calloc((size_t)d->nparams + 1, sizeof *spans);
         for (int p = 0; p < d->nparams; p++) {
-            spans[p][0] = d->params[p].offset, spans[p][1] = d->params[p].numel;
+            spans[p] = (RtSegment){d->params[p].offset, d->params[p].numel, 0};
             int64_t end = d->params[p].offset + d->params[p].numel;
             int64_t b1 = end / RT_NORM_BLOCK, b0 = (d->params[p].offset + RT_NORM_BLOCK - 1) / RT_NORM_BLOCK;
             r->sums_inside += b1 > b0 ? b1 - b0 : 0;
         }
         for (int64_t b = 0; b < nblocks; b++)
             r->sums_written += !isnan(sums[b]);
-        r->norm_fused = rt_grad_norm_finish(grads, d->params_numel, (const int64_t(*)[2])spans, (int)d->nparams, sums);
+        r->norm_fused = rt_grad_norm_finish(grads, d->params_numel, spans, (int)d->nparams, sums);
         r->norm_pass = rt_grad_norm_pool(grads, d->params_numel, NULL);
         free(spans);
         free(sums);

@@ -185,12 +185,13 @@ static void test_norm_blocks(void)
     };
     RtPool *pool = rt_pool_create(3);
     for (size_t L = 0; L < sizeof layouts / sizeof *layouts; L++) {
-        int64_t spans[8][2], n = 0;
+        RtSegment spans[8];
+        int64_t n = 0;
         int np = 0;
         for (int i = 0; layouts[L][i]; i++) {
             int64_t s = layouts[L][i];
             if (s > 0)
-                spans[np][0] = n, spans[np][1] = s, np++;
+                spans[np++] = (RtSegment){n, s, 0};
             n += s > 0 ? s : -s;
         }
         float *g = malloc(sizeof *g * (size_t)n);
@@ -200,11 +201,11 @@ static void test_norm_blocks(void)
         for (int64_t b = 0; b < nb; b++)
             sums[b] = NAN;
         for (int i = np - 1; i >= 0; i--) /* last parameter first, one with the pool, one without */
-            rt_grad_sumsq_blocks(i % 2 ? pool : NULL, g, g + spans[i][0], spans[i][1], sums);
-        int64_t(*rev)[2] = malloc(sizeof *rev * (size_t)np);
+            rt_grad_sumsq_blocks(i % 2 ? pool : NULL, g, g + spans[i].offset, spans[i].numel, sums);
+        RtSegment *rev = malloc(sizeof *rev * (size_t)np);
         for (int i = 0; i < np; i++)
-            rev[i][0] = spans[np - 1 - i][0], rev[i][1] = spans[np - 1 - i][1];
-        double want = rt_grad_norm(g, n), got = rt_grad_norm_finish(g, n, (const int64_t(*)[2])rev, np, sums);
+            rev[i] = spans[np - 1 - i];
+        double want = rt_grad_norm(g, n), got = rt_grad_norm_finish(g, n, rev, np, sums);
         char what[160];
         snprintf(what, sizeof what, "norm from block sums, layout %zu (n %lld): %.17g vs %.17g", L, (long long)n,
                  got, want);

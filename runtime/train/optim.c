@@ -296,29 +296,23 @@ void rt_grad_sumsq_blocks(RtPool *pool, const float *grads, const float *g, int6
         rt_pool_run(pool, b1 - b0, 4, sumsq_chunk, &c);
 }
 
-static int by_offset(const void *a, const void *b)
-{
-    int64_t x = (*(const int64_t(*)[2])a)[0], y = (*(const int64_t(*)[2])b)[0];
-    return (x > y) - (x < y);
-}
-
-double rt_grad_norm_finish(const float *grads, int64_t n, const int64_t (*params)[2], int nparams, const double *sums)
+double rt_grad_norm_finish(const float *grads, int64_t n, const RtSegment *params, int nparams, const double *sums)
 {
     int64_t nblocks = rt_grad_norm_blocks(n);
-    int64_t(*ps)[2] = xmalloc(sizeof *ps * (size_t)(nparams > 0 ? nparams : 1));
+    RtSegment *ps = xmalloc(sizeof *ps * (size_t)(nparams > 0 ? nparams : 1));
     memcpy(ps, params, sizeof *ps * (size_t)nparams);
-    qsort(ps, (size_t)nparams, sizeof *ps, by_offset);
+    qsort(ps, (size_t)nparams, sizeof *ps, cmp_segment);
     /* Walk the blocks and the parameters together: parameter i is the first
      * that ends after block b starts, the only one that can hold it; a block
      * it does not hold is summed here (about one per parameter). */
     double s = 0;
     int i = 0;
     for (int64_t b = 0; b < nblocks; b++) {
-        while (i < nparams && ps[i][0] + ps[i][1] <= b * RT_NORM_BLOCK) /* ends before the block */
+        while (i < nparams && ps[i].offset + ps[i].numel <= b * RT_NORM_BLOCK) /* ends before the block */
             i++;
         int64_t b0 = 0, b1 = 0;
         if (i < nparams)
-            blocks_inside(ps[i][0], ps[i][1], &b0, &b1);
+            blocks_inside(ps[i].offset, ps[i].numel, &b0, &b1);
         if (b >= b0 && b < b1)
             s += sums[b];
         else {

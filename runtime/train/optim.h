@@ -113,11 +113,12 @@ double rt_grad_norm_pool(const float *g, int64_t n, RtPool *pool);
  *                         the buffer's short last block) from g, then adds
  *                         all block sums in order.
  * The result is bit for bit rt_grad_norm's.  params: the parameters' first
- * elements and sizes (nparams of them, any order), the same that the step
- * saw, not overlapping.  rt_grad_sumsq_blocks's pool may be NULL. */
+ * elements and sizes (nparams of them, any order; `decay` unread: the
+ * segments rt_adamw_init takes), the same that the step saw, not
+ * overlapping.  rt_grad_sumsq_blocks's pool may be NULL. */
 int64_t rt_grad_norm_blocks(int64_t n);
 void rt_grad_sumsq_blocks(RtPool *pool, const float *grads, const float *g, int64_t numel, double *sums);
-double rt_grad_norm_finish(const float *grads, int64_t n, const int64_t (*params)[2], int nparams, const double *sums);
+double rt_grad_norm_finish(const float *grads, int64_t n, const RtSegment *params, int nparams, const double *sums);
 /* Clips to a global norm as torch.nn.utils.clip_grad_norm_: with
  * c = max_norm / (norm + 1e-6), computed in float as torch does
  * ((1 / (norm + 1e-6)) max_norm, each operation rounded to float), multiplies

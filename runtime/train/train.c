@@ -381,7 +381,7 @@ typedef struct Run {
     RtGpuModel *gpu;     /* --device cuda: the model on the device (params, grads, moments there) */
     double *sumsq;       /* the gradient norm's block sums, taken by the train step (optim.h): NULL
                             when the gradients change after it (--accum, ranks, the device) */
-    int64_t (*spans)[2]; /* (nparams) each parameter's offset and size, for rt_grad_norm_finish */
+    RtSegment *segs;     /* (nparams) the optimizer's segments, for rt_grad_norm_finish */
 } Run;
 
 /* The tail of a message that stops a run: where the last good weights are. */
@@ -831,12 +831,8 @@ static int setup(Run *r)
         r->logits = strata_logits_in_arena(d, r->arena, B, T);
     if (r->src->masked)
         r->mask = rt_zalloc64((size_t)(B * T) * sizeof(float));
-    if (o->accum == 1 && r->comm->size == 1 && !r->dev->cuda) {
+    if (o->accum == 1 && r->comm->size == 1 && !r->dev->cuda)
         r->sumsq = rt_zalloc64((size_t)rt_grad_norm_blocks(n) * sizeof *r->sumsq);
-        r->spans = rt_zalloc64((size_t)(d->nparams + 1) * sizeof *r->spans);
-        for (int64_t i = 0; i < d->nparams; i++)
-            r->spans[i][0] = d->params[i].offset, r->spans[i][1] = d->params[i].numel;
-    }
     /* Optimizer: weight decay on matrices unless --decay-all. */
     RtSegment *segs = calloc((size_t)d->nparams + 1, sizeof *segs);
     for (int64_t i = 0; i < d->nparams; i++)
@@ -845,7 +841,10 @@ static int setup(Run *r)
     RtAdamWConfig oc = {.kind = strcmp(o->optim, "adam") ? RT_OPTIM_ADAMW : RT_OPTIM_ADAM, .beta1 = o->beta1,
                         .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->wd};
     rc = rt_adamw_init(&r->opt, n, segs, (int)d->nparams, oc) ? 2 : 0;
-    free(segs);
+    if (r->sumsq) /* kept for rt_grad_norm_finish */
+        r->segs = segs;
+    else
+        free(segs);
     r->have_opt = !rc;
     /* Weights (rank 0's; the others get them in share_start). */
     if (!rc && o->resume) {
@@ -913,7 +912,7 @@ static void teardown(Run *r, int rc)
         r->src->close(r->src);
     rt_pool_free(r->pool);
     free(r->params), free(r->grads), free(r->arena), free(r->tok), free(r->tgt), free(r->mask);
-    free(r->sumsq), free(r->spans);
+    free(r->sumsq), free(r->segs);
     free(r->ckpt_path), free(r->metrics_path), free(r->settings_path);
     json_decref(r->state);
 }
@@ -1229,7 +1228,7 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
         }
         double gnorm = 0, lr = rt_lr(&r.sched, k);
         if (r.sumsq) /* the step took most block sums: the rest, then the same number */
-            gnorm = rt_grad_norm_finish(r.grads, n, (const int64_t(*)[2])r.spans, (int)m->desc->nparams, r.sumsq);
+            gnorm = rt_grad_norm_finish(r.grads, n, r.segs, (int)m->desc->nparams, r.sumsq);
         else if (!r.gpu)
             gnorm = rt_grad_norm_pool(r.grads, n, r.pool);
         else if (isfinite(loss) && (rc = gpu_update(&r, k, lr, &gnorm)) != 0)
