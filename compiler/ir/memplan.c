@@ -434,7 +434,7 @@ int64_t memplan_slot_offset(const MemLayout *ly, MemSlot s, int64_t B, int64_t T
 
 /* Largest sum of buffers live at one kernel, for a shape: the live bytes
  * change by +size at a birth and -size after a death. */
-static int64_t peak_live(const MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem)
+static int64_t peak_live(const MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem, int *at)
 {
     const MemLayout *ly = &mp->layout;
     Items it = collect(ly, g, elem);
@@ -446,9 +446,11 @@ static int64_t peak_live(const MemPlan *mp, const IrGraph *g, int64_t B, int64_t
         delta[it.v[j].death + !it.v[j].given] -= bytes; /* a given buffer is counted as its taker's */
     }
     int64_t peak = 0, live = ly->unit_bytes[MEM_SEQ] * T + ly->unit_bytes[MEM_THREAD];
+    *at = 0;
     for (int k = 0; k <= nk; k++) {
         live += delta[k];
-        peak = live > peak ? live : peak;
+        if (live > peak)
+            peak = live, *at = k;
     }
     free(delta);
     free(it.v);
@@ -470,8 +472,42 @@ void memplan_build(MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t 
     mp->arena_bytes = memplan_arena_bytes(ly, B, T, 1);
     for (MemRegion r = MEM_ROWS; r < MEM_NREGIONS; r++)
         mp->total_bytes += ly->total_bytes[r] * units(r, B, T);
-    mp->peak_live = peak_live(mp, g, B, T, elem);
+    mp->peak_live = peak_live(mp, g, B, T, elem, &mp->peak_kernel);
+    mp->B = B, mp->T = T, mp->elem = elem;
     mp->nbuffers = ly->nbuffers;
+}
+
+static int cmp_bytes_desc(const void *a, const void *b)
+{
+    int64_t x = ((const int64_t *)a)[0], y = ((const int64_t *)b)[0];
+    return x < y ? 1 : x > y ? -1 : ((const int64_t *)a)[1] < ((const int64_t *)b)[1] ? -1 : 1;
+}
+
+/* The buffers live at the peak kernel, largest first: what to shrink. */
+static void dump_peak(FILE *out, const MemPlan *mp, const IrGraph *g)
+{
+    if (!g->kernels.n)
+        return;
+    Items it = collect(&mp->layout, g, mp->elem);
+    int k = mp->peak_kernel;
+    int64_t(*live)[2] = xmalloc((size_t)(it.n + 1) * sizeof *live);
+    int nl = 0;
+    for (int j = 0; j < it.n; j++) {
+        const Item *m = &it.v[j];
+        if (m->birth <= k && (k < m->death || (k == m->death && !m->given)))
+            live[nl][0] = m->size * units(m->region, mp->B, mp->T), live[nl++][1] = j;
+    }
+    qsort(live, (size_t)nl, sizeof *live, cmp_bytes_desc);
+    const IrKernel *kk = k < g->kernels.n ? g->kernels.v[k] : NULL;
+    fprintf(out, "peak at kernel %d of %d%s%s: %d buffers live\n", k, g->kernels.n, kk ? ", " : " (the end)",
+            kk ? ir_op_info[((const IrNode *)kk->nodes.v[0])->op].text : "", nl);
+    for (int q = 0; q < nl; q++) {
+        const Item *m = &it.v[live[q][1]];
+        fprintf(out, "  %10.1f KiB  %%%d %s%s  kernels %d..%d\n", live[q][0] / 1024.0, m->n->id,
+                ir_op_info[m->n->op].text, m->aux ? " (aux)" : "", m->birth, m->death);
+    }
+    free(live);
+    free(it.v);
 }
 
 void memplan_dump(FILE *out, const MemPlan *mp, const IrGraph *g)
@@ -487,6 +523,7 @@ void memplan_dump(FILE *out, const MemPlan *mp, const IrGraph *g)
     }
     fprintf(out, "%d buffers, %lld bytes without reuse, peak live %lld, arena %lld\n", mp->nbuffers,
             (long long)mp->total_bytes, (long long)mp->peak_live, (long long)mp->arena_bytes);
+    dump_peak(out, mp, g);
 }
 
 void memplan_free(MemPlan *mp)

@@ -55,6 +55,8 @@ typedef struct MemPlan {
     int64_t *aux_offset;  /* per node id: offset of its aux state, -1 if none */
     int64_t arena_bytes;  /* size of the arena (peak with fragmentation) */
     int64_t peak_live;    /* largest sum of live buffers at any kernel (lower bound) */
+    int peak_kernel;      /* the first kernel where that sum is reached */
+    int64_t B, T, elem;   /* the shape the plan was evaluated for */
     int64_t total_bytes;  /* sum of all planned buffers (no reuse) */
     int nbuffers;
 } MemPlan;
