@@ -16,7 +16,7 @@
  *   attention = 12 * L * d * T * B*T   (QK^T and PV over all T keys, as in
  *               PaLM's MFU; a causal kernel does about half of it)
  * The roofline is measured here, in this process: every distinct matrix
- * product of the step (forward and backward, ir_matmul_products) timed
+ * product of the step (forward and backward, memplan_products) timed
  * through the matrix-product layer (runtime/core/gemm.h) with every backend
  * that does the step's precision, on the same pool; roofline = the sum of
  * each product's best time over its occurrences.  The line per product
@@ -24,6 +24,7 @@
  * line, "result key=value ...", is for bench/train-vs-torch.
  * Memory: everything is malloc'd in main and freed there; exit 0 ok,
  * 1 bad model or failing step, 2 usage. */
+#include "ir/memplan.h"
 #include "ir/pipeline.h"
 #include "front/ast.h"
 #include "lower/jit.h"
@@ -204,27 +205,19 @@ static Work measure_work(const IrGraph *g, const StrataModelDesc *d, RtPool *poo
         if (d->params[i].role == STRATA_ROLE_MATRIX && d->params[i].ndim == 2)
             w.matmul += 6.0 * (double)d->params[i].numel * (double)BT;
     w.attention = 12.0 * (double)d->nblocks * (double)d->width * (double)T * (double)BT;
-    int64_t p[128][5];
-    int n = ir_matmul_products(g, B, T, p, 128);
+    MemProduct p[128];
+    int n = memplan_products(g, B, T, MEMPLAN_HEAD_DIV, p, 128); /* as lower.c plans the step */
     const RtCpu *cpu = rt_cpu();
     printf("matrix products (%s; host %s, %s; GFLOP/s of each backend on %d pool threads, * = the step's):\n",
            bf16 ? "bf16" : "fp32", cpu->brand[0] ? cpu->brand : cpu->vendor, rt_cpu_isa_name(cpu),
            rt_pool_size(pool));
     for (int k = 0; k < n; k++) {
-        int flags = (p[k][0] ? RT_GEMM_TA : 0) | (p[k][1] ? RT_GEMM_TB : 0) | (bf16 ? RT_GEMM_BF16 : 0);
-        int64_t M = p[k][2], N = p[k][3], K = p[k][4], count = 0;
-        for (int i = 0; i < g->nodes.n; i++) { /* occurrences in the step */
-            const IrNode *x = g->nodes.v[i];
-            bool ta = x->op == IR_MATMUL_GRAD_W;
-            if ((x->op == IR_MATMUL || ta) && (ta ? x->in[0]->width : x->tok ? BT : x->rows) == M &&
-                x->width == N && (ta ? (x->in[0]->tok ? BT : x->in[0]->rows) : x->in[0]->width) == K &&
-                (ta || x->trans_b == (bool)p[k][1]) && ta == (bool)p[k][0])
-                count++;
-        }
+        int flags = (p[k].ta ? RT_GEMM_TA : 0) | (p[k].tb ? RT_GEMM_TB : 0) | (bf16 ? RT_GEMM_BF16 : 0);
+        int64_t M = p[k].M, N = p[k].N, K = p[k].K, count = p[k].count;
         const RtGemmBackend *chosen = rt_gemm_choose(flags, M, N, K, NULL);
         double flops = 2.0 * (double)M * (double)N * (double)K, best = INFINITY, mine = INFINITY;
         printf("  %lld x %lld x %lld%s x%lld:", (long long)M, (long long)N, (long long)K,
-               p[k][0] ? " (A^T)" : p[k][1] ? " (B^T)" : "", (long long)count);
+               p[k].ta ? " (A^T)" : p[k].tb ? " (B^T)" : "", (long long)count);
         for (const RtGemmBackend *const *b = rt_gemm_backends(); *b; b++) {
             if (bf16 && !(*b)->bf16)
                 continue;

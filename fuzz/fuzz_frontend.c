@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             fuse_graph(&g);
             MemPlan mp;
-            memplan_build(&mp, &g, 2, 3, 4);
+            memplan_build(&mp, &g, 2, 3, 4, MEMPLAN_HEAD_DIV);
             report_print(devnull, &g, &mp, 2, 3);
             memplan_free(&mp);
         }

@@ -125,10 +125,12 @@ typedef struct StrataStep {
     const void *mask;         /* in, train step: (B, T) REAL loss weights; NULL = all ones */
     int64_t B, T;             /* batch size, sequence length; 1 <= B*T*width < 2^31 */
     double *loss;             /* out, train step: mean masked cross-entropy; NULL = not wanted */
-    void *logits;             /* out: NULL or (B, T, vocab) REAL; NULL leaves the logits in the
-                                 arena (strata_logits_in_arena), valid until the next call;
-                                 but strata_train_step leaves their gradient there instead:
-                                 it overwrites them (compiler/ir/memplan.c) */
+    void *logits;             /* out: NULL or (B, T, vocab) REAL; NULL leaves the logits of
+                                 strata_forward and strata_decode in the arena
+                                 (strata_logits_in_arena), valid until the next call;
+                                 strata_train_step holds them a chunk of rows at a time
+                                 (compiler/ir/memplan.h MemHead) and leaves none there: it
+                                 copies each chunk here when this is given */
     void *capture;            /* out: NULL or (nblocks + 1, B, T, width) REAL: the residual stream
                                  entering block 0, then leaving each block */
     const uint8_t *skip;      /* in: NULL or (nblocks) flags; block l skipped: its output is its

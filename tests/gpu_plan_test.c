@@ -323,7 +323,7 @@ static void check_model(Jit *jit, const char *path)
     }
     int before = failures;
     MemLayout ly;
-    memplan_layout(&ly, &c.g, 4);
+    memplan_layout(&ly, &c.g, 4, 0);
     static const int64_t shapes[][2] = {{1, 1}, {2, 7}, {3, 16}, {64, 256}};
     for (int s = 0; s < 4; s++)
         check_shape(&c.g, &ly, p, shapes[s][0], shapes[s][1]);

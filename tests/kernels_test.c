@@ -432,9 +432,11 @@ static void test_cross_entropy(int B, int T, int mode, const char *shape)
     rt_cross_entropy_rows_f32(rl32, lse32, l32, ktgt, m32, rows / 2, rows, VOCAB);
     rt_cross_entropy_mean_f32(&loss32, rl32, m32, rows);
     check(names[mode][0], shape, err_f64(&loss64, value(&r, ce), 1), err_f32(&loss32, value(&r, ce), 1));
-    rt_cross_entropy_grad_f64(d64, l64, ktgt, r.mask, lse64, &g64, 0, rows, rows, VOCAB);
-    rt_cross_entropy_grad_f32(d32, l32, ktgt, m32, lse32, &g32, 0, rows / 2, rows, VOCAB);
-    rt_cross_entropy_grad_f32(d32, l32, ktgt, m32, lse32, &g32, rows / 2, rows, rows, VOCAB);
+    rt_cross_entropy_grad_f64(d64, l64, ktgt, r.mask, lse64, &g64, 0, 0, rows, rows, VOCAB);
+    rt_cross_entropy_grad_f32(d32, l32, ktgt, m32, lse32, &g32, 0, 0, rows / 2, rows, VOCAB);
+    /* the second half as a chunk of rows starting at row rows / 2 (c0) */
+    int64_t c0 = rows / 2;
+    rt_cross_entropy_grad_f32(d32 + c0 * VOCAB, l32 + c0 * VOCAB, ktgt, m32, lse32, &g32, c0, c0, rows, rows, VOCAB);
     check(names[mode][1], shape, err_f64(d64, value(&r, d), n), err_f32(d32, value(&r, d), n));
     free(ktgt), free(l32), free(m32), free(rl64), free(lse64), free(rl32), free(lse32), free(d64), free(d32);
     free(r.mask);
@@ -563,7 +565,7 @@ static void wide_cross_entropy(int64_t rows, int64_t V, bool masked)
         (x ? rt_cross_entropy_rows_f32_x512 : rt_cross_entropy_rows_f32_base)(loss[x], lse[x], logits, tg, mask, 0,
                                                                               rows, V);
         (x ? rt_cross_entropy_grad_f32_x512 : rt_cross_entropy_grad_f32_base)(d[x], logits, tg, mask, lse[x], &g, 0,
-                                                                              rows, rows, V);
+                                                                              0, rows, rows, V);
     }
     same_bytes("cross-entropy rows (x512 vs base)", shape, loss[0], loss[1], rows);
     same_bytes("cross-entropy lse (x512 vs base)", shape, lse[0], lse[1], rows);

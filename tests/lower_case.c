@@ -75,6 +75,7 @@ const char kinds_zoo[] =
     "}\n";
 
 IrRemat case_remat; /* IR_REMAT_POINTWISE (0): the pipeline's default */
+int64_t case_head_div, case_head_cap;
 
 bool case_load(Case *c, const char *path, const char *text, const char *const *sizes, int nsizes)
 {
@@ -174,7 +175,8 @@ void case_free(Case *c)
 
 bool case_compile(Jit *jit, const Case *c, LowerPrecision prec, JitModel *m)
 {
-    return case_compile_with(jit, c, &(LowerOptions){.precision = prec, .opt_level = 2}, m);
+    LowerOptions o = {.precision = prec, .opt_level = 2, .head_div = case_head_div, .head_cap = case_head_cap};
+    return case_compile_with(jit, c, &o, m);
 }
 
 bool case_compile_with(Jit *jit, const Case *c, const LowerOptions *o, JitModel *m)

@@ -41,6 +41,9 @@ extern const char ops_zoo[];
  * the default of strata, unless a test sets IR_REMAT_BLOCKS, plain
  * strata --remat, or IR_REMAT_NONE) and fusion. */
 extern IrRemat case_remat;
+/* LowerOptions.head_div and head_cap of case_compile: 0, the default
+ * chunks (ir/memplan.h MemHead: one chunk at the tiny sizes), else a test's. */
+extern int64_t case_head_div, case_head_cap;
 bool case_load(Case *c, const char *path, const char *text, const char *const *sizes, int nsizes);
 void case_params(Case *c, uint64_t seed);
 /* A random batch (token ids within every embedding, targets within the

@@ -8,7 +8,10 @@
  * and reduction the language has (the model files use only some), and
  * kinds_zoo (lower_case.c) blocks of four kinds, all with strata's default
  * rematerialisation (pointwise, remat.h).  All of it again with block
- * rematerialisation (strata --remat), and the two zoos with none.  Also
+ * rematerialisation (strata --remat), and the two zoos with none.  The
+ * models and kinds_zoo again with the head in chunks of at most 7 rows, a
+ * model and kinds_zoo at vocab 300 in chunks of one row, and the zoos with
+ * the whole logits (lower/calls.c, ir/memplan.h MemHead).  Also
  * writes the first model as .ll, .s and .o (lower_emit), and checks the
  * inline exp against libm in ulps.  The ABI's other
  * features (skip, capture, threads, accumulate, errors) are abi_test.c's.
@@ -206,7 +209,7 @@ static bool check_attention_grad_alone(Jit *jit, RtPool *pool)
             return false;
         /* dk in the arena, where the memory plan put it */
         MemLayout ly;
-        memplan_layout(&ly, g, m.desc->real_bytes);
+        memplan_layout(&ly, g, m.desc->real_bytes, MEMPLAN_HEAD_DIV);
         int64_t at = memplan_slot_offset(&ly, ly.value[dk->id], c.B, c.T), n = (int64_t)c.B * c.T * 16;
         memplan_layout_free(&ly);
         bool f32 = prec == 1;
@@ -324,10 +327,14 @@ static bool check_exp(Jit *jit)
     return ok;
 }
 
+/* The sizes check_model loads models at (NULL: case_load's tiny ones). */
+static const char *const *model_sizes;
+static int model_nsizes;
+
 static bool check_model(Jit *jit, RtPool *pool, const char *path, const char *text, bool emit)
 {
     Case c;
-    bool ok = case_load(&c, path, text, NULL, 0);
+    bool ok = case_load(&c, path, text, model_sizes, model_nsizes);
     if (ok) {
         case_params(&c, 1);
         char l64[160], l32[160];
@@ -389,9 +396,33 @@ int main(int argc, char **argv)
     failures += !check_model(jit, pool, "ops_zoo", ops_zoo, false);
     failures += !check_model(jit, pool, "kinds_zoo", kinds_zoo, false);
     case_remat = IR_REMAT_POINTWISE;
+    /* The head (logits, cross-entropy, their gradients) in chunks (memplan.h
+     * MemHead; at vocab 11 the default is one chunk): of at most 7 rows, so
+     * 10 and 24 rows are chunks of 7 and a remainder, the weight's gradient
+     * summed over them; at vocab 300 a 1/64 of a row per token, which is
+     * under a row for 10 tokens (chunks of one row in the spare row) and one
+     * row for 24; and the whole logits at once, as when a graph has no such
+     * head. */
+    printf("with the head in chunks of at most 7 rows:\n");
+    case_head_cap = 7;
+    for (int i = 0; i < n; i++)
+        failures += !check_model(jit, pool, argc < 2 ? gl.gl_pathv[i] : argv[i + 1], NULL, false);
+    failures += !check_model(jit, pool, "kinds_zoo", kinds_zoo, false);
+    case_head_cap = 0;
+    printf("at vocab 300 with the head in chunks of a 1/64 of a row per token (rows of one):\n");
+    static const char *const v300[] = {"vocab=300", "d=16", "heads=2", "ffn=24", "L=4", "ctx=5"};
+    model_sizes = v300, model_nsizes = 6, case_head_div = 64;
+    failures += !check_model(jit, pool, argc < 2 ? gl.gl_pathv[0] : argv[1], NULL, false);
+    failures += !check_model(jit, pool, "kinds_zoo", kinds_zoo, false);
+    model_sizes = NULL, model_nsizes = 0;
+    printf("with the whole logits at once (no head chunks):\n");
+    case_head_div = -1;
+    failures += !check_model(jit, pool, "ops_zoo", ops_zoo, false);
+    failures += !check_model(jit, pool, "kinds_zoo", kinds_zoo, false);
+    case_head_div = 0;
     globfree(&gl);
     rt_pool_free(pool);
     jit_free(jit);
-    printf("%d of %d checks passed\n", 2 * n + 6 - failures, 2 * n + 6);
+    printf("%d of %d checks passed\n", 3 * n + 11 - failures, 3 * n + 11);
     return failures ? 1 : 0;
 }

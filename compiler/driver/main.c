@@ -554,7 +554,7 @@ static int run(const char *cmd, int argc, char **argv)
         const char *what;
         if (!ir_train_graph(&g, a.remat, stderr, &what))
             die("%s built an invalid graph", what);
-        memplan_build(&mp, &g, a.batch, a.seq, 4);
+        memplan_build(&mp, &g, a.batch, a.seq, 4, MEMPLAN_HEAD_DIV);
     }
     if (is_build) {
         ok = build(&g, &a, source, &id);

@@ -9,17 +9,18 @@
 #include "core/cpu.h"
 #include "core/gemm.h"
 #include "core/gemm_kernels.h"
+#include "ir/memplan.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 int tune_products(const IrGraph *g, int64_t B, int64_t T, int64_t (*p)[4], int cap)
 {
-    int64_t q[128][5];
-    int n = ir_matmul_products(g, B, T, q, cap < 128 ? cap : 128);
+    MemProduct q[128];
+    int n = memplan_products(g, B, T, MEMPLAN_HEAD_DIV, q, cap < 128 ? cap : 128);
     for (int i = 0; i < n; i++) {
-        p[i][0] = (q[i][0] ? RT_GEMM_TA : 0) | (q[i][1] ? RT_GEMM_TB : 0);
-        p[i][1] = q[i][2], p[i][2] = q[i][3], p[i][3] = q[i][4];
+        p[i][0] = (q[i].ta ? RT_GEMM_TA : 0) | (q[i].tb ? RT_GEMM_TB : 0);
+        p[i][1] = q[i].M, p[i][2] = q[i].N, p[i][3] = q[i].K;
     }
     return n;
 }

@@ -178,30 +178,3 @@ bool ir_verify(const IrGraph *g, FILE *out)
     }
     return true;
 }
-
-static void add_product(int64_t (*p)[5], int *n, int cap, const int64_t row[5])
-{
-    for (int i = 0; i < *n; i++)
-        if (!memcmp(p[i], row, sizeof p[i]))
-            return;
-    if (*n < cap)
-        memcpy(p[(*n)++], row, sizeof p[0]);
-}
-
-int ir_matmul_products(const IrGraph *g, int64_t B, int64_t T, int64_t (*p)[5], int cap)
-{
-    int n = 0;
-    for (int i = 0; i < g->nodes.n; i++) {
-        const IrNode *x = g->nodes.v[i];
-        if (x->op == IR_MATMUL) { /* y (rows, width) = a W or a W^T */
-            const IrNode *a = x->in[0];
-            int64_t row[5] = {0, x->trans_b, x->tok ? B * T : x->rows, x->width, a->width};
-            add_product(p, &n, cap, row);
-        } else if (x->op == IR_MATMUL_GRAD_W) { /* y [wa, wb] = a^T b over the rows */
-            const IrNode *a = x->in[0], *b = x->in[1];
-            int64_t row[5] = {1, 0, a->width, b->width, a->tok ? B * T : a->rows};
-            add_product(p, &n, cap, row);
-        }
-    }
-    return n;
-}

@@ -162,9 +162,4 @@ void ir_dump(FILE *out, const IrGraph *g);
 /* Checks structural invariants; returns false and prints on failure. */
 bool ir_verify(const IrGraph *g, FILE *out);
 void ir_init_text(char *buf, size_t n, const IrInit *init);
-/* The distinct matrix products of g (forward and backward) for a batch of
- * B x T tokens, as C (M, N) = op(A) (M, K) op(B) (K, N): rows of {ta, tb,
- * M, N, K} (ta, tb: 0 or 1) into p, at most cap; returns the count.  For
- * the matrix-product layer's tuning and reports (runtime/core/gemm.h). */
-int ir_matmul_products(const IrGraph *g, int64_t B, int64_t T, int64_t (*p)[5], int cap);
 #endif

@@ -9,7 +9,9 @@
  * cross-entropy gradient, which then takes over their buffer
  * (rt_cross_entropy_grad reads each logit before it writes its gradient;
  * the logits' buffer is the largest of the step, B x T x vocab, and this
- * saves a second one at the peak, the start of the backward pass).  Sizes here
+ * saves a second one at the peak, the start of the backward pass).  With
+ * head chunks (MemHead) that buffer is a quarter of it, and strata_forward
+ * gets a place of its own for the whole logits.  Sizes here
  * are per unit of the region (per token, ...). */
 #include "ir/memplan.h"
 
@@ -83,6 +85,44 @@ typedef struct FreeList {
     int n, cap;
     int64_t end;          /* region high-water mark */
 } FreeList;
+
+static void fl_release(FreeList *f, int64_t off, int64_t size);
+
+/* A place at or above lo (the head's input, place_forward_logits). */
+static int64_t fl_alloc_above(FreeList *f, int64_t size, int64_t lo)
+{
+    int best = -1;
+    for (int i = 0; i < f->n; i++) {
+        int64_t from = f->b[i].off > lo ? f->b[i].off : lo;
+        if (f->b[i].off + f->b[i].size >= from + size && (best < 0 || f->b[i].size < f->b[best].size))
+            best = i;
+    }
+    if (best >= 0) { /* split the block around [from, from + size) */
+        Block b = f->b[best];
+        int64_t from = b.off > lo ? b.off : lo;
+        f->b[best] = f->b[--f->n];
+        if (from > b.off)
+            fl_release(f, b.off, from - b.off);
+        if (b.off + b.size > from + size)
+            fl_release(f, from + size, b.off + b.size - from - size);
+        return from;
+    }
+    int64_t off = f->end > lo ? f->end : lo;
+    for (int i = 0; i < f->n; i++) /* a free block at the top: start inside it when lo allows */
+        if (f->b[i].off + f->b[i].size == f->end && f->b[i].off < off) {
+            int64_t from = f->b[i].off > lo ? f->b[i].off : lo;
+            Block b = f->b[i];
+            f->b[i] = f->b[--f->n];
+            if (from > b.off)
+                fl_release(f, b.off, from - b.off);
+            f->end = from + size;
+            return from;
+        }
+    if (off > f->end)
+        fl_release(f, f->end, off - f->end);
+    f->end = off + size;
+    return off;
+}
 
 static int64_t fl_alloc(FreeList *f, int64_t size)
 {
@@ -203,6 +243,53 @@ static void attention_group_births(const IrGraph *g, int *first)
     free(next);
 }
 
+/* The single node of kernel k, or NULL (a row loop, or past the end). */
+static const IrNode *single(const IrGraph *g, int k)
+{
+    if (k < 0 || k >= g->kernels.n)
+        return NULL;
+    const IrKernel *kn = g->kernels.v[k];
+    return kn->rowwise || kn->nodes.n != 1 ? NULL : kn->nodes.v[0];
+}
+
+int64_t memplan_head_rows(const MemHead *h, int64_t BT)
+{
+    int64_t r = BT * h->unit / h->row_bytes;
+    return r > 0 ? r : 1;
+}
+
+bool memplan_head_spare(const MemHead *h, int64_t BT)
+{
+    return BT * h->unit < h->row_bytes;
+}
+
+/* The head in chunks of 1/div (MemHead), when the schedule has it. */
+static void find_head(MemHead *h, const IrGraph *g, const int *readers, int64_t div, int64_t elem)
+{
+    memset(h, 0, sizeof *h);
+    h->k0 = -1;
+    const IrNode *L = g->logits;
+    if (div < 1 || !L || L->op != IR_MATMUL || !L->tok || !L->in[0]->tok || L->kernel < 0)
+        return;
+    int k0 = L->kernel;
+    const IrNode *ce = single(g, k0 + 1), *d = single(g, k0 + 2), *p = single(g, k0 + 3), *q = single(g, k0 + 4);
+    if (single(g, k0) != L || !ce || !d || !p || !q || ce->op != IR_CROSS_ENTROPY || ce->in[0] != L ||
+        ce != g->loss || d->op != IR_CE_GRAD || d->in[0] != L || d->saved != ce || !d->tok ||
+        readers[L->id] != 2 || readers[d->id] != 2)
+        return;
+    const IrNode *dx = p->op == IR_MATMUL ? p : q, *dw = p->op == IR_MATMUL ? q : p;
+    if (dx->op != IR_MATMUL || dx->in[0] != d || !dx->tok || dw->op != IR_MATMUL_GRAD_W ||
+        (dw->in[0] != d && dw->in[1] != d) || !dw->in[0]->tok || !dw->in[1]->tok || dw->tok)
+        return;
+    int64_t row = L->width * elem;
+    *h = (MemHead){k0, round_up((row + div - 1) / div), row, L, ce, d, dx, dw};
+}
+
+static bool in_head(const MemLayout *ly, const IrNode *x)
+{
+    return ly->head.k0 >= 0 && (x == ly->head.logits || x == ly->head.grad);
+}
+
 /* Births, deaths and sizes of every buffer, in node order. */
 static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
 {
@@ -237,7 +324,9 @@ static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
         if (x->kernel < 0 || !x->stored || ly->home[i])
             continue;
         MemRegion r = x->tok ? MEM_ROWS : MEM_FIXED;
-        int64_t unit = x->tok ? x->width * elem : memplan_value_bytes(x, 1, 1, elem);
+        int64_t unit = in_head(ly, x) ? ly->head.unit
+                     : x->tok        ? x->width * elem
+                                     : memplan_value_bytes(x, 1, 1, elem);
         int takes = -1;
         if (x->op == IR_CE_GRAD && logits_item >= 0 && x->in[0] == g->logits) {
             Item *lg = &it.v[logits_item];
@@ -251,6 +340,9 @@ static Items collect(const MemLayout *ly, const IrGraph *g, int64_t elem)
         it.v[it.n++] = (Item){x, false, r, round_up(unit), first[i], last[i], takes, false};
         if (aux_per_token(x))
             it.v[it.n++] = (Item){x, true, MEM_ROWS, round_up(aux_per_token(x) * elem), first[i], last[i], -1, false};
+        if (ly->head.k0 >= 0 && x == ly->head.logits) /* the spare row, through the gradient's last reader */
+            it.v[it.n++] = (Item){x, true, MEM_FIXED, round_up(ly->head.row_bytes), first[i], ly->head.k0 + 4, -1,
+                                  false};
     }
     free(last);
     free(first);
@@ -284,13 +376,19 @@ static int *by_kernel(const Items *it, MemRegion r, int nk, bool by_death, int *
 static void place(MemLayout *ly, const Items *it, MemRegion r, int nk)
 {
     FreeList fl = {0};
+    /* With head chunks, the logits' input goes above a logits row per token:
+     * strata_forward's logits take [0, row) (place_forward_logits). */
+    const IrNode *hin = ly->head.k0 >= 0 ? ly->head.logits->in[0] : NULL;
     int *bstart, *dstart;
     int *born = by_kernel(it, r, nk, false, &bstart), *dying = by_kernel(it, r, nk, true, &dstart);
     for (int k = 0; k <= nk; k++) {
         for (int q = bstart[k]; q < bstart[k + 1]; q++) {
             const Item *m = &it->v[born[q]];
             MemSlot *s = m->aux ? &ly->aux[m->n->id] : &ly->value[m->n->id];
-            *s = m->takes >= 0 ? ly->value[it->v[m->takes].n->id] : (MemSlot){r, fl_alloc(&fl, m->size)};
+            int64_t off = m->takes >= 0          ? -1
+                        : m->n == hin && !m->aux ? fl_alloc_above(&fl, m->size, round_up(ly->head.row_bytes))
+                                                 : fl_alloc(&fl, m->size);
+            *s = m->takes >= 0 ? ly->value[it->v[m->takes].n->id] : (MemSlot){r, off};
             ly->total_bytes[r] += m->size;
             ly->nbuffers += !m->aux;
         }
@@ -370,7 +468,28 @@ static void place_shared(MemLayout *ly, const IrGraph *g, int64_t elem)
     ly->unit_bytes[MEM_THREAD] = ly->total_bytes[MEM_THREAD] = round_up(work);
 }
 
-void memplan_layout(MemLayout *ly, const IrGraph *g, int64_t elem)
+/* strata_forward's logits with head chunks: the lowest place in MEM_ROWS
+ * clear of their input, the one value live at their kernel there (which
+ * place() put above a logits row, so this is 0). */
+static void place_forward_logits(MemLayout *ly, const IrGraph *g, int64_t elem)
+{
+    const IrNode *L = g->logits;
+    if (ly->head.k0 < 0) {
+        ly->logits = L ? ly->value[L->id] : (MemSlot){MEM_NONE, 0};
+        return;
+    }
+    int64_t size = round_up(L->width * elem), off = 0;
+    MemSlot in = ly->value[L->in[0]->id];
+    int64_t in_size = round_up(L->in[0]->width * elem);
+    if (in.region == MEM_ROWS && in.off < size)
+        off = in.off + in_size;
+    ly->logits = (MemSlot){MEM_ROWS, off};
+    if (ly->unit_bytes[MEM_ROWS] < off + size)
+        ly->unit_bytes[MEM_ROWS] = off + size;
+    ly->total_bytes[MEM_ROWS] += size;
+}
+
+void memplan_layout(MemLayout *ly, const IrGraph *g, int64_t elem, int64_t head_div)
 {
     int n = g->nodes.n;
     memset(ly, 0, sizeof *ly);
@@ -387,10 +506,12 @@ void memplan_layout(MemLayout *ly, const IrGraph *g, int64_t elem)
             readers[x->saved->id]++;
     }
     find_homes(ly, g, readers);
+    find_head(&ly->head, g, readers, head_div, elem);
     free(readers);
     Items it = collect(ly, g, elem);
     place(ly, &it, MEM_ROWS, g->kernels.n);
     place(ly, &it, MEM_FIXED, g->kernels.n);
+    place_forward_logits(ly, g, elem);
     verify(ly, &it, MEM_ROWS, g->kernels.n);
     verify(ly, &it, MEM_FIXED, g->kernels.n);
     free(it.v);
@@ -457,11 +578,11 @@ static int64_t peak_live(const MemPlan *mp, const IrGraph *g, int64_t B, int64_t
     return peak;
 }
 
-void memplan_build(MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem)
+void memplan_build(MemPlan *mp, const IrGraph *g, int64_t B, int64_t T, int64_t elem, int64_t head_div)
 {
     int n = g->nodes.n;
     memset(mp, 0, sizeof *mp);
-    memplan_layout(&mp->layout, g, elem);
+    memplan_layout(&mp->layout, g, elem, head_div);
     const MemLayout *ly = &mp->layout;
     mp->offset = xmalloc((size_t)n * sizeof *mp->offset);
     mp->aux_offset = xmalloc((size_t)n * sizeof *mp->aux_offset);
@@ -521,9 +642,66 @@ void memplan_dump(FILE *out, const MemPlan *mp, const IrGraph *g)
             fprintf(out, " aux @ %lld", (long long)mp->aux_offset[i]);
         fputc('\n', out);
     }
+    const MemLayout *ly = &mp->layout;
+    if (ly->head.k0 >= 0)
+        fprintf(out, "head: kernels %d..%d in chunks of %lld rows%s; strata_forward's logits @ %lld\n", ly->head.k0,
+                ly->head.k0 + 4, (long long)memplan_head_rows(&ly->head, mp->B * mp->T),
+                memplan_head_spare(&ly->head, mp->B * mp->T) ? " (the spare row)" : "",
+                (long long)memplan_slot_offset(ly, ly->logits, mp->B, mp->T));
     fprintf(out, "%d buffers, %lld bytes without reuse, peak live %lld, arena %lld\n", mp->nbuffers,
             (long long)mp->total_bytes, (long long)mp->peak_live, (long long)mp->arena_bytes);
     dump_peak(out, mp, g);
+}
+
+static void add_product(MemProduct *p, int *n, int cap, MemProduct q)
+{
+    if (q.count < 1)
+        return;
+    for (int i = 0; i < *n; i++)
+        if (p[i].ta == q.ta && p[i].tb == q.tb && p[i].M == q.M && p[i].N == q.N && p[i].K == q.K) {
+            p[i].count += q.count;
+            return;
+        }
+    if (*n < cap)
+        p[(*n)++] = q;
+}
+
+int memplan_products(const IrGraph *g, int64_t B, int64_t T, int64_t head_div, MemProduct *p, int cap)
+{
+    int nn = g->nodes.n, n = 0;
+    int *readers = xcalloc((size_t)nn + 1, sizeof *readers);
+    for (int i = 0; i < nn; i++) {
+        const IrNode *x = g->nodes.v[i];
+        for (int a = 0; a < ir_op_info[x->op].arity; a++)
+            readers[x->in[a]->id]++;
+        if (x->saved)
+            readers[x->saved->id]++;
+    }
+    MemHead h;
+    find_head(&h, g, readers, head_div, 4);
+    free(readers);
+    int64_t BT = B * T, R = h.k0 >= 0 ? memplan_head_rows(&h, BT) : 1, full = BT / R, rest = BT % R;
+    for (int i = 0; i < nn; i++) {
+        const IrNode *x = g->nodes.v[i];
+        bool chunked = h.k0 >= 0 && (x == h.logits || x == h.dx || x == h.dw);
+        if (x->op == IR_MATMUL) { /* y (rows, width) = a W or a W^T */
+            MemProduct q = {false, x->trans_b, x->tok ? BT : x->rows, x->width, x->in[0]->width, 1};
+            if (chunked) {
+                add_product(p, &n, cap, (MemProduct){q.ta, q.tb, R, q.N, q.K, full});
+                q.M = rest, q.count = rest > 0;
+            }
+            add_product(p, &n, cap, q);
+        } else if (x->op == IR_MATMUL_GRAD_W) { /* y [wa, wb] = a^T b over the rows */
+            const IrNode *a = x->in[0], *b = x->in[1];
+            MemProduct q = {true, false, a->width, b->width, a->tok ? BT : a->rows, 1};
+            if (chunked) {
+                add_product(p, &n, cap, (MemProduct){q.ta, q.tb, q.M, q.N, R, full});
+                q.K = rest, q.count = rest > 0;
+            }
+            add_product(p, &n, cap, q);
+        }
+    }
+    return n;
 }
 
 void memplan_free(MemPlan *mp)

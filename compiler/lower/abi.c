@@ -265,10 +265,10 @@ void lower_emit_desc(Cg *cg)
                         const_i(cg->i64, ly->unit_bytes[MEM_SEQ]),
                         const_i(cg->i64, ly->unit_bytes[MEM_FIXED]),
                         const_i(cg->i64, ly->unit_bytes[MEM_THREAD]),
-                        const_i(cg->i64, ly->value[g->logits->id].off),
+                        const_i(cg->i64, ly->logits.off),
                         const_string(cg, name),
                         const_i(cg->i64, cg->kv_width)};
-    if (ly->value[g->logits->id].region != MEM_ROWS)
+    if (ly->logits.region != MEM_ROWS)
         die("lower: the logits are not a planned token value");
     LLVMValueRef gv = LLVMAddGlobal(cg->mod, dt, LOWER_DESC_SYMBOL);
     LLVMSetInitializer(gv, LLVMConstNamedStruct(dt, f, 17));

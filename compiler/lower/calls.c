@@ -48,7 +48,8 @@ SAME_TYPE(rt_attention_grad_f64, void (*)(R *, R *, R *, CR *, CR *, CR *, CR *,
                                           int64_t, int64_t, int64_t));
 SAME_TYPE(rt_cross_entropy_rows_f64, void (*)(R *, R *, CR *, Ids *, CR *, int64_t, int64_t, int64_t));
 SAME_TYPE(rt_cross_entropy_mean_f64, void (*)(R *, CR *, CR *, int64_t));
-SAME_TYPE(rt_cross_entropy_grad_f64, void (*)(R *, CR *, Ids *, CR *, CR *, CR *, int64_t, int64_t, int64_t, int64_t));
+SAME_TYPE(rt_cross_entropy_grad_f64,
+          void (*)(R *, CR *, Ids *, CR *, CR *, CR *, int64_t, int64_t, int64_t, int64_t, int64_t));
 
 /* Declares (once) and calls NAME, or NAME_f32 / NAME_f64 when `suffix`.
  * sig has one letter per parameter: p pointer, I int64_t, i int, d double,
@@ -113,26 +114,51 @@ static LLVMValueRef rows_of(Cg *cg, const IrNode *n)
 /* MATMUL: x (M, K) and
  *   trans_b: W [N, K], y = x W^T  -> gemm(N, T): lda K, ldb K
  *   else:    W [K, N], y = x W    -> gemm(N, N): lda K, ldb N */
-static void lower_matmul(Cg *cg, const IrNode *x)
+static void check_matmul(const IrNode *x)
 {
     const IrNode *a = x->in[0], *w = x->in[1];
     int64_t K = a->width, N = x->width;
     if (w->tok || (x->trans_b ? w->width != K || w->rows != N : w->rows != K || w->width != N) ||
         a->tok != x->tok || (!a->tok && a->rows != x->rows))
         die("lower: %%%d: matmul shapes do not agree", x->id);
-    gemm(cg, false, x->trans_b, rows_of(cg, x), N, cg_i64(cg, K), cg_home(cg, a), K, cg_home(cg, w),
-         x->trans_b ? K : N, cg_home(cg, x), N, cg_accumulates(cg, x));
 }
 
-/* MATMUL_GRAD_W: y [wa, wb] (+)= a^T b over the R rows of a (R, wa), b (R, wb). */
-static void lower_matmul_grad_w(Cg *cg, const IrNode *x)
+/* M rows of a MATMUL: C = A op(W) (+ C when accumulating). */
+static void matmul_rows(Cg *cg, const IrNode *x, LLVMValueRef M, LLVMValueRef A, LLVMValueRef C)
+{
+    int64_t K = x->in[0]->width, N = x->width;
+    gemm(cg, false, x->trans_b, M, N, cg_i64(cg, K), A, K, cg_home(cg, x->in[1]), x->trans_b ? K : N, C, N,
+         cg_accumulates(cg, x));
+}
+
+static void lower_matmul(Cg *cg, const IrNode *x)
+{
+    check_matmul(x);
+    matmul_rows(cg, x, rows_of(cg, x), cg_home(cg, x->in[0]), cg_home(cg, x));
+}
+
+static void check_matmul_grad_w(const IrNode *x)
 {
     const IrNode *a = x->in[0], *b = x->in[1];
     if (x->tok || x->rows != a->width || x->width != b->width || a->tok != b->tok ||
         (!a->tok && a->rows != b->rows))
         die("lower: %%%d: matmul_grad_w result is not [wa, wb]", x->id);
-    gemm(cg, true, false, cg_i64(cg, a->width), b->width, rows_of(cg, a), cg_home(cg, a), a->width, cg_home(cg, b),
-         b->width, cg_home(cg, x), b->width, cg_accumulates(cg, x));
+}
+
+/* MATMUL_GRAD_W over R rows: y [wa, wb] = a^T b (+ y when `acc`), a (R, wa) at A, b (R, wb) at Bm. */
+static void matmul_grad_w_rows(Cg *cg, const IrNode *x, LLVMValueRef R, LLVMValueRef A, LLVMValueRef Bm,
+                               LLVMValueRef acc)
+{
+    int64_t wa = x->in[0]->width, wb = x->in[1]->width;
+    gemm(cg, true, false, cg_i64(cg, wa), wb, R, A, wa, Bm, wb, cg_home(cg, x), wb, acc);
+}
+
+/* MATMUL_GRAD_W: y [wa, wb] (+)= a^T b over the R rows of a (R, wa), b (R, wb). */
+static void lower_matmul_grad_w(Cg *cg, const IrNode *x)
+{
+    check_matmul_grad_w(x);
+    matmul_grad_w_rows(cg, x, rows_of(cg, x->in[0]), cg_home(cg, x->in[0]), cg_home(cg, x->in[1]),
+                       cg_accumulates(cg, x));
 }
 
 /* ---- embedding and rotary embedding ---- */
@@ -351,12 +377,14 @@ static void lower_cross_entropy(Cg *cg, const IrNode *x)
     call(cg, "rt_cross_entropy_mean", true, "pppI", (LLVMValueRef[]){cg_home(cg, x), row_loss, cg->mask, cg->BT});
 }
 
-/* CE_GRAD rows.  ctx: dlogits, logits, targets, mask, lse, g, rows, V */
+/* CE_GRAD rows c0 + [r0, r1), dlogits and logits from row c0.
+ * ctx: dlogits, logits, targets, mask, lse, g, c0, rows, V */
 static void ce_grad_task(Cg *cg, const void *info, LLVMValueRef *v, LLVMValueRef r0, LLVMValueRef r1,
                          LLVMValueRef t)
 {
-    LLVMValueRef args[] = {v[0], v[1], v[2], v[3], v[4], v[5], r0, r1, v[6], v[7]};
-    call(cg, "rt_cross_entropy_grad", true, "ppppppIIII", args);
+    LLVMValueRef args[] = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], LLVMBuildAdd(cg->b, v[6], r0, ""),
+                           LLVMBuildAdd(cg->b, v[6], r1, ""), v[7], v[8]};
+    call(cg, "rt_cross_entropy_grad", true, "ppppppIIIII", args);
 }
 
 /* CE_GRAD: every row written (masked rows as zeros). */
@@ -365,9 +393,85 @@ static void lower_ce_grad(Cg *cg, const IrNode *x)
     const IrNode *lg = x->in[0], *gn = x->in[2], *ce = x->saved;
     if (!x->tok || x->width != lg->width || gn->tok || gn->width != 1 || !ce || ce->op != IR_CROSS_ENTROPY)
         die("lower: %%%d: cross_entropy_grad is not (B,T,V) with a scalar gradient", x->id);
-    LLVMValueRef v[] = {cg_home(cg, x),    cg_home(cg, lg), cg_home(cg, x->in[1]), cg->mask,
-                        cg_aux_home(cg, ce), cg_home(cg, gn), cg->BT,              cg_i64(cg, lg->width)};
-    run(cg, "cross_entropy_grad", "ppppppII", ce_grad_task, v, cg->BT, cg_i64(cg, 16));
+    LLVMValueRef v[] = {cg_home(cg, x),      cg_home(cg, lg), cg_home(cg, x->in[1]), cg->mask,    cg_aux_home(cg, ce),
+                        cg_home(cg, gn),     cg_i64(cg, 0),   cg->BT,                cg_i64(cg, lg->width)};
+    run(cg, "cross_entropy_grad", "ppppppIII", ce_grad_task, v, cg->BT, cg_i64(cg, 16));
+}
+
+/* ---- the head in chunks of rows (ir/memplan.h MemHead) ---- */
+
+/* Row c0 of token value n: the chunk itself when n is the logits or their
+ * gradient (it holds rows c0 .. c0 + n - 1), else home + c0 width. */
+static LLVMValueRef head_rows_ptr(Cg *cg, const IrNode *n, LLVMValueRef chunk, LLVMValueRef c0)
+{
+    const MemHead *h = &cg->ly->head;
+    if (n == h->logits || n == h->grad)
+        return chunk;
+    return cg_elem(cg, cg_home(cg, n), LLVMBuildMul(cg->b, c0, cg_i64(cg, n->width), ""));
+}
+
+/* rows = memplan_head_rows (B T / 4 by default; at most cg->head_cap), the
+ * chunk the logits' MEM_ROWS buffer or their spare row (memplan.h), and
+ * for (c0 = 0; c0 < B T; c0 += rows), n = min(rows, B T - c0):
+ *   chunk = logits of rows c0 .. c0+n (copied to StrataStep.logits if given)
+ *   the cross-entropy's lse and row losses of those rows
+ *   chunk = their gradient (over the logits, rt_cross_entropy_grad)
+ *   the input's gradient of those rows, and the weight's gradient
+ *   (+)= chunk^T input rows (added from the second chunk on)
+ * then the loss, the mean of the row losses, as the whole kernels do.  Each
+ * row's logits, loss and gradients are those of the whole product (rows
+ * are independent); only the weight's gradient is summed over the chunks
+ * in turn. */
+void lower_head_chunks(Cg *cg)
+{
+    const MemHead *h = &cg->ly->head;
+    const IrNode *L = h->logits, *ce = h->ce, *d = h->grad, *dx = h->dx, *dw = h->dw;
+    check_matmul(L);
+    check_matmul(dx);
+    check_matmul_grad_w(dw);
+    if (d->width != L->width || d->in[2]->tok || d->in[2]->width != 1)
+        die("lower: %%%d: cross_entropy_grad is not (B,T,V) with a scalar gradient", d->id);
+    int64_t V = L->width;
+    LLVMValueRef rows = LLVMBuildSDiv(cg->b, LLVMBuildMul(cg->b, cg->BT, cg_i64(cg, h->unit), ""),
+                                      cg_i64(cg, h->row_bytes), "");
+    LLVMValueRef spare = LLVMBuildICmp(cg->b, LLVMIntSLT, rows, cg_i64(cg, 1), "spare");
+    LLVMValueRef R = LLVMBuildSelect(cg->b, spare, cg_i64(cg, 1), rows, "rows");
+    if (cg->head_cap > 0)
+        R = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSGT, R, cg_i64(cg, cg->head_cap), ""),
+                            cg_i64(cg, cg->head_cap), R, "rows");
+    LLVMValueRef chunk = LLVMBuildSelect(cg->b, spare, cg_aux_home(cg, L), cg_slot_ptr(cg, cg->ly->value[L->id], L),
+                                         "chunk");
+    LLVMValueRef aux = cg_aux_home(cg, ce), row_loss = cg_elem(cg, aux, cg->BT);
+    LLVMValueRef nchunks = LLVMBuildSDiv(cg->b, LLVMBuildSub(cg->b, LLVMBuildAdd(cg->b, cg->BT, R, ""), cg_i64(cg, 1), ""),
+                                         R, "");
+    Loop lp = cg_loop_begin(cg, cg_i64(cg, 0), nchunks, NULL, "head_chunk");
+    LLVMValueRef c0 = LLVMBuildMul(cg->b, lp.i, R, "c0"), left = LLVMBuildSub(cg->b, cg->BT, c0, "");
+    LLVMValueRef n = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, left, R, ""), left, R, "n");
+    matmul_rows(cg, L, n, head_rows_ptr(cg, L->in[0], chunk, c0), chunk);
+    LLVMBasicBlockRef join = cg_if(cg, LLVMBuildIsNotNull(cg->b, cg->logits_out, ""), "logits_out");
+    LLVMValueRef at = LLVMBuildMul(cg->b, c0, cg_i64(cg, V), "");
+    cg_copy(cg, cg_elem(cg, cg->logits_out, at), chunk, LLVMBuildMul(cg->b, n, cg_i64(cg, V), ""), false);
+    cg_endif(cg, join);
+    LLVMValueRef mask = LLVMBuildSelect(cg->b, LLVMBuildIsNull(cg->b, cg->mask, ""), LLVMConstNull(cg->ptr),
+                                        cg_elem(cg, cg->mask, c0), "mask");
+    LLVMValueRef tg = LLVMBuildGEP2(cg->b, cg->i32, cg_home(cg, ce->in[1]), &c0, 1, "targets");
+    LLVMValueRef v[] = {cg_elem(cg, row_loss, c0), cg_elem(cg, aux, c0), chunk, tg, mask, cg_i64(cg, V)};
+    run(cg, "cross_entropy", "pppppI", ce_task, v, n, cg_i64(cg, 16));
+    LLVMValueRef vg[] = {chunk, chunk, cg_home(cg, d->in[1]), cg->mask, aux, cg_home(cg, d->in[2]), c0, cg->BT,
+                         cg_i64(cg, V)};
+    run(cg, "cross_entropy_grad", "ppppppIII", ce_grad_task, vg, n, cg_i64(cg, 16));
+    LLVMValueRef later = LLVMBuildICmp(cg->b, LLVMIntSGT, c0, cg_i64(cg, 0), "");
+    for (int pass = 0; pass < 2; pass++) {
+        bool x_first = dx->kernel < dw->kernel;
+        if ((pass == 0) == x_first)
+            matmul_rows(cg, dx, n, chunk, head_rows_ptr(cg, dx, chunk, c0));
+        else
+            matmul_grad_w_rows(cg, dw, n, head_rows_ptr(cg, dw->in[0], chunk, c0),
+                               head_rows_ptr(cg, dw->in[1], chunk, c0),
+                               LLVMBuildOr(cg->b, cg_accumulates(cg, dw), later, ""));
+    }
+    cg_loop_end(cg, &lp, NULL);
+    call(cg, "rt_cross_entropy_mean", true, "pppI", (LLVMValueRef[]){cg_home(cg, ce), row_loss, cg->mask, cg->BT});
 }
 
 void lower_call_node(Cg *cg, const IrNode *x)

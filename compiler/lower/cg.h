@@ -41,6 +41,7 @@ typedef struct Cg {
     int64_t elem;              /* bytes per REAL */
     bool libm_exp;             /* LowerOptions.libm_exp */
     bool inline_blocks;        /* LowerOptions.inline_blocks */
+    int64_t head_div, head_cap; /* LowerOptions' (head_div 0: no head chunks) */
     bool nvptx;                /* building GPU kernels (nvptx*.c): no libm calls in arith.c */
     bool gpu_emulate;          /* the GPU kernels built for the host, for tests (nvptx.c) */
     LLVMContextRef ctx;
@@ -68,6 +69,8 @@ typedef struct Cg {
     bool decode;               /* for strata_decode (train false): attention over the KV cache */
     LLVMValueRef kv, kv_pos, kv_len; /* StrataStep's (strata_decode; kv_pos 0 elsewhere) */
     LLVMValueRef params, grads, arena, tokens, targets, mask, B, T, BT, pool, acc, logits, capture, skip;
+    LLVMValueRef logits_out;   /* train step with head chunks: StrataStep.logits (may be null), where
+                                  each chunk's logits are copied (cg_home of the logits: the chunk) */
     LLVMValueRef gemm_flags;   /* i32: RT_GEMM_BF16 for a bf16 step, else 0 */
     LLVMValueRef sumsq;        /* StrataStep.grad_sumsq (a null pointer outside fp32 train steps) */
     LLVMValueRef region[MEM_NREGIONS]; /* start of each arena region */
@@ -199,6 +202,8 @@ void lower_loop_node(Cg *cg, const IrNode *x);
 /* calls.c: MATMUL, MATMUL_GRAD_W (runtime/core/gemm.h) and the runtime
  * kernels (EMBED ... CE_GRAD); the rotary tables at the start of a step. */
 void lower_call_node(Cg *cg, const IrNode *x);
+/* The head's five kernels (ly->head) in chunks of rows, in a train step. */
+void lower_head_chunks(Cg *cg);
 void lower_rope_tables(Cg *cg);
 
 /* ---- abi.c ---- */

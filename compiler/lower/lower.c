@@ -174,7 +174,7 @@ static LLVMModuleRef build_module(Cg *cg)
     cg->b = LLVMCreateBuilderInContext(cg->ctx);
     cg_types(cg);
     MemLayout ly;
-    memplan_layout(&ly, g, cg->elem);
+    memplan_layout(&ly, g, cg->elem, cg->head_div);
     cg->ly = &ly;
     Kinds kinds;
     kinds_find(&kinds, g, &ly);
@@ -205,8 +205,9 @@ LowerModule *lower_module_in(LLVMContextRef ctx, bool owns_ctx, const IrGraph *g
     LLVMTargetMachineRef tm = lower_target_machine(o, err);
     if (!tm)
         return NULL;
-    Cg cg = {.g = g, .prec = o->precision, .libm_exp = o->libm_exp, .inline_blocks = o->inline_blocks, .ctx = ctx,
-             .tm = tm};
+    int64_t div = o->head_div == 0 ? MEMPLAN_HEAD_DIV : o->head_div < 0 ? 0 : o->head_div;
+    Cg cg = {.g = g, .prec = o->precision, .libm_exp = o->libm_exp, .inline_blocks = o->inline_blocks,
+             .head_div = div, .head_cap = o->head_cap, .ctx = ctx, .tm = tm};
     LLVMModuleRef mod = build_module(&cg);
     cg_free(&cg);
     verify_or_die(mod);

@@ -42,6 +42,9 @@ typedef struct LowerOptions {
                              inline polynomial that vectorises (for measurements) */
     bool inline_blocks;   /* every block's kernels one by one in the entry points, instead of
                              one function per kind of block (ir/kinds.h; for tests and measurements) */
+    int64_t head_div;     /* the train step's head chunks (ir/memplan.h MemHead): 0 =
+                             MEMPLAN_HEAD_DIV, -1 = none, the whole logits (for tests) */
+    int64_t head_cap;     /* at most this many rows per head chunk, 0 = no cap (for tests) */
 } LowerOptions;
 
 typedef enum LowerEmitKind {

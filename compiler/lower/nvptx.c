@@ -230,7 +230,7 @@ static int build_program(const IrGraph *g, const char *sm, const char *emu_obj, 
     cg->voidt = LLVMVoidTypeInContext(c);
 
     MemLayout ly;
-    memplan_layout(&ly, g, 4);
+    memplan_layout(&ly, g, 4, 0); /* the whole logits: no head chunks on the GPU */
     Kinds kinds;
     kinds_find(&kinds, g, &ly);
     cg->ly = &ly;

@@ -523,6 +523,17 @@ static void emit_schedule(Cg *cg)
             k = call_kinds(cg, l, k) - 1;
             continue;
         }
+        if (cg->train && k == cg->ly->head.k0) {
+            if (run.block >= 0)
+                die("lower: the head's kernels inside block %d's run", run.block);
+            lower_head_chunks(cg);
+            for (int j = k; j < k + 5; j++) {
+                grad_epilogue(cg, j);
+                captures_after(cg, j);
+            }
+            k += 4;
+            continue;
+        }
         if (run.block < 0)
             run_begin(cg, k, &run);
         emit_kernel(cg, g->kernels.v[k]);
@@ -638,9 +649,14 @@ static void prologue(Cg *cg, LLVMValueRef s)
         cg_byte(cg, cg->region[MEM_SEQ], LLVMBuildMul(cg->b, cg_i64(cg, ly->unit_bytes[MEM_SEQ]), cg->T, ""));
     cg->region[MEM_THREAD] = cg_byte(cg, cg->region[MEM_FIXED], cg_i64(cg, ly->unit_bytes[MEM_FIXED]));
     LLVMValueRef out = field(cg, s, 10, cg->ptr, "logits_out");
-    cg->logits = NULL; /* cg_home of the logits: their arena slot */
-    LLVMValueRef in_arena = cg_slot_ptr(cg, ly->value[cg->g->logits->id], cg->g->logits);
-    cg->logits = LLVMBuildSelect(cg->b, is_null(cg, out), in_arena, out, "logits");
+    const IrNode *L = cg->g->logits;
+    cg->logits_out = NULL;
+    if (cg->train && ly->head.k0 >= 0) { /* lower_head_chunks places them; copies to out when given */
+        cg->logits = cg_slot_ptr(cg, ly->value[L->id], L);
+        cg->logits_out = out;
+    } else {
+        cg->logits = LLVMBuildSelect(cg->b, is_null(cg, out), cg_slot_ptr(cg, ly->logits, L), out, "logits");
+    }
     lower_rope_tables(cg);
     if (!cg->train)
         return;

@@ -102,9 +102,10 @@ void rt_cross_entropy_rows_f32(float *row_loss, float *lse, const float *logits,
 }
 
 void rt_cross_entropy_grad_f32(float *dlogits, const float *logits, const int32_t *targets, const float *mask,
-                               const float *lse, const float *g, int64_t r0, int64_t r1, int64_t rows, int64_t V)
+                               const float *lse, const float *g, int64_t c0, int64_t r0, int64_t r1, int64_t rows,
+                               int64_t V)
 {
-    PICK(rt_cross_entropy_grad_f32)(dlogits, logits, targets, mask, lse, g, r0, r1, rows, V);
+    PICK(rt_cross_entropy_grad_f32)(dlogits, logits, targets, mask, lse, g, c0, r0, r1, rows, V);
 }
 
 #define REAL double

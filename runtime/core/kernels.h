@@ -124,7 +124,10 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
  *   with lse from rt_cross_entropy_rows and count over all rows (each call
  *   recomputes it from mask: rows additions).  Rows with mask 0 (and all
  *   rows when count == 0) are written as zeros without reading the target.
- *   dlogits may be logits (the gradient written over the logits). */
+ *   dlogits may be logits (the gradient written over the logits).  dlogits
+ *   and logits start at row c0 (c0 <= r0): row r is at (r - c0) V, so a
+ *   step can hold a chunk of rows of them (ir/memplan.h MemHead); targets,
+ *   mask and lse are whole. */
 #define RT_KERNELS_DECLARE(REAL, S)                                                                          \
     void rt_embed##S(REAL *y /* (rows, d) */, const int32_t *tokens /* (rows) */,                            \
                      const REAL *table /* (vocab, d) */, int64_t r0, int64_t r1, int64_t vocab, int64_t d);  \
@@ -162,8 +165,8 @@ static inline int64_t rt_attention_grad_work_numel(int64_t hd)
                              const REAL *mask /* (rows) or NULL */, int64_t rows, int64_t V);                \
     void rt_cross_entropy_grad##S(REAL *dlogits /* (rows, V) */, const REAL *logits /* (rows, V) */,         \
                                   const int32_t *targets /* (rows) */, const REAL *mask /* (rows) or NULL */, \
-                                  const REAL *lse /* (rows) */, const REAL *g /* (1) */, int64_t r0,         \
-                                  int64_t r1, int64_t rows, int64_t V);
+                                  const REAL *lse /* (rows) */, const REAL *g /* (1) */, int64_t c0,         \
+                                  int64_t r0, int64_t r1, int64_t rows, int64_t V);
 
 RT_KERNELS_DECLARE(float, _f32)
 RT_KERNELS_DECLARE(double, _f64)

@@ -446,20 +446,21 @@ void FN(rt_cross_entropy)(REAL *loss, REAL *row_loss, REAL *lse, const REAL *log
  * logits): each element is read before it is written, so no restrict. */
 void FN(rt_cross_entropy_grad)(REAL *dlogits, const REAL *logits, const int32_t *restrict targets,
                                const REAL *restrict mask, const REAL *restrict lse, const REAL *restrict g,
-                               int64_t r0, int64_t r1, int64_t rows, int64_t V)
+                               int64_t c0, int64_t r0, int64_t r1, int64_t rows, int64_t V)
 {
+    assert(c0 <= r0);
     double count = mask ? 0 : (double)rows;
     if (mask)
         for (int64_t r = 0; r < rows; r++)
             count += mask[r];
     for (int64_t r = r0; r < r1; r++) {
-        REAL mr = mask ? mask[r] : 1, *d = dlogits + r * V;
+        REAL mr = mask ? mask[r] : 1, *d = dlogits + (r - c0) * V;
         if (mr == 0 || count == 0) {
             for (int64_t j = 0; j < V; j++)
                 d[j] = 0;
             continue;
         }
-        const REAL *l = logits + r * V;
+        const REAL *l = logits + (r - c0) * V;
         REAL w = (REAL)((double)g[0] * mr / count), ls = lse[r];
         int64_t t = targets[r];
         assert(t >= 0 && t < V);
