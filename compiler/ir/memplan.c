@@ -243,6 +243,20 @@ static void attention_group_births(const IrGraph *g, int *first)
     free(next);
 }
 
+/* Per node id: how many operands (and saved-state links) read it. */
+static int *count_readers(const IrGraph *g)
+{
+    int *readers = xcalloc((size_t)g->nodes.n + 1, sizeof *readers);
+    for (int i = 0; i < g->nodes.n; i++) {
+        const IrNode *x = g->nodes.v[i];
+        for (int a = 0; a < ir_op_info[x->op].arity; a++)
+            readers[x->in[a]->id]++;
+        if (x->saved)
+            readers[x->saved->id]++;
+    }
+    return readers;
+}
+
 /* The single node of kernel k, or NULL (a row loop, or past the end). */
 static const IrNode *single(const IrGraph *g, int k)
 {
@@ -497,14 +511,7 @@ void memplan_layout(MemLayout *ly, const IrGraph *g, int64_t elem, int64_t head_
     ly->aux = xcalloc((size_t)n + 1, sizeof *ly->aux);
     ly->table = xcalloc((size_t)n + 1, sizeof *ly->table);
     ly->home = xcalloc((size_t)n + 1, sizeof *ly->home);
-    int *readers = xcalloc((size_t)n + 1, sizeof *readers);
-    for (int i = 0; i < n; i++) {
-        const IrNode *x = g->nodes.v[i];
-        for (int a = 0; a < ir_op_info[x->op].arity; a++)
-            readers[x->in[a]->id]++;
-        if (x->saved)
-            readers[x->saved->id]++;
-    }
+    int *readers = count_readers(g);
     find_homes(ly, g, readers);
     find_head(&ly->head, g, readers, head_div, elem);
     free(readers);
@@ -669,14 +676,7 @@ static void add_product(MemProduct *p, int *n, int cap, MemProduct q)
 int memplan_products(const IrGraph *g, int64_t B, int64_t T, int64_t head_div, MemProduct *p, int cap)
 {
     int nn = g->nodes.n, n = 0;
-    int *readers = xcalloc((size_t)nn + 1, sizeof *readers);
-    for (int i = 0; i < nn; i++) {
-        const IrNode *x = g->nodes.v[i];
-        for (int a = 0; a < ir_op_info[x->op].arity; a++)
-            readers[x->in[a]->id]++;
-        if (x->saved)
-            readers[x->saved->id]++;
-    }
+    int *readers = count_readers(g);
     MemHead h;
     find_head(&h, g, readers, head_div, 4);
     free(readers);
