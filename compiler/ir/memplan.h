@@ -47,7 +47,7 @@ typedef struct MemSlot {
  * (lower/calls.c), and the logits and their gradient share one MEM_ROWS
  * buffer of `unit` bytes per token, a 1/div of a logits row rounded up to
  * 64 bytes, instead of a whole row: it holds B T unit / row_bytes rows
- * (memplan_head_rows; B T / 4 by default: at (c) of bench/ 256 rows, 31
+ * (memplan_head_rows; at least B T / 4 by default: at (c) of bench/ 256 rows, 31
  * MiB instead of 125 at the peak, the start of the backward pass).  When
  * that is not one row (B T < div), the chunks are single rows in the
  * logits' aux slot, one row in MEM_FIXED. */
