@@ -88,8 +88,10 @@ typedef struct FreeList {
 
 static void fl_release(FreeList *f, int64_t off, int64_t size);
 
-/* A place at or above lo (the head's input, place_forward_logits). */
-static int64_t fl_alloc_above(FreeList *f, int64_t size, int64_t lo)
+/* A place of `size` at or above lo (0: anywhere; the head's input is
+ * planned above a logits row, place_forward_logits): best fit among the
+ * free blocks, else at the top, absorbing a free block that ends there. */
+static int64_t fl_alloc(FreeList *f, int64_t size, int64_t lo)
 {
     int best = -1;
     for (int i = 0; i < f->n; i++) {
@@ -97,58 +99,37 @@ static int64_t fl_alloc_above(FreeList *f, int64_t size, int64_t lo)
         if (f->b[i].off + f->b[i].size >= from + size && (best < 0 || f->b[i].size < f->b[best].size))
             best = i;
     }
-    if (best >= 0) { /* split the block around [from, from + size) */
-        Block b = f->b[best];
-        int64_t from = b.off > lo ? b.off : lo;
-        f->b[best] = f->b[--f->n];
-        if (from > b.off)
-            fl_release(f, b.off, from - b.off);
-        if (b.off + b.size > from + size)
-            fl_release(f, from + size, b.off + b.size - from - size);
-        return from;
-    }
-    int64_t off = f->end > lo ? f->end : lo;
-    for (int i = 0; i < f->n; i++) /* a free block at the top: start inside it when lo allows */
-        if (f->b[i].off + f->b[i].size == f->end && f->b[i].off < off) {
-            int64_t from = f->b[i].off > lo ? f->b[i].off : lo;
-            Block b = f->b[i];
-            f->b[i] = f->b[--f->n];
-            if (from > b.off)
-                fl_release(f, b.off, from - b.off);
-            f->end = from + size;
-            return from;
-        }
-    if (off > f->end)
-        fl_release(f, f->end, off - f->end);
-    f->end = off + size;
-    return off;
-}
-
-static int64_t fl_alloc(FreeList *f, int64_t size)
-{
-    int best = -1;
-    for (int i = 0; i < f->n; i++)
-        if (f->b[i].size >= size && (best < 0 || f->b[i].size < f->b[best].size))
-            best = i;
     if (best < 0) {
-        /* Grow the region, absorbing a free block that ends at its top. */
+        int64_t at = f->end > lo ? f->end : lo;
         for (int i = 0; i < f->n; i++)
             if (f->b[i].off + f->b[i].size == f->end) {
-                int64_t off = f->b[i].off;
-                f->end = off + size;
+                Block b = f->b[i];
+                int64_t from = b.off > lo ? b.off : lo;
                 f->b[i] = f->b[--f->n];
-                return off;
+                if (from > b.off)
+                    fl_release(f, b.off, from - b.off);
+                f->end = from + size;
+                return from;
             }
-        int64_t off = f->end;
-        f->end += size;
-        return off;
+        if (at > f->end)
+            fl_release(f, f->end, at - f->end);
+        f->end = at + size;
+        return at;
     }
-    int64_t off = f->b[best].off;
-    f->b[best].off += size;
-    f->b[best].size -= size;
-    if (f->b[best].size == 0)
-        f->b[best] = f->b[--f->n];
-    return off;
+    Block b = f->b[best];
+    int64_t from = b.off > lo ? b.off : lo;
+    if (from == b.off) { /* the block's start: shrink it */
+        f->b[best].off += size;
+        f->b[best].size -= size;
+        if (f->b[best].size == 0)
+            f->b[best] = f->b[--f->n];
+        return from;
+    }
+    f->b[best] = f->b[--f->n];
+    fl_release(f, b.off, from - b.off);
+    if (b.off + b.size > from + size)
+        fl_release(f, from + size, b.off + b.size - from - size);
+    return from;
 }
 
 static void fl_release(FreeList *f, int64_t off, int64_t size)
@@ -400,8 +381,8 @@ static void place(MemLayout *ly, const Items *it, MemRegion r, int nk)
             const Item *m = &it->v[born[q]];
             MemSlot *s = m->aux ? &ly->aux[m->n->id] : &ly->value[m->n->id];
             int64_t off = m->takes >= 0          ? -1
-                        : m->n == hin && !m->aux ? fl_alloc_above(&fl, m->size, round_up(ly->head.row_bytes))
-                                                 : fl_alloc(&fl, m->size);
+                        : m->n == hin && !m->aux ? fl_alloc(&fl, m->size, round_up(ly->head.row_bytes))
+                                                 : fl_alloc(&fl, m->size, 0);
             *s = m->takes >= 0 ? ly->value[it->v[m->takes].n->id] : (MemSlot){r, off};
             ly->total_bytes[r] += m->size;
             ly->nbuffers += !m->aux;
@@ -482,9 +463,9 @@ static void place_shared(MemLayout *ly, const IrGraph *g, int64_t elem)
     ly->unit_bytes[MEM_THREAD] = ly->total_bytes[MEM_THREAD] = round_up(work);
 }
 
-/* strata_forward's logits with head chunks: the lowest place in MEM_ROWS
- * clear of their input, the one value live at their kernel there (which
- * place() put above a logits row, so this is 0). */
+/* strata_forward's logits with head chunks: [0, a row) of MEM_ROWS, clear
+ * of their input (place() put it above), the one value live at their
+ * kernel there. */
 static void place_forward_logits(MemLayout *ly, const IrGraph *g, int64_t elem)
 {
     const IrNode *L = g->logits;
@@ -492,14 +473,13 @@ static void place_forward_logits(MemLayout *ly, const IrGraph *g, int64_t elem)
         ly->logits = L ? ly->value[L->id] : (MemSlot){MEM_NONE, 0};
         return;
     }
-    int64_t size = round_up(L->width * elem), off = 0;
+    int64_t size = round_up(L->width * elem);
     MemSlot in = ly->value[L->in[0]->id];
-    int64_t in_size = round_up(L->in[0]->width * elem);
     if (in.region == MEM_ROWS && in.off < size)
-        off = in.off + in_size;
-    ly->logits = (MemSlot){MEM_ROWS, off};
-    if (ly->unit_bytes[MEM_ROWS] < off + size)
-        ly->unit_bytes[MEM_ROWS] = off + size;
+        die("memplan: the logits' input %%%d overlaps strata_forward's logits", L->in[0]->id);
+    ly->logits = (MemSlot){MEM_ROWS, 0};
+    if (ly->unit_bytes[MEM_ROWS] < size)
+        ly->unit_bytes[MEM_ROWS] = size;
     ly->total_bytes[MEM_ROWS] += size;
 }
 
