@@ -262,10 +262,12 @@ static void test_kernels(void)
            cpu->avx512, cpu->avx512_bf16);
     /* odd K: the last pair half empty; two KC slices.  A^T and B read
      * across rows (strided packing), A and B^T along them (the AVX-512
-     * kernels' vector packing): the bf16 kernels must agree bitwise. */
+     * kernels' vector packing): the bf16 kernels must agree bitwise, and
+     * so must the FMA kernels avx2 and avx512 (the same sums in k order;
+     * avx2 packs with the scalar loops, avx512 through its transpose). */
     static const int flag_sets[] = {RT_GEMM_TA, RT_GEMM_TB};
     for (int fs = 0; fs < 2; fs++) {
-    float *ref_bf16 = NULL;
+    float *ref_bf16 = NULL, *ref_fma = NULL;
     const char *ref_name = NULL;
     Prob p = make(flag_sets[fs], 37, 75, 301);
     printf("%s:\n", fs ? "A, B^T" : "A^T, B");
@@ -280,13 +282,17 @@ static void test_kernels(void)
         if (rc == 1) {
             double r = check_c(&p, C, 1, bf16, NULL);
             CHECK(r <= 1, "kernel %s: error %.3g of the bound", names[n], r);
-            bool same = bf16 && ref_bf16 && !memcmp(C, ref_bf16, sizeof(float) * (size_t)(p.M * p.ldc));
-            if (bf16 && ref_bf16)
-                CHECK(same, "kernel %s and %s: not the same bits", names[n], ref_name);
+            const float *ref = bf16 ? ref_bf16 : !strcmp(names[n], "avx512") ? ref_fma : NULL;
+            const char *rname = bf16 ? ref_name : "avx2";
+            bool same = ref && !memcmp(C, ref, sizeof(float) * (size_t)(p.M * p.ldc));
+            if (ref)
+                CHECK(same, "kernel %s and %s: not the same bits", names[n], rname);
             printf("%s kernel %-16s error %.3f of the bound%s%s\n", r <= 1 ? "ok  " : "FAIL", names[n], r,
-                   same ? ", bitwise equal to " : "", same ? ref_name : "");
+                   same ? ", bitwise equal to " : "", same ? rname : "");
             if (bf16 && !ref_bf16)
                 ref_bf16 = C, ref_name = names[n], C = NULL;
+            else if (!strcmp(names[n], "avx2"))
+                ref_fma = C, C = NULL;
         } else if (rc == 0) {
             printf("--   kernel %-16s not run: this CPU lacks its ISA\n", names[n]);
         }
@@ -294,6 +300,7 @@ static void test_kernels(void)
     }
     unmake(&p);
     free(ref_bf16);
+    free(ref_fma);
     }
 }
 

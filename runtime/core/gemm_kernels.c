@@ -182,7 +182,24 @@ static void strip_bf16(uint16_t *out16, const float *p, int64_t rs, int64_t ks, 
 
 #ifdef STRATA_X86
 static void strip_bf16_rows512(uint32_t *out, const float *p, int64_t rs, int64_t rows, int R, int64_t kc);
+static void strip_f32_rows512(float *out, const float *p, int64_t rs, int64_t rows, int R, int64_t kc);
 #endif
+
+/* strip_f32 with the kernel's packer: rows contiguous in k (A as stored,
+ * B^T) through an AVX-512 transpose for the AVX-512 kernels; the same
+ * bytes either way. */
+static void strip_f32_k(bool wide, float *out, const float *p, int64_t rs, int64_t ks, int64_t rows, int R,
+                        int64_t kc)
+{
+#ifdef STRATA_X86
+    if (wide && ks == 1) {
+        strip_f32_rows512(out, p, rs, rows, R, kc);
+        return;
+    }
+#endif
+    (void)wide;
+    strip_f32(out, p, rs, ks, rows, R, kc);
+}
 
 /* strip_bf16 with the kernel's packer: the AVX-512 kernels pack rows that
  * are contiguous in k (the common case: A as stored, B^T) sixteen pairs of
@@ -201,19 +218,82 @@ static void strip_bf16_k(bool wide, uint16_t *out, const float *p, int64_t rs, i
     strip_bf16(out, p, rs, ks, rows, R, kc);
 }
 
+/* Several strips at once when the operand's R values of each k are
+ * contiguous (rs == 1, k ks apart: A^T, and B as stored): `n` values of
+ * each k from p, strip s of R of them at out + s stride (elements), the
+ * last one zero-filled.  k outermost, so that each of the kc rows is read
+ * once, start to end, for all the strips (strip by strip, a narrow strip
+ * read two lines of a row and the next strip the same row again, out of
+ * cache by then: the head's backward product, k = 32000, spent more time
+ * waiting on these reads than in the micro-kernel).  The same values as
+ * strip_f32 / strip_bf16 strip by strip. */
+static void prefetch_rows(const float *c0, int64_t ks, int64_t n)
+{
+    for (int64_t off = 0; off < n; off += 16) { /* ahead of the hardware's stride prefetch */
+        __builtin_prefetch(c0 + off);
+        __builtin_prefetch(c0 + ks + off);
+    }
+}
+
+static void panel_f32(float *out, int64_t stride, const float *p, int64_t ks, int64_t n, int R, int64_t kc)
+{
+    for (int64_t k = 0; k < kc; k++) {
+        const float *row = p + k * ks;
+        if (k % 2 == 0 && k + 16 < kc)
+            prefetch_rows(row + 16 * ks, ks, n);
+        for (int64_t s = 0, j = 0; j < n; s++, j += R) {
+            float *o = out + s * stride + k * R;
+            int64_t w = n - j < R ? n - j : R;
+            memcpy(o, row + j, (size_t)w * 4);
+            if (w < R)
+                memset(o + w, 0, (size_t)(R - w) * 4);
+        }
+    }
+}
+
+/* strip s's pair q of row r at out + s stride + q R + r (uint32 elements) */
+static void panel_bf16(uint32_t *out, int64_t stride, const float *p, int64_t ks, int64_t n, int R, int64_t kc)
+{
+    for (int64_t q = 0; q < (kc + 1) / 2; q++) {
+        const float *c0 = p + 2 * q * ks, *c1 = c0 + ks;
+        bool two = 2 * q + 1 < kc;
+        if (2 * q + 17 < kc)
+            prefetch_rows(c0 + 16 * ks, ks, n);
+        for (int64_t s = 0, j = 0; j < n; s++, j += R) {
+            uint32_t *o = out + s * stride + q * R;
+            int64_t w = n - j < R ? n - j : R;
+            if (w == R && two) {
+                for (int r = 0; r < R; r++)
+                    o[r] = bf16_pair(c0[j + r], c1[j + r]);
+            } else {
+                for (int r = 0; r < R; r++)
+                    o[r] = r < w ? bf16_pair(c0[j + r], two ? c1[j + r] : 0.0f) : 0;
+            }
+        }
+    }
+}
+
 /* Block op(A)[i0.., k0..] (mc x kc) into MR-row strips; op(B)[k0.., j0..]
  * (kc x nc) into NR-column strips (op(B)^T's rows are B's columns). */
 static void pack_a(void *ap, bool bf16, bool wide, const RtGemmTile *g, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
                    int MR)
 {
     int64_t rs = g->ta ? 1 : g->lda, ks = g->ta ? g->lda : 1, kp = bf16 ? (kc + 1) / 2 * 2 : kc;
+    if (rs == 1 && ks != 1) {
+        const float *p = g->A + i0 + k0 * ks;
+        if (bf16)
+            panel_bf16(ap, kp / 2 * MR, p, ks, mc, MR, kc);
+        else
+            panel_f32(ap, kc * MR, p, ks, mc, MR, kc);
+        return;
+    }
     for (int64_t s = 0; s < mc; s += MR) {
         const float *p = g->A + (i0 + s) * rs + k0 * ks;
         int64_t rows = mc - s < MR ? mc - s : MR;
         if (bf16)
             strip_bf16_k(wide, (uint16_t *)ap + s / MR * kp * MR, p, rs, ks, rows, MR, kc);
         else
-            strip_f32((float *)ap + s / MR * kc * MR, p, rs, ks, rows, MR, kc);
+            strip_f32_k(wide, (float *)ap + s / MR * kc * MR, p, rs, ks, rows, MR, kc);
     }
 }
 
@@ -221,13 +301,21 @@ static void pack_b(void *bp, bool bf16, bool wide, const RtGemmTile *g, int64_t 
                    int NR)
 {
     int64_t rs = g->tb ? g->ldb : 1, ks = g->tb ? 1 : g->ldb, kp = bf16 ? (kc + 1) / 2 * 2 : kc;
+    if (rs == 1 && ks != 1) {
+        const float *p = g->B + j0 + k0 * ks;
+        if (bf16)
+            panel_bf16(bp, kp / 2 * NR, p, ks, nc, NR, kc);
+        else
+            panel_f32(bp, kc * NR, p, ks, nc, NR, kc);
+        return;
+    }
     for (int64_t s = 0; s < nc; s += NR) {
         const float *p = g->B + (j0 + s) * rs + k0 * ks;
         int64_t cols = nc - s < NR ? nc - s : NR;
         if (bf16)
             strip_bf16_k(wide, (uint16_t *)bp + s / NR * kp * NR, p, rs, ks, cols, NR, kc);
         else
-            strip_f32((float *)bp + s / NR * kc * NR, p, rs, ks, cols, NR, kc);
+            strip_f32_k(wide, (float *)bp + s / NR * kc * NR, p, rs, ks, cols, NR, kc);
     }
 }
 
@@ -466,11 +554,39 @@ T_512 static inline __m512i bf16_bits512(__m512i u)
     return _mm512_mask_blend_epi32(nan, rounded, quiet);
 }
 
+/* Sixteen vectors of sixteen 32-bit elements, v[i] = row r0 + i's
+ * elements e0..e0 + 15, transposed (unpack by 32 and 64 bits, then
+ * 128-bit lanes twice): element e's vector is one store of the block's nr
+ * (<= 16) rows at out + (e0 + e) R + r0. */
+T_512 static inline void transpose_store512(uint32_t *out, __m512i v[16], int64_t e0, int R, int r0, int nr)
+{
+    __m512i a[16], b[16];
+    for (int i = 0; i < 16; i += 2) {
+        a[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
+        a[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
+    }
+    /* b[4g + c], 128-bit lane l: rows 4g..4g+3 of element 4l + c */
+    for (int g = 0; g < 16; g += 4) {
+        b[g] = _mm512_unpacklo_epi64(a[g], a[g + 2]);
+        b[g + 1] = _mm512_unpackhi_epi64(a[g], a[g + 2]);
+        b[g + 2] = _mm512_unpacklo_epi64(a[g + 1], a[g + 3]);
+        b[g + 3] = _mm512_unpackhi_epi64(a[g + 1], a[g + 3]);
+    }
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    for (int c = 0; c < 4; c++) {
+        __m512i x = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x88), y = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xdd);
+        __m512i z = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x88);
+        __m512i w = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xdd);
+        __m512i col[4] = {_mm512_shuffle_i32x4(x, z, 0x88), _mm512_shuffle_i32x4(y, w, 0x88),
+                          _mm512_shuffle_i32x4(x, z, 0xdd), _mm512_shuffle_i32x4(y, w, 0xdd)};
+        for (int l = 0; l < 4; l++)
+            _mm512_mask_storeu_epi32(out + (e0 + 4 * l + c) * R + r0, m, col[l]);
+    }
+}
+
 /* strip_bf16's case ks == 1 (row r at p + r rs, contiguous in k): for each
  * block of 16 pairs and 16 rows, each row's 32 floats become one vector
- * of 16 pairs, the 16 vectors are transposed (32-bit elements: unpack by
- * 32 and 64 bits, then 128-bit lanes twice), and each pair index's
- * vector is one store of its R (<= 16 per block) rows.  The last pairs
+ * of 16 pairs, transposed into one store per pair index.  The last pairs
  * (fewer than 16, or an odd kc's half pair) as strip_bf16. */
 T_512 static void strip_bf16_rows512(uint32_t *out, const float *p, int64_t rs, int64_t rows, int R, int64_t kc)
 {
@@ -478,7 +594,7 @@ T_512 static void strip_bf16_rows512(uint32_t *out, const float *p, int64_t rs, 
     for (; q0 + 16 <= full; q0 += 16)
         for (int r0 = 0; r0 < R; r0 += 16) {
             int nr = R - r0 < 16 ? R - r0 : 16;
-            __m512i v[16], a[16], b[16];
+            __m512i v[16];
             for (int i = 0; i < 16; i++) {
                 if (r0 + i >= rows || i >= nr) {
                     v[i] = _mm512_setzero_si512();
@@ -489,30 +605,29 @@ T_512 static void strip_bf16_rows512(uint32_t *out, const float *p, int64_t rs, 
                 __m256i hi = _mm512_cvtepi32_epi16(bf16_bits512(_mm512_loadu_si512((const void *)(src + 16))));
                 v[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); /* pairs q0.. of row r0 + i */
             }
-            for (int i = 0; i < 16; i += 2) {
-                a[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
-                a[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
-            }
-            /* b[4g + c], 128-bit lane l: rows 4g..4g+3 of pair 4l + c */
-            for (int g = 0; g < 16; g += 4) {
-                b[g] = _mm512_unpacklo_epi64(a[g], a[g + 2]);
-                b[g + 1] = _mm512_unpackhi_epi64(a[g], a[g + 2]);
-                b[g + 2] = _mm512_unpacklo_epi64(a[g + 1], a[g + 3]);
-                b[g + 3] = _mm512_unpackhi_epi64(a[g + 1], a[g + 3]);
-            }
-            __mmask16 m = (__mmask16)((1u << nr) - 1);
-            for (int c = 0; c < 4; c++) {
-                __m512i x = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x88), y = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xdd);
-                __m512i z = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x88);
-                __m512i w = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xdd);
-                __m512i col[4] = {_mm512_shuffle_i32x4(x, z, 0x88), _mm512_shuffle_i32x4(y, w, 0x88),
-                                  _mm512_shuffle_i32x4(x, z, 0xdd), _mm512_shuffle_i32x4(y, w, 0xdd)};
-                for (int l = 0; l < 4; l++)
-                    _mm512_mask_storeu_epi32(out + (q0 + 4 * l + c) * R + r0, m, col[l]);
-            }
+            transpose_store512(out, v, q0, R, r0, nr);
         }
     if (q0 < (kc + 1) / 2) /* the rest: pairs q0.. as strip_bf16 over k from 2 q0 */
         strip_bf16((uint16_t *)(out + q0 * R), p + 2 * q0, rs, 1, rows, R, kc - 2 * q0);
+}
+
+/* strip_f32's case ks == 1, sixteen k of sixteen rows at a time through
+ * the same transpose (the scalar loop stored one float R apart at a time:
+ * a tenth of the head's backward product); the last k as strip_f32. */
+T_512 static void strip_f32_rows512(float *out, const float *p, int64_t rs, int64_t rows, int R, int64_t kc)
+{
+    int64_t k0 = 0;
+    for (; k0 + 16 <= kc; k0 += 16)
+        for (int r0 = 0; r0 < R; r0 += 16) {
+            int nr = R - r0 < 16 ? R - r0 : 16;
+            __m512i v[16];
+            for (int i = 0; i < 16; i++)
+                v[i] = r0 + i < rows && i < nr ? _mm512_loadu_si512((const void *)(p + (r0 + i) * rs + k0))
+                                               : _mm512_setzero_si512();
+            transpose_store512((uint32_t *)out, v, k0, R, r0, nr);
+        }
+    if (k0 < kc)
+        strip_f32(out + k0 * R, p + k0, rs, 1, rows, R, kc - k0);
 }
 #endif
 
@@ -523,14 +638,14 @@ typedef struct Kernel {
     int MR, NR;
     bool bf16;              /* packs bf16 pairs */
     Ukr *ukr;
-    bool wide;              /* packs bf16 with AVX-512 (strip_bf16_k) */
+    bool wide;              /* packs with AVX-512 (strip_f32_k, strip_bf16_k) */
 } Kernel;
 
 static const Kernel k_generic = {"generic", 4, 8, false, ukr_generic, false};
 static const Kernel k_generic_bf16 = {"generic-bf16", 4, 8, true, ukr_generic_bf16, false};
 #ifdef STRATA_X86
 static const Kernel k_avx2 = {"avx2", 6, 16, false, ukr_avx2, false};
-static const Kernel k_avx512 = {"avx512", 12, 32, false, ukr_avx512, false};
+static const Kernel k_avx512 = {"avx512", 12, 32, false, ukr_avx512, true};
 static const Kernel k_avx512_bf16 = {"avx512_bf16", 12, 32, true, ukr_avx512_bf16, true};
 static const Kernel k_avx512_bf16e = {"avx512-bf16emul", 12, 32, true, ukr_avx512_bf16_emul, true};
 static const Kernel k_avx2_bf16e = {"avx2-bf16emul", 6, 16, true, ukr_avx2_bf16_emul, false};
@@ -708,33 +823,43 @@ typedef struct Product {
 } Product;
 
 /* Packs units [u0, u1) of the shared side: unit u is strip u % n of slice
- * u / n (n = strips_per_slice). */
+ * u / n (n = strips_per_slice); the units of one slice in one panel when
+ * the operand's strips run across its rows (panel_f32, panel_bf16). */
 static void pack_units(void *ctx, int64_t u0, int64_t u1, int thread)
 {
     const Product *P = ctx;
     const Kernel *kn = P->kn;
     const RtGemmTile *g = &P->g;
     const size_t esz = kn->bf16 ? 2 : 4;
-    for (int64_t u = u0; u < u1; u++) {
+    const int R = P->sp.rows ? kn->NR : kn->MR;
+    const int64_t pad = P->sp.rows ? P->sh.bpad : P->sh.apad, end = P->sp.rows ? g->j1 : g->i1;
+    /* the shared operand: op(B) (rows of C cut) or op(A); element (k, c) at base[c rs + k ks] */
+    const float *base = P->sp.rows ? g->B : g->A;
+    const int64_t rs = P->sp.rows ? (g->tb ? g->ldb : 1) : (g->ta ? 1 : g->lda);
+    const int64_t ks = P->sp.rows ? (g->tb ? 1 : g->ldb) : (g->ta ? g->lda : 1);
+    for (int64_t u = u0; u < u1;) {
         int64_t t = u / P->strips_per_slice, q = u % P->strips_per_slice, k0 = t * KC;
         int64_t kc = g->K - k0 < KC ? g->K - k0 : KC, kstep = kn->bf16 ? (kc + 1) / 2 * 2 : kc;
-        if (P->sp.rows) { /* B shared: columns q NR.. */
-            int64_t rs = g->tb ? g->ldb : 1, ks = g->tb ? 1 : g->ldb, j = q * kn->NR;
-            int64_t cols = g->j1 - j < kn->NR ? g->j1 - j : kn->NR;
-            char *dst = (char *)P->packed + (size_t)(k0 * P->sh.bpad) * esz + (size_t)(q * kstep * kn->NR) * esz;
+        int64_t run = P->strips_per_slice - q < u1 - u ? P->strips_per_slice - q : u1 - u;
+        int64_t c = q * R, n = end - c < run * R ? end - c : run * R;
+        char *dst = (char *)P->packed + (size_t)(k0 * pad) * esz + (size_t)(q * kstep * R) * esz;
+        const float *src = base + c * rs + k0 * ks;
+        if (rs == 1 && ks != 1) {
             if (kn->bf16)
-                strip_bf16_k(kn->wide, (uint16_t *)dst, g->B + j * rs + k0 * ks, rs, ks, cols, kn->NR, kc);
+                panel_bf16((uint32_t *)dst, kstep / 2 * R, src, ks, n, R, kc);
             else
-                strip_f32((float *)dst, g->B + j * rs + k0 * ks, rs, ks, cols, kn->NR, kc);
-        } else { /* A shared: rows q MR.. */
-            int64_t rs = g->ta ? 1 : g->lda, ks = g->ta ? g->lda : 1, i = q * kn->MR;
-            int64_t rows = g->i1 - i < kn->MR ? g->i1 - i : kn->MR;
-            char *dst = (char *)P->packed + (size_t)(k0 * P->sh.apad) * esz + (size_t)(q * kstep * kn->MR) * esz;
-            if (kn->bf16)
-                strip_bf16_k(kn->wide, (uint16_t *)dst, g->A + i * rs + k0 * ks, rs, ks, rows, kn->MR, kc);
-            else
-                strip_f32((float *)dst, g->A + i * rs + k0 * ks, rs, ks, rows, kn->MR, kc);
+                panel_f32((float *)dst, kstep * R, src, ks, n, R, kc);
+        } else {
+            for (int64_t i = 0; i < run; i++) {
+                int64_t w = n - i * R < R ? n - i * R : R;
+                char *d = dst + (size_t)(i * kstep * R) * esz;
+                if (kn->bf16)
+                    strip_bf16_k(kn->wide, (uint16_t *)d, src + i * R * rs, rs, ks, w, R, kc);
+                else
+                    strip_f32_k(kn->wide, (float *)d, src + i * R * rs, rs, ks, w, R, kc);
+            }
         }
+        u += run;
     }
 }
 
@@ -786,8 +911,13 @@ void rt_gemm_product_strata(RtPool *pool, const RtCpu *cpu, bool bf16, const RtG
         P.sh.b = P.packed, P.sh.bpad = pad;
     else
         P.sh.a = P.packed, P.sh.apad = pad;
-    /* units of about 16k packed elements: a fixed split, as everything */
+    /* units of about 16k packed elements, or panels of 256 columns when
+     * the strips run across the operand's rows (pack_units): a fixed
+     * split, as everything */
     int64_t grain = (16384 / ((int64_t)R * KC)) > 1 ? 16384 / ((int64_t)R * KC) : 1;
+    bool across = sp.rows ? !g->tb : g->ta;
+    if (across && grain < 256 / R)
+        grain = 256 / R;
     for (int64_t s0 = 0; s0 < slices; s0 += group) {
         int64_t kb = s0 * KC, ke = (s0 + group) * KC < g->K ? (s0 + group) * KC : g->K;
         Product Q = P;
