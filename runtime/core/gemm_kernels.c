@@ -273,50 +273,43 @@ static void panel_bf16(uint32_t *out, int64_t stride, const float *p, int64_t ks
     }
 }
 
+/* n rows (or columns) of an operand into strips of R, kc values of the
+ * sum each: element (k, c) at p[c rs + k ks]; strip s at s kp R elements
+ * of dst (kp: kc, rounded up to pairs in bf16). */
+static void pack_block(void *dst, bool bf16, bool wide, const float *p, int64_t rs, int64_t ks, int64_t n, int64_t kc,
+                       int R)
+{
+    int64_t kp = bf16 ? (kc + 1) / 2 * 2 : kc;
+    if (rs == 1 && ks != 1) {
+        if (bf16)
+            panel_bf16(dst, kp / 2 * R, p, ks, n, R, kc);
+        else
+            panel_f32(dst, kp * R, p, ks, n, R, kc);
+        return;
+    }
+    for (int64_t s = 0; s < n; s += R) {
+        int64_t w = n - s < R ? n - s : R;
+        if (bf16)
+            strip_bf16_k(wide, (uint16_t *)dst + s / R * kp * R, p + s * rs, rs, ks, w, R, kc);
+        else
+            strip_f32_k(wide, (float *)dst + s / R * kp * R, p + s * rs, rs, ks, w, R, kc);
+    }
+}
+
 /* Block op(A)[i0.., k0..] (mc x kc) into MR-row strips; op(B)[k0.., j0..]
  * (kc x nc) into NR-column strips (op(B)^T's rows are B's columns). */
 static void pack_a(void *ap, bool bf16, bool wide, const RtGemmTile *g, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
                    int MR)
 {
-    int64_t rs = g->ta ? 1 : g->lda, ks = g->ta ? g->lda : 1, kp = bf16 ? (kc + 1) / 2 * 2 : kc;
-    if (rs == 1 && ks != 1) {
-        const float *p = g->A + i0 + k0 * ks;
-        if (bf16)
-            panel_bf16(ap, kp / 2 * MR, p, ks, mc, MR, kc);
-        else
-            panel_f32(ap, kc * MR, p, ks, mc, MR, kc);
-        return;
-    }
-    for (int64_t s = 0; s < mc; s += MR) {
-        const float *p = g->A + (i0 + s) * rs + k0 * ks;
-        int64_t rows = mc - s < MR ? mc - s : MR;
-        if (bf16)
-            strip_bf16_k(wide, (uint16_t *)ap + s / MR * kp * MR, p, rs, ks, rows, MR, kc);
-        else
-            strip_f32_k(wide, (float *)ap + s / MR * kc * MR, p, rs, ks, rows, MR, kc);
-    }
+    int64_t rs = g->ta ? 1 : g->lda, ks = g->ta ? g->lda : 1;
+    pack_block(ap, bf16, wide, g->A + i0 * rs + k0 * ks, rs, ks, mc, kc, MR);
 }
 
 static void pack_b(void *bp, bool bf16, bool wide, const RtGemmTile *g, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
                    int NR)
 {
-    int64_t rs = g->tb ? g->ldb : 1, ks = g->tb ? 1 : g->ldb, kp = bf16 ? (kc + 1) / 2 * 2 : kc;
-    if (rs == 1 && ks != 1) {
-        const float *p = g->B + j0 + k0 * ks;
-        if (bf16)
-            panel_bf16(bp, kp / 2 * NR, p, ks, nc, NR, kc);
-        else
-            panel_f32(bp, kc * NR, p, ks, nc, NR, kc);
-        return;
-    }
-    for (int64_t s = 0; s < nc; s += NR) {
-        const float *p = g->B + (j0 + s) * rs + k0 * ks;
-        int64_t cols = nc - s < NR ? nc - s : NR;
-        if (bf16)
-            strip_bf16_k(wide, (uint16_t *)bp + s / NR * kp * NR, p, rs, ks, cols, NR, kc);
-        else
-            strip_f32_k(wide, (float *)bp + s / NR * kc * NR, p, rs, ks, cols, NR, kc);
-    }
+    int64_t rs = g->tb ? g->ldb : 1, ks = g->tb ? 1 : g->ldb;
+    pack_block(bp, bf16, wide, g->B + j0 * rs + k0 * ks, rs, ks, nc, kc, NR);
 }
 
 /* Adds an MR x NR result (row stride NR) into C's m x n corner:
@@ -823,8 +816,8 @@ typedef struct Product {
 } Product;
 
 /* Packs units [u0, u1) of the shared side: unit u is strip u % n of slice
- * u / n (n = strips_per_slice); the units of one slice in one panel when
- * the operand's strips run across its rows (panel_f32, panel_bf16). */
+ * u / n (n = strips_per_slice); the units of one slice in one call, so one
+ * panel when the operand's strips run across its rows (pack_block). */
 static void pack_units(void *ctx, int64_t u0, int64_t u1, int thread)
 {
     const Product *P = ctx;
@@ -843,22 +836,7 @@ static void pack_units(void *ctx, int64_t u0, int64_t u1, int thread)
         int64_t run = P->strips_per_slice - q < u1 - u ? P->strips_per_slice - q : u1 - u;
         int64_t c = q * R, n = end - c < run * R ? end - c : run * R;
         char *dst = (char *)P->packed + (size_t)(k0 * pad) * esz + (size_t)(q * kstep * R) * esz;
-        const float *src = base + c * rs + k0 * ks;
-        if (rs == 1 && ks != 1) {
-            if (kn->bf16)
-                panel_bf16((uint32_t *)dst, kstep / 2 * R, src, ks, n, R, kc);
-            else
-                panel_f32((float *)dst, kstep * R, src, ks, n, R, kc);
-        } else {
-            for (int64_t i = 0; i < run; i++) {
-                int64_t w = n - i * R < R ? n - i * R : R;
-                char *d = dst + (size_t)(i * kstep * R) * esz;
-                if (kn->bf16)
-                    strip_bf16_k(kn->wide, (uint16_t *)d, src + i * R * rs, rs, ks, w, R, kc);
-                else
-                    strip_f32_k(kn->wide, (float *)d, src + i * R * rs, rs, ks, w, R, kc);
-            }
-        }
+        pack_block(dst, kn->bf16, kn->wide, base + c * rs + k0 * ks, rs, ks, n, kc, R);
         u += run;
     }
 }
