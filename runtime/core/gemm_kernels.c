@@ -108,75 +108,40 @@ float rt_bf16_round(float f)
     return r;
 }
 
-/* The packers read their operand along its rows (contiguous memory) and
- * scatter into the strips.  A strip of a block of rows r0.. of X, where
- * X[r][k] = p[r rs + k ks] (rs, ks: the strides of the operand as it is
- * stored), for `rows` valid rows of the strip's R and kc columns from k0:
- * out[k R + r] = X[r][k0 + k], zero for r >= rows. */
-static void strip_f32(float *out, const float *p, int64_t rs, int64_t ks, int64_t rows, int R, int64_t kc)
+/* A strip of a block of rows of X whose rows are contiguous in k (A as
+ * stored, B^T; panel_f32 and panel_bf16 take the operands read across
+ * their rows): X[r][k] = p[r rs + k], `rows` valid rows of the strip's R,
+ * kc values of k: out[k R + r] = X[r][k], zero for r >= rows. */
+static void strip_f32(float *out, const float *p, int64_t rs, int64_t rows, int R, int64_t kc)
 {
-    if (ks == 1) { /* each row contiguous in k */
-        for (int r = 0; r < R; r++) {
-            const float *row = p + r * rs;
-            if (r < rows)
-                for (int64_t k = 0; k < kc; k++)
-                    out[k * R + r] = row[k];
-            else
-                for (int64_t k = 0; k < kc; k++)
-                    out[k * R + r] = 0.0f;
-        }
-    } else if (rows == R) { /* rs == 1: each k's R values contiguous */
-        for (int64_t k = 0; k < kc; k++)
-            memcpy(out + k * R, p + k * ks, (size_t)R * 4);
-    } else {
-        for (int64_t k = 0; k < kc; k++) {
-            const float *col = p + k * ks;
-            for (int r = 0; r < R; r++)
-                out[k * R + r] = r < rows ? col[r] : 0.0f;
-        }
+    for (int r = 0; r < R; r++) {
+        const float *row = p + r * rs;
+        if (r < rows)
+            for (int64_t k = 0; k < kc; k++)
+                out[k * R + r] = row[k];
+        else
+            for (int64_t k = 0; k < kc; k++)
+                out[k * R + r] = 0.0f;
     }
 }
 
-/* The same for bf16 pairs: out[(k/2) 2R + 2r + (k%2)] = bf16(X[r][k0+k]),
+/* The same for bf16 pairs: out[(k/2) 2R + 2r + (k%2)] = bf16(X[r][k]),
  * zero for r >= rows and for an odd kc's last k + 1. */
-static void strip_bf16(uint16_t *out16, const float *p, int64_t rs, int64_t ks, int64_t rows, int R, int64_t kc)
+static void strip_bf16(uint16_t *out16, const float *p, int64_t rs, int64_t rows, int R, int64_t kc)
 {
     uint32_t *out = (uint32_t *)out16; /* pair q of row r at out[q R + r] */
     int64_t full = kc / 2;             /* pairs with both halves */
-    if (ks == 1) { /* each row contiguous in k */
-        for (int r = 0; r < R; r++) {
-            const float *row = p + r * rs;
-            if (r >= rows) {
-                for (int64_t q = 0; q < (kc + 1) / 2; q++)
-                    out[q * R + r] = 0;
-                continue;
-            }
-            for (int64_t q = 0; q < full; q++)
-                out[q * R + r] = bf16_pair(row[2 * q], row[2 * q + 1]);
-            if (kc & 1)
-                out[full * R + r] = bf16_pair(row[kc - 1], 0.0f);
+    for (int r = 0; r < R; r++) {
+        const float *row = p + r * rs;
+        if (r >= rows) {
+            for (int64_t q = 0; q < (kc + 1) / 2; q++)
+                out[q * R + r] = 0;
+            continue;
         }
-    } else { /* rs == 1: each k's R values contiguous */
-        for (int64_t q = 0; q < (kc + 1) / 2; q++) {
-            const float *c0 = p + 2 * q * ks, *c1 = c0 + ks;
-            bool two = 2 * q + 1 < kc;
-            if (2 * q + 17 < kc) { /* rows ks apart: ahead of the hardware's stride prefetch */
-                __builtin_prefetch(c0 + 16 * ks);
-                __builtin_prefetch(c1 + 16 * ks);
-                if (R > 16) {
-                    __builtin_prefetch(c0 + 16 * ks + 16);
-                    __builtin_prefetch(c1 + 16 * ks + 16);
-                }
-            }
-            uint32_t *o = out + q * R;
-            if (rows == R && two) {
-                for (int r = 0; r < R; r++)
-                    o[r] = bf16_pair(c0[r], c1[r]);
-            } else {
-                for (int r = 0; r < R; r++)
-                    o[r] = r < rows ? bf16_pair(c0[r], two ? c1[r] : 0.0f) : 0;
-            }
-        }
+        for (int64_t q = 0; q < full; q++)
+            out[q * R + r] = bf16_pair(row[2 * q], row[2 * q + 1]);
+        if (kc & 1)
+            out[full * R + r] = bf16_pair(row[kc - 1], 0.0f);
     }
 }
 
@@ -188,53 +153,52 @@ static void strip_f32_rows512(float *out, const float *p, int64_t rs, int64_t ro
 /* strip_f32 with the kernel's packer: rows contiguous in k (A as stored,
  * B^T) through an AVX-512 transpose for the AVX-512 kernels; the same
  * bytes either way. */
-static void strip_f32_k(bool wide, float *out, const float *p, int64_t rs, int64_t ks, int64_t rows, int R,
-                        int64_t kc)
+static void strip_f32_k(bool wide, float *out, const float *p, int64_t rs, int64_t rows, int R, int64_t kc)
 {
 #ifdef STRATA_X86
-    if (wide && ks == 1) {
+    if (wide) {
         strip_f32_rows512(out, p, rs, rows, R, kc);
         return;
     }
 #endif
     (void)wide;
-    strip_f32(out, p, rs, ks, rows, R, kc);
+    strip_f32(out, p, rs, rows, R, kc);
 }
 
-/* strip_bf16 with the kernel's packer: the AVX-512 kernels pack rows that
- * are contiguous in k (the common case: A as stored, B^T) sixteen pairs of
- * sixteen rows at a time through a transpose in registers; the others, and
- * every other case, by the scalar loops.  The same bytes either way. */
-static void strip_bf16_k(bool wide, uint16_t *out, const float *p, int64_t rs, int64_t ks, int64_t rows, int R,
-                         int64_t kc)
+/* strip_bf16 with the kernel's packer: the AVX-512 kernels pack sixteen
+ * pairs of sixteen rows at a time through a transpose in registers, the
+ * others by the scalar loops.  The same bytes either way. */
+static void strip_bf16_k(bool wide, uint16_t *out, const float *p, int64_t rs, int64_t rows, int R, int64_t kc)
 {
 #ifdef STRATA_X86
-    if (wide && ks == 1) {
+    if (wide) {
         strip_bf16_rows512((uint32_t *)out, p, rs, rows, R, kc);
         return;
     }
 #endif
     (void)wide;
-    strip_bf16(out, p, rs, ks, rows, R, kc);
+    strip_bf16(out, p, rs, rows, R, kc);
 }
 
-/* Several strips at once when the operand's R values of each k are
- * contiguous (rs == 1, k ks apart: A^T, and B as stored): `n` values of
- * each k from p, strip s of R of them at out + s stride (elements), the
- * last one zero-filled.  k outermost, so that each of the kc rows is read
- * once, start to end, for all the strips (strip by strip, a narrow strip
- * read two lines of a row and the next strip the same row again, out of
- * cache by then: the head's backward product, k = 32000, spent more time
- * waiting on these reads than in the micro-kernel).  The same values as
- * strip_f32 / strip_bf16 strip by strip. */
+/* Rows c0 and c0 + ks, n values each, ahead of the hardware's stride
+ * prefetch. */
 static void prefetch_rows(const float *c0, int64_t ks, int64_t n)
 {
-    for (int64_t off = 0; off < n; off += 16) { /* ahead of the hardware's stride prefetch */
+    for (int64_t off = 0; off < n; off += 16) {
         __builtin_prefetch(c0 + off);
         __builtin_prefetch(c0 + ks + off);
     }
 }
 
+/* Several strips at once when the operand's R values of each k are
+ * contiguous (rs == 1, k ks apart: A^T, and B as stored): `n` values of
+ * each k from p, strip s of R of them at out + s stride (elements), the
+ * last one zero-filled, laid out as strip_f32's.  k outermost, so that
+ * each of the kc rows is read once, start to end, for all the strips
+ * (strip by strip, a narrow strip read two lines of a row and the next
+ * strip the same row again, out of cache by then: the head's backward
+ * product, k = 32000, spent more time waiting on these reads than in the
+ * micro-kernel). */
 static void panel_f32(float *out, int64_t stride, const float *p, int64_t ks, int64_t n, int R, int64_t kc)
 {
     for (int64_t k = 0; k < kc; k++) {
@@ -251,7 +215,8 @@ static void panel_f32(float *out, int64_t stride, const float *p, int64_t ks, in
     }
 }
 
-/* strip s's pair q of row r at out + s stride + q R + r (uint32 elements) */
+/* The same in bf16 pairs, laid out as strip_bf16's: strip s's pair q of
+ * row r at out + s stride + q R + r (uint32 elements). */
 static void panel_bf16(uint32_t *out, int64_t stride, const float *p, int64_t ks, int64_t n, int R, int64_t kc)
 {
     for (int64_t q = 0; q < (kc + 1) / 2; q++) {
@@ -287,12 +252,12 @@ static void pack_block(void *dst, bool bf16, bool wide, const float *p, int64_t 
             panel_f32(dst, kp * R, p, ks, n, R, kc);
         return;
     }
-    for (int64_t s = 0; s < n; s += R) {
+    for (int64_t s = 0; s < n; s += R) { /* ks == 1: one of the strides is 1 */
         int64_t w = n - s < R ? n - s : R;
         if (bf16)
-            strip_bf16_k(wide, (uint16_t *)dst + s / R * kp * R, p + s * rs, rs, ks, w, R, kc);
+            strip_bf16_k(wide, (uint16_t *)dst + s / R * kp * R, p + s * rs, rs, w, R, kc);
         else
-            strip_f32_k(wide, (float *)dst + s / R * kp * R, p + s * rs, rs, ks, w, R, kc);
+            strip_f32_k(wide, (float *)dst + s / R * kp * R, p + s * rs, rs, w, R, kc);
     }
 }
 
@@ -601,7 +566,7 @@ T_512 static void strip_bf16_rows512(uint32_t *out, const float *p, int64_t rs, 
             transpose_store512(out, v, q0, R, r0, nr);
         }
     if (q0 < (kc + 1) / 2) /* the rest: pairs q0.. as strip_bf16 over k from 2 q0 */
-        strip_bf16((uint16_t *)(out + q0 * R), p + 2 * q0, rs, 1, rows, R, kc - 2 * q0);
+        strip_bf16((uint16_t *)(out + q0 * R), p + 2 * q0, rs, rows, R, kc - 2 * q0);
 }
 
 /* strip_f32's case ks == 1, sixteen k of sixteen rows at a time through
@@ -620,7 +585,7 @@ T_512 static void strip_f32_rows512(float *out, const float *p, int64_t rs, int6
             transpose_store512((uint32_t *)out, v, k0, R, r0, nr);
         }
     if (k0 < kc)
-        strip_f32(out + k0 * R, p + k0, rs, 1, rows, R, kc - k0);
+        strip_f32(out + k0 * R, p + k0, rs, rows, R, kc - k0);
 }
 #endif
 
