@@ -6,7 +6,8 @@
  * globs, and the train/val split written as a shard set: the header marks
  * (set id, role, index, CRC-32 recomputed here), the manifest, and the
  * loader's refusals of a shard without its manifest, of another set, or
- * edited since.  Files go to a fresh directory under $TMPDIR.  Exit 0
+ * edited since; and that the loader's reads do not stay resident in the
+ * process.  Files go to a fresh directory under $TMPDIR.  Exit 0
  * pass, 1 fail. */
 #define _GNU_SOURCE
 #include "data/data.h"
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* The error of opening path as a shard must be exactly "PATH: want". */
@@ -476,6 +478,92 @@ static void test_split(void)
     free(err);
 }
 
+/* Resident kB of this process's mapping that starts at addr (smaps), -1
+ * when there is none. */
+static long mapping_rss_kb(const void *addr)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    long rss = -1;
+    int in = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, kb;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = lo == (unsigned long)(uintptr_t)addr;
+        else if (in && sscanf(line, "Rss: %lu kB", &kb) == 1) {
+            rss = (long)kb;
+            break;
+        }
+    }
+    fclose(f);
+    return rss;
+}
+
+/* The loader's reads do not stay in the process: after the vocabulary
+ * check and a whole epoch of random batches over a 16 MB shard, the map
+ * holds a few pages, not the file (this fails without rt_shard_drop), and
+ * every window read after its pages were dropped is still intact. */
+static void test_resident(void)
+{
+    enum { N = 4 << 20, BR = 16, TR = 255 };
+    int32_t *ids = malloc((size_t)N * sizeof *ids);
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)(i % 70001);
+    char *err = NULL;
+    const char *path = tu_path("big.bin");
+    CHECK(rt_shard_write(path, ids, N, 4, &err) == 0, "%s", err);
+    free(ids);
+    RtLoader l;
+    const char *paths[1] = {path};
+    CHECK(rt_loader_init(&l, paths, 1, BR, TR, RT_LOADER_RANDOM, 7, &err) == 0, "init: %s", err);
+    CHECK(rt_loader_check_vocab(&l, 70001, &err) == 0, "vocab: %s", err);
+    long after_check = mapping_rss_kb(l.shard[0].map);
+    static int32_t tok[BR * TR], tgt[BR * TR];
+    int bad = 0;
+    for (int64_t k = 0; k < rt_loader_batches(&l); k++) {
+        CHECK(rt_loader_next(&l, tok, tgt) == BR, "batch %lld not full", (long long)k);
+        for (int i = 0; i < BR * TR; i++)
+            bad += tgt[i] != (tok[i] + 1) % 70001;
+    }
+    long after_epoch = mapping_rss_kb(l.shard[0].map);
+    CHECK(bad == 0, "%d tokens of the epoch are not followed by their targets", bad);
+    CHECK(after_check >= 0 && after_check <= 64, "after the vocabulary check the shard map holds %ld kB", after_check);
+    CHECK(after_epoch >= 0 && after_epoch <= 64, "after an epoch the shard map holds %ld kB of 16384", after_epoch);
+    rt_loader_free(&l);
+}
+
+/* A shard cut short after the loader opened it: the next batch ends the
+ * process with status 1 and a message (through the map it was SIGBUS). */
+static void test_cut_short(void)
+{
+    enum { N = 1 << 16, BR = 4, TR = 64 };
+    int32_t *ids = malloc((size_t)N * sizeof *ids);
+    for (int i = 0; i < N; i++)
+        ids[i] = i % 1000;
+    char *err = NULL;
+    const char *path = tu_path("cut.bin");
+    CHECK(rt_shard_write(path, ids, N, 2, &err) == 0, "%s", err);
+    free(ids);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        RtLoader l;
+        const char *paths[1] = {path};
+        if (rt_loader_init(&l, paths, 1, BR, TR, RT_LOADER_SEQUENTIAL, 0, &err) != 0 || truncate(path, 4096) != 0)
+            _exit(3);
+        static int32_t tok[BR * TR], tgt[BR * TR];
+        for (int k = 0; k < 1000; k++)
+            rt_loader_next(&l, tok, tgt);
+        _exit(0);
+    }
+    int st = 0;
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid, "fork");
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "reading a shard cut short: %s %d, want exit status 1",
+          WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
 int main(void)
 {
     if (!tu_mkdtemp("strata-data-XXXXXX"))
@@ -488,5 +576,7 @@ int main(void)
     test_loader_errors();
     test_glob();
     test_split();
+    test_resident();
+    test_cut_short();
     return tu_finish("data_test");
 }

@@ -1,5 +1,6 @@
 /* data.c - token shards, the batch loader, the train/val split (data.h).
- * Shards are mmap'd read-only; the shuffle is xoshiro256** + Fisher-Yates
+ * Shards are mmap'd read-only for the checks, and their windows read with
+ * pread (rt_shard_drop says why); the shuffle is xoshiro256** + Fisher-Yates
  * exactly as data.h documents, so a state (epoch, pos) resumes exactly. */
 #define _GNU_SOURCE /* vasprintf */
 #include "data/data.h"
@@ -43,8 +44,10 @@ static void put_le32(uint8_t *p, int32_t v)
 
 void rt_shard_close(RtShard *s)
 {
-    if (s->map)
+    if (s->map) {
         munmap(s->map, s->map_len);
+        close(s->fd);
+    }
     free(s->path);
     memset(s, 0, sizeof *s);
 }
@@ -145,13 +148,14 @@ int rt_shard_open(RtShard *s, const char *path, char **err)
         return -1;
     }
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
     if (map == MAP_FAILED) {
         *err = rt_fmt("%s: cannot map: %s", path, strerror(errno));
+        close(fd);
         rt_shard_close(s);
         return -1;
     }
     s->map = map;
+    s->fd = fd;
     s->map_len = len;
     if (shard_check(s, map, len, err) != 0) {
         rt_shard_close(s);
@@ -160,6 +164,17 @@ int rt_shard_open(RtShard *s, const char *path, char **err)
     s->tok = (const uint8_t *)map + RT_SHARD_HEADER_BYTES;
     madvise(map, len, MADV_RANDOM);
     return 0;
+}
+
+void rt_shard_drop(const RtShard *s, int64_t from, int64_t n)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t base = (uintptr_t)s->map, end = base + s->map_len;
+    uintptr_t a = (uintptr_t)s->tok + (uintptr_t)from * (uintptr_t)s->width, b = a + (uintptr_t)n * (uintptr_t)s->width;
+    a &= ~(page - 1);
+    b = ((b < end ? b : end) + page - 1) & ~(page - 1);
+    if (a >= base && b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 int rt_shard_width(const int32_t *ids, int64_t n)
@@ -353,6 +368,7 @@ void rt_loader_free(RtLoader *l)
     free(l->shard);
     free(l->first);
     free(l->perm);
+    free(l->win);
     memset(l, 0, sizeof *l);
 }
 
@@ -438,7 +454,8 @@ int rt_loader_init(RtLoader *l, const char *const *paths, int n, int B, int T, R
     l->perm_epoch = -1;
     l->shard = calloc((size_t)n, sizeof *l->shard);
     l->first = calloc((size_t)n + 1, sizeof *l->first);
-    if (!l->shard || !l->first) {
+    l->win = malloc(((size_t)T + 1) * 4);
+    if (!l->shard || !l->first || !l->win) {
         rt_loader_free(l);
         *err = rt_fmt("%s: out of memory", paths[0]);
         return -1;
@@ -485,7 +502,8 @@ int rt_loader_init(RtLoader *l, const char *const *paths, int n, int B, int T, R
     return 0;
 }
 
-/* Copies window w into one row of tokens and targets. */
+/* Copies window w into one row of tokens and targets, read with pread
+ * (through the map, the pages read would stay in the process). */
 static void copy_window(const RtLoader *l, int64_t w, int32_t *tok, int32_t *tgt)
 {
     int lo = 0, hi = l->nshard - 1; /* the shard with first[s] <= w < first[s + 1] */
@@ -498,12 +516,26 @@ static void copy_window(const RtLoader *l, int64_t w, int32_t *tok, int32_t *tgt
     }
     const RtShard *s = &l->shard[lo];
     int64_t at = (w - l->first[lo]) * l->T;
-    int32_t prev = rt_shard_token(s, at);
-    for (int t = 0; t < l->T; t++) {
-        int32_t next = rt_shard_token(s, at + t + 1);
-        tok[t] = prev;
-        tgt[t] = next;
-        prev = next;
+    size_t want = (size_t)(l->T + 1) * (size_t)s->width, got = 0;
+    off_t off = (off_t)RT_SHARD_HEADER_BYTES + (off_t)at * s->width;
+    while (got < want) {
+        ssize_t r = pread(s->fd, l->win + got, want - got, off + (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            fprintf(stderr, "strata: error: %s: cannot read tokens %lld..%lld: %s\n", s->path, (long long)at,
+                    (long long)(at + l->T), r < 0 ? strerror(errno) : "the file is shorter than when it was opened");
+            exit(1);
+        }
+        got += (size_t)r;
+    }
+    for (int t = 0; t <= l->T; t++) {
+        const uint8_t *p = l->win + (size_t)t * (size_t)s->width;
+        int32_t v = s->width == 2 ? (int32_t)(p[0] | p[1] << 8) : le32(p);
+        if (t < l->T)
+            tok[t] = v;
+        if (t > 0)
+            tgt[t - 1] = v;
     }
 }
 
@@ -563,27 +595,35 @@ int64_t rt_loader_batches(const RtLoader *l)
 
 int rt_loader_check_vocab(RtLoader *l, int64_t vocab, char **err)
 {
+    enum { CHUNK = 1 << 20 }; /* tokens read, then dropped (rt_shard_drop) */
     uint64_t id = RT_FNV64_INIT;
     for (int i = 0; i < l->nshard; i++) {
         const RtShard *s = &l->shard[i];
-        uint32_t crc = (uint32_t)crc32_z(crc32(0L, Z_NULL, 0), s->tok, (size_t)(s->ntok * s->width));
+        int scan = !(s->width == 2 && vocab > 65535);
+        int64_t bad = -1, badv = 0;
+        uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
+        for (int64_t k0 = 0; k0 < s->ntok; k0 += CHUNK) {
+            int64_t k1 = k0 + CHUNK < s->ntok ? k0 + CHUNK : s->ntok;
+            crc = (uint32_t)crc32_z(crc, (const uint8_t *)s->tok + k0 * s->width, (size_t)((k1 - k0) * s->width));
+            for (int64_t k = k0; scan && bad < 0 && k < k1; k++) {
+                int64_t v = s->width == 2 ? ((const uint16_t *)s->tok)[k] : ((const uint32_t *)s->tok)[k];
+                if (v >= vocab)
+                    bad = k, badv = v;
+            }
+            rt_shard_drop(s, k0, k1 - k0);
+        }
         if (s->set_id && crc != s->set_crc) {
             *err = rt_fmt("%s: the tokens' CRC-32 is %08x but strata data wrote %08x in the header: the file was "
                           "damaged or edited since", s->path, crc, s->set_crc);
             return -1;
         }
+        if (bad >= 0) {
+            *err = rt_fmt("%s: token %lld is %lld, outside the vocabulary (size %lld)", s->path, (long long)bad,
+                          (long long)badv, (long long)vocab);
+            return -1;
+        }
         int64_t what[3] = {s->ntok, s->width, crc};
         id = rt_fnv64(id, what, sizeof what);
-        if (s->width == 2 && vocab > 65535)
-            continue;
-        for (int64_t k = 0; k < s->ntok; k++) {
-            int64_t v = s->width == 2 ? ((const uint16_t *)s->tok)[k] : ((const uint32_t *)s->tok)[k];
-            if (v >= vocab) {
-                *err = rt_fmt("%s: token %lld is %lld, outside the vocabulary (size %lld)", s->path, (long long)k,
-                           (long long)v, (long long)vocab);
-                return -1;
-            }
-        }
     }
     l->id = id ? id : 1;
     return 0;

@@ -80,6 +80,7 @@
 typedef struct RtShard {
     char *path;
     void *map;           /* the whole file, read-only */
+    int fd;              /* the file, open while map is (the loader reads windows with pread) */
     size_t map_len;      /* bytes */
     int width;           /* bytes per token: 2 or 4 */
     int64_t ntok;        /* N */
@@ -94,6 +95,13 @@ typedef struct RtShard {
 /* Maps and checks a shard; 0, or -1 with *err. */
 int rt_shard_open(RtShard *s, const char *path, char **err);
 void rt_shard_close(RtShard *s);
+/* Drops this process's pages of tokens [from, from + n) of the map: they
+ * stay in the page cache and come back on the next read, since the map is
+ * never written.  Whole scans (rt_loader_check_vocab) drop what they have
+ * read, and the loader reads its windows with pread, so a run's resident
+ * memory does not grow with the data it has seen (a long run would
+ * otherwise count every shard it read in its RSS). */
+void rt_shard_drop(const RtShard *s, int64_t from, int64_t n);
 static inline int32_t rt_shard_token(const RtShard *s, int64_t i)
 {
     return s->width == 2 ? (int32_t)((const uint16_t *)s->tok)[i] : (int32_t)((const uint32_t *)s->tok)[i];
@@ -137,6 +145,7 @@ typedef struct RtLoader {
     int64_t epoch, pos;  /* the state (RtLoaderState) */
     uint64_t id;         /* rt_loader_check_vocab: identity of the data (FNV-1a 64 of every shard's
                             tokens, width and CRC-32, in order); 0 before */
+    uint8_t *win;        /* (T + 1) * 4 bytes: a window as read */
 } RtLoader;
 
 /* Maps the n shards (paths) and prepares batches of B windows of T + 1
@@ -148,7 +157,9 @@ void rt_loader_free(RtLoader *l);
 /* Fills tokens (B,T) and targets (B,T) (targets[b][t] = tokens[b][t+1] of
  * the window) and returns the rows filled: B in random mode; in sequential
  * mode B, fewer for the last batch (the rows past it repeat the last
- * window, so every id is valid), and 0 once all windows were returned. */
+ * window, so every id is valid), and 0 once all windows were returned.  A
+ * shard that can no longer be read (cut short since it was opened, an I/O
+ * error) ends the process with a message that names it. */
 int rt_loader_next(RtLoader *l, int32_t *tokens, int32_t *targets);
 /* Back to the start: (0, 0). */
 void rt_loader_reset(RtLoader *l);
