@@ -13,7 +13,8 @@
  * model and kinds_zoo at vocab 300 in chunks of one row, and the zoos with
  * the whole logits (lower/calls.c, ir/memplan.h MemHead).  Also
  * writes the first model as .ll, .s and .o (lower_emit), and checks the
- * inline exp against libm in ulps.  The ABI's other
+ * inline exp against libm in ulps, and that LLVM still compiles after
+ * jit_drop_code_pages gave its code pages back.  The ABI's other
  * features (skip, capture, threads, accumulate, errors) are abi_test.c's.
  * Exit 0 pass, 1 fail, 77 skip (no JIT). */
 #define _POSIX_C_SOURCE 200809L /* glob, getpid, unlink */
@@ -328,6 +329,45 @@ static bool check_exp(Jit *jit)
 }
 
 /* The sizes check_model loads models at (NULL: case_load's tiny ones). */
+/* Resident kB of the executable mappings of libLLVM (smaps). */
+static long llvm_code_kb(void)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    long kb = 0, v;
+    bool in = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s ", &lo, &hi, perms) == 3)
+            in = !strcmp(perms, "r-xp") && strstr(line, "/libLLVM");
+        else if (in && sscanf(line, "Rss: %ld kB", &v) == 1)
+            kb += v;
+    }
+    fclose(f);
+    return kb;
+}
+
+/* jit_drop_code_pages after the models compiled: libLLVM's code is no
+ * longer resident (where it is a shared library), and the JIT compiles
+ * the checks that follow from the pages the kernel reads back. */
+static bool check_drop_code_pages(void)
+{
+    long before = llvm_code_kb();
+    size_t dropped = jit_drop_code_pages();
+    long after = llvm_code_kb();
+    if (!dropped && before == 0) {
+        printf("ok   jit_drop_code_pages: LLVM is linked into this program, nothing to drop\n");
+        return true;
+    }
+    bool ok = dropped > 0 && before > 1024 && after >= 0 && after < 256;
+    printf("%s jit_drop_code_pages: libLLVM's code %ld kB resident before, %ld kB after (%zu kB of mappings)\n",
+           ok ? "ok  " : "FAIL", before, after, dropped >> 10);
+    return ok;
+}
+
 static const char *const *model_sizes;
 static int model_nsizes;
 
@@ -384,6 +424,7 @@ int main(int argc, char **argv)
     failures += !check_model(jit, pool, "kinds_zoo", kinds_zoo, false);
     failures += !check_attention_grad_alone(jit, pool);
     failures += !check_exp(jit);
+    failures += !check_drop_code_pages();
     printf("with --remat (compiler/ir/remat.c):\n");
     case_remat = IR_REMAT_BLOCKS;
     for (int i = 0; i < n; i++)
@@ -423,6 +464,6 @@ int main(int argc, char **argv)
     globfree(&gl);
     rt_pool_free(pool);
     jit_free(jit);
-    printf("%d of %d checks passed\n", 3 * n + 11 - failures, 3 * n + 11);
+    printf("%d of %d checks passed\n", 3 * n + 12 - failures, 3 * n + 12);
     return failures ? 1 : 0;
 }

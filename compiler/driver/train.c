@@ -38,6 +38,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -270,6 +271,7 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
         goto out;
     }
     config = drv_config_json(&g);
+    jit_drop_code_pages(); /* LLVM's work is done: max RSS is the trainer's (docs/performance.md) */
     if (!quiet) {
         char n[32];
         count_text(n, sizeof n, (double)ir_param_total(&g));
@@ -281,6 +283,11 @@ int drv_run_trainer(const char *cmd, int argc, char **argv)
                  .path = model, .config_json = config, .model_id = id.model_id, .sources_json = id.sources_json,
                  .defines_json = id.defines_json, .gpu = gpu, .gpu_precision = go.precision};
     pass[npass] = NULL;
+    if (!gpu) { /* the trainer needs none of the compiler's data now */
+        ir_free(&g);
+        ir_init(&g);
+        malloc_trim(0);
+    }
     rc = rt_trainer_main(&m, npass, pass);
 out:
     if (gpu)

@@ -21,9 +21,14 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/OrcEE.h>
 
+#include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct Jit {
     LLVMOrcLLJITRef lljit;
@@ -199,4 +204,53 @@ void jit_free(Jit *j)
         LLVMConsumeError(e);
     pthread_mutex_destroy(&j->lock);
     free(j);
+}
+
+/* One mapping of /proc/self/smaps: dropped when it is of lib, not
+ * writable, and holds no page of this process's own (Anonymous: 0 kB: no
+ * relocated or otherwise written page, which the file could not give
+ * back). */
+typedef struct Mapping {
+    unsigned long lo, hi;
+    bool ours, clean;
+} Mapping;
+
+static size_t drop(const Mapping *m)
+{
+    if (!m->ours || !m->clean || madvise((void *)m->lo, m->hi - m->lo, MADV_DONTNEED) != 0)
+        return 0;
+    return m->hi - m->lo;
+}
+
+size_t jit_drop_code_pages(void)
+{
+    Dl_info info;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (!dladdr((void *)LLVMOrcCreateLLJIT, &info) || !info.dli_fname || n <= 0)
+        return 0;
+    exe[n] = 0;
+    char lib[PATH_MAX];
+    if (!realpath(info.dli_fname, lib) || !strcmp(lib, exe))
+        return 0;
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return 0;
+    size_t dropped = 0;
+    Mapping m = {0};
+    char line[PATH_MAX + 128];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, kb;
+        char perms[8];
+        int path = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &lo, &hi, perms, &path) == 3) {
+            dropped += drop(&m);
+            line[strcspn(line, "\n")] = 0;
+            m = (Mapping){lo, hi, path && perms[1] != 'w' && !strcmp(line + path, lib), false};
+        } else if (sscanf(line, "Anonymous: %lu kB", &kb) == 1)
+            m.clean = kb == 0;
+    }
+    dropped += drop(&m);
+    fclose(f);
+    return dropped;
 }

@@ -37,4 +37,11 @@ bool jit_compile(Jit *j, const IrGraph *g, const LowerOptions *o, JitModel *out,
 /* Frees a model's code; its entry point is invalid afterwards. */
 void jit_release(Jit *j, JitModel *m);
 void jit_free(Jit *j);
+/* Once a program has compiled what it needs: drops from this process the
+ * resident pages of LLVM's shared library code (its executable mappings,
+ * which compiling touched, about 55 MB for LLaMA-71M; never written, so
+ * the kernel reads them back from the file if LLVM runs again).  Does
+ * nothing where LLVM is linked into the program itself.  Returns the bytes
+ * of the mappings it dropped (0 for none). */
+size_t jit_drop_code_pages(void);
 #endif
