@@ -729,7 +729,7 @@ static void tile(const Kernel *kn, const RtGemmTile *g, const Shared *sh)
 
 /* ---- a whole product ---- */
 
-size_t rt_gemm_shared_cap = (size_t)8 << 20;
+size_t rt_gemm_shared_cap = (size_t)4 << 20;
 
 /* The shared operand's buffer: the calling thread's, grown as needed. */
 static pthread_key_t shared_key;

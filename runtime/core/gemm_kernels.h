@@ -36,8 +36,11 @@ void rt_gemm_tile_strata(const RtCpu *cpu, bool bf16, const RtGemmTile *g);
  * same bits as tile by tile: packing moves values, it computes nothing. */
 void rt_gemm_product_strata(RtPool *pool, const RtCpu *cpu, bool bf16, const RtGemmTile *g, RtGemmSplit sp);
 /* The most bytes rt_gemm_product_strata packs of the shared side at once
- * (8 MiB): a larger one is packed and multiplied in groups of K slices,
- * with the same bits.  A variable only so that tests can shrink it. */
+ * (4 MiB, which holds every weight of LLaMA-71M's blocks packed whole;
+ * the head's backward product, 64 MiB of W, goes in 16 groups, and is no
+ * slower than in 8): a larger one is packed and multiplied in groups of K
+ * slices, with the same bits.  A variable only so that tests can shrink
+ * it. */
 extern size_t rt_gemm_shared_cap;
 /* That kernel's name ("avx512", "avx512_bf16", "avx2-bf16emul", ...). */
 const char *rt_gemm_kernel_name(const RtCpu *cpu, bool bf16);
