@@ -127,6 +127,7 @@ def worker(a):
     tokens = torch.randint(0, V, (B, T))
     targets = torch.randint(0, V, (B, T))
     times, fb, losses = [], [], []
+    rss_kb = peak_rss_reset()
     for k in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -144,8 +145,32 @@ def worker(a):
         if k >= a.warmup:
             times.append(t2 - t0)
             fb.append(t1 - t0)
-    print("result median_ms=%.2f min_ms=%.2f fwdbwd_ms=%.2f loss0=%.6f loss=%.6f"
-          % (1e3 * statistics.median(times), 1e3 * min(times), 1e3 * statistics.median(fb), losses[0], losses[-1]))
+    rss_kb = peak_rss_kb() if rss_kb == 0 else -1
+    print("result median_ms=%.2f min_ms=%.2f fwdbwd_ms=%.2f loss0=%.6f loss=%.6f rss_kb=%d"
+          % (1e3 * statistics.median(times), 1e3 * min(times), 1e3 * statistics.median(fb), losses[0], losses[-1],
+             rss_kb))
+
+
+def peak_rss_reset():
+    """Resets the process's VmHWM to its current RSS (Linux); 0, or -1 where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return 0
+    except OSError:
+        return -1
+
+
+def peak_rss_kb():
+    """VmHWM in KiB, -1 when unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
 
 
 def run_combo(a, argv, combo):
@@ -186,16 +211,16 @@ def main():
         r = run_combo(a, argv, combo)
         if r is None:
             continue
-        print("threads torch,openblas=%s: median %s ms, min %s ms (fwd+bwd %s ms), loss %s -> %s"
-              % (combo, r["median_ms"], r["min_ms"], r["fwdbwd_ms"], r["loss0"], r["loss"]))
+        print("threads torch,openblas=%s: median %s ms, min %s ms (fwd+bwd %s ms), loss %s -> %s, peak RSS %s KiB"
+              % (combo, r["median_ms"], r["min_ms"], r["fwdbwd_ms"], r["loss0"], r["loss"], r["rss_kb"]))
         if best is None or float(r["median_ms"]) < float(best["median_ms"]):
             best, best_combo = r, combo
     if best is None:
         print("torch_train_bench: every thread combination failed", file=sys.stderr)
         return 1
     t, o = best_combo.split(",")
-    print("result median_ms=%s min_ms=%s torch_threads=%s openblas_threads=%s loss0=%s loss=%s"
-          % (best["median_ms"], best["min_ms"], t, o, best["loss0"], best["loss"]))
+    print("result median_ms=%s min_ms=%s torch_threads=%s openblas_threads=%s loss0=%s loss=%s rss_kb=%s"
+          % (best["median_ms"], best["min_ms"], t, o, best["loss0"], best["loss"], best["rss_kb"]))
     return 0
 
 

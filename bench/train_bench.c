@@ -246,6 +246,32 @@ static int decay_segments(const StrataModelDesc *d, RtSegment *segs)
     return n;
 }
 
+/* The process's peak RSS from here on: Linux resets VmHWM to the current
+ * RSS on "5" in /proc/self/clear_refs.  False where it cannot. */
+static bool peak_rss_reset(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f)
+        return false;
+    bool ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* VmHWM in KiB, -1 when unknown. */
+static long peak_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
 int main(int argc, char **argv)
 {
     Args a;
@@ -276,6 +302,7 @@ int main(int argc, char **argv)
            (long long)d->nblocks, (long long)d->width, (long long)d->vocab);
     printf("compile %.3f s (lower %.3f, optimise %.3f, machine code %.3f)\n", m.stats.total_s, m.stats.lower_s,
            m.stats.opt_s, m.stats.codegen_s);
+    jit_drop_code_pages(); /* as strata train does */
 
     if ((double)a.batch * a.seq * (double)(d->width > d->vocab ? d->width : d->vocab) >= 0x1p31) {
         fprintf(stderr, "train_bench: %s: batch %d x seq %d is too large (B*T*max(width, vocab) must stay "
@@ -288,7 +315,6 @@ int main(int argc, char **argv)
     printf("batch %lld x %lld, %d pool threads, %s products, arena %.1f MiB (remat %s)\n", (long long)B,
            (long long)T, rt_pool_size(pool), a.bf16 ? "bf16" : "fp32", (double)bytes / (1 << 20),
            ir_remat_name(a.remat));
-    Work w = measure_work(&g, d, pool, B, T, a.bf16);
 
     /* the big buffers as the trainer allocates them (util.h: 2 MiB pages where THP allows) */
     float *params = rt_zalloc64((size_t)n * sizeof *params), *grads = rt_zalloc64((size_t)n * sizeof *grads);
@@ -315,6 +341,7 @@ int main(int argc, char **argv)
                      .precision = a.bf16 ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32, .grad_sumsq = sumsq};
     double *total = bench_calloc((size_t)a.steps, sizeof *total), *fb = bench_calloc((size_t)a.steps, sizeof *fb);
     double *upd = bench_calloc((size_t)a.steps, sizeof *upd);
+    long rss_kb = peak_rss_reset() ? 0 : -1; /* the steps' peak, not the product measurements' */
     for (int k = 0; k < a.warmup + a.steps; k++) {
         double t0 = now();
         int status = m.train_step(&st);
@@ -334,6 +361,10 @@ int main(int argc, char **argv)
         if (k >= a.warmup)
             total[k - a.warmup] = t2 - t0, fb[k - a.warmup] = t1 - t0, upd[k - a.warmup] = t2 - t1;
     }
+    rss_kb = rss_kb == 0 ? peak_rss_kb() : -1;
+    /* after the steps, so that their peak RSS leaves out what the other
+     * backends allocate (OpenBLAS's buffers, oneDNN's) */
+    Work w = measure_work(&g, d, pool, B, T, a.bf16);
     double med = median(total, a.steps), best = total[0]; /* median() sorted total */
     double flops = w.matmul + w.attention, tps = (double)BT / med, rate = flops / med;
     printf("step: median %.1f ms, min %.1f ms over %d steps (train step median %.1f, optimizer %.1f)\n", 1e3 * med,
@@ -348,10 +379,13 @@ int main(int argc, char **argv)
            "it; the products at the step's backends take %.1f ms\n",
            1e3 * w.roofline_s, 100 * w.roofline_s / med, 1e3 * w.chosen_s);
     printf("loss %.6f -> %.6f\n", first_loss, loss);
+    if (rss_kb > 0)
+        printf("peak RSS during the steps %ld KiB (%.3f GB; VmHWM, reset before the first step)\n", rss_kb,
+               rss_kb * 1024e-9);
     printf("result median_ms=%.2f min_ms=%.2f tokens_s=%.0f gflops=%.2f peak_gflops=%.2f roofline_pct=%.1f "
-           "roofline_ms=%.2f chosen_ms=%.2f compile_s=%.3f loss0=%.6f loss=%.6f isa=%s\n",
+           "roofline_ms=%.2f chosen_ms=%.2f compile_s=%.3f loss0=%.6f loss=%.6f isa=%s rss_kb=%ld\n",
            1e3 * med, 1e3 * best, tps, 1e-9 * rate, 1e-9 * w.peak, 100 * w.roofline_s / med, 1e3 * w.roofline_s,
-           1e3 * w.chosen_s, m.stats.total_s, first_loss, loss, rt_cpu_isa_name(rt_cpu()));
+           1e3 * w.chosen_s, m.stats.total_s, first_loss, loss, rt_cpu_isa_name(rt_cpu()), rss_kb);
 
     rt_adamw_free(&opt);
     rt_pool_free(pool);
