@@ -4,8 +4,9 @@
  * mlp.w2), so it is an identity: its output equals its input exactly, its
  * angular distance must be 0 and skipping it must change nothing.  The
  * variances, angular distances, losses and task accuracy are recomputed
- * here from the definitions with direct strata_forward calls.
- * Exit 0 pass, 1 fail, 77 skip (no JIT). */
+ * here from the definitions with direct strata_forward calls; the
+ * diagnostics' gradient norms of one batch and of it as two micro-batches
+ * (--accum 2) must agree.  Exit 0 pass, 1 fail, 77 skip (no JIT). */
 #include "store/checkpoint.h"
 #include "data/data.h"
 #include "train/init.h"
@@ -254,6 +255,28 @@ static void test_analyze(void)
 
 /* --- train --diag-every ----------------------------------------------------- */
 
+/* The per-block gradient norms of diagnostics.jsonl's row at step, NL of
+ * them into g; false if there is no such row. */
+static bool diag_gnorms(const char *path, int64_t step, double *g)
+{
+    char *t = tu_slurp(path, NULL);
+    bool found = false;
+    for (char *line = t, *nl; line && *line && !found; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl)
+            *nl = 0;
+        json_t *j = json_loads(line, 0, NULL);
+        if (json_integer_value(json_object_get(j, "step")) == step) {
+            found = json_array_size(json_object_get(j, "grad_norm")) == NL;
+            for (int b = 0; found && b < NL; b++)
+                g[b] = json_number_value(json_array_get(json_object_get(j, "grad_norm"), (size_t)b));
+        }
+        json_decref(j);
+    }
+    free(t);
+    return found;
+}
+
 static void test_diag(void)
 {
     const StrataModelDesc *d = tc_model.desc;
@@ -322,6 +345,24 @@ static void test_diag(void)
     json_decref(last);
     CHECK(access(tu_path("run/diag_variance.png"), F_OK) == 0, "no diag_variance.png");
     free(params);
+    /* Step 1's batches, whole and as two micro-batches of 2 (--accum 2):
+     * the trainer scales the summed gradient in the optimizer's pass, and
+     * the diagnostics must see the mean all the same (not twice it). */
+    const char *outs[2] = {"run_one", "run_acc"}, *batch[2] = {"4", "2"}, *accum[2] = {"1", "2"};
+    double gn[2][NL];
+    for (int i = 0; i < 2; i++) {
+        rc = tc_run("train", "--data", tu_path("train.bin"), "--val", tu_path("val.bin"), "--out", tu_path(outs[i]),
+                    "--batch", batch[i], "--accum", accum[i], "--seq", "16", "--steps", "1", "--diag-every", "1",
+                    "--val-every", "100", "--threads", "1", "--quiet", NULL);
+        char path[64];
+        snprintf(path, sizeof path, "%s/diagnostics.jsonl", outs[i]);
+        CHECK(rc == 0 && diag_gnorms(tu_path(path), 1, gn[i]), "train --accum %s --diag-every 1: exit %d, no row",
+              accum[i], rc);
+    }
+    double *g1 = gn[0], *g2 = gn[1];
+    for (int b = 0; b < NL; b++)
+        CHECK(fabs(g1[b] - g2[b]) <= 1e-4 * g1[b], "block %d's gradient norm at step 1: batch 4 %.9g, --accum 2 %.9g",
+              b, g1[b], g2[b]);
 }
 
 int main(void)

@@ -80,7 +80,7 @@ static int64_t slot(const StrataModelDesc *d, int64_t i)
     return b >= 0 && b < d->nblocks ? b : d->nblocks;
 }
 
-void rt_diag_grads(RtDiag *g, int64_t step, const float *params, const float *grads)
+void rt_diag_grads(RtDiag *g, int64_t step, const float *params, const float *grads, double scale)
 {
     if (!g->every || step % g->every)
         return;
@@ -94,7 +94,7 @@ void rt_diag_grads(RtDiag *g, int64_t step, const float *params, const float *gr
         g->gnorm[slot(d, i)] += s;
     }
     for (int64_t b = 0; b <= d->nblocks; b++)
-        g->gnorm[b] = sqrt(g->gnorm[b]);
+        g->gnorm[b] = scale * sqrt(g->gnorm[b]);
     memcpy(g->before, params, (size_t)d->params_numel * sizeof(float));
     g->grads_step = step;
 }

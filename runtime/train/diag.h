@@ -46,8 +46,10 @@ typedef struct RtDiag {
  * Call after the options are resolved (seq, out).  0, or an exit status
  * after a message. */
 int rt_diag_init(RtDiag *g, const RtModel *m, const struct RtTrainOptions *o, const char *prog);
-/* Before the update of step `step` (1-based: the step count after it). */
-void rt_diag_grads(RtDiag *g, int64_t step, const float *params, const float *grads);
+/* Before the update of step `step` (1-based: the step count after it); the
+ * gradient is scale * grads (the trainer folds --accum's scale into the
+ * update). */
+void rt_diag_grads(RtDiag *g, int64_t step, const float *params, const float *grads, double scale);
 /* After that update: the forward with capture and the JSON line.  0, or -1
  * if the forward failed (message printed). */
 int rt_diag_update(RtDiag *g, int64_t step, const float *params, RtPool *pool, void *arena, int64_t arena_bytes);

@@ -831,7 +831,7 @@ static int setup(Run *r)
         r->logits = strata_logits_in_arena(d, r->arena, B, T);
     if (r->src->masked)
         r->mask = rt_zalloc64((size_t)(B * T) * sizeof(float));
-    if (o->accum == 1 && r->comm->size == 1 && !r->dev->cuda)
+    if (r->comm->size == 1 && !r->dev->cuda)
         r->sumsq = rt_zalloc64((size_t)rt_grad_norm_blocks(n) * sizeof *r->sumsq);
     /* Optimizer: weight decay on matrices unless --decay-all. */
     RtSegment *segs = calloc((size_t)d->nparams + 1, sizeof *segs);
@@ -948,9 +948,14 @@ static void scale_grads(float *g, int64_t n, double s)
  * the end grads *= n_last / N.  A micro-batch without a loss token adds
  * nothing and is not run (unless no token came before: it writes the
  * zeros).  Every rank sees the whole global mask, so all compute the same
- * N.  0, or -1 if the model refused the call. */
-static int gradient(Run *r, double *loss)
+ * N.  On one rank the last scale (1/parts, n_last / N) is not applied to
+ * grads but returned in *scale, and the optimizer folds it into its one
+ * pass, as it does the clip (the gradient norm comes from the block sums
+ * the last train step took, r->sumsq); with ranks it is applied after the
+ * all-reduce and *scale is 1.  0, or -1 if the model refused the call. */
+static int gradient(Run *r, double *loss, double *scale)
 {
+    *scale = 1;
     const RtTrainOptions *o = r->o;
     if (r->gpu) { /* one batch (gpu_start: --accum 1, one rank), mean over its loss tokens */
         r->src->next(r->src, r->tok, r->tgt, r->mask);
@@ -979,7 +984,10 @@ static int gradient(Run *r, double *loss)
                         .tokens = r->tok + off, .targets = r->tgt + off, .mask = r->mask ? r->mask + off : NULL,
                         .B = r->slice.rows, .T = o->seq, .loss = &l, .pool = r->pool,
                         .accumulate = r->mask ? held > 0 : k > 0, .precision = r->m->precision,
-                        .grad_sumsq = r->sumsq};
+                        /* the block sums of the gradient as it stands after
+                         * this micro-batch: needed after the last one (with
+                         * a mask, the last one that runs) */
+                        .grad_sumsq = r->mask || k == o->accum - 1 ? r->sumsq : NULL};
         int st = r->m->train_step(&s);
         if (st != STRATA_OK) {
             fprintf(stderr, "%s: the model's train step failed (status %d)\n", r->prog, st);
@@ -993,8 +1001,13 @@ static int gradient(Run *r, double *loss)
             sum += l;
     }
     const int64_t parts = o->accum * r->comm->size; /* micro-batches in the step, all ranks */
-    if (r->mask && held > 0)
-        scale_grads(r->grads, np, held / total); /* total > 0 since held > 0 */
+    const bool fold = r->sumsq != NULL;           /* one rank: the optimizer applies the scale */
+    if (r->mask && held > 0) {
+        if (fold)
+            *scale = held / total;
+        else
+            scale_grads(r->grads, np, held / total); /* total > 0 since held > 0 */
+    }
     if (r->comm->size > 1) { /* sums in rank order: the same bits on every rank */
         const double t = now();
         rt_comm_allreduce_sum_f32(r->comm, r->grads, np);
@@ -1005,7 +1018,9 @@ static int gradient(Run *r, double *loss)
         *loss = total > 0 ? sum / total : 0;
         return 0;
     }
-    if (parts > 1)
+    if (parts > 1 && fold)
+        *scale = 1.0 / (double)parts;
+    else if (parts > 1)
         scale_grads(r->grads, np, 1.0 / (double)parts);
     *loss = sum / (double)parts;
     return 0;
@@ -1220,15 +1235,15 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
     while (r.st.step < o->steps) {
         const double t0 = now();
         const int64_t k = r.st.step;
-        double loss = 0;
-        if (gradient(&r, &loss)) {
+        double loss = 0, gscale = 1; /* the gradient is gscale * r.grads */
+        if (gradient(&r, &loss, &gscale)) {
             rc = 3;
             stop_job(&r, rc);
             break;
         }
         double gnorm = 0, lr = rt_lr(&r.sched, k);
         if (r.sumsq) /* the step took most block sums: the rest, then the same number */
-            gnorm = rt_grad_norm_finish(r.grads, n, r.segs, (int)m->desc->nparams, r.sumsq);
+            gnorm = gscale * rt_grad_norm_finish(r.grads, n, r.segs, (int)m->desc->nparams, r.sumsq);
         else if (!r.gpu)
             gnorm = rt_grad_norm_pool(r.grads, n, r.pool);
         else if (isfinite(loss) && (rc = gpu_update(&r, k, lr, &gnorm)) != 0)
@@ -1261,10 +1276,11 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
             }
         } else if (!r.gpu) { /* the device has made its update in gpu_update */
             consecutive = 0;
-            rt_diag_grads(&diag, k + 1, r.params, r.grads);
-            /* Clipping folded into the update: one threaded pass. */
+            rt_diag_grads(&diag, k + 1, r.params, r.grads, gscale);
+            /* Clipping and the accumulation's scale folded into the
+             * update: one threaded pass. */
             float clip = o->clip > 0 ? rt_clip_factor(o->clip, gnorm) : 1.0f;
-            rt_adamw_step_scaled(&r.opt, r.params, r.grads, clip, lr, r.pool);
+            rt_adamw_step_scaled(&r.opt, r.params, r.grads, (float)(clip * gscale), lr, r.pool);
         } else
             consecutive = 0;
         r.st.step++;
