@@ -180,6 +180,19 @@ int remat_pointwise(IrGraph *g)
     }
     for (int i = 0; i < nf; i++)
         need[i] = kept[i] && !away[i] && pointwise(g, g->nodes.v[i]);
+    /* A candidate's elementwise operand in its block that nothing else
+     * keeps is redone too, so that a chain of them (LNS's norm, gain, then
+     * depth scale) is redone whole rather than its last value kept; from
+     * the last node down, since operands come first. */
+    for (int i = nf - 1; i >= 0; i--) {
+        IrNode *x = g->nodes.v[i];
+        for (int a = 0; need[i] && a < nreads(x); a++) {
+            const IrNode *o = *read_slot(x, a);
+            if (o && o->id < nf && !is_leaf(o) && !need[o->id] && !kept[o->id] && o->block == x->block &&
+                pointwise(g, o))
+                need[o->id] = true;
+        }
+    }
     /* Drop a candidate whose operand would stay in memory only for it: one
      * no backward node reads, that is not redone itself (in its block). */
     for (bool changed = true; changed;) {
