@@ -503,7 +503,7 @@ static long mapping_rss_kb(const void *addr)
 
 /* The loader's reads do not stay in the process: after the vocabulary
  * check and a whole epoch of random batches over a 16 MB shard, the map
- * holds a few pages, not the file (this fails without rt_shard_drop), and
+ * holds a few pages, not the file (this fails without data.c's shard_drop and pread), and
  * every window read after its pages were dropped is still intact. */
 static void test_resident(void)
 {

@@ -1,6 +1,6 @@
 /* data.c - token shards, the batch loader, the train/val split (data.h).
  * Shards are mmap'd read-only for the checks, and their windows read with
- * pread (rt_shard_drop says why); the shuffle is xoshiro256** + Fisher-Yates
+ * pread (shard_drop says why); the shuffle is xoshiro256** + Fisher-Yates
  * exactly as data.h documents, so a state (epoch, pos) resumes exactly. */
 #define _GNU_SOURCE /* vasprintf */
 #include "data/data.h"
@@ -166,7 +166,13 @@ int rt_shard_open(RtShard *s, const char *path, char **err)
     return 0;
 }
 
-void rt_shard_drop(const RtShard *s, int64_t from, int64_t n)
+/* Drops this process's pages of tokens [from, from + n) of the map: they
+ * stay in the page cache and come back on the next read, since the map is
+ * never written.  Whole scans (rt_loader_check_vocab) drop what they have
+ * read, and the loader reads its windows with pread, so a run's resident
+ * memory does not grow with the data it has seen (a long run would
+ * otherwise count every shard it read in its RSS). */
+static void shard_drop(const RtShard *s, int64_t from, int64_t n)
 {
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t base = (uintptr_t)s->map, end = base + s->map_len;
@@ -595,7 +601,7 @@ int64_t rt_loader_batches(const RtLoader *l)
 
 int rt_loader_check_vocab(RtLoader *l, int64_t vocab, char **err)
 {
-    enum { CHUNK = 1 << 20 }; /* tokens read, then dropped (rt_shard_drop) */
+    enum { CHUNK = 1 << 20 }; /* tokens read, then dropped (shard_drop) */
     uint64_t id = RT_FNV64_INIT;
     for (int i = 0; i < l->nshard; i++) {
         const RtShard *s = &l->shard[i];
@@ -610,7 +616,7 @@ int rt_loader_check_vocab(RtLoader *l, int64_t vocab, char **err)
                 if (v >= vocab)
                     bad = k, badv = v;
             }
-            rt_shard_drop(s, k0, k1 - k0);
+            shard_drop(s, k0, k1 - k0);
         }
         if (s->set_id && crc != s->set_crc) {
             *err = rt_fmt("%s: the tokens' CRC-32 is %08x but strata data wrote %08x in the header: the file was "

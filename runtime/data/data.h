@@ -80,7 +80,8 @@
 typedef struct RtShard {
     char *path;
     void *map;           /* the whole file, read-only */
-    int fd;              /* the file, open while map is (the loader reads windows with pread) */
+    int fd;              /* the file, open while map is (the loader reads windows with pread, so
+                            that a run's RSS does not grow with the data it has read) */
     size_t map_len;      /* bytes */
     int width;           /* bytes per token: 2 or 4 */
     int64_t ntok;        /* N */
@@ -95,13 +96,6 @@ typedef struct RtShard {
 /* Maps and checks a shard; 0, or -1 with *err. */
 int rt_shard_open(RtShard *s, const char *path, char **err);
 void rt_shard_close(RtShard *s);
-/* Drops this process's pages of tokens [from, from + n) of the map: they
- * stay in the page cache and come back on the next read, since the map is
- * never written.  Whole scans (rt_loader_check_vocab) drop what they have
- * read, and the loader reads its windows with pread, so a run's resident
- * memory does not grow with the data it has seen (a long run would
- * otherwise count every shard it read in its RSS). */
-void rt_shard_drop(const RtShard *s, int64_t from, int64_t n);
 static inline int32_t rt_shard_token(const RtShard *s, int64_t i)
 {
     return s->width == 2 ? (int32_t)((const uint16_t *)s->tok)[i] : (int32_t)((const uint32_t *)s->tok)[i];
