@@ -127,7 +127,7 @@ def worker(a):
     tokens = torch.randint(0, V, (B, T))
     targets = torch.randint(0, V, (B, T))
     times, fb, losses = [], [], []
-    rss_kb = peak_rss_reset()
+    hwm = peak_rss_reset()
     for k in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -145,20 +145,20 @@ def worker(a):
         if k >= a.warmup:
             times.append(t2 - t0)
             fb.append(t1 - t0)
-    rss_kb = peak_rss_kb() if rss_kb == 0 else -1
+    rss_kb = peak_rss_kb() if hwm else -1
     print("result median_ms=%.2f min_ms=%.2f fwdbwd_ms=%.2f loss0=%.6f loss=%.6f rss_kb=%d"
           % (1e3 * statistics.median(times), 1e3 * min(times), 1e3 * statistics.median(fb), losses[0], losses[-1],
              rss_kb))
 
 
 def peak_rss_reset():
-    """Resets the process's VmHWM to its current RSS (Linux); 0, or -1 where it cannot."""
+    """Resets the process's VmHWM to its current RSS (Linux); False where it cannot."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return 0
+        return True
     except OSError:
-        return -1
+        return False
 
 
 def peak_rss_kb():

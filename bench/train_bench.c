@@ -341,7 +341,7 @@ int main(int argc, char **argv)
                      .precision = a.bf16 ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32, .grad_sumsq = sumsq};
     double *total = bench_calloc((size_t)a.steps, sizeof *total), *fb = bench_calloc((size_t)a.steps, sizeof *fb);
     double *upd = bench_calloc((size_t)a.steps, sizeof *upd);
-    long rss_kb = peak_rss_reset() ? 0 : -1; /* the steps' peak, not the product measurements' */
+    bool hwm = peak_rss_reset(); /* the steps' peak, not the product measurements' */
     for (int k = 0; k < a.warmup + a.steps; k++) {
         double t0 = now();
         int status = m.train_step(&st);
@@ -361,7 +361,7 @@ int main(int argc, char **argv)
         if (k >= a.warmup)
             total[k - a.warmup] = t2 - t0, fb[k - a.warmup] = t1 - t0, upd[k - a.warmup] = t2 - t1;
     }
-    rss_kb = rss_kb == 0 ? peak_rss_kb() : -1;
+    long rss_kb = hwm ? peak_rss_kb() : -1;
     /* after the steps, so that their peak RSS leaves out what the other
      * backends allocate (OpenBLAS's buffers, oneDNN's) */
     Work w = measure_work(&g, d, pool, B, T, a.bf16);
