@@ -84,10 +84,58 @@ static inline void FN(block1)(REAL *restrict c, const REAL *restrict a, int64_t 
     FN(vstore)(c, s0), FN(vstore)(c + VL, s1);
 }
 
+#if VBYTES == 64
+/* Eight rows of the same where there are registers for them (AVX-512: 16
+ * accumulators of the 32), as two blocks of four, rows 0..3 over the
+ * terms k in [ka0, ka1) and rows 4..7 over [kb0, kb1) (ka0 <= kb0,
+ * ka1 <= kb1: the causal band moves with the row): the terms only the
+ * first block has, then the common ones with all eight rows, then the
+ * second block's own.  Each row's terms in k order, as block4 adds them:
+ * the same bits.  a points at A(i, 0), b at B(0, n). */
+static inline void FN(block8)(REAL *restrict c, int64_t ldc, const REAL *restrict a, int64_t ai, int64_t ak,
+                              const REAL *restrict b, int64_t ldb, int64_t ka0, int64_t ka1, int64_t kb0,
+                              int64_t kb1, bool add)
+{
+    VEC z = {0}, s[8][2];
+    for (int r = 0; r < 8; r++) {
+        s[r][0] = add ? FN(vload)(c + r * ldc) : z;
+        s[r][1] = add ? FN(vload)(c + r * ldc + VL) : z;
+    }
+    int64_t mid0 = kb0 < ka1 ? kb0 : ka1, mid1 = ka1 > kb0 ? ka1 : kb0;
+    for (int64_t k = ka0; k < mid0; k++) { /* rows 0..3 only */
+        VEC b0 = FN(vload)(b + k * ldb), b1 = FN(vload)(b + k * ldb + VL);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            REAL x = a[r * ai + k * ak];
+            s[r][0] += x * b0, s[r][1] += x * b1;
+        }
+    }
+    for (int64_t k = kb0; k < ka1; k++) { /* all eight */
+        VEC b0 = FN(vload)(b + k * ldb), b1 = FN(vload)(b + k * ldb + VL);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            REAL x = a[r * ai + k * ak];
+            s[r][0] += x * b0, s[r][1] += x * b1;
+        }
+    }
+    for (int64_t k = mid1; k < kb1; k++) { /* rows 4..7 only */
+        VEC b0 = FN(vload)(b + k * ldb), b1 = FN(vload)(b + k * ldb + VL);
+#pragma GCC unroll 4
+        for (int r = 4; r < 8; r++) {
+            REAL x = a[r * ai + k * ak];
+            s[r][0] += x * b0, s[r][1] += x * b1;
+        }
+    }
+    for (int r = 0; r < 8; r++)
+        FN(vstore)(c + r * ldc, s[r][0]), FN(vstore)(c + r * ldc + VL, s[r][1]);
+}
+#endif
+
 /* c (M, N) = A B, or += if add.  A (M, K) is read as A(i, k) = a[i ai + k ak]
  * (ai = 1, ak = lda reads a stored matrix transposed); b (K, N) and c have
  * rows ldb and ldc apart.  The small matrix products of attention, on tiles
- * that sit in cache: 4 x NR blocks in registers, plain loops at the edges.
+ * that sit in cache: 4 x NR blocks in registers (8 x NR with AVX-512,
+ * block8), plain loops at the edges.
  * Causal band: only the elements (i, n) with i + nlo <= n <= i + nhi are
  * needed (others may be left unwritten), and only the terms with
  * i + klo <= k <= i + khi are nonzero (others are skipped); FREE = none.
@@ -96,7 +144,30 @@ static void FN(gemm)(REAL *restrict c, int64_t ldc, const REAL *restrict a, int6
                      const REAL *restrict b, int64_t ldb, int64_t M, int64_t N, int64_t K, bool add, int64_t nlo,
                      int64_t nhi, int64_t klo, int64_t khi)
 {
-    for (int64_t i = 0; i < M; i += 4) {
+    int64_t i = 0;
+#if VBYTES == 64
+    for (; i + 8 <= M; i += 8) { /* as the loop below on rows i..i+3 and i+4..i+7 */
+        int64_t bn0[2], bn1[2], bk0[2], bk1[2];
+        for (int h = 0; h < 2; h++) {
+            int64_t f = i + 4 * h, l = f + 3;
+            bn0[h] = f + nlo > 0 ? f + nlo : 0, bn1[h] = l + nhi + 1 < N ? l + nhi + 1 : N;
+            bk0[h] = f + klo > 0 ? f + klo : 0, bk1[h] = l + khi + 1 < K ? l + khi + 1 : K;
+            bk1[h] = bk1[h] > bk0[h] ? bk1[h] : bk0[h];
+        }
+        int64_t n = bn0[0] / NR * NR, nend = bn1[1] > bn1[0] ? bn1[1] : bn1[0];
+        for (; n + NR <= N && n < nend; n += NR)
+            FN(block8)(c + i * ldc + n, ldc, a + i * ai, ai, ak, b + n, ldb, bk0[0], bk1[0], bk0[1], bk1[1], add);
+        for (int h = 0; h < 2; h++) /* the columns past the last vector block */
+            for (int64_t r = i + 4 * h; r < i + 4 * h + 4; r++)
+                for (int64_t nn = n; nn < bn1[h]; nn++) {
+                    REAL sum = add ? c[r * ldc + nn] : 0;
+                    for (int64_t kk = bk0[h]; kk < bk1[h]; kk++)
+                        sum = MADD(a[r * ai + kk * ak], b[kk * ldb + nn], sum);
+                    c[r * ldc + nn] = sum;
+                }
+    }
+#endif
+    for (; i < M; i += 4) {
         int64_t mr = M - i < 4 ? M - i : 4, last = i + mr - 1;
         int64_t n0 = i + nlo > 0 ? i + nlo : 0, n1 = last + nhi + 1 < N ? last + nhi + 1 : N;
         int64_t k0 = i + klo > 0 ? i + klo : 0, k1 = last + khi + 1 < K ? last + khi + 1 : K;
