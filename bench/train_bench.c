@@ -2,7 +2,8 @@
  * the host's GEMM-only roofline measured in the same run (make bench;
  * issues #3, #15).
  *   bench/train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T]
- *                     [--steps K] [--warmup W] [--threads N] [--remat[=MODE]]
+ *                     [--steps K] [--warmup W] [--threads N] [--precision P]
+ *                     [--remat[=MODE]] [--versus fp32|bf16|MODEL2.strata]
  * One step = strata_train_step (taking the gradient norm's block sums as
  * it goes) + rt_grad_norm_finish + clipping to max norm 1 folded into
  * rt_adamw_step_scaled (lr 3e-4, betas 0.9/0.95, eps 1e-8,
@@ -22,6 +23,11 @@
  * each product's best time over its occurrences.  The line per product
  * shows every backend's rate and marks the one the step uses.  The last
  * line, "result key=value ...", is for bench/train-vs-torch.
+ * --versus: no roofline; two sides' steps alternated instead, A (MODEL at
+ * --precision) then B (the same model at the other precision, on the
+ * same buffers, or MODEL2 with its own), then B then A, K rounds after W
+ * warm-up steps each: both medians and B's over A's, for ratios that a
+ * noisy host does not move as it moves separate runs ("result versus").
  * Memory: everything is malloc'd in main and freed there; exit 0 ok,
  * 1 bad model or failing step, 2 usage. */
 #include "ir/memplan.h"
@@ -52,6 +58,7 @@ typedef struct Args {
     const char *defines[64];
     int ndefines, batch, seq, threads, steps, warmup, bf16;
     IrRemat remat;
+    const char *versus;    /* --versus: fp32, bf16 or another model file; NULL: none */
 } Args;
 
 static bool parse(int argc, char **argv, Args *a)
@@ -74,6 +81,8 @@ static bool parse(int argc, char **argv, Args *a)
             a->steps = atoi(argv[++i]);
         else if (!strcmp(s, "--warmup") && v)
             a->warmup = atoi(argv[++i]);
+        else if (!strcmp(s, "--versus") && v)
+            a->versus = argv[++i];
         else if (!strcmp(s, "--remat"))
             a->remat = IR_REMAT_BLOCKS;
         else if (!strncmp(s, "--remat=", 8) && ir_remat_parse(s + 8, &a->remat))
@@ -87,18 +96,18 @@ static bool parse(int argc, char **argv, Args *a)
 }
 
 /* Model file -> IR with gradients, fused; false with the diagnostics printed. */
-static bool load(IrGraph *g, Program *prog, const Args *a)
+static bool load(IrGraph *g, Program *prog, const Args *a, const char *model)
 {
     Diag d;
     diag_init(&d, stderr);
     const char *why = NULL;
-    SrcFile *src = src_read(a->model, &why);
+    SrcFile *src = src_read(model, &why);
     if (!src) {
-        fprintf(stderr, "train_bench: cannot read %s: %s\n", a->model, why);
+        fprintf(stderr, "train_bench: cannot read %s: %s\n", model, why);
         return false;
     }
     SemaOptions opt = {.defines = (const char **)a->defines, .ndefines = a->ndefines};
-    g->model_name = a->model;
+    g->model_name = model;
     bool ok = ast_load(prog, &d, src) && sema_resolve(prog, &opt, &d, g);
     diag_finish(&d);
     if (ok) {
@@ -272,99 +281,217 @@ static long peak_rss_kb(void)
     return kb;
 }
 
+/* One model being trained: its graph, compiled step and buffers, as the
+ * trainer allocates them. */
+typedef struct Side {
+    const char *model;
+    bool bf16;
+    IrGraph g;
+    Program prog;
+    Jit *jit;
+    JitModel m;
+    int64_t n;                  /* parameters */
+    float *params, *grads;
+    void *arena;
+    int64_t arena_bytes;
+    int32_t *tokens, *targets;
+    RtSegment *segs;
+    int nsegs;
+    double *sumsq, loss;
+    RtAdamW opt;
+    bool opt_ready;
+    StrataStep st;
+} Side;
+
+/* Compiles `model` and sets up its step on the pool; false with the
+ * reason printed. */
+static bool side_open(Side *sd, const Args *a, const char *model, bool bf16, RtPool *pool)
+{
+    *sd = (Side){.model = model, .bf16 = bf16};
+    ir_init(&sd->g);
+    if (!load(&sd->g, &sd->prog, a, model))
+        return false;
+    char *err = NULL;
+    sd->jit = jit_create(&err);
+    LowerOptions lo = {.precision = LOWER_F32, .opt_level = 2};
+    if (!sd->jit || !jit_compile(sd->jit, &sd->g, &lo, &sd->m, &err)) {
+        fprintf(stderr, "train_bench: %s: %s\n", model, err);
+        return false;
+    }
+    const StrataModelDesc *d = sd->m.desc;
+    int64_t numel = 0;
+    for (int i = 0; i < d->nparams; i++)
+        numel += d->params[i].numel;
+    printf("%s: %lld parameters, %lld blocks, width %lld, vocab %lld\n", model, (long long)numel,
+           (long long)d->nblocks, (long long)d->width, (long long)d->vocab);
+    printf("compile %.3f s (lower %.3f, optimise %.3f, machine code %.3f)\n", sd->m.stats.total_s,
+           sd->m.stats.lower_s, sd->m.stats.opt_s, sd->m.stats.codegen_s);
+    jit_drop_code_pages(); /* as strata train does */
+    if ((double)a->batch * a->seq * (double)(d->width > d->vocab ? d->width : d->vocab) >= 0x1p31) {
+        fprintf(stderr, "train_bench: %s: batch %d x seq %d is too large (B*T*max(width, vocab) must stay "
+                        "below 2^31)\n", model, a->batch, a->seq);
+        return false;
+    }
+    int64_t B = a->batch, T = a->seq, BT = B * T;
+    sd->n = d->params_numel;
+    sd->arena_bytes = strata_arena_bytes(d, B, T, rt_pool_size(pool));
+    printf("batch %lld x %lld, %d pool threads, %s products, arena %.1f MiB (remat %s)\n", (long long)B,
+           (long long)T, rt_pool_size(pool), bf16 ? "bf16" : "fp32", (double)sd->arena_bytes / (1 << 20),
+           ir_remat_name(a->remat));
+    /* the big buffers as the trainer allocates them (util.h: 2 MiB pages where THP allows) */
+    sd->params = rt_zalloc64((size_t)sd->n * sizeof *sd->params);
+    sd->grads = rt_zalloc64((size_t)sd->n * sizeof *sd->grads);
+    init_params(d, sd->params);
+    sd->arena = rt_zalloc64((size_t)sd->arena_bytes);
+    sd->tokens = bench_calloc((size_t)BT, sizeof *sd->tokens);
+    sd->targets = bench_calloc((size_t)BT, sizeof *sd->targets);
+    sd->segs = bench_calloc((size_t)d->nparams, sizeof *sd->segs);
+    sd->sumsq = bench_calloc((size_t)rt_grad_norm_blocks(sd->n), sizeof *sd->sumsq);
+    uint64_t s = 12345;
+    for (int64_t r = 0; r < BT; r++) {
+        sd->tokens[r] = (int32_t)(lcg(&s) % (uint64_t)d->vocab);
+        sd->targets[r] = (int32_t)(lcg(&s) % (uint64_t)d->vocab);
+    }
+    RtAdamWConfig cfg = rt_adamw_defaults(RT_OPTIM_ADAMW);
+    cfg.beta2 = 0.95, cfg.weight_decay = 0.1;
+    sd->nsegs = decay_segments(d, sd->segs);
+    if (rt_adamw_init(&sd->opt, sd->n, sd->segs, sd->nsegs, cfg) != 0)
+        return false;
+    sd->opt_ready = true;
+    sd->st = (StrataStep){.params = sd->params, .grads = sd->grads, .arena = sd->arena,
+                          .arena_bytes = sd->arena_bytes, .tokens = sd->tokens, .targets = sd->targets, .B = B,
+                          .T = T, .loss = &sd->loss, .pool = pool,
+                          .precision = bf16 ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32,
+                          .grad_sumsq = sd->sumsq};
+    return true;
+}
+
+/* One training step; its times in fb (train step) and upd (norm, clip,
+ * AdamW), the gradient norm in *norm.  False with the reason printed. */
+static bool side_step(Side *sd, RtPool *pool, int k, double *fb, double *upd, double *norm)
+{
+    double t0 = now();
+    int status = sd->m.train_step(&sd->st);
+    double t1 = now();
+    *norm = rt_grad_norm_finish(sd->grads, sd->n, sd->segs, sd->nsegs, sd->sumsq);
+    rt_adamw_step_scaled(&sd->opt, sd->params, sd->grads, rt_clip_factor(1.0, *norm), 3e-4, pool); /* clip folded in */
+    double t2 = now();
+    if (status != STRATA_OK || !isfinite(sd->loss)) {
+        fprintf(stderr, "train_bench: %s: step %d failed (status %d, loss %g)\n", sd->model, k, status, sd->loss);
+        return false;
+    }
+    *fb = t1 - t0, *upd = t2 - t1;
+    return true;
+}
+
+static void side_close(Side *sd)
+{
+    if (sd->opt_ready)
+        rt_adamw_free(&sd->opt);
+    if (sd->jit) {
+        if (sd->m.desc)
+            jit_release(sd->jit, &sd->m);
+        jit_free(sd->jit);
+    }
+    ir_free(&sd->g);
+    ast_program_free(&sd->prog);
+    free(sd->params), free(sd->grads), free(sd->arena), free(sd->tokens), free(sd->targets), free(sd->segs);
+    free(sd->sumsq);
+}
+
+/* --versus: two sides' steps alternated, A B then B A, K rounds after W
+ * warm-up steps each, so that both meet the same moments of a noisy host.
+ * Prints both medians and b/a, the ratio of B's median step to A's, and
+ * the median of the rounds' ratios. */
+static int versus(const Args *a, RtPool *pool)
+{
+    /* another precision: the same side (model, buffers) at both, as the
+     * step takes its precision at run time; another model: its own */
+    bool precision = !strcmp(a->versus, "fp32") || !strcmp(a->versus, "bf16");
+    Side sd[2];
+    int status = 1, nopen = 1; /* the sides side_open was called on */
+    bool opened = side_open(&sd[0], a, a->model, a->bf16, pool);
+    if (opened && !precision)
+        nopen = 2, opened = side_open(&sd[1], a, a->versus, a->bf16, pool);
+    Side *side[2] = {&sd[0], precision ? &sd[0] : &sd[1]};
+    bool bf16[2] = {a->bf16, precision ? !strcmp(a->versus, "bf16") : a->bf16};
+    double *t[2] = {bench_calloc((size_t)a->steps, sizeof(double)), bench_calloc((size_t)a->steps, sizeof(double))};
+    double *ratio = bench_calloc((size_t)a->steps, sizeof(double)), fb, upd, norm;
+    if (!opened)
+        goto out;
+    for (int k = 0; k < a->warmup; k++)
+        for (int x = 0; x < 2; x++) {
+            side[x]->st.precision = bf16[x] ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32;
+            if (!side_step(side[x], pool, k, &fb, &upd, &norm))
+                goto out;
+        }
+    for (int r = 0; r < a->steps; r++) {
+        for (int q = 0; q < 2; q++) {
+            int x = r % 2 ? 1 - q : q; /* A B, then B A */
+            side[x]->st.precision = bf16[x] ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32;
+            if (!side_step(side[x], pool, a->warmup + r, &fb, &upd, &norm))
+                goto out;
+            t[x][r] = fb + upd;
+        }
+        ratio[r] = t[1][r] / t[0][r];
+        printf("round %2d: a %8.1f ms, b %8.1f ms, b/a %.3f\n", r, 1e3 * t[0][r], 1e3 * t[1][r], ratio[r]);
+    }
+    double ma = median(t[0], a->steps), mb = median(t[1], a->steps), mr = median(ratio, a->steps);
+    printf("versus: a = %s %s, b = %s %s: median a %.1f ms, b %.1f ms; b/a %.3f (median of the rounds' %.3f)\n",
+           side[0]->model, bf16[0] ? "bf16" : "fp32", side[1]->model, bf16[1] ? "bf16" : "fp32", 1e3 * ma, 1e3 * mb,
+           mb / ma, mr);
+    printf("result versus a_ms=%.2f b_ms=%.2f b_over_a=%.4f round_ratio=%.4f rounds=%d\n", 1e3 * ma, 1e3 * mb,
+           mb / ma, mr, a->steps);
+    status = 0;
+out:
+    for (int x = 0; x < nopen; x++)
+        side_close(&sd[x]);
+    free(t[0]), free(t[1]), free(ratio);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     Args a;
     if (!parse(argc, argv, &a)) {
         fprintf(stderr, "usage: train_bench [MODEL.strata] [-D NAME=VALUE]... [--batch B] [--seq T] "
                         "[--steps K] [--warmup W] [--threads N] [--precision fp32|bf16]\n"
-                        "                   [--remat[=none|pointwise|blocks]]\n");
+                        "                   [--remat[=none|pointwise|blocks]] [--versus fp32|bf16|MODEL2.strata]\n");
         return 2;
     }
-    IrGraph g;
-    Program prog = {0};
-    ir_init(&g);
-    if (!load(&g, &prog, &a))
-        return 1;
-    char *err = NULL;
-    Jit *jit = jit_create(&err);
-    JitModel m;
-    LowerOptions lo = {.precision = LOWER_F32, .opt_level = 2};
-    if (!jit || !jit_compile(jit, &g, &lo, &m, &err)) {
-        fprintf(stderr, "train_bench: %s: %s\n", a.model, err);
-        return 1;
-    }
-    const StrataModelDesc *d = m.desc;
-    int64_t numel = 0;
-    for (int i = 0; i < d->nparams; i++)
-        numel += d->params[i].numel;
-    printf("%s: %lld parameters, %lld blocks, width %lld, vocab %lld\n", a.model, (long long)numel,
-           (long long)d->nblocks, (long long)d->width, (long long)d->vocab);
-    printf("compile %.3f s (lower %.3f, optimise %.3f, machine code %.3f)\n", m.stats.total_s, m.stats.lower_s,
-           m.stats.opt_s, m.stats.codegen_s);
-    jit_drop_code_pages(); /* as strata train does */
-
-    if ((double)a.batch * a.seq * (double)(d->width > d->vocab ? d->width : d->vocab) >= 0x1p31) {
-        fprintf(stderr, "train_bench: %s: batch %d x seq %d is too large (B*T*max(width, vocab) must stay "
-                        "below 2^31)\n", a.model, a.batch, a.seq);
-        return 1;
-    }
     RtPool *pool = rt_pool_create(a.threads);
-    int64_t B = a.batch, T = a.seq, BT = B * T, n = d->params_numel;
-    int64_t bytes = strata_arena_bytes(d, B, T, rt_pool_size(pool));
-    printf("batch %lld x %lld, %d pool threads, %s products, arena %.1f MiB (remat %s)\n", (long long)B,
-           (long long)T, rt_pool_size(pool), a.bf16 ? "bf16" : "fp32", (double)bytes / (1 << 20),
-           ir_remat_name(a.remat));
-
-    /* the big buffers as the trainer allocates them (util.h: 2 MiB pages where THP allows) */
-    float *params = rt_zalloc64((size_t)n * sizeof *params), *grads = rt_zalloc64((size_t)n * sizeof *grads);
-    init_params(d, params);
-    void *arena = rt_zalloc64((size_t)bytes);
-    int32_t *tokens = bench_calloc((size_t)BT, sizeof *tokens), *targets = bench_calloc((size_t)BT, sizeof *targets);
-    RtSegment *segs = bench_calloc((size_t)d->nparams, sizeof *segs);
-    double *sumsq = bench_calloc((size_t)rt_grad_norm_blocks(n), sizeof *sumsq);
-    uint64_t s = 12345;
-    for (int64_t r = 0; r < BT; r++) {
-        tokens[r] = (int32_t)(lcg(&s) % (uint64_t)d->vocab);
-        targets[r] = (int32_t)(lcg(&s) % (uint64_t)d->vocab);
+    if (a.versus) {
+        int status = versus(&a, pool);
+        rt_pool_free(pool);
+        return status;
     }
-    RtAdamWConfig cfg = rt_adamw_defaults(RT_OPTIM_ADAMW);
-    cfg.beta2 = 0.95, cfg.weight_decay = 0.1;
-    RtAdamW opt;
-    int nsegs = decay_segments(d, segs);
-    if (rt_adamw_init(&opt, n, segs, nsegs, cfg) != 0)
+    Side sd;
+    if (!side_open(&sd, &a, a.model, a.bf16, pool)) {
+        side_close(&sd);
+        rt_pool_free(pool);
         return 1;
-
-    double loss = 0, first_loss = 0;
-    StrataStep st = {.params = params, .grads = grads, .arena = arena, .arena_bytes = bytes, .tokens = tokens,
-                     .targets = targets, .B = B, .T = T, .loss = &loss, .pool = pool,
-                     .precision = a.bf16 ? STRATA_PRECISION_BF16 : STRATA_PRECISION_FP32, .grad_sumsq = sumsq};
+    }
+    const StrataModelDesc *d = sd.m.desc;
+    int64_t B = a.batch, T = a.seq, BT = B * T;
+    double first_loss = 0;
     double *total = bench_calloc((size_t)a.steps, sizeof *total), *fb = bench_calloc((size_t)a.steps, sizeof *fb);
     double *upd = bench_calloc((size_t)a.steps, sizeof *upd);
     bool hwm = peak_rss_reset(); /* the steps' peak, not the product measurements' */
     for (int k = 0; k < a.warmup + a.steps; k++) {
-        double t0 = now();
-        int status = m.train_step(&st);
-        double t1 = now();
-        double norm = rt_grad_norm_finish(grads, n, segs, nsegs, sumsq);
-        rt_adamw_step_scaled(&opt, params, grads, rt_clip_factor(1.0, norm), 3e-4, pool); /* clip folded in */
-        double t2 = now();
-        if (status != STRATA_OK || !isfinite(loss)) {
-            fprintf(stderr, "train_bench: %s: step %d failed (status %d, loss %g)\n", a.model, k, status, loss);
+        double f, u, norm;
+        if (!side_step(&sd, pool, k, &f, &u, &norm))
             return 1;
-        }
         if (k == 0)
-            first_loss = loss;
+            first_loss = sd.loss;
         printf("%s %2d: %8.1f ms (train step %.1f, norm+clip+adamw %.1f), loss %.6f, grad norm %.4f\n",
-               k < a.warmup ? "warm-up" : "step   ", k, 1e3 * (t2 - t0), 1e3 * (t1 - t0), 1e3 * (t2 - t1), loss,
-               norm);
+               k < a.warmup ? "warm-up" : "step   ", k, 1e3 * (f + u), 1e3 * f, 1e3 * u, sd.loss, norm);
         if (k >= a.warmup)
-            total[k - a.warmup] = t2 - t0, fb[k - a.warmup] = t1 - t0, upd[k - a.warmup] = t2 - t1;
+            total[k - a.warmup] = f + u, fb[k - a.warmup] = f, upd[k - a.warmup] = u;
     }
     long rss_kb = hwm ? peak_rss_kb() : -1;
     /* after the steps, so that their peak RSS leaves out what the other
      * backends allocate (OpenBLAS's buffers, oneDNN's) */
-    Work w = measure_work(&g, d, pool, B, T, a.bf16);
+    Work w = measure_work(&sd.g, d, pool, B, T, a.bf16);
     double med = median(total, a.steps), best = total[0]; /* median() sorted total */
     double flops = w.matmul + w.attention, tps = (double)BT / med, rate = flops / med;
     printf("step: median %.1f ms, min %.1f ms over %d steps (train step median %.1f, optimizer %.1f)\n", 1e3 * med,
@@ -378,22 +505,17 @@ int main(int argc, char **argv)
     printf("roofline (every product at its best backend, nothing else) %.1f ms: the median step is at %.1f%% of "
            "it; the products at the step's backends take %.1f ms\n",
            1e3 * w.roofline_s, 100 * w.roofline_s / med, 1e3 * w.chosen_s);
-    printf("loss %.6f -> %.6f\n", first_loss, loss);
+    printf("loss %.6f -> %.6f\n", first_loss, sd.loss);
     if (rss_kb > 0)
         printf("peak RSS during the steps %ld KiB (%.3f GB; VmHWM, reset before the first step)\n", rss_kb,
                rss_kb * 1024e-9);
     printf("result median_ms=%.2f min_ms=%.2f tokens_s=%.0f gflops=%.2f peak_gflops=%.2f roofline_pct=%.1f "
            "roofline_ms=%.2f chosen_ms=%.2f compile_s=%.3f loss0=%.6f loss=%.6f isa=%s rss_kb=%ld\n",
            1e3 * med, 1e3 * best, tps, 1e-9 * rate, 1e-9 * w.peak, 100 * w.roofline_s / med, 1e3 * w.roofline_s,
-           1e3 * w.chosen_s, m.stats.total_s, first_loss, loss, rt_cpu_isa_name(rt_cpu()), rss_kb);
+           1e3 * w.chosen_s, sd.m.stats.total_s, first_loss, sd.loss, rt_cpu_isa_name(rt_cpu()), rss_kb);
 
-    rt_adamw_free(&opt);
+    side_close(&sd);
     rt_pool_free(pool);
-    jit_release(jit, &m);
-    jit_free(jit);
-    ir_free(&g);
-    ast_program_free(&prog);
-    free(params), free(grads), free(arena), free(tokens), free(targets), free(segs), free(sumsq);
     free(total), free(fb), free(upd);
     return 0;
 }
