@@ -927,13 +927,26 @@ static double mask_tokens(const float *mask, int64_t n)
 }
 
 /* Multiplies the n gradients by s (s == 1: nothing to do). */
-static void scale_grads(float *g, int64_t n, double s)
+typedef struct Scale {
+    float *g, f;
+} Scale;
+
+static void scale_chunk(void *ctx, int64_t i0, int64_t i1, int thread)
+{
+    (void)thread;
+    const Scale *c = ctx;
+    for (int64_t i = i0; i < i1; i++)
+        c->g[i] *= c->f;
+}
+
+/* g *= s on the pool (each element on its own: the same bits for any
+ * split). */
+static void scale_grads(float *g, int64_t n, double s, RtPool *pool)
 {
     if (s == 1)
         return;
-    const float f = (float)s;
-    for (int64_t i = 0; i < n; i++)
-        g[i] *= f;
+    Scale c = {g, (float)s};
+    rt_pool_run(pool, n, 1 << 16, scale_chunk, &c);
 }
 
 /* One step's gradient: accum micro-batches (times the ranks), and their
@@ -978,7 +991,7 @@ static int gradient(Run *r, double *loss, double *scale)
             if (nk == 0 && held > 0)
                 continue;
             if (held > 0)
-                scale_grads(r->grads, np, held / nk);
+                scale_grads(r->grads, np, held / nk, r->pool);
         }
         StrataStep s = {.params = r->params, .grads = r->grads, .arena = r->arena, .arena_bytes = r->arena_bytes,
                         .tokens = r->tok + off, .targets = r->tgt + off, .mask = r->mask ? r->mask + off : NULL,
@@ -1006,7 +1019,7 @@ static int gradient(Run *r, double *loss, double *scale)
         if (fold)
             *scale = held / total;
         else
-            scale_grads(r->grads, np, held / total); /* total > 0 since held > 0 */
+            scale_grads(r->grads, np, held / total, r->pool); /* total > 0 since held > 0 */
     }
     if (r->comm->size > 1) { /* sums in rank order: the same bits on every rank */
         const double t = now();
@@ -1021,7 +1034,7 @@ static int gradient(Run *r, double *loss, double *scale)
     if (parts > 1 && fold)
         *scale = 1.0 / (double)parts;
     else if (parts > 1)
-        scale_grads(r->grads, np, 1.0 / (double)parts);
+        scale_grads(r->grads, np, 1.0 / (double)parts, r->pool);
     *loss = sum / (double)parts;
     return 0;
 }
