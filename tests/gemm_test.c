@@ -333,7 +333,7 @@ static void test_tuning(void)
     setenv("STRATA_CACHE_DIR", dir, 1);
     const int64_t shp[][4] = {{RT_GEMM_TB, 96, 64, 32}, {RT_GEMM_BF16, 50, 40, 30}};
     char *err = NULL;
-    int rc = rt_gemm_tune(shp, 2, 1, NULL, &err);
+    int rc = rt_gemm_tune(shp, 2, 1, NULL, NULL, &err);
     CHECK(rc == 0, "rt_gemm_tune: %s", err ? err : "?");
     free(err);
     char *path = rt_gemm_table_path();

@@ -20,6 +20,7 @@
 #include "resolve/sema.h"
 #include "driver/sweep.h"
 #include "driver/tune.h"
+#include "core/pool.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -74,6 +75,7 @@ static void usage(FILE *out)
             "  tune        time every matrix-product backend on the model's products\n"
             "              (--batch, --seq) and cache the fastest for this CPU model:\n"
             "              strata tune MODEL [-D ...] [--batch B] [--seq T] [--precision P]\n"
+            "              [--threads N]\n"
             "\n"
             "options:\n"
             "  -D NAME=VALUE    override a config constant (repeatable)\n"
@@ -115,6 +117,8 @@ static void usage(FILE *out)
             "                   --emit=ptx or --emit=plan: its kernels as PTX, or their\n"
             "                   launch plan as text\n"
             "  --cuda-arch A    build --device cuda: the GPU, sm_80 or sm_90 (default sm_90)\n"
+            "  --threads N      tune: the pool to time the products on (default 0: all\n"
+            "                   CPUs, as train's)\n"
             "  -h, --help       this text;  --version  the version\n"
             "\n"
             "gradcheck sets vocab=11 d=16 heads=2 ffn=24 L=4 ctx=5 where the config has\n"
@@ -220,14 +224,17 @@ static const struct CommandHelp {
      "same on the fly.\n"},
     {"tune", true,
      "usage: strata tune MODEL.strata [-D NAME=VALUE]... [--preset NAME] [--batch N] [--seq T]\n"
-     "                   [--precision fp32|bf16|both]\n"
+     "                   [--precision fp32|bf16|both] [--threads N]\n"
      "Times every matrix-product backend of this build (strata's own kernels,\n"
      "OpenBLAS, oneDNN when configure found it) on each product of the model's\n"
-     "training step for --batch N (8) x --seq T tokens, one thread, and caches\n"
-     "the fastest per product for this CPU model in $XDG_CACHE_HOME/strata\n"
-     "(~/.cache/strata; $STRATA_CACHE_DIR overrides); every later run on this\n"
-     "host uses them (strata check shows which).  $STRATA_GEMM=NAME forces one\n"
-     "backend instead.  --precision: which products to time (both).\n"},
+     "training step for --batch N (8) x --seq T tokens, as the step runs them\n"
+     "(split over a pool of --threads N, default all CPUs as train's; the\n"
+     "backends in turn, best of 3 each), and caches the fastest per product\n"
+     "for this CPU model in $XDG_CACHE_HOME/strata (~/.cache/strata;\n"
+     "$STRATA_CACHE_DIR overrides); every later run on this host uses them\n"
+     "(strata check shows which).  Tune with the thread count you train with.\n"
+     "$STRATA_GEMM=NAME forces one backend instead.  --precision: which\n"
+     "products to time (both).\n"},
     {"plot", true,
      "usage: strata plot -o IMAGE.png|IMAGE.svg [--title TEXT] METRICS.jsonl...\n"
      "Draws the training and validation loss curves of one or several runs\n"
@@ -276,7 +283,7 @@ static bool print_command_help(int argc, char **argv)
 typedef struct Args {
     const char *model, *dump;
     SemaOptions opt;
-    int64_t batch, seq, samples, seed;
+    int64_t batch, seq, samples, seed, threads;
     double tol;
     const char *export_path;
     const char *emit, *output, *cpu, *precision;
@@ -304,7 +311,7 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
         const char *val = NULL;
         static const char *const with_value[] = {"-D", "--preset", "--batch", "--seq", "--samples", "--tol",
                                                  "--seed", "--export", "-o", "--cpu", "--precision", "--device",
-                                                 "--cuda-arch", NULL};
+                                                 "--cuda-arch", "--threads", NULL};
         for (int k = 0; with_value[k]; k++)
             if (!strcmp(s, with_value[k])) {
                 if (i + 1 >= argc) {
@@ -327,6 +334,15 @@ static int parse_args(int argc, char **argv, Args *a, const char **defines)
                 fprintf(stderr, "strata: error: %s expects a positive whole number, got '%s'\n", s, val);
                 return 2;
             }
+        } else if (!strcmp(s, "--threads")) {
+            char *end;
+            long long x = strtoll(val, &end, 10);
+            if (end == val || *end || x < 0 || x > RT_POOL_MAX_THREADS) {
+                fprintf(stderr, "strata: error: --threads: give 0 (all CPUs) up to %d, got '%s'\n",
+                        RT_POOL_MAX_THREADS, val);
+                return 2;
+            }
+            a->threads = x;
         } else if (!strcmp(s, "--export")) {
             a->export_path = val;
         } else if (!strcmp(s, "-o")) {
@@ -469,7 +485,7 @@ static int run(const char *cmd, int argc, char **argv)
 {
     bool grad = !strcmp(cmd, "gradcheck");
     bool is_build = !strcmp(cmd, "build");
-    Args a = {.batch = grad ? 2 : 8, .samples = 6, .seed = 1, .tol = 1e-6};
+    Args a = {.batch = grad ? 2 : 8, .samples = 6, .seed = 1, .tol = 1e-6, .threads = -1};
     const char **defines = xcalloc((size_t)argc + 1, sizeof *defines);
     int rc = parse_args(argc, argv, &a, defines);
     if (rc) {
@@ -487,7 +503,9 @@ static int run(const char *cmd, int argc, char **argv)
     /* --device is build's; the GPU program's flags go with --device cuda. */
     const bool cuda = a.device && !strcmp(a.device, "cuda");
     char bad[160] = "";
-    if (a.device && !is_build)
+    if (a.threads >= 0 && strcmp(cmd, "tune"))
+        snprintf(bad, sizeof bad, "--threads goes with tune here (train, sft, eval... take their own)");
+    else if (a.device && !is_build)
         snprintf(bad, sizeof bad, "--device goes with build here (for training: strata train|sft|eval|sample MODEL "
                                   "--device cuda ...)");
     else if (is_build && !cuda && (a.cuda_arch || a.precision))
@@ -566,7 +584,8 @@ static int run(const char *cmd, int argc, char **argv)
         ir_dump(stdout, &g);
     } else if (!strcmp(cmd, "tune")) {
         const char *pr = a.precision ? a.precision : "both";
-        ok = tune_run(stdout, &g, a.batch, a.seq, strcmp(pr, "bf16") != 0, strcmp(pr, "fp32") != 0, 3) == 0;
+        ok = tune_run(stdout, &g, a.batch, a.seq, strcmp(pr, "bf16") != 0, strcmp(pr, "fp32") != 0, 3,
+                      a.threads > 0 ? (int)a.threads : 0) == 0;
     } else if (grad) {
         printf("gradcheck %s: fp64 reference interpreter, batch %lld x %lld tokens\n", a.model,
                (long long)a.batch, (long long)a.seq);

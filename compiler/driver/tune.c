@@ -44,7 +44,7 @@ void tune_report(FILE *out, const IrGraph *g, int64_t B, int64_t T)
     }
 }
 
-int tune_run(FILE *out, const IrGraph *g, int64_t B, int64_t T, bool fp32, bool bf16, int reps)
+int tune_run(FILE *out, const IrGraph *g, int64_t B, int64_t T, bool fp32, bool bf16, int reps, int threads)
 {
     int64_t p[128][4];
     int n = tune_products(g, B, T, p, 64);
@@ -55,11 +55,14 @@ int tune_run(FILE *out, const IrGraph *g, int64_t B, int64_t T, bool fp32, bool 
         }
     int first = fp32 ? 0 : n / 2;
     const RtCpu *cpu = rt_cpu();
-    fprintf(out, "strata: timing %d matrix products (batch %lld x %lld) on one thread, %s (%s), best of %d:\n",
-            n - first, (long long)B, (long long)T, cpu->brand[0] ? cpu->brand : cpu->vendor, rt_cpu_isa_name(cpu),
-            reps);
+    RtPool *pool = rt_pool_create(threads);
+    fprintf(out, "strata: timing %d matrix products (batch %lld x %lld) on %d thread%s, %s (%s), best of %d:\n",
+            n - first, (long long)B, (long long)T, rt_pool_size(pool), rt_pool_size(pool) == 1 ? "" : "s",
+            cpu->brand[0] ? cpu->brand : cpu->vendor, rt_cpu_isa_name(cpu), reps);
     char *err = NULL;
-    if (rt_gemm_tune((const int64_t(*)[4])(p + first), n - first, reps, out, &err)) {
+    int rc = rt_gemm_tune((const int64_t(*)[4])(p + first), n - first, reps, pool, out, &err);
+    rt_pool_free(pool);
+    if (rc) {
         fprintf(stderr, "strata: error: %s\n", err ? err : "tuning failed");
         free(err);
         return 1;

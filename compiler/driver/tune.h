@@ -13,7 +13,8 @@
 int tune_products(const IrGraph *g, int64_t B, int64_t T, int64_t (*p)[4], int cap);
 /* Lists them with the backend each gets, fp32 and bf16. */
 void tune_report(FILE *out, const IrGraph *g, int64_t B, int64_t T);
-/* Times every backend on them (fp32 and/or bf16) and caches the winners;
- * the exit status. */
-int tune_run(FILE *out, const IrGraph *g, int64_t B, int64_t T, bool fp32, bool bf16, int reps);
+/* Times every backend on them (fp32 and/or bf16) on a pool of `threads`
+ * (0: all CPUs, as the trainer's default) and caches the winners; the exit
+ * status. */
+int tune_run(FILE *out, const IrGraph *g, int64_t B, int64_t T, bool fp32, bool bf16, int reps, int threads);
 #endif

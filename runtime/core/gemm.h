@@ -96,9 +96,11 @@ void rt_gemm_table_set(int flags, int64_t M, int64_t N, int64_t K, const char *b
 int rt_gemm_table_save(char **err);
 
 /* ---- tuning (gemm_tune.c) ---- */
-/* Times every candidate on each product (one thread, the real strips,
- * best of `reps`), prints a line per product to `log` (may be NULL),
- * merges the winners into the table and writes it atomically.  shapes:
- * n rows of {flags, M, N, K}.  0, or -1 with a malloc'd *err. */
-int rt_gemm_tune(const int64_t (*shapes)[4], int n, int reps, void *log, char **err);
+/* Times every candidate on each product as a step runs it (the strips on
+ * `pool`, NULL: the calling thread; best of `reps`, the candidates taking
+ * turns rep by rep, so that a noisy moment does not fall on one of them),
+ * prints a line per product to `log` (may be NULL), merges the winners
+ * into the table and writes it atomically.  shapes: n rows of
+ * {flags, M, N, K}.  0, or -1 with a malloc'd *err. */
+int rt_gemm_tune(const int64_t (*shapes)[4], int n, int reps, RtPool *pool, void *log, char **err);
 #endif

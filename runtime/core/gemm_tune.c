@@ -16,25 +16,20 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Seconds of the whole product on one thread with backend b, best of reps. */
-static double time_product(const RtGemmBackend *b, int flags, int64_t M, int64_t N, int64_t K, const float *A,
-                           const float *B, float *C, int reps)
+/* Seconds of one whole product with backend b on the pool. */
+static double time_once(const RtGemmBackend *b, RtPool *pool, int flags, int64_t M, int64_t N, int64_t K,
+                        const float *A, const float *B, float *C)
 {
     const RtGemmBackend *old = rt_gemm_set_backend(b);
     int64_t lda = flags & RT_GEMM_TA ? M : K, ldb = flags & RT_GEMM_TB ? K : N;
-    double best = INFINITY;
-    for (int r = 0; r < reps + 1; r++) { /* the first one warms up */
-        double t0 = now();
-        rt_matmul_f32(NULL, flags, M, N, K, A, lda, B, ldb, 0.0f, C, N);
-        double t = now() - t0;
-        if (r > 0 && t < best)
-            best = t;
-    }
+    double t0 = now();
+    rt_matmul_f32(pool, flags, M, N, K, A, lda, B, ldb, 0.0f, C, N);
+    double t = now() - t0;
     rt_gemm_set_backend(old);
-    return best;
+    return t;
 }
 
-int rt_gemm_tune(const int64_t (*shapes)[4], int n, int reps, void *logv, char **err)
+int rt_gemm_tune(const int64_t (*shapes)[4], int n, int reps, RtPool *pool, void *logv, char **err)
 {
     FILE *log = logv;
     *err = NULL;
@@ -57,18 +52,28 @@ int rt_gemm_tune(const int64_t (*shapes)[4], int n, int reps, void *logv, char *
         for (int64_t i = 0; i < K * N; i++)
             B[i] = (float)((i * 53 % 97) - 48) / 64;
         const RtGemmBackend *const *bs = rt_gemm_backends(), *best = NULL;
-        double best_t = INFINITY;
+        double t[16];
+        int nb = 0;
+        while (bs[nb] && nb < 16)
+            t[nb++] = INFINITY;
+        for (int r = 0; r < reps + 1; r++) /* the candidates in turn; each one's first run warms it up */
+            for (int i = 0; i < nb; i++)
+                if (!(flags & RT_GEMM_BF16) || bs[i]->bf16) {
+                    double x = time_once(bs[i], pool, flags, M, N, K, A, B, C);
+                    if (r > 0 && x < t[i])
+                        t[i] = x;
+                }
         if (log)
             fprintf(log, "  %s %lld x %lld x %lld%s%s:", flags & RT_GEMM_BF16 ? "bf16" : "fp32", (long long)M,
                     (long long)N, (long long)K, flags & RT_GEMM_TA ? " (A^T)" : "", flags & RT_GEMM_TB ? " (B^T)" : "");
-        for (int i = 0; bs[i]; i++) {
+        double best_t = INFINITY;
+        for (int i = 0; i < nb; i++) {
             if ((flags & RT_GEMM_BF16) && !bs[i]->bf16)
                 continue;
-            double t = time_product(bs[i], flags, M, N, K, A, B, C, reps);
             if (log)
-                fprintf(log, " %s %.1f", bs[i]->name, 2.0 * (double)M * (double)N * (double)K / t / 1e9);
-            if (t < best_t)
-                best_t = t, best = bs[i];
+                fprintf(log, " %s %.1f", bs[i]->name, 2.0 * (double)M * (double)N * (double)K / t[i] / 1e9);
+            if (t[i] < best_t)
+                best_t = t[i], best = bs[i];
         }
         if (log)
             fprintf(log, " GFLOP/s -> %s\n", best ? best->name : "?");
