@@ -92,6 +92,21 @@ static inline void FN(block1)(REAL *restrict c, const REAL *restrict a, int64_t 
  * first block has, then the common ones with all eight rows, then the
  * second block's own.  Each row's terms in k order, as block4 adds them:
  * the same bits.  a points at A(i, 0), b at B(0, n). */
+/* block8's terms k in [k0, k1) of its rows r0..r1-1. */
+static inline __attribute__((always_inline)) void FN(block8_terms)(VEC s[8][2], const REAL *restrict a, int64_t ai,
+                                                                  int64_t ak, const REAL *restrict b, int64_t ldb,
+                                                                  int64_t k0, int64_t k1, int r0, int r1)
+{
+    for (int64_t k = k0; k < k1; k++) {
+        VEC b0 = FN(vload)(b + k * ldb), b1 = FN(vload)(b + k * ldb + VL);
+#pragma GCC unroll 8
+        for (int r = r0; r < r1; r++) {
+            REAL x = a[r * ai + k * ak];
+            s[r][0] += x * b0, s[r][1] += x * b1;
+        }
+    }
+}
+
 static inline void FN(block8)(REAL *restrict c, int64_t ldc, const REAL *restrict a, int64_t ai, int64_t ak,
                               const REAL *restrict b, int64_t ldb, int64_t ka0, int64_t ka1, int64_t kb0,
                               int64_t kb1, bool add)
@@ -102,30 +117,9 @@ static inline void FN(block8)(REAL *restrict c, int64_t ldc, const REAL *restric
         s[r][1] = add ? FN(vload)(c + r * ldc + VL) : z;
     }
     int64_t mid0 = kb0 < ka1 ? kb0 : ka1, mid1 = ka1 > kb0 ? ka1 : kb0;
-    for (int64_t k = ka0; k < mid0; k++) { /* rows 0..3 only */
-        VEC b0 = FN(vload)(b + k * ldb), b1 = FN(vload)(b + k * ldb + VL);
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) {
-            REAL x = a[r * ai + k * ak];
-            s[r][0] += x * b0, s[r][1] += x * b1;
-        }
-    }
-    for (int64_t k = kb0; k < ka1; k++) { /* all eight */
-        VEC b0 = FN(vload)(b + k * ldb), b1 = FN(vload)(b + k * ldb + VL);
-#pragma GCC unroll 8
-        for (int r = 0; r < 8; r++) {
-            REAL x = a[r * ai + k * ak];
-            s[r][0] += x * b0, s[r][1] += x * b1;
-        }
-    }
-    for (int64_t k = mid1; k < kb1; k++) { /* rows 4..7 only */
-        VEC b0 = FN(vload)(b + k * ldb), b1 = FN(vload)(b + k * ldb + VL);
-#pragma GCC unroll 4
-        for (int r = 4; r < 8; r++) {
-            REAL x = a[r * ai + k * ak];
-            s[r][0] += x * b0, s[r][1] += x * b1;
-        }
-    }
+    FN(block8_terms)(s, a, ai, ak, b, ldb, ka0, mid0, 0, 4); /* rows 0..3 only */
+    FN(block8_terms)(s, a, ai, ak, b, ldb, kb0, ka1, 0, 8); /* all eight */
+    FN(block8_terms)(s, a, ai, ak, b, ldb, mid1, kb1, 4, 8); /* rows 4..7 only */
     for (int r = 0; r < 8; r++)
         FN(vstore)(c + r * ldc, s[r][0]), FN(vstore)(c + r * ldc + VL, s[r][1]);
 }
