@@ -4,9 +4,17 @@
  * shape, never the thread count: issue #13), tiles on the threads as
  * rt_pool_chunk says, 100k small dispatches in a row, n = 0, n < threads;
  * prints the dispatch latency (an empty job: the time
- * to wake the workers and wait for them).  Exit 0 pass, 1 fail. */
-#define _POSIX_C_SOURCE 200809L
+ * to wake the workers and wait for them).  Also rt_alloc64 (util.h), which
+ * the pool's users allocate their big buffers with: a buffer a little over
+ * 2 MiB pages keeps its tail on 4 KiB pages, so that where transparent huge
+ * pages are on or "madvise" (this fails on such a host if the tail gets a
+ * huge page: 2 MiB resident for a few bytes).  Exit 0 pass, 1 fail. */
+#define _GNU_SOURCE /* MADV_HUGEPAGE */
 #include "core/pool.h"
+#include "core/util.h"
+
+#include <stdint.h>
+#include <string.h>
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -186,8 +194,47 @@ static double cold_latency(RtPool *p, int reps)
     return med;
 }
 
+/* Resident kB of the mappings that overlap [addr, addr + n) (smaps: the
+ * madvise of part of a mapping splits it), -1 if unreadable. */
+static long rss_kb_over(const void *addr, size_t n)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    long rss = 0;
+    int in = 0;
+    uintptr_t a = (uintptr_t)addr, b = a + n;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, kb;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = lo < b && hi > a;
+        else if (in && sscanf(line, "Rss: %lu kB", &kb) == 1)
+            rss += (long)kb;
+    }
+    fclose(f);
+    return rss;
+}
+
+static void test_alloc_tail(void)
+{
+    const size_t n = RT_HUGE_MIN + 4096 + 100; /* two 2 MiB pages and 4196 bytes */
+    char *p = rt_zalloc64(n);                   /* zeroed: every byte touched */
+    CHECK((uintptr_t)p % (2u << 20) == 0, "rt_alloc64 of %zu bytes is not 2 MiB aligned", n);
+    long kb = rss_kb_over(p, n);
+    /* the two huge pages (or their 4 KiB pages), two pages of tail and a
+     * few of the allocator's own (its header before p): not a third huge
+     * page */
+    long most = (long)(RT_HUGE_MIN / 1024) + 32;
+    CHECK(kb < 0 || kb <= most, "a %zu-byte buffer holds %ld kB resident (at most %ld: its tail on a huge page?)", n,
+          kb, most);
+    printf("rt_zalloc64 of %zu bytes: %ld kB resident (at most %ld)\n", n, kb, most);
+    free(p);
+}
+
 int main(void)
 {
+    test_alloc_tail();
     test_chunks();
     RtPool *probe = rt_pool_create(0);
     int cpus = rt_pool_size(probe);

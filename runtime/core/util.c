@@ -35,8 +35,11 @@ void *rt_alloc64(size_t n)
         exit(3);
     }
 #ifdef MADV_HUGEPAGE
-    if (align > 64)
-        (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: where THP is off, nothing changes */
+    /* A hint (where THP is off, nothing changes), on the 2 MiB pages that n
+     * fills: a huge page over the last few bytes would make all of it
+     * resident; the tail stays on 4 KiB pages. */
+    if (align > 64 && n / align > 0)
+        (void)madvise(p, n / align * align, MADV_HUGEPAGE);
 #endif
     return p;
 }
