@@ -926,7 +926,6 @@ static double mask_tokens(const float *mask, int64_t n)
     return s;
 }
 
-/* Multiplies the n gradients by s (s == 1: nothing to do). */
 typedef struct Scale {
     float *g, f;
 } Scale;
@@ -939,8 +938,8 @@ static void scale_chunk(void *ctx, int64_t i0, int64_t i1, int thread)
         c->g[i] *= c->f;
 }
 
-/* g *= s on the pool (each element on its own: the same bits for any
- * split). */
+/* Multiplies the n gradients by s on the pool (s == 1: nothing to do;
+ * each element on its own: the same bits for any split). */
 static void scale_grads(float *g, int64_t n, double s, RtPool *pool)
 {
     if (s == 1)
