@@ -28,7 +28,8 @@
  * same buffers, or MODEL2 with its own), then B then A, K rounds after W
  * warm-up steps each: both medians and B's over A's, for ratios that a
  * noisy host does not move as it moves separate runs ("result versus").
- * Memory: everything is malloc'd in main and freed there; exit 0 ok,
+ * Memory: a side's buffers are malloc'd by side_open and freed by
+ * side_close, the rest in main (or versus) and freed there; exit 0 ok,
  * 1 bad model or failing step, 2 usage. */
 #include "ir/memplan.h"
 #include "ir/pipeline.h"
