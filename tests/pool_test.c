@@ -6,20 +6,19 @@
  * prints the dispatch latency (an empty job: the time
  * to wake the workers and wait for them).  Also rt_alloc64 (util.h), which
  * the pool's users allocate their big buffers with: a buffer a little over
- * 2 MiB pages keeps its tail on 4 KiB pages, so that where transparent huge
- * pages are on or "madvise" (this fails on such a host if the tail gets a
- * huge page: 2 MiB resident for a few bytes).  Exit 0 pass, 1 fail. */
-#define _GNU_SOURCE /* MADV_HUGEPAGE */
+ * two 2 MiB pages keeps its tail on 4 KiB pages (where transparent huge
+ * pages are on or "madvise", this fails if the tail gets a huge page: 2 MiB
+ * resident for a few bytes).  Exit 0 pass, 1 fail. */
+#define _POSIX_C_SOURCE 200809L
 #include "core/pool.h"
 #include "core/util.h"
 
-#include <stdint.h>
-#include <string.h>
-
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 enum { MAXT = 64 };
