@@ -85,13 +85,6 @@ static inline void FN(block1)(REAL *restrict c, const REAL *restrict a, int64_t 
 }
 
 #if VBYTES == 64
-/* Eight rows of the same where there are registers for them (AVX-512: 16
- * accumulators of the 32), as two blocks of four, rows 0..3 over the
- * terms k in [ka0, ka1) and rows 4..7 over [kb0, kb1) (ka0 <= kb0,
- * ka1 <= kb1: the causal band moves with the row): the terms only the
- * first block has, then the common ones with all eight rows, then the
- * second block's own.  Each row's terms in k order, as block4 adds them:
- * the same bits.  a points at A(i, 0), b at B(0, n). */
 /* block8's terms k in [k0, k1) of its rows r0..r1-1. */
 static inline __attribute__((always_inline)) void FN(block8_terms)(VEC s[8][2], const REAL *restrict a, int64_t ai,
                                                                   int64_t ak, const REAL *restrict b, int64_t ldb,
@@ -107,6 +100,13 @@ static inline __attribute__((always_inline)) void FN(block8_terms)(VEC s[8][2], 
     }
 }
 
+/* block4 for eight rows, where there are registers for them (AVX-512: 16
+ * accumulators of the 32), as two blocks of four, rows 0..3 over the
+ * terms k in [ka0, ka1) and rows 4..7 over [kb0, kb1) (ka0 <= kb0,
+ * ka1 <= kb1: the causal band moves with the row): the terms only the
+ * first block has, then the common ones with all eight rows, then the
+ * second block's own.  Each row's terms in k order, as block4 adds them:
+ * the same bits.  a points at A(i, 0), b at B(0, n). */
 static inline void FN(block8)(REAL *restrict c, int64_t ldc, const REAL *restrict a, int64_t ai, int64_t ak,
                               const REAL *restrict b, int64_t ldb, int64_t ka0, int64_t ka1, int64_t kb0,
                               int64_t kb1, bool add)
