@@ -622,10 +622,11 @@ T_512 static inline void store12x4(float *o, __m512 x0, __m512 x1, __m512 x2, __
 /* panel_f32 for strips of 12 (op(A) = A^T of the AVX-512 kernel), the
  * same bytes: in blocks of 16 k, strip by strip, four k's 48 values in
  * three stores.  k by k, a strip's row of 48 bytes straddled lines, and
- * a panel's strips, kc 48 bytes apart (a multiple of 4 KiB), all fell in
- * one set of the L1 cache: panel_f32 was a sixth of a weight gradient's
- * product (512 x 512 x 1024, A^T), now 284 -> 318 GFLOP/s.  (Strips of
- * 32, whole lines, stay with panel_f32's memcpy: as fast.) */
+ * a panel's strips, kc 48 bytes apart (24 KiB at kc = KC, a multiple of
+ * 4 KiB), all fell in one set of the L1 cache: panel_f32 was a sixth of
+ * a weight gradient's product (512 x 512 x 1024, A^T), now 284 -> 318
+ * GFLOP/s.  (Strips of 32, whole lines, stay with panel_f32's memcpy: as
+ * fast.) */
 T_512 static void panel_f32_512(float *out, int64_t stride, const float *p, int64_t ks, int64_t n, int64_t kc)
 {
     enum { R = 12 };
