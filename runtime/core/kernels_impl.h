@@ -134,6 +134,34 @@ static inline void FN(block8)(REAL *restrict c, int64_t ldc, const REAL *restric
  * needed (others may be left unwritten), and only the terms with
  * i + klo <= k <= i + khi are nonzero (others are skipped); FREE = none.
  * Bounds are applied per 4-row block, so a few more are computed. */
+/* gemm's causal band for rows i..i+mr-1: the columns [*n0, *n1) they need
+ * and their nonzero terms [*k0, *k1) (*k1 >= *k0). */
+static inline __attribute__((always_inline)) void FN(band)(int64_t i, int64_t mr, int64_t N, int64_t K,
+                                                          int64_t nlo, int64_t nhi, int64_t klo, int64_t khi,
+                                                          int64_t *n0, int64_t *n1, int64_t *k0, int64_t *k1)
+{
+    int64_t last = i + mr - 1;
+    *n0 = i + nlo > 0 ? i + nlo : 0, *n1 = last + nhi + 1 < N ? last + nhi + 1 : N;
+    *k0 = i + klo > 0 ? i + klo : 0, *k1 = last + khi + 1 < K ? last + khi + 1 : K;
+    *k1 = *k1 > *k0 ? *k1 : *k0;
+}
+
+/* gemm's columns [n0, n1) of rows r0..r1-1 past the vector blocks, the
+ * terms [k0, k1) in k order. */
+static inline __attribute__((always_inline)) void FN(edge)(REAL *restrict c, int64_t ldc, const REAL *restrict a,
+                                                          int64_t ai, int64_t ak, const REAL *restrict b,
+                                                          int64_t ldb, int64_t r0, int64_t r1, int64_t n0,
+                                                          int64_t n1, int64_t k0, int64_t k1, bool add)
+{
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t nn = n0; nn < n1; nn++) {
+            REAL s = add ? c[r * ldc + nn] : 0;
+            for (int64_t kk = k0; kk < k1; kk++)
+                s = MADD(a[r * ai + kk * ak], b[kk * ldb + nn], s);
+            c[r * ldc + nn] = s;
+        }
+}
+
 static void FN(gemm)(REAL *restrict c, int64_t ldc, const REAL *restrict a, int64_t ai, int64_t ak,
                      const REAL *restrict b, int64_t ldb, int64_t M, int64_t N, int64_t K, bool add, int64_t nlo,
                      int64_t nhi, int64_t klo, int64_t khi)
@@ -142,45 +170,28 @@ static void FN(gemm)(REAL *restrict c, int64_t ldc, const REAL *restrict a, int6
 #if VBYTES == 64
     for (; i + 8 <= M; i += 8) { /* as the loop below on rows i..i+3 and i+4..i+7 */
         int64_t bn0[2], bn1[2], bk0[2], bk1[2];
-        for (int h = 0; h < 2; h++) {
-            int64_t f = i + 4 * h, l = f + 3;
-            bn0[h] = f + nlo > 0 ? f + nlo : 0, bn1[h] = l + nhi + 1 < N ? l + nhi + 1 : N;
-            bk0[h] = f + klo > 0 ? f + klo : 0, bk1[h] = l + khi + 1 < K ? l + khi + 1 : K;
-            bk1[h] = bk1[h] > bk0[h] ? bk1[h] : bk0[h];
-        }
+        for (int h = 0; h < 2; h++)
+            FN(band)(i + 4 * h, 4, N, K, nlo, nhi, klo, khi, &bn0[h], &bn1[h], &bk0[h], &bk1[h]);
         int64_t n = bn0[0] / NR * NR, nend = bn1[1] > bn1[0] ? bn1[1] : bn1[0];
         for (; n + NR <= N && n < nend; n += NR)
             FN(block8)(c + i * ldc + n, ldc, a + i * ai, ai, ak, b + n, ldb, bk0[0], bk1[0], bk0[1], bk1[1], add);
-        for (int h = 0; h < 2; h++) /* the columns past the last vector block */
-            for (int64_t r = i + 4 * h; r < i + 4 * h + 4; r++)
-                for (int64_t nn = n; nn < bn1[h]; nn++) {
-                    REAL sum = add ? c[r * ldc + nn] : 0;
-                    for (int64_t kk = bk0[h]; kk < bk1[h]; kk++)
-                        sum = MADD(a[r * ai + kk * ak], b[kk * ldb + nn], sum);
-                    c[r * ldc + nn] = sum;
-                }
+        for (int h = 0; h < 2; h++)
+            FN(edge)(c, ldc, a, ai, ak, b, ldb, i + 4 * h, i + 4 * h + 4, n, bn1[h], bk0[h], bk1[h], add);
     }
 #endif
     for (; i < M; i += 4) {
-        int64_t mr = M - i < 4 ? M - i : 4, last = i + mr - 1;
-        int64_t n0 = i + nlo > 0 ? i + nlo : 0, n1 = last + nhi + 1 < N ? last + nhi + 1 : N;
-        int64_t k0 = i + klo > 0 ? i + klo : 0, k1 = last + khi + 1 < K ? last + khi + 1 : K;
-        int64_t nk = k1 > k0 ? k1 - k0 : 0, n = n0 / NR * NR;
+        int64_t mr = M - i < 4 ? M - i : 4, n0, n1, k0, k1;
+        FN(band)(i, mr, N, K, nlo, nhi, klo, khi, &n0, &n1, &k0, &k1);
+        int64_t nk = k1 - k0, n = n0 / NR * NR;
         const REAL *ak0 = a + k0 * ak, *bk0 = b + k0 * ldb;
         for (; n + NR <= N && n < n1; n += NR) {
             if (mr == 4)
                 FN(block4)(c + i * ldc + n, ldc, ak0 + i * ai, ai, ak, bk0 + n, ldb, nk, add);
             else
-                for (int64_t r = i; r <= last; r++)
+                for (int64_t r = i; r < i + mr; r++)
                     FN(block1)(c + r * ldc + n, ak0 + r * ai, ak, bk0 + n, ldb, nk, add);
         }
-        for (int64_t r = i; r <= last; r++)
-            for (int64_t nn = n; nn < n1; nn++) {
-                REAL s = add ? c[r * ldc + nn] : 0;
-                for (int64_t kk = 0; kk < nk; kk++)
-                    s = MADD(ak0[r * ai + kk * ak], bk0[kk * ldb + nn], s);
-                c[r * ldc + nn] = s;
-            }
+        FN(edge)(c, ldc, a, ai, ak, b, ldb, i, i + mr, n, n1, k0, k1, add);
     }
 }
 
