@@ -13,7 +13,9 @@
  *                    sums of order-sensitive values equal a serial sum over
  *                    the ranks in rank order, bit for bit, computed here from
  *                    the formula of every rank's values; the result hashes
- *                    alike on all ranks; broadcast from the first and the
+ *                    alike on all ranks; rt_comm_allreduce_sum_f32_each's
+ *                    pieces (also checked on one rank): summed when handed
+ *                    out, each element in one piece of one rank; broadcast from the first and the
  *                    last rank; rt_comm_same_u64.  Exit 1 on every rank if
  *                    any rank failed.
  *   --abort-rank R   rank R calls rt_comm_abort while the others wait in an
@@ -315,6 +317,54 @@ static void check_sums(RtComm *c)
     if (N >= 3) CHECK(order_matters > 0, "no value depends on the order of summation");
 }
 
+/* rt_comm_allreduce_sum_f32_each: every piece it hands out is non-empty and
+ * already holds its sums (exact integers, so MPI_Allreduce's order does not
+ * matter) when it is handed out; over all ranks the pieces cover each
+ * element once. */
+typedef struct Seen {
+    const float *buf;
+    double *cover;   /* (n) pieces holding element i, this rank */
+    int N, bad, empty;
+} Seen;
+
+static void seen_piece(void *ctx, int64_t at, int64_t len)
+{
+    Seen *s = ctx;
+    s->empty += len <= 0;
+    for (int64_t i = at; i < at + len; i++) {
+        s->cover[i] += 1;
+        s->bad += s->buf[i] != (float)(s->N * (s->N + 1) / 2 + (double)s->N * (double)(i % 7));
+    }
+}
+
+static void check_pieces(RtComm *c)
+{
+    static const int64_t lens[] = {0, 1, 3, 1000, 100003};
+    static const int64_t segs[] = {RT_COMM_SEG_DEFAULT, 7, 4096};
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+        for (size_t si = 0; si < sizeof segs / sizeof *segs; si++)
+            for (int ordered = 0; ordered < 2; ordered++) {
+                int64_t n = lens[li];
+                c->seg = segs[si], c->ordered = ordered;
+                float *f = malloc((size_t)(n + 1) * sizeof *f);
+                double *cover = calloc((size_t)(n + 1), sizeof *cover);
+                if (!f || !cover) rt_comm_abort(c, 99, "out of memory");
+                for (int64_t i = 0; i < n; i++) f[i] = (float)(c->rank + 1 + i % 7);
+                Seen s = {f, cover, c->size, 0, 0};
+                rt_comm_allreduce_sum_f32_each(c, f, n, seen_piece, &s);
+                CHECK(!s.bad && !s.empty, "n %lld seg %lld ordered %d: %d values not yet summed, %d empty pieces",
+                      (long long)n, (long long)c->seg, ordered, s.bad, s.empty);
+                rt_comm_allreduce_sum_f64(c, cover, n);
+                int64_t wrong = 0;
+                for (int64_t i = 0; i < n; i++) wrong += cover[i] != 1;
+                CHECK(!wrong, "n %lld seg %lld ordered %d: %lld elements not in exactly one piece of one rank",
+                      (long long)n, (long long)c->seg, ordered, (long long)wrong);
+                free(f);
+                free(cover);
+            }
+    c->seg = RT_COMM_SEG_DEFAULT, c->ordered = 1;
+}
+
 static void check_bcast(RtComm *c)
 {
     enum { NB = 1001 };
@@ -340,6 +390,7 @@ static int mpi_main(RtComm *c, int want)
           "rank %d of %d, local %d of %d", c->rank, c->size, c->local_rank, c->local_size);
     if (c->backend == RT_COMM_MPI) {
         check_sums(c);
+        check_pieces(c);
         check_bcast(c);
         rt_comm_barrier(c);
     }
@@ -387,6 +438,7 @@ int main(int argc, char **argv)
     check_launched();
     RtComm *c = rt_comm_init(&argc, &argv);
     check_single(c);
+    check_pieces(c); /* one rank: one piece, [0, n) */
     check_abort(c);
     rt_comm_finalize(c);
     check_abort(NULL);

@@ -211,9 +211,11 @@ static void chunk(int64_t m, int p, int q, int *lo, int *cnt)
     *cnt = (int)(base + (q < extra ? 1 : 0));
 }
 
-/* The ordered all-reduce of one element type, in segments of c->seg. */
+/* The ordered all-reduce of one element type, in segments of c->seg;
+ * each (when not NULL) gets this rank's chunk of every segment as soon as
+ * it holds its sums. */
 #define DEFINE_ORDERED(NAME, T, MPIT)                                                                      \
-    static void NAME(RtComm *c, T *buf, int64_t n)                                                         \
+    static void NAME(RtComm *c, T *buf, int64_t n, RtCommPiece *each, void *ctx)                           \
     {                                                                                                      \
         int p = c->size, me = c->rank;                                                                     \
         int64_t seg = c->seg < 1 ? 1 : c->seg;                                                             \
@@ -246,6 +248,7 @@ static void chunk(int64_t m, int p, int q, int *lo, int *cnt)
                 const T *r = recv + (size_t)q * (size_t)mine;                                              \
                 for (int i = 0; i < mine; i++) out[i] += r[i];                                             \
             }                                                                                              \
+            if (each && mine > 0) each(ctx, off + lo[me], mine);                                           \
             mpi_check(c, MPI_Allgatherv(MPI_IN_PLACE, 0, MPIT, buf + off, cnt, lo, MPIT, w),               \
                       "MPI_Allgatherv");                                                                   \
         }                                                                                                  \
@@ -271,16 +274,31 @@ static void native_sum(RtComm *c, void *buf, int64_t n, MPI_Datatype t, size_t w
 
 void rt_comm_allreduce_sum_f32(RtComm *c, float *buf, int64_t n)
 {
+    rt_comm_allreduce_sum_f32_each(c, buf, n, NULL, NULL);
+}
+
+void rt_comm_allreduce_sum_f32_each(RtComm *c, float *buf, int64_t n, RtCommPiece *each, void *ctx)
+{
     if (n < 0) rt_comm_abort(c, 3, "rt_comm_allreduce_sum_f32: %lld elements", (long long)n);
 #ifdef HAVE_MPI
-    if (c->backend != RT_COMM_MPI || c->size == 1) return;
-    if (c->ordered)
-        ordered_f32(c, buf, n);
-    else
+    if (c->backend == RT_COMM_MPI && c->size > 1) {
+        if (c->ordered) {
+            ordered_f32(c, buf, n, each, ctx);
+            return;
+        }
         native_sum(c, buf, n, MPI_FLOAT, sizeof(float));
+        int lo, cnt; /* this rank's share of the sums, in pieces that fit an int */
+        for (int64_t off = 0; each && off < n; off += INT_MAX) {
+            int64_t m = n - off < INT_MAX ? n - off : INT_MAX;
+            chunk(m, c->size, c->rank, &lo, &cnt);
+            if (cnt > 0) each(ctx, off + lo, cnt);
+        }
+        return;
+    }
 #else
     (void)buf;
 #endif
+    if (each && n > 0) each(ctx, 0, n);
 }
 
 void rt_comm_allreduce_sum_f64(RtComm *c, double *buf, int64_t n)
@@ -289,7 +307,7 @@ void rt_comm_allreduce_sum_f64(RtComm *c, double *buf, int64_t n)
 #ifdef HAVE_MPI
     if (c->backend != RT_COMM_MPI || c->size == 1) return;
     if (c->ordered)
-        ordered_f64(c, buf, n);
+        ordered_f64(c, buf, n, NULL, NULL);
     else
         native_sum(c, buf, n, MPI_DOUBLE, sizeof(double));
 #else

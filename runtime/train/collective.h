@@ -78,6 +78,16 @@ RtComm *rt_comm_world(void);
 void rt_comm_finalize(RtComm *c);
 /* buf (n) = the element-wise sum of every rank's buf (n), on every rank. */
 void rt_comm_allreduce_sum_f32(RtComm *c, float *buf, int64_t n);
+/* The same, calling each(ctx, at, len) for pieces buf[at, at + len) of
+ * the sums as soon as they are final on this rank, the pieces of all ranks
+ * together covering [0, n) once (none empty): with `ordered`, this rank's
+ * chunk of every segment right after it added the ranks' copies, while it
+ * is still in cache (how training takes the gradient norm's block sums
+ * without a pass of its own); with MPI_Allreduce, this rank's share of the
+ * buffer afterwards; on one rank, [0, n).  each runs on the calling thread
+ * and must not call a collective. */
+typedef void RtCommPiece(void *ctx, int64_t at, int64_t len);
+void rt_comm_allreduce_sum_f32_each(RtComm *c, float *buf, int64_t n, RtCommPiece *each, void *ctx);
 void rt_comm_allreduce_sum_f64(RtComm *c, double *buf, int64_t n);
 /* Copies root's buf (bytes) into every rank's buf. */
 void rt_comm_bcast(RtComm *c, void *buf, size_t bytes, int root);
