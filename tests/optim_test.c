@@ -215,6 +215,55 @@ static void test_norm_blocks(void)
     rt_pool_free(pool);
 }
 
+/* The norm from block sums taken piece by piece (as the all-reduce of
+ * data-parallel training hands out its pieces: rt_grad_sumsq_piece) and
+ * finished by rt_grad_norm_done is rt_grad_norm to the bit, for pieces
+ * aligned to blocks, straddling them, smaller than one, and a short last
+ * block, taken in any order; a block no piece holds whole is left unmarked
+ * (its sum NaN, never read). */
+static void test_norm_pieces(void)
+{
+    const int64_t B = RT_NORM_BLOCK;
+    static const int64_t cuts[][8] = {
+        {4 * B, 0},                          /* one piece, whole blocks */
+        {B, B, 2 * B, 0},                    /* aligned pieces */
+        {B + 3, 2 * B - 6, B / 2, B + 3, 0}, /* straddling, one inside a block */
+        {5, 7, 3 * B, 11, B + 1, 0},         /* tiny pieces; a short last block */
+        {6 * B + 17, 0},                     /* one piece, short last block */
+    };
+    RtPool *pool = rt_pool_create(3);
+    for (size_t L = 0; L < sizeof cuts / sizeof *cuts; L++) {
+        int64_t at[8], len[8], n = 0;
+        int np = 0;
+        for (; cuts[L][np]; np++)
+            at[np] = n, len[np] = cuts[L][np], n += cuts[L][np];
+        float *g = malloc(sizeof *g * (size_t)n);
+        randn(g, n, 1e-2);
+        int64_t nb = rt_grad_norm_blocks(n);
+        double *sums = malloc(sizeof *sums * (size_t)nb), *done = calloc((size_t)nb, sizeof *done);
+        for (int64_t b = 0; b < nb; b++)
+            sums[b] = NAN;
+        for (int i = np - 1; i >= 0; i--) /* last piece first, one with the pool, one without */
+            rt_grad_sumsq_piece(i % 2 ? pool : NULL, g, at[i], len[i], sums, done);
+        int64_t marked = 0, whole = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            marked += done[b] != 0;
+            for (int i = 0; i < np; i++) /* a block some piece holds whole */
+                whole += at[i] <= b * B && (b + 1) * B <= at[i] + len[i];
+        }
+        double want = rt_grad_norm(g, n), got = rt_grad_norm_done(g, n, sums, done);
+        char what[160];
+        snprintf(what, sizeof what, "norm from pieces, cut %zu (n %lld): %.17g vs %.17g", L, (long long)n, got,
+                 want);
+        check(got == want, what);
+        snprintf(what, sizeof what, "cut %zu: %lld blocks marked, %lld held whole by a piece", L, (long long)marked,
+                 (long long)whole);
+        check(marked == whole, what);
+        free(g), free(sums), free(done);
+    }
+    rt_pool_free(pool);
+}
+
 /* ---- the optimizer by hand ---- */
 
 static void test_step_by_hand(void)
@@ -508,6 +557,7 @@ int main(int argc, char **argv)
         test_schedules();
         test_clip();
         test_norm_blocks();
+    test_norm_pieces();
         test_step_by_hand();
         test_mask();
         test_pool_step();

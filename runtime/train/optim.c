@@ -296,6 +296,25 @@ void rt_grad_sumsq_blocks(RtPool *pool, const float *grads, const float *g, int6
         rt_pool_run(pool, b1 - b0, 4, sumsq_chunk, &c);
 }
 
+void rt_grad_sumsq_piece(RtPool *pool, const float *grads, int64_t at, int64_t len, double *sums, double *done)
+{
+    int64_t b0, b1;
+    blocks_inside(at, len, &b0, &b1);
+    rt_grad_sumsq_blocks(pool, grads, grads + at, len, sums);
+    for (int64_t b = b0; b < b1; b++)
+        done[b] = 1;
+}
+
+double rt_grad_norm_done(const float *grads, int64_t n, const double *sums, const double *done)
+{
+    double s = 0;
+    for (int64_t b = 0, nblocks = rt_grad_norm_blocks(n); b < nblocks; b++) {
+        int64_t at = b * RT_NORM_BLOCK;
+        s += done[b] != 0 ? sums[b] : block_sumsq(grads + at, n - at < RT_NORM_BLOCK ? n - at : RT_NORM_BLOCK);
+    }
+    return sqrt(s);
+}
+
 double rt_grad_norm_finish(const float *grads, int64_t n, const RtSegment *params, int nparams, const double *sums)
 {
     int64_t nblocks = rt_grad_norm_blocks(n);

@@ -119,6 +119,18 @@ double rt_grad_norm_pool(const float *g, int64_t n, RtPool *pool);
 int64_t rt_grad_norm_blocks(int64_t n);
 void rt_grad_sumsq_blocks(RtPool *pool, const float *grads, const float *g, int64_t numel, double *sums);
 double rt_grad_norm_finish(const float *grads, int64_t n, const RtSegment *params, int nparams, const double *sums);
+/* The same number for a gradient summed piece by piece, as the all-reduce
+ * of data-parallel training does (collective.h, rt_comm_allreduce_sum_f32_each):
+ *   rt_grad_sumsq_piece  the sums of the blocks wholly inside
+ *                        grads[at, at + len), each such block's done[b]
+ *                        set to 1 (sums and done: rt_grad_norm_blocks(n)
+ *                        entries, zeroed by the caller);
+ *   rt_grad_norm_done    the blocks whose done[b] is 0 from grads, then all
+ *                        block sums added in order: bit for bit rt_grad_norm.
+ * done is a double so that the ranks' sums and marks travel in one fp64
+ * all-reduce (each block is some one rank's: x + 0 is x). */
+void rt_grad_sumsq_piece(RtPool *pool, const float *grads, int64_t at, int64_t len, double *sums, double *done);
+double rt_grad_norm_done(const float *grads, int64_t n, const double *sums, const double *done);
 /* Clips to a global norm as torch.nn.utils.clip_grad_norm_: with
  * c = max_norm / (norm + 1e-6), computed in float as torch does
  * ((1 / (norm + 1e-6)) max_norm, each operation rounded to float), multiplies

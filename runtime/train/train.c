@@ -382,6 +382,9 @@ typedef struct Run {
     double *sumsq;       /* the gradient norm's block sums, taken by the train step (optim.h): NULL
                             when the gradients change after it (--accum, ranks, the device) */
     RtSegment *segs;     /* (nparams) the optimizer's segments, for rt_grad_norm_finish */
+    double *rsums;       /* ranks: the gradient norm's block sums and marks (optim.h,
+                            rt_grad_sumsq_piece), taken in the all-reduce, then the loss sum:
+                            2 rt_grad_norm_blocks(n) + 1 */
 } Run;
 
 /* The tail of a message that stops a run: where the last good weights are. */
@@ -833,6 +836,8 @@ static int setup(Run *r)
         r->mask = rt_zalloc64((size_t)(B * T) * sizeof(float));
     if (r->comm->size == 1 && !r->dev->cuda)
         r->sumsq = rt_zalloc64((size_t)rt_grad_norm_blocks(n) * sizeof *r->sumsq);
+    else if (r->comm->size > 1)
+        r->rsums = rt_zalloc64((size_t)(2 * rt_grad_norm_blocks(n) + 1) * sizeof *r->rsums);
     /* Optimizer: weight decay on matrices unless --decay-all. */
     RtSegment *segs = calloc((size_t)d->nparams + 1, sizeof *segs);
     for (int64_t i = 0; i < d->nparams; i++)
@@ -912,7 +917,7 @@ static void teardown(Run *r, int rc)
         r->src->close(r->src);
     rt_pool_free(r->pool);
     free(r->params), free(r->grads), free(r->arena), free(r->tok), free(r->tgt), free(r->mask);
-    free(r->sumsq), free(r->segs);
+    free(r->sumsq), free(r->segs), free(r->rsums);
     free(r->ckpt_path), free(r->metrics_path), free(r->settings_path);
     json_decref(r->state);
 }
@@ -948,6 +953,20 @@ static void scale_grads(float *g, int64_t n, double s, RtPool *pool)
     rt_pool_run(pool, n, 1 << 16, scale_chunk, &c);
 }
 
+/* The all-reduce's pieces of the gradient (rt_comm_allreduce_sum_f32_each):
+ * the norm's block sums while they are in cache. */
+typedef struct Pieces {
+    const float *grads;
+    double *sums, *done;
+    RtPool *pool;
+} Pieces;
+
+static void norm_piece(void *ctx, int64_t at, int64_t len)
+{
+    const Pieces *p = ctx;
+    rt_grad_sumsq_piece(p->pool, p->grads, at, len, p->sums, p->done);
+}
+
 /* One step's gradient: accum micro-batches (times the ranks), and their
  * loss.  Without a mask every micro-batch has B x T loss targets: the
  * gradients are summed, then scaled by 1/parts, and the loss is the mean.
@@ -960,11 +979,13 @@ static void scale_grads(float *g, int64_t n, double s, RtPool *pool)
  * the end grads *= n_last / N.  A micro-batch without a loss token adds
  * nothing and is not run (unless no token came before: it writes the
  * zeros).  Every rank sees the whole global mask, so all compute the same
- * N.  On one rank the last scale (1/parts, n_last / N) is not applied to
- * grads but returned in *scale, and the optimizer folds it into its one
- * pass, as it does the clip (the gradient norm comes from the block sums
- * the last train step took, r->sumsq); with ranks it is applied after the
- * all-reduce and *scale is 1.  0, or -1 if the model refused the call. */
+ * N.  The last scale is not applied to grads but returned in *scale, and
+ * the optimizer folds it into its one pass, as it does the clip: on one
+ * rank 1/parts or n_last / N (the gradient norm comes from the block sums
+ * the last train step took, r->sumsq); with ranks 1/parts (each rank
+ * applies its own n_last / N before the all-reduce, which takes the norm's
+ * block sums as it goes, r->rsums).  0, or -1 if the model refused the
+ * call. */
 static int gradient(Run *r, double *loss, double *scale)
 {
     *scale = 1;
@@ -1014,6 +1035,7 @@ static int gradient(Run *r, double *loss, double *scale)
     }
     const int64_t parts = o->accum * r->comm->size; /* micro-batches in the step, all ranks */
     const bool fold = r->sumsq != NULL;           /* one rank: the optimizer applies the scale */
+    const bool fold_parts = fold || r->rsums;     /* 1/parts, after the all-reduce */
     if (r->mask && held > 0) {
         if (fold)
             *scale = held / total;
@@ -1022,15 +1044,25 @@ static int gradient(Run *r, double *loss, double *scale)
     }
     if (r->comm->size > 1) { /* sums in rank order: the same bits on every rank */
         const double t = now();
-        rt_comm_allreduce_sum_f32(r->comm, r->grads, np);
-        rt_comm_allreduce_sum_f64(r->comm, &sum, 1);
+        if (r->rsums) {
+            const int64_t nb = rt_grad_norm_blocks(np);
+            memset(r->rsums, 0, (size_t)(2 * nb + 1) * sizeof *r->rsums);
+            Pieces pc = {r->grads, r->rsums, r->rsums + nb, r->pool};
+            rt_comm_allreduce_sum_f32_each(r->comm, r->grads, np, norm_piece, &pc);
+            r->rsums[2 * nb] = sum; /* with the block sums: one more all-reduce, not two */
+            rt_comm_allreduce_sum_f64(r->comm, r->rsums, 2 * nb + 1);
+            sum = r->rsums[2 * nb];
+        } else {
+            rt_comm_allreduce_sum_f32(r->comm, r->grads, np);
+            rt_comm_allreduce_sum_f64(r->comm, &sum, 1);
+        }
         r->t_reduce += now() - t;
     }
     if (r->mask) {
         *loss = total > 0 ? sum / total : 0;
         return 0;
     }
-    if (parts > 1 && fold)
+    if (parts > 1 && fold_parts)
         *scale = 1.0 / (double)parts;
     else if (parts > 1)
         scale_grads(r->grads, np, 1.0 / (double)parts, r->pool);
@@ -1256,6 +1288,8 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
         double gnorm = 0, lr = rt_lr(&r.sched, k);
         if (r.sumsq) /* the step took most block sums: the rest, then the same number */
             gnorm = gscale * rt_grad_norm_finish(r.grads, n, r.segs, (int)m->desc->nparams, r.sumsq);
+        else if (r.rsums) /* the all-reduce took most of them */
+            gnorm = gscale * rt_grad_norm_done(r.grads, n, r.rsums, r.rsums + rt_grad_norm_blocks(n));
         else if (!r.gpu)
             gnorm = rt_grad_norm_pool(r.grads, n, r.pool);
         else if (isfinite(loss) && (rc = gpu_update(&r, k, lr, &gnorm)) != 0)
