@@ -239,6 +239,11 @@ static Work measure_work(const IrGraph *g, const StrataModelDesc *d, RtPool *poo
             if (flops / t > w.peak)
                 w.peak = flops / t;
         }
+        for (int c = 0; c < rt_gemm_clock.nshapes; c++) /* the timed steps' calls of this product */
+            if (rt_gemm_clock.shape[c].flags == flags && rt_gemm_clock.shape[c].M == M &&
+                rt_gemm_clock.shape[c].N == N && rt_gemm_clock.shape[c].K == K)
+                printf("; in the step %.1f", 1e-9 * flops * (double)rt_gemm_clock.shape[c].calls /
+                                                 rt_gemm_clock.shape[c].seconds);
         printf("\n");
         w.roofline_s += (double)count * best;
         w.chosen_s += (double)count * mine;
@@ -476,12 +481,16 @@ int main(int argc, char **argv)
     int64_t B = a.batch, T = a.seq, BT = B * T;
     double first_loss = 0;
     double *total = bench_calloc((size_t)a.steps, sizeof *total), *fb = bench_calloc((size_t)a.steps, sizeof *fb);
-    double *upd = bench_calloc((size_t)a.steps, sizeof *upd);
+    double *upd = bench_calloc((size_t)a.steps, sizeof *upd), *prod = bench_calloc((size_t)a.steps, sizeof *prod);
     bool hwm = peak_rss_reset(); /* the steps' peak, not the product measurements' */
     for (int k = 0; k < a.warmup + a.steps; k++) {
-        double f, u, norm;
+        double f, u, norm, p0 = rt_gemm_clock.seconds;
+        rt_gemm_clock.on = k >= a.warmup; /* the products' time inside the timed steps */
         if (!side_step(&sd, pool, k, &f, &u, &norm))
             return 1;
+        rt_gemm_clock.on = false;
+        if (k >= a.warmup)
+            prod[k - a.warmup] = rt_gemm_clock.seconds - p0;
         if (k == 0)
             first_loss = sd.loss;
         printf("%s %2d: %8.1f ms (train step %.1f, norm+clip+adamw %.1f), loss %.6f, grad norm %.4f\n",
@@ -498,6 +507,10 @@ int main(int argc, char **argv)
     printf("step: median %.1f ms, min %.1f ms over %d steps (train step median %.1f, optimizer %.1f)\n", 1e3 * med,
            1e3 * best, a.steps, 1e3 * median(fb, a.steps), 1e3 * median(upd, a.steps));
     printf("tokens/s %.0f\n", tps);
+    double pm = median(prod, a.steps);
+    printf("products inside the step: median %.1f ms (%.1f%% of the step; the same products alone: %.1f ms at the "
+           "step's backends); the median step less that: %.1f ms\n",
+           1e3 * pm, 100 * pm / med, 1e3 * w.chosen_s, 1e3 * (med - pm));
     printf("FLOPs per step: matmul 6*N*BT %.3f G (N = %.0f matrix elements), attention 12*L*d*T*BT %.3f G, "
            "total %.3f G\n",
            1e-9 * w.matmul, w.matmul / 6.0 / (double)BT, 1e-9 * w.attention, 1e-9 * flops);
@@ -517,6 +530,6 @@ int main(int argc, char **argv)
 
     side_close(&sd);
     rt_pool_free(pool);
-    free(total), free(fb), free(upd);
+    free(total), free(fb), free(upd), free(prod);
     return 0;
 }

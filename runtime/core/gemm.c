@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef HAVE_DNNL
 #include <oneapi/dnnl/dnnl.h>
@@ -241,12 +242,40 @@ static void run(RtPool *pool, Job *j)
     rt_pool_run(pool, j->sp.count, 1, strips, j);
 }
 
+RtGemmClock rt_gemm_clock;
+
+static double clock_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 void rt_matmul_f32(RtPool *pool, int flags, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     Job j = {.b = rt_gemm_choose(flags, M, N, K, NULL), .flags = flags, .M = M, .N = N, .K = K, .lda = lda,
              .ldb = ldb, .ldc = ldc, .A = A, .B = B, .C = C, .beta = beta};
+    if (!rt_gemm_clock.on) {
+        run(pool, &j);
+        return;
+    }
+    double t0 = clock_s();
     run(pool, &j);
+    double dt = clock_s() - t0;
+    RtGemmClock *c = &rt_gemm_clock;
+    c->seconds += dt;
+    c->calls++;
+    int i = 0;
+    while (i < c->nshapes && (c->shape[i].flags != flags || c->shape[i].M != M || c->shape[i].N != N ||
+                              c->shape[i].K != K))
+        i++;
+    if (i == c->nshapes && i < RT_GEMM_CLOCK_SHAPES) {
+        c->shape[i].flags = flags, c->shape[i].M = M, c->shape[i].N = N, c->shape[i].K = K;
+        c->nshapes++;
+    }
+    if (i < c->nshapes)
+        c->shape[i].seconds += dt, c->shape[i].calls++;
 }
 
 void rt_matmul_f64(RtPool *pool, int flags, int64_t M, int64_t N, int64_t K, const double *A, int64_t lda,

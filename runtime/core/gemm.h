@@ -72,6 +72,24 @@ typedef struct RtGemmSplit {
 } RtGemmSplit;
 RtGemmSplit rt_gemm_plan(int64_t M, int64_t N);
 
+/* The time rt_matmul_f32's calls take, summed while `on` (for
+ * bench/train_bench: how long a step's products take inside the step,
+ * against the same products alone).  For one calling thread: the step's
+ * (its products run one at a time; the pool works inside each call). */
+enum { RT_GEMM_CLOCK_SHAPES = 64 };
+typedef struct RtGemmClock {
+    bool on;
+    double seconds;
+    int64_t calls;
+    int nshapes;             /* the same per product shape, first seen first */
+    struct {
+        int flags;
+        int64_t M, N, K, calls;
+        double seconds;
+    } shape[RT_GEMM_CLOCK_SHAPES];
+} RtGemmClock;
+extern RtGemmClock rt_gemm_clock;
+
 /* The backend that rt_matmul_f32 uses for this product, and why
  * ("STRATA_GEMM", "tuned", "default", "test"). */
 const RtGemmBackend *rt_gemm_choose(int flags, int64_t M, int64_t N, int64_t K, const char **why);
