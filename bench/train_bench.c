@@ -21,8 +21,12 @@
  * through the matrix-product layer (runtime/core/gemm.h) with every backend
  * that does the step's precision, on the same pool; roofline = the sum of
  * each product's best time over its occurrences.  The line per product
- * shows every backend's rate and marks the one the step uses.  The last
- * line, "result key=value ...", is for bench/train-vs-torch.
+ * shows every backend's rate and marks the one the step uses, then the
+ * rate of the same product inside the timed steps (rt_gemm_clock: every
+ * call of the step timed where it runs, its operands as the step leaves
+ * them in the caches), and a line compares the step's products inside
+ * the step with the same products alone.  The last line, "result
+ * key=value ...", is for bench/train-vs-torch.
  * --versus: no roofline; two sides' steps alternated instead, A (MODEL at
  * --precision) then B (the same model at the other precision, on the
  * same buffers, or MODEL2 with its own), then B then A, K rounds after W
