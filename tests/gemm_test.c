@@ -13,7 +13,8 @@
  *             agree bitwise with each other (VDPBF16PS and the widening
  *             fallbacks add odd then even products alike);
  *   bf16      rounding to nearest even, ties, NaN, infinities, overflow;
- *   tuning    rt_gemm_tune writes a table that rt_gemm_tuned then reads.
+ *   tuning    rt_gemm_tune writes a table that rt_gemm_tuned then reads;
+ *   clock     rt_gemm_clock counts and times calls by shape only while on.
  * Exit 0 pass, 1 fail. */
 #define _GNU_SOURCE /* setenv, mkdtemp */
 #include "core/cpu.h"
@@ -362,6 +363,37 @@ static void test_tuning(void)
     rmdir(dir);
 }
 
+/* rt_gemm_clock: off, nothing is recorded; on, every call is counted under
+ * its shape (flags, M, N, K), first seen first, the seconds summed. */
+static void test_clock(void)
+{
+    enum { M = 40, N = 24, K = 56 };
+    float *A = calloc(M * K, sizeof *A), *B = calloc(K * N, sizeof *B), *C = calloc(M * N, sizeof *C);
+    RtGemmClock zero = {0};
+    rt_gemm_clock = zero;
+    rt_matmul_f32(NULL, 0, M, N, K, A, K, B, N, 0.0f, C, N);
+    CHECK(rt_gemm_clock.calls == 0 && rt_gemm_clock.nshapes == 0 && rt_gemm_clock.seconds == 0,
+          "clock off: %lld calls, %d shapes recorded", (long long)rt_gemm_clock.calls, rt_gemm_clock.nshapes);
+    rt_gemm_clock.on = true;
+    rt_matmul_f32(NULL, 0, M, N, K, A, K, B, N, 0.0f, C, N);
+    rt_matmul_f32(NULL, RT_GEMM_TB, M, N, K, A, K, B, K, 0.0f, C, N);
+    rt_matmul_f32(NULL, 0, M, N, K, A, K, B, N, 1.0f, C, N);
+    rt_gemm_clock.on = false;
+    rt_matmul_f32(NULL, 0, M, N, K, A, K, B, N, 0.0f, C, N);
+    const RtGemmClock *c = &rt_gemm_clock;
+    CHECK(c->calls == 3 && c->nshapes == 2, "clock on for 3 calls of 2 shapes: %lld calls, %d shapes",
+          (long long)c->calls, c->nshapes);
+    CHECK(c->shape[0].flags == 0 && c->shape[0].M == M && c->shape[0].N == N && c->shape[0].K == K &&
+              c->shape[0].calls == 2 && c->shape[1].flags == RT_GEMM_TB && c->shape[1].calls == 1,
+          "clock shapes: %d %lldx%lldx%lld x%lld, %d x%lld", c->shape[0].flags, (long long)c->shape[0].M,
+          (long long)c->shape[0].N, (long long)c->shape[0].K, (long long)c->shape[0].calls, c->shape[1].flags,
+          (long long)c->shape[1].calls);
+    CHECK(c->seconds > 0 && fabs(c->shape[0].seconds + c->shape[1].seconds - c->seconds) <= 1e-9 * c->seconds,
+          "clock seconds: total %g, by shape %g + %g", c->seconds, c->shape[0].seconds, c->shape[1].seconds);
+    rt_gemm_clock = zero;
+    free(A), free(B), free(C);
+}
+
 int main(void)
 {
     test_plan();
@@ -371,6 +403,7 @@ int main(void)
     test_shared_packing();
     test_kernels();
     test_tuning();
+    test_clock();
     printf("%d of %d checks passed\n", checks - failures, checks);
     return failures ? 1 : 0;
 }
