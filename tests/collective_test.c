@@ -15,9 +15,9 @@
  *                    the formula of every rank's values; the result hashes
  *                    alike on all ranks; rt_comm_allreduce_sum_f32_each's
  *                    pieces (also checked on one rank): summed when handed
- *                    out, each element in one piece of one rank; broadcast from the first and the
- *                    last rank; rt_comm_same_u64.  Exit 1 on every rank if
- *                    any rank failed.
+ *                    out, each element in one piece of one rank; broadcast
+ *                    from the first and the last rank; rt_comm_same_u64.
+ *                    Exit 1 on every rank if any rank failed.
  *   --abort-rank R   rank R calls rt_comm_abort while the others wait in an
  *                    all-reduce: the job must end, not hang.
  *   --die-rank R     rank R exits without a word while the others wait.

@@ -557,7 +557,7 @@ int main(int argc, char **argv)
         test_schedules();
         test_clip();
         test_norm_blocks();
-    test_norm_pieces();
+        test_norm_pieces();
         test_step_by_hand();
         test_mask();
         test_pool_step();
