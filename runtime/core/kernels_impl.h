@@ -125,15 +125,6 @@ static inline void FN(block8)(REAL *restrict c, int64_t ldc, const REAL *restric
 }
 #endif
 
-/* c (M, N) = A B, or += if add.  A (M, K) is read as A(i, k) = a[i ai + k ak]
- * (ai = 1, ak = lda reads a stored matrix transposed); b (K, N) and c have
- * rows ldb and ldc apart.  The small matrix products of attention, on tiles
- * that sit in cache: 4 x NR blocks in registers (8 x NR with AVX-512,
- * block8), plain loops at the edges.
- * Causal band: only the elements (i, n) with i + nlo <= n <= i + nhi are
- * needed (others may be left unwritten), and only the terms with
- * i + klo <= k <= i + khi are nonzero (others are skipped); FREE = none.
- * Bounds are applied per 4-row block, so a few more are computed. */
 /* gemm's causal band for rows i..i+mr-1: the columns [*n0, *n1) they need
  * and their nonzero terms [*k0, *k1) (*k1 >= *k0). */
 static inline __attribute__((always_inline)) void FN(band)(int64_t i, int64_t mr, int64_t N, int64_t K,
@@ -162,6 +153,15 @@ static inline __attribute__((always_inline)) void FN(edge)(REAL *restrict c, int
         }
 }
 
+/* c (M, N) = A B, or += if add.  A (M, K) is read as A(i, k) = a[i ai + k ak]
+ * (ai = 1, ak = lda reads a stored matrix transposed); b (K, N) and c have
+ * rows ldb and ldc apart.  The small matrix products of attention, on tiles
+ * that sit in cache: 4 x NR blocks in registers (8 x NR with AVX-512,
+ * block8), plain loops at the edges.
+ * Causal band: only the elements (i, n) with i + nlo <= n <= i + nhi are
+ * needed (others may be left unwritten), and only the terms with
+ * i + klo <= k <= i + khi are nonzero (others are skipped); FREE = none.
+ * Bounds are applied per 4-row block, so a few more are computed. */
 static void FN(gemm)(REAL *restrict c, int64_t ldc, const REAL *restrict a, int64_t ai, int64_t ak,
                      const REAL *restrict b, int64_t ldb, int64_t M, int64_t N, int64_t K, bool add, int64_t nlo,
                      int64_t nhi, int64_t klo, int64_t khi)
