@@ -834,9 +834,9 @@ static int setup(Run *r)
         r->logits = strata_logits_in_arena(d, r->arena, B, T);
     if (r->src->masked)
         r->mask = rt_zalloc64((size_t)(B * T) * sizeof(float));
-    if (r->comm->size == 1 && !r->dev->cuda)
+    if (!r->dev->cuda && r->comm->size == 1)
         r->sumsq = rt_zalloc64((size_t)rt_grad_norm_blocks(n) * sizeof *r->sumsq);
-    else if (r->comm->size > 1)
+    else if (!r->dev->cuda) /* ranks */
         r->rsums = rt_zalloc64((size_t)(2 * rt_grad_norm_blocks(n) + 1) * sizeof *r->rsums);
     /* Optimizer: weight decay on matrices unless --decay-all. */
     RtSegment *segs = calloc((size_t)d->nparams + 1, sizeof *segs);
@@ -1035,27 +1035,22 @@ static int gradient(Run *r, double *loss, double *scale)
     }
     const int64_t parts = o->accum * r->comm->size; /* micro-batches in the step, all ranks */
     const bool fold = r->sumsq != NULL;           /* one rank: the optimizer applies the scale */
-    const bool fold_parts = fold || r->rsums;     /* 1/parts, after the all-reduce */
+    const bool fold_parts = fold || r->rsums;     /* 1/parts, after the all-reduce (not on the device) */
     if (r->mask && held > 0) {
         if (fold)
             *scale = held / total;
         else
             scale_grads(r->grads, np, held / total, r->pool); /* total > 0 since held > 0 */
     }
-    if (r->comm->size > 1) { /* sums in rank order: the same bits on every rank */
+    if (r->comm->size > 1) { /* sums in rank order: the same bits on every rank (r->rsums: setup) */
         const double t = now();
-        if (r->rsums) {
-            const int64_t nb = rt_grad_norm_blocks(np);
-            memset(r->rsums, 0, (size_t)(2 * nb + 1) * sizeof *r->rsums);
-            Pieces pc = {r->grads, r->rsums, r->rsums + nb, r->pool};
-            rt_comm_allreduce_sum_f32_each(r->comm, r->grads, np, norm_piece, &pc);
-            r->rsums[2 * nb] = sum; /* with the block sums: one more all-reduce, not two */
-            rt_comm_allreduce_sum_f64(r->comm, r->rsums, 2 * nb + 1);
-            sum = r->rsums[2 * nb];
-        } else {
-            rt_comm_allreduce_sum_f32(r->comm, r->grads, np);
-            rt_comm_allreduce_sum_f64(r->comm, &sum, 1);
-        }
+        const int64_t nb = rt_grad_norm_blocks(np);
+        memset(r->rsums, 0, (size_t)(2 * nb + 1) * sizeof *r->rsums);
+        Pieces pc = {r->grads, r->rsums, r->rsums + nb, r->pool};
+        rt_comm_allreduce_sum_f32_each(r->comm, r->grads, np, norm_piece, &pc);
+        r->rsums[2 * nb] = sum; /* with the block sums: one more all-reduce, not two */
+        rt_comm_allreduce_sum_f64(r->comm, r->rsums, 2 * nb + 1);
+        sum = r->rsums[2 * nb];
         r->t_reduce += now() - t;
     }
     if (r->mask) {
@@ -1290,9 +1285,7 @@ int rt_train_source(const RtModel *m, RtTrainOptions *o, RtBatchSource *src, con
             gnorm = gscale * rt_grad_norm_finish(r.grads, n, r.segs, (int)m->desc->nparams, r.sumsq);
         else if (r.rsums) /* the all-reduce took most of them */
             gnorm = gscale * rt_grad_norm_done(r.grads, n, r.rsums, r.rsums + rt_grad_norm_blocks(n));
-        else if (!r.gpu)
-            gnorm = rt_grad_norm_pool(r.grads, n, r.pool);
-        else if (isfinite(loss) && (rc = gpu_update(&r, k, lr, &gnorm)) != 0)
+        else if (isfinite(loss) && (rc = gpu_update(&r, k, lr, &gnorm)) != 0) /* --device cuda */
             break; /* one process: nothing to stop */
         bool bad = !isfinite(loss) || !isfinite(gnorm);
         if (bad) {
